@@ -1,0 +1,1 @@
+//! The Kratos stand-in.
