@@ -1,0 +1,355 @@
+//! The Kratos session model: lenient, so that new Kratos fields or enum values never break sign-in.
+//!
+//! Only [`Session::id`] is required, as in Kratos's OpenAPI spec. Every other field is optional or
+//! defaulted, unknown fields are ignored, unknown enum values are kept as `Other(String)`, and a
+//! timestamp that does not parse becomes `None` instead of failing the whole body.
+//!
+//! ```
+//! use tower_kratos::session::{Aal, Session};
+//!
+//! let body = r#"{"id": "65dea6f4-5d15-4e61-9eb7-f30190c0b2e2", "active": true,
+//!                "authenticator_assurance_level": "aal9", "something_new": [1, 2]}"#;
+//! let session: Session = serde_json::from_str(body).unwrap();
+//! assert_eq!(session.authenticator_assurance_level, Some(Aal::Other("aal9".into())));
+//! assert!(session.identity.is_none());
+//! ```
+
+use std::{fmt, ops::Deref, sync::Arc};
+
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+
+/// A Kratos session, as `GET /sessions/whoami` returns it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct Session {
+    /// The session's id (a UUID). The only field Kratos's spec requires.
+    pub id: String,
+    /// Whether Kratos considers the session active. Absent counts as inactive.
+    #[serde(default)]
+    pub active: bool,
+    /// When the session stops being valid.
+    #[serde(default, with = "lenient_time")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When the last authentication factor was completed.
+    #[serde(default, with = "lenient_time")]
+    pub authenticated_at: Option<OffsetDateTime>,
+    /// When the session was issued.
+    #[serde(default, with = "lenient_time")]
+    pub issued_at: Option<OffsetDateTime>,
+    /// The assurance level the session reached.
+    #[serde(default)]
+    pub authenticator_assurance_level: Option<Aal>,
+    /// The factors completed, oldest first. Kratos sends `null` when there are none.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub authentication_methods: Vec<AuthenticationMethod>,
+    /// The identity the session belongs to. whoami always sends it; admin reads may not.
+    #[serde(default)]
+    pub identity: Option<Arc<Identity>>,
+    /// The devices the session was used from.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub devices: Vec<Device>,
+    /// The session as a JWT, when whoami was asked with `tokenize_as`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenized: Option<String>,
+}
+
+impl Session {
+    /// The identity's id, when the identity was sent.
+    pub fn identity_id(&self) -> Option<&str> {
+        self.identity.as_ref().map(|identity| identity.id.as_str())
+    }
+
+    /// Whether the session is active and not past `expires_at` at `now`.
+    ///
+    /// A session without `expires_at` is judged by `active` alone.
+    pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
+        self.active && self.expires_at.is_none_or(|expires_at| expires_at > now)
+    }
+}
+
+/// An authenticator assurance level. Unknown values are kept, not rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Aal {
+    /// No factor completed.
+    Aal0,
+    /// One factor.
+    Aal1,
+    /// Two factors.
+    Aal2,
+    /// Three factors.
+    Aal3,
+    /// A value this crate does not know, including `""` from legacy data.
+    Other(String),
+}
+
+impl Aal {
+    /// The value as Kratos spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Aal0 => "aal0",
+            Self::Aal1 => "aal1",
+            Self::Aal2 => "aal2",
+            Self::Aal3 => "aal3",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl fmt::Display for Aal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Aal {
+    fn from(value: &str) -> Self {
+        match value {
+            "aal0" => Self::Aal0,
+            "aal1" => Self::Aal1,
+            "aal2" => Self::Aal2,
+            "aal3" => Self::Aal3,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Aal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Ok(Self::from(value.as_str()))
+    }
+}
+
+impl Serialize for Aal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// One completed authentication factor.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct AuthenticationMethod {
+    /// The method, e.g. `password`, `oidc`, `totp`; an open set (legacy data has `v0.6_legacy_session`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The level this factor counts for. Legacy data has `""`.
+    #[serde(default)]
+    pub aal: Option<Aal>,
+    /// When the factor was completed. Legacy data has `0001-01-01T00:00:00Z`.
+    #[serde(default, with = "lenient_time")]
+    pub completed_at: Option<OffsetDateTime>,
+    /// The OIDC or SAML provider, for those methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The organization the factor was completed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+}
+
+/// The identity a session belongs to.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The identity's id (a UUID).
+    pub id: String,
+    /// An id from an external system, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The identity schema's id.
+    #[serde(default)]
+    pub schema_id: Option<String>,
+    /// Where the identity schema can be fetched.
+    #[serde(default)]
+    pub schema_url: Option<String>,
+    /// `active` or `inactive`; an open set.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The identity's traits, as the schema defines them. Read them typed with [`Identity::traits`].
+    #[serde(default, rename = "traits")]
+    pub traits_json: serde_json::Value,
+    /// Public metadata; `null` when unset.
+    #[serde(default)]
+    pub metadata_public: serde_json::Value,
+    /// Addresses that can be verified.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub verifiable_addresses: Vec<VerifiableAddress>,
+    /// Addresses usable for account recovery.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub recovery_addresses: Vec<RecoveryAddress>,
+    /// The organization the identity belongs to.
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// When the identity was created.
+    #[serde(default, with = "lenient_time")]
+    pub created_at: Option<OffsetDateTime>,
+    /// When the identity was last updated.
+    #[serde(default, with = "lenient_time")]
+    pub updated_at: Option<OffsetDateTime>,
+}
+
+impl Identity {
+    /// The traits deserialized into your own type.
+    ///
+    /// # Errors
+    /// When the traits do not match `T`.
+    ///
+    /// ```
+    /// # use tower_kratos::session::Session;
+    /// #[derive(serde::Deserialize)]
+    /// struct Traits { email: String }
+    ///
+    /// let session: Session = serde_json::from_str(
+    ///     r#"{"id": "s", "identity": {"id": "i", "traits": {"email": "ada@example.org"}}}"#,
+    /// ).unwrap();
+    /// let traits: Traits = session.identity.unwrap().traits().unwrap();
+    /// assert_eq!(traits.email, "ada@example.org");
+    /// ```
+    pub fn traits<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.traits_json)
+    }
+}
+
+/// An address that can be verified (email or phone).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct VerifiableAddress {
+    /// The address's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The address itself.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Whether it was verified.
+    #[serde(default)]
+    pub verified: bool,
+    /// `email` or `sms`; an open set.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// `pending`, `sent` or `completed`; an open set.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// When it was verified.
+    #[serde(default, with = "lenient_time")]
+    pub verified_at: Option<OffsetDateTime>,
+}
+
+/// An address usable for account recovery.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct RecoveryAddress {
+    /// The address's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The address itself.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `email` or `sms`; an open set.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// A device the session was used from.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[non_exhaustive]
+pub struct Device {
+    /// The device's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The IP address seen.
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// The user agent seen.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// A coarse location, when Kratos had one.
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+/// A validated session, shared: cloning it clones an [`Arc`], never the session body.
+///
+/// The layer puts this in the request's extensions when Kratos accepted the caller's credential.
+/// With the `axum` feature it is also an extractor.
+#[derive(Clone, Debug)]
+pub struct KratosSession(Arc<Session>);
+
+impl KratosSession {
+    /// Wraps a session.
+    pub fn new(session: Arc<Session>) -> Self {
+        Self(session)
+    }
+
+    /// The shared session.
+    pub fn shared(&self) -> &Arc<Session> {
+        &self.0
+    }
+}
+
+impl Deref for KratosSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+/// The identity of the request's session, shared (no copy of the traits per request).
+#[derive(Clone, Debug)]
+pub struct KratosIdentity(Arc<Identity>);
+
+impl KratosIdentity {
+    /// The identity of `session`, when it has one.
+    pub fn of(session: &KratosSession) -> Option<Self> {
+        session.identity.clone().map(Self)
+    }
+
+    /// The shared identity.
+    pub fn shared(&self) -> &Arc<Identity> {
+        &self.0
+    }
+}
+
+impl Deref for KratosIdentity {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.0
+    }
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// RFC 3339 timestamps that never fail the body: `null`, a missing key, a non-string or an
+/// unparseable string all become `None`.
+mod lenient_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(value
+            .as_str()
+            .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok()))
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value.and_then(|at| at.format(&Rfc3339).ok()) {
+            Some(text) => serializer.serialize_str(&text),
+            None => serializer.serialize_none(),
+        }
+    }
+}
