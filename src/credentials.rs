@@ -1,0 +1,470 @@
+//! Finding the caller's Kratos credential in a request, in Kratos's own precedence.
+//!
+//! Kratos (`session/manager_http.go` `extractToken`) takes a non-empty `X-Session-Token` alone,
+//! else its session cookie, else `Authorization: Bearer <token>`. This module does the same, so
+//! the layer never accepts a request Kratos would judge by another credential.
+//!
+//! ```
+//! use http::Request;
+//! use tower_kratos::credentials::{CookieNames, CredentialSource, find_credential};
+//!
+//! let request = Request::get("/")
+//!     .header("cookie", "theme=dark; ory_kratos_session=MTY4")
+//!     .header("authorization", "Bearer ory_st_abc")
+//!     .body(())
+//!     .unwrap();
+//! let credential = find_credential(request.headers(), &CookieNames::default())
+//!     .unwrap()
+//!     .expect("a credential");
+//! // The cookie wins over Bearer, as in Kratos; only that cookie is forwarded.
+//! assert_eq!(credential.source(), CredentialSource::Cookie);
+//! assert_eq!(format!("{credential:?}"), r#"Credential { source: Cookie, name: "ory_kratos_session", value: "[redacted]" }"#);
+//! ```
+
+use std::fmt;
+
+use http::{header, HeaderMap, HeaderValue};
+
+/// The largest credential accepted, in bytes. Kratos's tokens are about 40 bytes and its cookies
+/// a few hundred; anything longer is refused without asking Kratos.
+pub const MAX_CREDENTIAL_LEN: usize = 4096;
+
+/// The header Kratos reads session tokens from.
+pub const SESSION_TOKEN_HEADER: &str = "x-session-token";
+
+/// Where a credential was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// The `X-Session-Token` header.
+    SessionToken,
+    /// The session cookie.
+    Cookie,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+}
+
+impl CredentialSource {
+    /// A short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionToken => "x-session-token",
+            Self::Cookie => "cookie",
+            Self::Bearer => "bearer",
+        }
+    }
+}
+
+/// A Kratos credential taken from a request. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    source: CredentialSource,
+    /// The cookie's name; empty for tokens.
+    cookie_name: String,
+    secret: String,
+}
+
+impl Credential {
+    /// A session token (sent to Kratos as `X-Session-Token`).
+    ///
+    /// # Errors
+    /// When the token is empty, longer than [`MAX_CREDENTIAL_LEN`] or not visible ASCII.
+    pub fn session_token(token: &str) -> Result<Self, MalformedCredential> {
+        check_token(token)?;
+        Ok(Self {
+            source: CredentialSource::SessionToken,
+            cookie_name: String::new(),
+            secret: token.to_owned(),
+        })
+    }
+
+    /// A session cookie (sent to Kratos as `Cookie: name=value`, alone).
+    ///
+    /// # Errors
+    /// When the value is empty, longer than [`MAX_CREDENTIAL_LEN`], or not a valid cookie value.
+    pub fn cookie(name: &str, value: &str) -> Result<Self, MalformedCredential> {
+        check_cookie(name, value)?;
+        Ok(Self {
+            source: CredentialSource::Cookie,
+            cookie_name: name.to_owned(),
+            secret: value.to_owned(),
+        })
+    }
+
+    /// Where the credential was found.
+    pub fn source(&self) -> CredentialSource {
+        self.source
+    }
+
+    /// The cookie's name, for a cookie credential.
+    pub fn cookie_name(&self) -> Option<&str> {
+        (self.source == CredentialSource::Cookie).then_some(self.cookie_name.as_str())
+    }
+
+    /// The header that carries this credential to Kratos: `X-Session-Token: <token>` for tokens
+    /// (Bearer included: Kratos treats both alike), `Cookie: name=value` for cookies.
+    pub(crate) fn to_kratos_header(&self) -> Option<(header::HeaderName, HeaderValue)> {
+        match self.source {
+            CredentialSource::SessionToken | CredentialSource::Bearer => Some((
+                header::HeaderName::from_static(SESSION_TOKEN_HEADER),
+                sensitive(HeaderValue::from_str(&self.secret).ok()?),
+            )),
+            CredentialSource::Cookie => {
+                let pair = format!("{}={}", self.cookie_name, self.secret);
+                Some((
+                    header::COOKIE,
+                    sensitive(HeaderValue::from_str(&pair).ok()?),
+                ))
+            }
+        }
+    }
+
+    /// The bytes the cache key is derived from. Tokens from either header share one entry
+    /// (Kratos treats them alike); a cookie is told apart by its name.
+    pub(crate) fn key_material(&self) -> (&'static [u8], &[u8], &[u8]) {
+        match self.source {
+            CredentialSource::SessionToken | CredentialSource::Bearer => {
+                (b"token", b"", self.secret.as_bytes())
+            }
+            CredentialSource::Cookie => (
+                b"cookie",
+                self.cookie_name.as_bytes(),
+                self.secret.as_bytes(),
+            ),
+        }
+    }
+
+    /// The secret itself.
+    #[cfg(test)]
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+fn sensitive(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Credential");
+        debug.field("source", &self.source);
+        if self.source == CredentialSource::Cookie {
+            debug.field("name", &self.cookie_name);
+        }
+        debug.field("value", &"[redacted]").finish()
+    }
+}
+
+/// Why a credential was refused before Kratos was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MalformedCredential {
+    /// Longer than [`MAX_CREDENTIAL_LEN`].
+    TooLong,
+    /// Bytes that cannot be a session token or cookie value (controls, spaces, non-ASCII, quotes...).
+    InvalidCharacters,
+    /// Present but empty.
+    Empty,
+    /// A header that is not text.
+    NotText,
+}
+
+impl fmt::Display for MalformedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TooLong => "credential longer than 4096 bytes",
+            Self::InvalidCharacters => "credential contains characters no Kratos credential has",
+            Self::Empty => "credential is empty",
+            Self::NotText => "credential header is not text",
+        })
+    }
+}
+
+impl std::error::Error for MalformedCredential {}
+
+/// Which cookies carry the Kratos session.
+///
+/// The default recognises self-hosted Kratos's `ory_kratos_session` and Ory Network's
+/// `ory_session_*` (the suffix is the project slug).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieNames {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl Default for CookieNames {
+    fn default() -> Self {
+        Self {
+            exact: vec!["ory_kratos_session".to_owned()],
+            prefixes: vec!["ory_session_".to_owned()],
+        }
+    }
+}
+
+impl CookieNames {
+    /// Exactly one cookie name (Kratos's `session.cookie.name`).
+    pub fn exact(name: impl Into<String>) -> Self {
+        Self {
+            exact: vec![name.into()],
+            prefixes: Vec::new(),
+        }
+    }
+
+    /// Adds another exact name.
+    pub fn or_exact(mut self, name: impl Into<String>) -> Self {
+        self.exact.push(name.into());
+        self
+    }
+
+    /// Adds a prefix: any cookie whose name starts with it (and is longer) counts.
+    pub fn or_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefixes.push(prefix.into());
+        self
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.exact.iter().any(|exact| exact == name)
+            || self
+                .prefixes
+                .iter()
+                .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix.as_str()))
+    }
+
+    /// Whether every name is a valid cookie name.
+    pub(crate) fn is_valid(&self) -> bool {
+        let names_ok = self.exact.iter().all(|name| is_cookie_name(name));
+        let prefixes_ok = self.prefixes.iter().all(|prefix| is_cookie_name(prefix));
+        names_ok && prefixes_ok && !(self.exact.is_empty() && self.prefixes.is_empty())
+    }
+}
+
+/// Finds the credential Kratos would use for this request.
+///
+/// Returns `Ok(None)` when there is none, and an error when the credential Kratos would pick is
+/// malformed (that credential alone decides, as in Kratos: a bad `X-Session-Token` is not
+/// rescued by a good cookie).
+///
+/// # Errors
+/// [`MalformedCredential`] when the chosen credential is too long or not a valid value.
+pub fn find_credential(
+    headers: &HeaderMap,
+    cookie_names: &CookieNames,
+) -> Result<Option<Credential>, MalformedCredential> {
+    // 1. X-Session-Token, the first one, when non-empty (Go's Header.Get + len > 0).
+    if let Some(value) = headers.get(SESSION_TOKEN_HEADER) {
+        let token = trim_ows(value.to_str().map_err(|_| MalformedCredential::NotText)?);
+        if !token.is_empty() {
+            return Credential::session_token(token).map(Some);
+        }
+    }
+    // 2. The session cookie, the first match across all Cookie headers (HTTP/2 splits them).
+    if let Some((name, value)) = find_cookie(headers, cookie_names) {
+        return Credential::cookie(name, value).map(Some);
+    }
+    // 3. Authorization: Bearer, parsed as Kratos does: split on single spaces, exactly 2 parts.
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let Ok(value) = value.to_str() else {
+            return Ok(None);
+        };
+        let mut parts = value.split(' ');
+        if let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+                let mut credential = Credential::session_token(token)?;
+                credential.source = CredentialSource::Bearer;
+                return Ok(Some(credential));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn find_cookie<'h>(
+    headers: &'h HeaderMap,
+    cookie_names: &CookieNames,
+) -> Option<(&'h str, &'h str)> {
+    for header_value in headers.get_all(header::COOKIE) {
+        // A Cookie header that is not text cannot hold our cookie in a form Kratos accepts.
+        let Ok(text) = header_value.to_str() else {
+            continue;
+        };
+        for pair in text.split(';') {
+            let pair = trim_ows(pair);
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let name = trim_ows(name);
+            if cookie_names.matches(name) {
+                return Some((name, trim_ows(value)));
+            }
+        }
+    }
+    None
+}
+
+fn trim_ows(text: &str) -> &str {
+    text.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn check_len(value: &str) -> Result<(), MalformedCredential> {
+    if value.is_empty() {
+        Err(MalformedCredential::Empty)
+    } else if value.len() > MAX_CREDENTIAL_LEN {
+        Err(MalformedCredential::TooLong)
+    } else {
+        Ok(())
+    }
+}
+
+/// Tokens are visible ASCII with no spaces (Kratos's are `ory_st_` + alphanumerics).
+fn check_token(token: &str) -> Result<(), MalformedCredential> {
+    check_len(token)?;
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(MalformedCredential::InvalidCharacters)
+    }
+}
+
+/// RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
+fn check_cookie(name: &str, value: &str) -> Result<(), MalformedCredential> {
+    check_len(value)?;
+    if !is_cookie_name(name) {
+        return Err(MalformedCredential::InvalidCharacters);
+    }
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(value);
+    if !inner.is_empty() && inner.bytes().all(is_cookie_octet) {
+        Ok(())
+    } else if inner.is_empty() {
+        Err(MalformedCredential::Empty)
+    } else {
+        Err(MalformedCredential::InvalidCharacters)
+    }
+}
+
+fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// RFC 6265 cookie-name: an HTTP token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn find(pairs: &[(&str, &str)]) -> Result<Option<Credential>, MalformedCredential> {
+        find_credential(&headers(pairs), &CookieNames::default())
+    }
+
+    #[test]
+    fn session_token_wins_even_over_a_good_cookie() {
+        let found = find(&[
+            ("cookie", "ory_kratos_session=abc"),
+            ("x-session-token", "ory_st_1"),
+            ("authorization", "Bearer ory_st_2"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(found.source(), CredentialSource::SessionToken);
+        assert_eq!(found.secret(), "ory_st_1");
+    }
+
+    #[test]
+    fn empty_session_token_falls_through() {
+        let found = find(&[("x-session-token", ""), ("authorization", "bearer tok")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.source(), CredentialSource::Bearer);
+    }
+
+    #[test]
+    fn cookie_wins_over_bearer_and_other_cookies_are_ignored() {
+        let found = find(&[
+            ("cookie", "a=1; ory_kratos_session=xyz; b=2"),
+            ("authorization", "Bearer tok"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(found.source(), CredentialSource::Cookie);
+        let (name, value) = found.to_kratos_header().unwrap();
+        assert_eq!(name, header::COOKIE);
+        assert_eq!(value, "ory_kratos_session=xyz");
+    }
+
+    #[test]
+    fn ory_network_prefix_and_split_cookie_headers() {
+        let found = find(&[("cookie", "a=1"), ("cookie", "ory_session_slug123=v")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.cookie_name(), Some("ory_session_slug123"));
+        // The bare prefix is not a project cookie.
+        assert!(find(&[("cookie", "ory_session_=v")]).unwrap().is_none());
+    }
+
+    #[test]
+    fn bearer_is_parsed_exactly_as_kratos_does() {
+        assert!(find(&[("authorization", "Bearer  tok")]).unwrap().is_none());
+        assert!(find(&[("authorization", "Basic tok")]).unwrap().is_none());
+        assert!(find(&[("authorization", "Bearer")]).unwrap().is_none());
+        assert!(find(&[("authorization", "Bearer a b")]).unwrap().is_none());
+        let found = find(&[("authorization", "BEARER tok")]).unwrap().unwrap();
+        assert_eq!(found.source(), CredentialSource::Bearer);
+    }
+
+    #[test]
+    fn oversized_and_odd_credentials_are_refused() {
+        let long = "a".repeat(MAX_CREDENTIAL_LEN + 1);
+        assert_eq!(
+            find(&[("x-session-token", &long)]).unwrap_err(),
+            MalformedCredential::TooLong
+        );
+        let cookie = format!("ory_kratos_session={long}");
+        assert_eq!(
+            find(&[("cookie", &cookie)]).unwrap_err(),
+            MalformedCredential::TooLong
+        );
+        assert_eq!(
+            find(&[("x-session-token", "a b")]).unwrap_err(),
+            MalformedCredential::InvalidCharacters
+        );
+        assert_eq!(
+            find(&[("cookie", "ory_kratos_session=a\\b")]).unwrap_err(),
+            MalformedCredential::InvalidCharacters
+        );
+        assert_eq!(
+            find(&[("cookie", "ory_kratos_session=")]).unwrap_err(),
+            MalformedCredential::Empty
+        );
+        let exact = "a".repeat(MAX_CREDENTIAL_LEN);
+        assert!(find(&[("x-session-token", &exact)]).unwrap().is_some());
+    }
+
+    #[test]
+    fn quoted_cookie_values_are_kept_as_sent() {
+        let found = find(&[("cookie", "ory_kratos_session=\"abc\"")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.secret(), "\"abc\"");
+    }
+}
