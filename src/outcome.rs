@@ -1,0 +1,154 @@
+//! What a session lookup can end in. Each real situation has its own variant, so an outage is
+//! never mistaken for "logged out" and a step-up is never mistaken for "denied".
+
+use std::{fmt, time::Duration};
+
+use http::StatusCode;
+
+use crate::{credentials::MalformedCredential, session::KratosSession};
+
+/// The result of checking a request's credential.
+///
+/// The layer puts it in the request's extensions when the request goes on without a session
+/// (optional mode), and in the response's extensions when it rejects the request, so handlers,
+/// logs and tests can see why.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Kratos accepted the credential; the session is active and unexpired.
+    Authenticated(KratosSession),
+    /// The request carried no Kratos credential.
+    Anonymous,
+    /// The credential is not (or no longer) valid: Kratos answered 401, or the session it
+    /// returned is inactive or expired, or the credential was malformed and Kratos was not asked.
+    Unauthenticated(Unauthenticated),
+    /// The session is valid but Kratos requires a higher assurance level (403
+    /// `session_aal2_required`): the user must complete a second factor.
+    AalRequired(AalRequired),
+    /// Kratos could not give an answer: down, slow, rate limited, or answered nonsense. The
+    /// caller may well be signed in; this must not be treated as "logged out".
+    Unavailable(Unavailable),
+}
+
+impl Outcome {
+    /// The session, when authenticated.
+    pub fn session(&self) -> Option<&KratosSession> {
+        match self {
+            Self::Authenticated(session) => Some(session),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Authenticated(_) => "authenticated",
+            Self::Anonymous => "anonymous",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::AalRequired(_) => "aal_required",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Authenticated(session) => write!(f, "authenticated as session {}", session.id),
+            Self::Anonymous => f.write_str("no credential"),
+            Self::Unauthenticated(reason) => write!(f, "unauthenticated: {reason}"),
+            Self::AalRequired(_) => {
+                f.write_str("a higher authenticator assurance level is required")
+            }
+            Self::Unavailable(reason) => write!(f, "Kratos unavailable: {reason}"),
+        }
+    }
+}
+
+/// Why a credential was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unauthenticated {
+    /// The credential was malformed; Kratos was not asked.
+    Malformed(MalformedCredential),
+    /// Kratos answered 401 (unknown, revoked or expired session, or disabled identity: Kratos
+    /// does not tell these apart).
+    Rejected,
+    /// Kratos answered 200 with a session that is not active.
+    Inactive,
+    /// The session's `expires_at` has passed.
+    Expired,
+}
+
+impl fmt::Display for Unauthenticated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "malformed credential ({why})"),
+            Self::Rejected => f.write_str("Kratos rejected the credential"),
+            Self::Inactive => f.write_str("the session is not active"),
+            Self::Expired => f.write_str("the session has expired"),
+        }
+    }
+}
+
+/// Kratos's step-up answer (403 `session_aal2_required`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AalRequired {
+    /// Where Kratos wants the browser sent to complete the second factor
+    /// (`<kratos>/self-service/login/browser?aal=aal2`).
+    pub redirect_browser_to: Option<String>,
+}
+
+impl AalRequired {
+    /// A step-up answer with the given redirect.
+    pub fn new(redirect_browser_to: Option<String>) -> Self {
+        Self {
+            redirect_browser_to,
+        }
+    }
+}
+
+/// Why Kratos could not answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection failed (refused, reset, TLS, DNS...).
+    Transport,
+    /// Kratos (or Ory Network) answered 429.
+    RateLimited {
+        /// Kratos's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// A status that is not part of whoami's contract (5xx, 3xx, an unexpected 4xx).
+    Status(StatusCode),
+    /// A 200 whose body is not a session, or a body larger than the crate accepts.
+    InvalidBody,
+    /// The lookup task stopped before it finished (the runtime is shutting down).
+    Interrupted,
+}
+
+impl Unavailable {
+    /// How long Kratos asked callers to wait, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out"),
+            Self::Transport => f.write_str("connection failed"),
+            Self::RateLimited { .. } => f.write_str("rate limited (429)"),
+            Self::Status(status) => write!(f, "unexpected status {status}"),
+            Self::InvalidBody => f.write_str("answer is not a session"),
+            Self::Interrupted => f.write_str("lookup interrupted"),
+        }
+    }
+}
