@@ -1,6 +1,91 @@
 //! Ory Kratos sessions for any tower service.
+//!
+//! Add one [`KratosLayer`] and your handlers get the caller's Kratos session. The layer finds the
+//! credential (`X-Session-Token`, the session cookie, or `Authorization: Bearer`, in Kratos's own
+//! precedence), validates it with `GET /sessions/whoami` through a cache that asks Kratos once
+//! per session per TTL, however many requests arrive at once, and puts a [`KratosSession`] in the
+//! request's extensions. Every other [`Outcome`] becomes a response: 401 (or a redirect to your
+//! login page) when there is no valid session, 403 with Kratos's `redirect_browser_to` when a
+//! second factor is required, and 503 with `Retry-After` when Kratos is down or rate-limiting,
+//! never a 401 that would sign users out.
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_kratos::{KratosLayer, KratosSession};
+//!
+//! async fn me(session: KratosSession) -> String {
+//!     format!("hello {}", session.identity_id().unwrap_or("?"))
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+//! # let kratos_public_url = kratos.public_url();
+//! let kratos_layer = KratosLayer::builder(kratos_public_url).build()?;
+//! let app = Router::new().route("/me", get(me)).layer(kratos_layer);
+//! # let session = kratos.create_session();
+//! # use tower::ServiceExt;
+//! # let request = http::Request::get("/me")
+//! #     .header("cookie", session.cookie_header())
+//! #     .body(axum::body::Body::empty())?;
+//! # let response = app.oneshot(request).await?;
+//! # assert_eq!(response.status(), 200);
+//! # assert_eq!(kratos.calls(tower_kratos::testing::Endpoint::Whoami), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Modules
+//! - [`credentials`]: finding the credential, Kratos's precedence, size limits.
+//! - [`session`]: the lenient Kratos session model.
+//! - [`outcome`]: what a lookup can end in.
+//! - [`rejection`]: turning an outcome into a response, and replacing that.
+//! - `extract` (feature `axum`): extractors, `Option<…>` included.
+//! - `testing` (feature `test-util`): a Kratos stand-in for your tests.
+//!
+//! # Security
+//! - Only the chosen credential is sent to Kratos: a cookie as `name=value` alone, a token as
+//!   `X-Session-Token`. Other cookies of the request never leave your process.
+//! - The cache is keyed by a keyed BLAKE3 hash of the credential; the raw credential is not
+//!   stored, logged, or shown by any `Debug` implementation.
+//! - A cached session is never served past its `expires_at`. A session revoked outside this
+//!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
+//!   default ([`KratosLayerBuilder::cache_ttl`]).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    clippy::unwrap_used
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-pub mod testing;
+mod cache;
+mod client;
+pub mod credentials;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod extract;
+mod future;
+mod layer;
+pub mod outcome;
+pub mod rejection;
+mod service;
+pub mod session;
+
+pub use crate::{
+    future::{ResponseBody, ResponseFuture},
+    layer::{
+        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_CACHE_CAPACITY,
+        DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
+    },
+    outcome::Outcome,
+    rejection::{DefaultRejection, RejectionResponse},
+    service::KratosService,
+    session::{KratosIdentity, KratosSession, Session},
+};
+
+#[cfg(feature = "axum")]
+pub use crate::extract::SessionRejection;

@@ -1,0 +1,259 @@
+//! The response future (lookup, then the inner service or a rejection) and the response body.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::{
+    layer::{Mode, Policy},
+    outcome::Outcome,
+    rejection::{DynRejection, LayerRejection, RejectionResponse},
+};
+
+/// A session lookup in progress (cache, then maybe Kratos).
+pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+pin_project! {
+    /// The future [`KratosService`](crate::KratosService) returns.
+    pub struct ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        // The request and the ready inner service, while the lookup runs.
+        waiting: Option<Waiting<S, ReqBody, R>>,
+    }
+}
+
+struct Waiting<S, ReqBody, R> {
+    request: Request<ReqBody>,
+    service: S,
+    policy: Arc<Policy<R>>,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Lookup { lookup: LookupFuture },
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+    R: RejectionResponse,
+{
+    pub(crate) fn lookup(
+        lookup: LookupFuture,
+        request: Request<ReqBody>,
+        service: S,
+        policy: Arc<Policy<R>>,
+    ) -> Self {
+        Self {
+            state: State::Lookup { lookup },
+            waiting: Some(Waiting {
+                request,
+                service,
+                policy,
+            }),
+        }
+    }
+
+    /// The outcome is known without a lookup (no credential, or a malformed one).
+    pub(crate) fn decided(
+        outcome: Outcome,
+        request: Request<ReqBody>,
+        mut service: S,
+        policy: &Arc<Policy<R>>,
+    ) -> Self {
+        Self {
+            state: decide(outcome, request, &mut service, policy),
+            waiting: None,
+        }
+    }
+}
+
+/// Lets the request on (with the session or the outcome in its extensions) or rejects it.
+fn decide<S, ReqBody, R>(
+    outcome: Outcome,
+    mut request: Request<ReqBody>,
+    service: &mut S,
+    policy: &Arc<Policy<R>>,
+) -> State<S::Future>
+where
+    S: Service<Request<ReqBody>>,
+    R: RejectionResponse,
+{
+    let goes_on = match &outcome {
+        Outcome::Authenticated(_) => true,
+        // Never let an unchecked request pass as anonymous: see Mode::Optional.
+        Outcome::Unavailable(_) => false,
+        _ => policy.mode == Mode::Optional,
+    };
+    if goes_on {
+        match outcome {
+            Outcome::Authenticated(session) => {
+                request.extensions_mut().insert(session);
+            }
+            other => {
+                // The extractors answer with this layer's rejection if a handler insists on a
+                // session after all.
+                let rejection: Arc<dyn DynRejection> = policy.clone();
+                request.extensions_mut().insert(LayerRejection(rejection));
+                request.extensions_mut().insert(other);
+            }
+        }
+        return State::Inner {
+            future: service.call(request),
+        };
+    }
+    let (parts, _body) = request.into_parts();
+    let mut response = policy.rejection.response(&outcome, &parts);
+    response.extensions_mut().insert(outcome);
+    State::Rejected {
+        response: Some(response),
+    }
+}
+
+impl<S, ReqBody, R, ResBody> Future for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: RejectionResponse,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Lookup { lookup } => {
+                    let outcome = ready!(lookup.as_mut().poll(cx));
+                    let Waiting {
+                        request,
+                        mut service,
+                        policy,
+                    } = this
+                        .waiting
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let next = decide(outcome, request, &mut service, &policy);
+                    this.state.set(next);
+                }
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                }
+            }
+        }
+    }
+}
+
+impl<S, ReqBody, R> fmt::Debug for ResponseFuture<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Lookup { .. } => "lookup",
+            State::Inner { .. } => "inner",
+            State::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response body: the inner service's, or the rejection's.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Rejection { body: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    fn rejection(body: Bytes) -> Self {
+        Self {
+            kind: Kind::Rejection {
+                body: (!body.is_empty()).then_some(body),
+            },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Rejection { body } => {
+                Poll::Ready(body.take().map(|data| Ok(Frame::data(data))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Rejection { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Rejection { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |data| data.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Rejection { .. } => "rejection",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
+}

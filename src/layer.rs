@@ -1,0 +1,514 @@
+//! [`KratosLayer`] and its builder: configuration only. Invalid configuration is refused here,
+//! at build time, never at request time.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use reqwest::Url;
+use tower_layer::Layer;
+
+use crate::{
+    cache::{CacheConfig, SessionCache},
+    client::KratosClient,
+    credentials::CookieNames,
+    rejection::{DefaultRejection, RejectionResponse},
+    service::KratosService,
+};
+
+/// The default cache TTL. See [`KratosLayerBuilder::cache_ttl`] for what it means for revocation.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The default number of cached sessions.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
+/// The default connect timeout for Kratos.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default deadline for a whole whoami call.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a 401 may be cached ([`KratosLayerBuilder::cache_rejections`]).
+pub const MAX_REJECTION_TTL: Duration = Duration::from_secs(60);
+/// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
+/// so a pooled connection is not reused just as the other side closes it.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether requests without a valid session reach the inner service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Only authenticated requests go on; every other outcome gets the rejection response.
+    #[default]
+    Required,
+    /// Requests without a session (no credential, an invalid one, or one that needs a step-up)
+    /// go on with the [`Outcome`](crate::Outcome) in their extensions. A request whose session
+    /// could not be checked because Kratos is unavailable is still rejected (503): letting it on
+    /// as anonymous would show a signed-in user a signed-out page.
+    Optional,
+}
+
+/// What every service made by one builder shares: the client, the cache, the settings.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: KratosClient,
+    pub(crate) cache: SessionCache,
+    pub(crate) cookie_names: CookieNames,
+}
+
+/// One layer's policy: the shared state plus its mode and rejection. Services and their futures
+/// hold it behind one `Arc`, so a request clones a pointer, never the settings.
+#[derive(Debug)]
+pub(crate) struct Policy<R> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) mode: Mode,
+    pub(crate) rejection: R,
+}
+
+/// A tower layer that validates Ory Kratos sessions.
+///
+/// It finds the caller's credential (`X-Session-Token`, the session cookie, or
+/// `Authorization: Bearer`, in Kratos's precedence), validates it with a cached, coalesced
+/// `GET /sessions/whoami`, and puts the [`KratosSession`](crate::KratosSession) in the request's
+/// extensions. Clones share one cache and one connection pool; so do the layers returned by
+/// [`required`](Self::required) and [`optional`](Self::optional).
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+/// # let kratos_url = kratos.public_url();
+/// # let session = kratos.create_session();
+/// use http::{Request, Response, StatusCode};
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_kratos::{KratosLayer, KratosSession};
+///
+/// let layer = KratosLayer::builder(&kratos_url).build()?;
+/// let service = ServiceBuilder::new().layer(layer).service_fn(|request: Request<String>| async move {
+///     let session = request.extensions().get::<KratosSession>().expect("the layer ran");
+///     Ok::<_, std::convert::Infallible>(Response::new(session.id.clone()))
+/// });
+///
+/// let request = Request::get("/").header("x-session-token", &session.token).body(String::new())?;
+/// let response = service.clone().oneshot(request).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+///
+/// let anonymous = service.oneshot(Request::get("/").body(String::new())?).await?;
+/// assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+/// # Ok(()) }
+/// ```
+pub struct KratosLayer<R = DefaultRejection> {
+    pub(crate) policy: Arc<Policy<R>>,
+}
+
+impl<R> Clone for KratosLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+impl<R> fmt::Debug for KratosLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KratosLayer")
+            .field("mode", &self.policy.mode)
+            .field("shared", &self.policy.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KratosLayer {
+    /// Starts a builder for the Kratos public API at `public_url`
+    /// (`http://127.0.0.1:4433` self-hosted, `https://<slug>.projects.oryapis.com` on Ory Network).
+    pub fn builder(public_url: impl Into<String>) -> KratosLayerBuilder {
+        KratosLayerBuilder::new(public_url.into())
+    }
+}
+
+impl<R: Clone> KratosLayer<R> {
+    /// This layer in required mode, sharing the cache and client.
+    pub fn required(&self) -> Self {
+        self.with_mode(Mode::Required)
+    }
+
+    /// This layer in optional mode, sharing the cache and client.
+    pub fn optional(&self) -> Self {
+        self.with_mode(Mode::Optional)
+    }
+
+    /// This layer in `mode`, sharing the cache and client.
+    pub fn with_mode(&self, mode: Mode) -> Self {
+        Self {
+            policy: Arc::new(Policy {
+                shared: Arc::clone(&self.policy.shared),
+                mode,
+                rejection: self.policy.rejection.clone(),
+            }),
+        }
+    }
+
+    /// The layer's mode.
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+}
+
+impl<S, R> Layer<S> for KratosLayer<R> {
+    type Service = KratosService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KratosService::new(inner, Arc::clone(&self.policy))
+    }
+}
+
+/// Configures a [`KratosLayer`]. Every setting has a default; [`build`](Self::build) checks them
+/// all and reports the first problem.
+pub struct KratosLayerBuilder<R = DefaultRejection> {
+    public_url: String,
+    cookie_names: CookieNames,
+    mode: Mode,
+    cache: CacheConfig,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    http_client: Option<reqwest::Client>,
+    root_certificates: Vec<reqwest::Certificate>,
+    rejection: R,
+    error: Option<BuildError>,
+}
+
+impl<R> fmt::Debug for KratosLayerBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KratosLayerBuilder")
+            .field("public_url", &self.public_url)
+            .field("cookie_names", &self.cookie_names)
+            .field("mode", &self.mode)
+            .field("cache", &self.cache)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KratosLayerBuilder {
+    fn new(public_url: String) -> Self {
+        Self {
+            public_url,
+            cookie_names: CookieNames::default(),
+            mode: Mode::Required,
+            cache: CacheConfig {
+                ttl: DEFAULT_CACHE_TTL,
+                capacity: DEFAULT_CACHE_CAPACITY,
+                negative_ttl: None,
+            },
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            http_client: None,
+            root_certificates: Vec::new(),
+            rejection: DefaultRejection::new(),
+            error: None,
+        }
+    }
+
+    /// Redirect browsers (`Accept: text/html`) without a valid session to this login page, with
+    /// `return_to` set to the URL they asked for. Default: none (401 JSON for everyone).
+    pub fn login_url(mut self, url: &str) -> Self {
+        match self.rejection.clone().with_login_url(url) {
+            Ok(rejection) => self.rejection = rejection,
+            Err(error) => self.fail(error),
+        }
+        self
+    }
+
+    /// The app's public base URL, used to build `return_to` for browser redirects. Default: the
+    /// request's `Host` header. Set it when a proxy in front of the app terminates TLS.
+    pub fn app_url(mut self, url: &str) -> Self {
+        match self.rejection.clone().with_app_url(url) {
+            Ok(rejection) => self.rejection = rejection,
+            Err(error) => self.fail(error),
+        }
+        self
+    }
+}
+
+impl<R> KratosLayerBuilder<R> {
+    fn fail(&mut self, error: BuildError) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Recognise exactly this session cookie name (Kratos's `session.cookie.name`). Default:
+    /// `ory_kratos_session` and Ory Network's `ory_session_*`.
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        self.cookie_names(CookieNames::exact(name))
+    }
+
+    /// Recognise these session cookie names.
+    pub fn cookie_names(mut self, names: CookieNames) -> Self {
+        self.cookie_names = names;
+        self
+    }
+
+    /// Required (default) or optional mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long a validated session is served from the cache. Default: 60 s.
+    ///
+    /// An entry also never outlives Kratos's `Ory-Session-Cache-For` hint or the session's own
+    /// `expires_at`. Zero disables caching but keeps concurrent lookups coalesced.
+    ///
+    /// # Security
+    /// A session revoked **outside this process** (the Kratos admin UI, another replica, a
+    /// password-change hook) is still accepted here until its entry expires: up to this TTL,
+    /// 60 s by default. Revocations made through this crate take effect at once. Choose the TTL
+    /// as the longest revocation lag you accept; lower it for sensitive apps, at the cost of
+    /// more whoami calls (which Ory Network rate-limits).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// The most sessions kept in the cache; the least recently useful are evicted first.
+    /// Default: 10,000.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache.capacity = capacity;
+        self
+    }
+
+    /// Also cache Kratos's 401s, for `ttl` (at most 60 s). Off by default.
+    ///
+    /// This spares Kratos from clients that retry a dead token in a loop.
+    ///
+    /// # Security
+    /// A credential that becomes valid later (rare: Kratos tokens are valid from issue) is
+    /// refused for up to `ttl`. Outages and step-ups are never cached, whatever this says.
+    pub fn cache_rejections(mut self, ttl: Duration) -> Self {
+        if ttl.is_zero() || ttl > MAX_REJECTION_TTL {
+            self.fail(BuildError::setting(
+                "cache_rejections",
+                "must be between 1 ms and 60 s",
+            ));
+        } else {
+            self.cache.negative_ttl = Some(ttl);
+        }
+        self
+    }
+
+    /// How long to wait for a connection to Kratos. Default: 2 s. Applies to the client this
+    /// builder makes, not to one given with [`http_client`](Self::http_client).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The deadline for a whole whoami call, answer body included. Default: 3 s. Enforced by the
+    /// layer itself, so it holds for a client given with [`http_client`](Self::http_client) too.
+    /// A request waiting on a hung Kratos gets 503 after this long.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Use this `reqwest::Client` to reach Kratos (for its proxy, TLS or pool settings).
+    ///
+    /// Give it a `connect_timeout`, and `redirect(Policy::none())`: Kratos never redirects
+    /// whoami, and following a redirect would carry the credential elsewhere.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Trust this root certificate for Kratos's HTTPS, besides the system's roots.
+    pub fn add_root_certificate(mut self, certificate: reqwest::Certificate) -> Self {
+        self.root_certificates.push(certificate);
+        self
+    }
+
+    /// Replace the rejection response (a [`RejectionResponse`] or a closure
+    /// `Fn(&Outcome, &http::request::Parts) -> http::Response<bytes::Bytes>`).
+    pub fn rejection<R2: RejectionResponse>(self, rejection: R2) -> KratosLayerBuilder<R2> {
+        KratosLayerBuilder {
+            public_url: self.public_url,
+            cookie_names: self.cookie_names,
+            mode: self.mode,
+            cache: self.cache,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            http_client: self.http_client,
+            root_certificates: self.root_certificates,
+            rejection,
+            error: self.error,
+        }
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    /// The first invalid setting: a URL that is not absolute `http`/`https`, a zero timeout, a
+    /// zero capacity, an invalid cookie name, root certificates given together with a ready-made
+    /// client, or an HTTP client that cannot be built.
+    pub fn build(self) -> Result<KratosLayer<R>, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let public_url = parse_http_url("public_url", &self.public_url)?;
+        if self.connect_timeout.is_zero() {
+            return Err(BuildError::setting("connect_timeout", "must not be zero"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(BuildError::setting("request_timeout", "must not be zero"));
+        }
+        if self.cache.capacity == 0 {
+            return Err(BuildError::setting("cache_capacity", "must not be zero"));
+        }
+        if !self.cookie_names.is_valid() {
+            return Err(BuildError::setting(
+                "cookie_names",
+                "must be non-empty RFC 6265 cookie names",
+            ));
+        }
+        let http = match self.http_client {
+            Some(client) if self.root_certificates.is_empty() => client,
+            Some(_) => {
+                return Err(BuildError::setting(
+                    "add_root_certificate",
+                    "cannot be combined with http_client: add the roots to that client",
+                ))
+            }
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .timeout(self.request_timeout)
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("tower-kratos/", env!("CARGO_PKG_VERSION")));
+                for certificate in self.root_certificates {
+                    builder = builder.add_root_certificate(certificate);
+                }
+                builder.build().map_err(BuildError::client)?
+            }
+        };
+        let cache = SessionCache::new(self.cache).map_err(|_| {
+            BuildError::setting(
+                "cache",
+                "the operating system provided no randomness for the cache key",
+            )
+        })?;
+        let shared = Arc::new(Shared {
+            client: KratosClient::new(http, &public_url, self.request_timeout),
+            cache,
+            cookie_names: self.cookie_names,
+        });
+        Ok(KratosLayer {
+            policy: Arc::new(Policy {
+                shared,
+                mode: self.mode,
+                rejection: self.rejection,
+            }),
+        })
+    }
+}
+
+/// Parses a URL setting: absolute, `http` or `https`, with a host and no credentials in it.
+pub(crate) fn parse_http_url(setting: &'static str, url: &str) -> Result<Url, BuildError> {
+    let parsed =
+        Url::parse(url).map_err(|error| BuildError::setting(setting, error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(BuildError::setting(setting, "must be an http or https URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(BuildError::setting(setting, "must have a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(BuildError::setting(
+            setting,
+            "must not contain credentials; use http_client for authentication",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Why a layer could not be built.
+#[derive(Debug)]
+pub struct BuildError {
+    setting: &'static str,
+    reason: String,
+    source: Option<reqwest::Error>,
+}
+
+impl BuildError {
+    fn setting(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    fn client(error: reqwest::Error) -> Self {
+        Self {
+            setting: "http_client",
+            reason: "the HTTP client could not be built".into(),
+            source: Some(error),
+        }
+    }
+
+    /// The setting at fault, as the builder method is named.
+    pub fn setting_name(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid tower-kratos setting `{}`: {}",
+            self.setting, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|error| error as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_refused_at_build_time() {
+        let cases: Vec<(KratosLayerBuilder, &str)> = vec![
+            (KratosLayer::builder("not a url"), "public_url"),
+            (KratosLayer::builder("ftp://kratos"), "public_url"),
+            (KratosLayer::builder("http://user:pw@kratos"), "public_url"),
+            (
+                KratosLayer::builder("http://k").request_timeout(Duration::ZERO),
+                "request_timeout",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_capacity(0),
+                "cache_capacity",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_rejections(Duration::from_secs(61)),
+                "cache_rejections",
+            ),
+            (
+                KratosLayer::builder("http://k").cookie_name("a b"),
+                "cookie_names",
+            ),
+            (
+                KratosLayer::builder("http://k").login_url("/login"),
+                "login_url",
+            ),
+        ];
+        for (builder, setting) in cases {
+            let error = builder.build().expect_err(setting);
+            assert_eq!(error.setting_name(), setting, "{error}");
+        }
+        assert!(KratosLayer::builder("https://slug.projects.oryapis.com")
+            .build()
+            .is_ok());
+    }
+}

@@ -1,0 +1,367 @@
+//! Turning an outcome the request cannot go on with into a response.
+//!
+//! The layer calls a [`RejectionResponse`] for every such outcome. The default,
+//! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
+//! browsers to the login page; any `Fn(&Outcome, &request::Parts) -> Response<Bytes>` closure can
+//! replace it:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{request, Response, StatusCode};
+//! use tower_kratos::{KratosLayer, Outcome};
+//!
+//! # fn main() -> Result<(), tower_kratos::BuildError> {
+//! let layer = KratosLayer::builder("http://127.0.0.1:4433")
+//!     .rejection(|outcome: &Outcome, _request: &request::Parts| {
+//!         let status = match outcome {
+//!             Outcome::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+//!             _ => StatusCode::UNAUTHORIZED,
+//!         };
+//!         let mut response = Response::new(Bytes::from_static(b"sign in first"));
+//!         *response.status_mut() = status;
+//!         response
+//!     })
+//!     .build()?;
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Whatever produces the response, the layer attaches the [`Outcome`] to its extensions.
+
+use std::{str::FromStr, time::Duration};
+
+use bytes::Bytes;
+use http::{header, request, uri::Authority, HeaderValue, Response, StatusCode};
+use reqwest::Url;
+use serde_json::json;
+
+use crate::outcome::{Outcome, Unauthenticated};
+
+/// Builds the response for a request the layer does not let through.
+pub trait RejectionResponse: Clone + Send + Sync + 'static {
+    /// The response for this outcome. `request` is the rejected request's head.
+    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
+}
+
+impl<F> RejectionResponse for F
+where
+    F: Fn(&Outcome, &request::Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
+{
+    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
+        self(outcome, request)
+    }
+}
+
+/// A layer's rejection, without its type, for the extractors.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) trait DynRejection: Send + Sync {
+    fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
+}
+
+impl<R: RejectionResponse> DynRejection for crate::layer::Policy<R> {
+    fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
+        self.rejection.response(outcome, request)
+    }
+}
+
+/// Put in the extensions of requests that optional mode lets on without a session.
+#[derive(Clone)]
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct LayerRejection(pub(crate) std::sync::Arc<dyn DynRejection>);
+
+impl std::fmt::Debug for LayerRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerRejection")
+    }
+}
+
+/// The default rejection.
+///
+/// | outcome | API client | browser (`Accept: text/html`), login URL set |
+/// |---|---|---|
+/// | no credential, or invalid | 401 JSON | 303 to the login URL with `return_to` |
+/// | step-up required | 403 JSON with `redirect_browser_to` | 303 to Kratos's step-up page with `return_to` |
+/// | Kratos unavailable | 503 JSON with `Retry-After` | the same |
+///
+/// Never a 401 for an outage: a 401 makes clients drop their session.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct DefaultRejection {
+    login_url: Option<Url>,
+    app_url: Option<Url>,
+    retry_after: Option<Duration>,
+}
+
+/// How long clients are told to wait when Kratos gave no `Retry-After` of its own.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl DefaultRejection {
+    /// The default: JSON only, no browser redirects.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Send browsers without a valid session to this login page, with `return_to` set to the
+    /// URL they asked for. Off by default (401 JSON for everyone).
+    ///
+    /// # Errors
+    /// When `url` is not an absolute `http`/`https` URL.
+    pub fn with_login_url(mut self, url: &str) -> Result<Self, crate::BuildError> {
+        self.login_url = Some(crate::layer::parse_http_url("login_url", url)?);
+        Ok(self)
+    }
+
+    /// The app's public base URL (e.g. `https://app.example.com`), used to build `return_to`.
+    /// By default it is taken from the request's `Host` header, with the request's scheme or
+    /// `http`: set this when the app is behind a proxy that terminates TLS.
+    ///
+    /// # Errors
+    /// When `url` is not an absolute `http`/`https` URL.
+    pub fn with_app_url(mut self, url: &str) -> Result<Self, crate::BuildError> {
+        self.app_url = Some(crate::layer::parse_http_url("app_url", url)?);
+        Ok(self)
+    }
+
+    /// The `Retry-After` sent with 503 when Kratos gave none. Default: [`DEFAULT_RETRY_AFTER`].
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The URL the request asked for, absolute, for `return_to`.
+    fn original_url(&self, request: &request::Parts) -> Option<Url> {
+        let path_and_query = request
+            .uri
+            .path_and_query()
+            .map_or("/", |path_and_query| path_and_query.as_str());
+        if let Some(base) = &self.app_url {
+            return base.join(path_and_query).ok();
+        }
+        if request.uri.scheme().is_some() {
+            return Url::parse(&request.uri.to_string()).ok();
+        }
+        let host = request.headers.get(header::HOST)?.to_str().ok()?;
+        // Only a plain authority (no userinfo, path or spaces) is trusted as a host.
+        let authority = Authority::from_str(host).ok()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        Url::parse(&format!("http://{authority}{path_and_query}")).ok()
+    }
+
+    fn redirect(&self, target: &Url, request: &request::Parts) -> Option<Response<Bytes>> {
+        let mut location = target.clone();
+        if let Some(original) = self.original_url(request) {
+            location
+                .query_pairs_mut()
+                .append_pair("return_to", original.as_str());
+        }
+        let location = HeaderValue::from_str(location.as_str()).ok()?;
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::SEE_OTHER;
+        response.headers_mut().insert(header::LOCATION, location);
+        no_store(&mut response);
+        Some(response)
+    }
+
+    fn browser_redirect(
+        &self,
+        outcome: &Outcome,
+        request: &request::Parts,
+    ) -> Option<Response<Bytes>> {
+        let login_url = self.login_url.as_ref()?;
+        if !accepts_html(request) {
+            return None;
+        }
+        match outcome {
+            Outcome::Anonymous | Outcome::Unauthenticated(_) => self.redirect(login_url, request),
+            Outcome::AalRequired(step_up) => {
+                let target = Url::parse(step_up.redirect_browser_to.as_deref()?).ok()?;
+                self.redirect(&target, request)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl RejectionResponse for DefaultRejection {
+    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
+        if let Some(redirect) = self.browser_redirect(outcome, request) {
+            return redirect;
+        }
+        match outcome {
+            Outcome::Anonymous => unauthorized("No session credential was found in the request."),
+            Outcome::Unauthenticated(Unauthenticated::Malformed(_)) => {
+                unauthorized("The session credential in the request is malformed.")
+            }
+            Outcome::Unauthenticated(_) => {
+                unauthorized("The session is invalid, expired or revoked.")
+            }
+            Outcome::AalRequired(step_up) => {
+                let mut body = json!({
+                    "error": {
+                        "id": "session_aal2_required",
+                        "code": 403,
+                        "status": "Forbidden",
+                        "reason": "An active session was found but it does not fulfill the required \
+                                   Authenticator Assurance Level. Complete a second factor to continue.",
+                        "message": "Session does not fulfill the required Authenticator Assurance Level",
+                    }
+                });
+                if let Some(redirect) = &step_up.redirect_browser_to {
+                    body["redirect_browser_to"] = json!(redirect);
+                    body["error"]["details"] = json!({ "redirect_browser_to": redirect });
+                }
+                json_response(StatusCode::FORBIDDEN, &body)
+            }
+            Outcome::Unavailable(unavailable) => {
+                let wait = unavailable
+                    .retry_after()
+                    .or(self.retry_after)
+                    .unwrap_or(DEFAULT_RETRY_AFTER);
+                let body = json!({
+                    "error": {
+                        "code": 503,
+                        "status": "Service Unavailable",
+                        "reason": format!("The session service is unavailable ({unavailable}); try again later."),
+                        "message": "The session could not be checked",
+                    }
+                });
+                let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+                // Round up: "0" would invite an immediate retry storm.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                response
+            }
+            // Not a rejection; answer as a server error rather than let the request through.
+            Outcome::Authenticated(_) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": {"code": 500, "status": "Internal Server Error",
+                                  "message": "an authenticated request was rejected"}}),
+            ),
+        }
+    }
+}
+
+fn accepts_html(request: &request::Parts) -> bool {
+    request
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/html"))
+}
+
+fn unauthorized(reason: &str) -> Response<Bytes> {
+    let body = json!({
+        "error": {
+            "code": 401,
+            "status": "Unauthorized",
+            "reason": reason,
+            "message": "The request could not be authorized",
+        }
+    });
+    let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"kratos\""),
+    );
+    response
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response<Bytes>) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{AalRequired, Unavailable};
+    use http::Request;
+
+    fn parts(uri: &str, accept: &str) -> request::Parts {
+        Request::get(uri)
+            .header("host", "app.test:8080")
+            .header("accept", accept)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn browsers_go_to_login_with_return_to() {
+        let rejection = DefaultRejection::new()
+            .with_login_url("https://auth.test/login?flow=x")
+            .unwrap();
+        let response = rejection.response(&Outcome::Anonymous, &parts("/me?a=1&b=2", "text/html"));
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://auth.test/login?flow=x&return_to=http%3A%2F%2Fapp.test%3A8080%2Fme%3Fa%3D1%26b%3D2"
+        );
+        let api = rejection.response(&Outcome::Anonymous, &parts("/me", "application/json"));
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn app_url_overrides_the_host_header() {
+        let rejection = DefaultRejection::new()
+            .with_login_url("https://auth.test/login")
+            .unwrap()
+            .with_app_url("https://app.example.com")
+            .unwrap();
+        let response = rejection.response(&Outcome::Anonymous, &parts("/me", "text/html"));
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://auth.test/login?return_to=https%3A%2F%2Fapp.example.com%2Fme"
+        );
+    }
+
+    #[test]
+    fn outage_is_503_with_retry_after_never_401() {
+        let rejection = DefaultRejection::new();
+        let outcome = Outcome::Unavailable(Unavailable::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        });
+        let response = rejection.response(&outcome, &parts("/", "*/*"));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let response = rejection.response(
+            &Outcome::Unavailable(Unavailable::Timeout),
+            &parts("/", "*/*"),
+        );
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn step_up_keeps_redirect_browser_to() {
+        let outcome = Outcome::AalRequired(AalRequired::new(Some(
+            "http://k/self-service/login/browser?aal=aal2".into(),
+        )));
+        let response = DefaultRejection::new().response(&outcome, &parts("/", "application/json"));
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(
+            body["redirect_browser_to"],
+            "http://k/self-service/login/browser?aal=aal2"
+        );
+        assert_eq!(body["error"]["id"], "session_aal2_required");
+    }
+}

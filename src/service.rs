@@ -1,0 +1,152 @@
+//! [`KratosService`]: checks each request's credential, then calls the inner service or rejects.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::{
+    credentials::find_credential,
+    future::{ResponseBody, ResponseFuture},
+    layer::Policy,
+    outcome::{Outcome, Unauthenticated},
+    rejection::{DefaultRejection, RejectionResponse},
+};
+
+/// The service [`KratosLayer`](crate::KratosLayer) wraps around yours.
+///
+/// Readiness is the inner service's: `poll_ready` is forwarded, and `call` hands the service that
+/// was polled ready to the response future (a fresh clone stays behind for the next call), as
+/// tower-service's docs advise under "Be careful when cloning inner services".
+#[must_use]
+pub struct KratosService<S, R = DefaultRejection> {
+    inner: S,
+    policy: Arc<Policy<R>>,
+}
+
+impl<S, R> KratosService<S, R> {
+    pub(crate) fn new(inner: S, policy: Arc<Policy<R>>) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the wrapper.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, R> Clone for KratosService<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for KratosService<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KratosService")
+            .field("inner", &self.inner)
+            .field("mode", &self.policy.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for KratosService<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    R: RejectionResponse,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let policy = Arc::clone(&self.policy);
+        match find_credential(request.headers(), &policy.shared.cookie_names) {
+            Ok(Some(credential)) => {
+                let request_id = request.headers().get("x-request-id").cloned();
+                let lookup_policy = Arc::clone(&policy);
+                let lookup = Box::pin(async move {
+                    let span = tracing::debug_span!(
+                        "kratos_session",
+                        source = credential.source().as_str(),
+                        cache = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    );
+                    let shared = &lookup_policy.shared;
+                    let (outcome, status) = tracing::Instrument::instrument(
+                        shared
+                            .cache
+                            .lookup(&credential, request_id.as_ref(), &shared.client),
+                        span.clone(),
+                    )
+                    .await;
+                    span.record("cache", status.as_str());
+                    span.record("outcome", outcome.kind());
+                    log_outcome(&span, &outcome, status.as_str());
+                    outcome
+                });
+                ResponseFuture::lookup(lookup, request, ready, policy)
+            }
+            Ok(None) => {
+                tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
+                ResponseFuture::decided(Outcome::Anonymous, request, ready, &policy)
+            }
+            Err(malformed) => {
+                tracing::debug!(
+                    outcome = "unauthenticated",
+                    reason = %malformed,
+                    "credential refused without asking Kratos"
+                );
+                let outcome = Outcome::Unauthenticated(Unauthenticated::Malformed(malformed));
+                ResponseFuture::decided(outcome, request, ready, &policy)
+            }
+        }
+    }
+}
+
+fn log_outcome(span: &tracing::Span, outcome: &Outcome, cache: &str) {
+    match outcome {
+        Outcome::Unavailable(reason) => tracing::warn!(
+            parent: span,
+            outcome = outcome.kind(),
+            cache,
+            reason = %reason,
+            "Kratos unavailable; answering 503"
+        ),
+        Outcome::Authenticated(session) => tracing::debug!(
+            parent: span,
+            outcome = outcome.kind(),
+            cache,
+            identity_id = session.identity_id().unwrap_or(""),
+            "session accepted"
+        ),
+        other => {
+            tracing::debug!(parent: span, outcome = other.kind(), cache, reason = %other, "session refused")
+        }
+    }
+}

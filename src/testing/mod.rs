@@ -1,1 +1,0 @@
-//! The Kratos stand-in.
