@@ -1,0 +1,151 @@
+//! The reference app: an axum service behind Ory Kratos.
+//!
+//! ```text
+//! cargo run --example axum_app
+//! ```
+//!
+//! Without `KRATOS_PUBLIC_URL` it starts the built-in Kratos stand-in, creates a demo session and
+//! prints a `curl` line to try it. Environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `KRATOS_PUBLIC_URL` | the stand-in | Kratos's public API |
+//! | `KRATOS_ADMIN_URL` | `KRATOS_PUBLIC_URL` | Kratos's admin API (session lifecycle routes) |
+//! | `KRATOS_ADMIN_TOKEN` | none | bearer token for the admin API (Ory Network API key) |
+//! | `BIND_ADDR` | `127.0.0.1:3000` | where the app listens |
+//! | `CACHE_TTL_SECS` | 60 | session cache TTL |
+//! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
+//! | `LOGIN_URL` | none | send browsers without a session there, with `return_to` |
+//! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
+//!
+//! Routes: `GET /health` (no session needed), `GET /` (optional session), `GET /me` (required).
+
+use std::{env, error::Error, net::SocketAddr, process::ExitCode, time::Duration};
+
+use axum::{routing::get, Json, Router};
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpListener;
+use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosSession};
+use tracing_subscriber::EnvFilter;
+
+/// The app's settings, read from the environment; a bad value stops the app with a clear error.
+#[derive(Debug)]
+struct Config {
+    kratos_public_url: Option<String>,
+    kratos_admin_url: Option<String>,
+    kratos_admin_token: Option<String>,
+    bind_addr: SocketAddr,
+    cache_ttl: Duration,
+    kratos_timeout: Duration,
+    login_url: Option<String>,
+    extend_within: Duration,
+}
+
+impl Config {
+    fn from_env() -> Result<Self, String> {
+        Ok(Self {
+            kratos_public_url: var("KRATOS_PUBLIC_URL"),
+            kratos_admin_url: var("KRATOS_ADMIN_URL"),
+            kratos_admin_token: var("KRATOS_ADMIN_TOKEN"),
+            bind_addr: parse("BIND_ADDR", "127.0.0.1:3000")?,
+            cache_ttl: Duration::from_secs(parse("CACHE_TTL_SECS", "60")?),
+            kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
+            login_url: var("LOGIN_URL"),
+            extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
+        })
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, default: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let text = var(name).unwrap_or_else(|| default.to_owned());
+    text.trim()
+        .parse()
+        .map_err(|error| format!("{name}={text:?} is not valid: {error}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("axum_app: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let config = Config::from_env()?;
+
+    // Without a Kratos URL, run against the stand-in, with one demo session to try.
+    let (kratos_public_url, stand_in) = match &config.kratos_public_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let stand_in = KratosStandIn::start().await?;
+            let demo = stand_in.create_session();
+            (stand_in.public_url(), Some((stand_in, demo)))
+        }
+    };
+
+    let mut builder = KratosLayer::builder(&kratos_public_url)
+        .cache_ttl(config.cache_ttl)
+        .request_timeout(config.kratos_timeout);
+    if let Some(login_url) = &config.login_url {
+        builder = builder.login_url(login_url);
+    }
+    let kratos = builder.build()?;
+
+    let app = Router::new()
+        .route("/", get(home).layer(kratos.optional()))
+        .route("/me", get(me).layer(kratos.required()))
+        .route("/health", get(|| async { "ok" }));
+
+    let listener = TcpListener::bind(config.bind_addr).await?;
+    let addr = listener.local_addr()?;
+    println!("kratos public API: {kratos_public_url}");
+    println!(
+        "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
+        config.kratos_admin_url.as_deref().unwrap_or(&kratos_public_url),
+        if config.kratos_admin_token.is_some() { "set" } else { "not set" },
+        config.extend_within.as_secs(),
+    );
+    if let Some((_, demo)) = &stand_in {
+        println!("built-in Kratos stand-in with a demo session; try:");
+        println!("  curl -H 'X-Session-Token: {}' http://{addr}/me", demo.token);
+        println!("  curl -H 'Cookie: {}' http://{addr}/me", demo.cookie_header());
+    }
+    println!("listening on http://{addr}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// `GET /`: works with or without a session.
+async fn home(session: Option<KratosSession>) -> Json<Value> {
+    Json(json!({
+        "authenticated": session.is_some(),
+        "identity_id": session.as_ref().and_then(|session| session.identity_id()),
+    }))
+}
+
+/// `GET /me`: only reached with a valid session; the layer answers everything else.
+async fn me(session: KratosSession) -> Json<Value> {
+    Json(json!({
+        "session_id": session.id,
+        "identity_id": session.identity_id(),
+        "aal": session.authenticator_assurance_level.as_ref().map(|aal| aal.as_str()),
+        "expires_at": session.expires_at.and_then(|at| at.format(&Rfc3339).ok()),
+    }))
+}
