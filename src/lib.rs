@@ -74,6 +74,9 @@ pub mod outcome;
 pub mod rejection;
 mod service;
 pub mod session;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 
 pub use crate::{
     future::{ResponseBody, ResponseFuture},

@@ -1,0 +1,475 @@
+//! A Kratos stand-in for tests: a real HTTP(S) server on loopback that answers like Ory Kratos's
+//! session API.
+//!
+//! It serves `/sessions/whoami`, the self-service `/sessions` routes, API logout and the admin
+//! session routes, with Kratos's exact status codes, headers and JSON (herodot error bodies,
+//! session JSON with the identity expanded). Tests create sessions, then drive their code
+//! against [`KratosStandIn::public_url`] and assert on what Kratos saw
+//! ([`calls`](KratosStandIn::calls), [`requests`](KratosStandIn::requests)). Faults, latency,
+//! the extend response style and Ory Network's session-cache header are knobs.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_kratos::testing::{Endpoint, KratosStandIn};
+//!
+//! let kratos = KratosStandIn::start().await?;
+//! let alice = kratos.create_session();
+//!
+//! let response = reqwest::Client::new()
+//!     .get(format!("{}/sessions/whoami", kratos.public_url()))
+//!     .header("Cookie", alice.cookie_header())
+//!     .send()
+//!     .await?;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What follows Kratos exactly and what is simplified is listed on [`KratosStandIn`].
+
+mod credentials;
+mod fault;
+mod ids;
+mod json;
+mod record;
+mod routes;
+mod server;
+mod shared;
+mod spec;
+mod store;
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use fault::{ExtendResponse, Fault};
+pub use record::{Endpoint, RecordedRequest};
+pub use spec::{SessionSpec, TestSession};
+
+use fault::Knobs;
+use shared::{Config, Shared};
+
+/// Kratos's default `session.cookie.name`.
+const DEFAULT_COOKIE_NAME: &str = "ory_kratos_session";
+/// Kratos's default `session.lifespan`.
+const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A running Kratos stand-in.
+///
+/// Cloning is cheap and every clone talks to the same server. The server stops when the last
+/// clone is dropped: the listener closes and every open connection, hung requests included, is
+/// dropped. It runs on the Tokio runtime that started it.
+///
+/// # Routes
+///
+/// Public and admin routes share one address; admin routes live under `/admin/` as on Ory
+/// Network ([`admin_url`](Self::admin_url) equals [`public_url`](Self::public_url)).
+///
+/// | Route | Answers |
+/// |---|---|
+/// | any method `/sessions/whoami`, `DELETE /sessions/whoami` | 200 session (`X-Kratos-Authenticated-Identity-Id`), 401, 403 `session_aal2_required`, 500 for bug #2945 |
+/// | `GET /sessions` | 200 the caller's other active sessions, newest first; `Link`, `X-Total-Count` |
+/// | `DELETE /sessions` | 200 `{"count":n}` |
+/// | `DELETE /sessions/{id}` | 204; 400 for the caller's own session or a bad UUID |
+/// | `PATCH /admin/sessions/{id}/extend` | 200 session or 204 ([`ExtendResponse`]); 400; 404 |
+/// | `GET /admin/sessions/{id}` | 200 (inactive ones too; `expand=identity`, `expand=devices`); 400; 404 |
+/// | `DELETE /admin/sessions/{id}` | 204; 400; 404 |
+/// | `DELETE /admin/identities/{id}/sessions` | 204; 400; 404 when the identity has no sessions |
+/// | `DELETE /self-service/logout/api` | 204; 400 bad body; 403 unknown token |
+/// | anything else | 404 |
+///
+/// # Credentials
+///
+/// As Kratos's `extractToken`: a non-empty `X-Session-Token` is used alone; else the session
+/// cookie (the first cookie named `cookie_name` across all `Cookie` headers) if it decodes, i.e.
+/// if the stand-in issued that value; else `Authorization: Bearer <token>` (split on single
+/// spaces into exactly two parts, scheme case-insensitive). A revoked, expired, unknown or
+/// disabled-identity session, or none at all, gets the same 401.
+///
+/// After a session's expiry moved later (an extend), a whoami that sends a cookie issued for the
+/// older expiry gets a `Set-Cookie` with a new value. A whoami that authenticates by token or
+/// Bearer while also sending a session cookie the stand-in never issued gets Kratos's 500
+/// `securecookie: the value is not valid` (bug #2945), which proves a client does not forward
+/// stray cookies with a token.
+///
+/// # Simplifications
+///
+/// One identity schema (`default`); no `tokenize_as`; `page_token` is the decimal offset; bad-UUID
+/// messages imitate Kratos's UUID library. Only the most recent 10 000 requests per endpoint are
+/// kept for [`requests`](Self::requests); the counters are exact.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
+///
+/// let kratos = KratosStandIn::builder()
+///     .cookie_name("ory_session_playground")
+///     .lifespan(Duration::from_secs(3600))
+///     .start()
+///     .await?;
+/// let session = kratos.session().aal2().create();
+/// let client = reqwest::Client::new();
+/// let whoami = format!("{}/sessions/whoami", kratos.public_url());
+///
+/// let ok = client.get(&whoami).header("X-Session-Token", &session.token).send().await?;
+/// assert_eq!(ok.status(), 200);
+/// assert_eq!(ok.headers()["x-kratos-authenticated-identity-id"], session.identity_id.as_str());
+///
+/// kratos.set_fault(Endpoint::Whoami, Fault::Status(http::StatusCode::BAD_GATEWAY));
+/// let down = client.get(&whoami).header("X-Session-Token", &session.token).send().await?;
+/// assert_eq!(down.status(), 502);
+///
+/// kratos.clear_faults();
+/// kratos.revoke_session(&session.id);
+/// let gone = client.get(&whoami).header("X-Session-Token", &session.token).send().await?;
+/// assert_eq!(gone.status(), 401);
+/// assert_eq!(kratos.calls(Endpoint::Whoami), 3);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct KratosStandIn {
+    inner: Arc<Running>,
+}
+
+/// The last handle's drop stops the server.
+struct Running {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The accept loop owns the connection tasks, so this ends them too.
+        self.server.abort();
+    }
+}
+
+impl fmt::Debug for KratosStandIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KratosStandIn")
+            .field("public_url", &self.inner.shared.config.public_url)
+            .field("cookie_name", &self.inner.shared.config.cookie_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KratosStandIn {
+    /// Starts a plain-HTTP stand-in on `127.0.0.1` (a free port) with the defaults of
+    /// [`builder`](Self::builder).
+    ///
+    /// # Errors
+    ///
+    /// When the port cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// When not called from within a Tokio runtime.
+    pub async fn start() -> io::Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// A builder for a stand-in with other settings (TLS, cookie name, lifespan, admin token ...).
+    pub fn builder() -> StandInBuilder {
+        StandInBuilder::default()
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.inner.shared.config.public_url.clone()
+    }
+
+    /// The admin API's base URL. It is the same server: admin routes live under `/admin/`, as on
+    /// Ory Network.
+    pub fn admin_url(&self) -> String {
+        self.public_url()
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Creates a session with the defaults: active, aal1 by password, expiring after the
+    /// `lifespan`, for a new identity with traits `{"email": "user-<n>@example.org"}`.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random number generator fails.
+    pub fn create_session(&self) -> TestSession {
+        self.session().create()
+    }
+
+    /// Describes a session to create (aal2, expiry, identity, traits ...); finish with
+    /// [`SessionSpec::create`].
+    pub fn session(&self) -> SessionSpec<'_> {
+        SessionSpec::new(&self.inner.shared)
+    }
+
+    /// The session's current state (expiry after extends, `active` after revocations, newest
+    /// cookie value), or `None` if it does not exist (or was deleted).
+    pub fn session_state(&self, session_id: &str) -> Option<TestSession> {
+        let shared = &self.inner.shared;
+        let store = shared.store();
+        store
+            .session(&ids::canonical(session_id))
+            .map(|session| TestSession::of(session, &shared.config.cookie_name))
+    }
+
+    /// Revokes the session (`active = false`), as an admin disable does. Returns whether it
+    /// exists.
+    pub fn revoke_session(&self, session_id: &str) -> bool {
+        self.inner
+            .shared
+            .store()
+            .revoke(&ids::canonical(session_id))
+    }
+
+    /// Moves the session's expiry (a past time expires it). Returns whether it exists.
+    ///
+    /// Cookies issued earlier keep the expiry they were issued for, so moving it later makes the
+    /// next cookie whoami answer with `Set-Cookie`.
+    pub fn set_expires_at(&self, session_id: &str, at: OffsetDateTime) -> bool {
+        self.inner
+            .shared
+            .store()
+            .set_expires_at(&ids::canonical(session_id), at)
+    }
+
+    /// Activates or disables an identity; a disabled identity's sessions get 401. Returns whether
+    /// the identity exists.
+    pub fn set_identity_active(&self, identity_id: &str, active: bool) -> bool {
+        self.inner.shared.store().set_identity_active(
+            &ids::canonical(identity_id),
+            active,
+            OffsetDateTime::now_utc(),
+        )
+    }
+
+    /// How many requests reached this endpoint (faulted ones included) since the start or the
+    /// last [`reset_counters`](Self::reset_counters).
+    pub fn calls(&self, endpoint: Endpoint) -> usize {
+        self.inner.shared.journal().calls(endpoint)
+    }
+
+    /// How many requests reached this endpoint about this session: the session the request's
+    /// credential resolved to (whoami, `/sessions` routes, the token of an API logout), or the
+    /// `{id}` in the path (admin routes; for
+    /// [`AdminDeleteIdentitySessions`](Endpoint::AdminDeleteIdentitySessions) pass the identity
+    /// id). A credential counts for its session even when the session is revoked or expired.
+    pub fn calls_for_session(&self, endpoint: Endpoint, session_id: &str) -> usize {
+        self.inner
+            .shared
+            .journal()
+            .calls_for_session(endpoint, &ids::canonical(session_id))
+    }
+
+    /// The requests this endpoint received, oldest first (the most recent 10 000).
+    pub fn requests(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {
+        self.inner.shared.journal().requests(endpoint)
+    }
+
+    /// Forgets all counters and recorded requests.
+    pub fn reset_counters(&self) {
+        self.inner.shared.journal().clear();
+    }
+
+    /// Makes every later call of `endpoint` fail this way, until cleared. Calls are still
+    /// counted and recorded first.
+    pub fn set_fault(&self, endpoint: Endpoint, fault: Fault) {
+        self.inner.shared.knobs().faults.insert(endpoint, fault);
+    }
+
+    /// Removes the fault of one endpoint.
+    pub fn clear_fault(&self, endpoint: Endpoint) {
+        self.inner.shared.knobs().faults.remove(&endpoint);
+    }
+
+    /// Removes all faults.
+    pub fn clear_faults(&self) {
+        self.inner.shared.knobs().faults.clear();
+    }
+
+    /// Waits this long before answering every whoami (e.g. a realistic 2 ms for benchmarks).
+    /// `Duration::ZERO` (the default) turns it off.
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner.shared.knobs().whoami_latency = latency;
+    }
+
+    /// Switches what the extend route answers from now on.
+    pub fn set_extend_response(&self, mode: ExtendResponse) {
+        self.inner.shared.knobs().extend_response = mode;
+    }
+
+    /// Emulates Ory Network's `feature_flags.cacheable_sessions`: with `Some(max_age)`, whoami
+    /// sends `Ory-Session-Cache-For` (seconds until the session expires, capped at `max_age`,
+    /// on 200; `60` on a 401 without credentials). `None` (the default) turns it off.
+    pub fn set_session_cache_for(&self, max_age: Option<Duration>) {
+        self.inner.shared.knobs().session_cache_for = max_age;
+    }
+}
+
+/// Settings for a [`KratosStandIn`]; from [`KratosStandIn::builder`].
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `.start()`"]
+pub struct StandInBuilder {
+    tls: Option<(String, String)>,
+    cookie_name: String,
+    lifespan: Duration,
+    earliest_possible_extend: Option<Duration>,
+    admin_token: Option<String>,
+    extend_response: ExtendResponse,
+    session_cache_for: Option<Duration>,
+}
+
+impl Default for StandInBuilder {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            lifespan: DEFAULT_LIFESPAN,
+            earliest_possible_extend: None,
+            admin_token: None,
+            extend_response: ExtendResponse::WithBody,
+            session_cache_for: None,
+        }
+    }
+}
+
+impl fmt::Debug for StandInBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StandInBuilder")
+            .field("tls", &self.tls.is_some())
+            .field("cookie_name", &self.cookie_name)
+            .field("lifespan", &self.lifespan)
+            .field("earliest_possible_extend", &self.earliest_possible_extend)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("extend_response", &self.extend_response)
+            .field("session_cache_for", &self.session_cache_for)
+            .finish()
+    }
+}
+
+impl StandInBuilder {
+    /// Serves HTTPS with this certificate chain and private key (PEM). Invalid PEM or a key that
+    /// does not match makes [`start`](Self::start) fail. The TLS config uses the aws-lc-rs
+    /// provider explicitly; no process-wide crypto provider is installed.
+    pub fn tls(mut self, cert_chain_pem: &str, private_key_pem: &str) -> Self {
+        self.tls = Some((cert_chain_pem.to_owned(), private_key_pem.to_owned()));
+        self
+    }
+
+    /// The session cookie's name. Default `ory_kratos_session` (self-hosted Kratos); Ory Network
+    /// uses `ory_session_<project slug>`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// `session.lifespan`: new sessions and extends last this long. Default 24 hours, Kratos's.
+    pub fn lifespan(mut self, lifespan: Duration) -> Self {
+        self.lifespan = lifespan;
+        self
+    }
+
+    /// `session.earliest_possible_extend`: an extend only moves the expiry once less than this is
+    /// left. Default: the lifespan, so every extend moves it (Kratos's default).
+    pub fn earliest_possible_extend(mut self, window: Duration) -> Self {
+        self.earliest_possible_extend = Some(window);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on admin routes (as an Ory Network API key);
+    /// without it they answer 401. Default: no check, like self-hosted Kratos's admin port.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// What the extend route answers. Default [`ExtendResponse::WithBody`] (stock self-hosted
+    /// Kratos); change it later with [`KratosStandIn::set_extend_response`].
+    pub fn extend_response(mut self, mode: ExtendResponse) -> Self {
+        self.extend_response = mode;
+        self
+    }
+
+    /// Starts with Ory Network's session-cache header on; see
+    /// [`KratosStandIn::set_session_cache_for`]. Default off.
+    pub fn session_cache_for(mut self, max_age: Option<Duration>) -> Self {
+        self.session_cache_for = max_age;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a cookie name that is not an HTTP token or for bad TLS material; any
+    /// error from binding the port.
+    ///
+    /// # Panics
+    ///
+    /// When not called from within a Tokio runtime.
+    pub async fn start(self) -> io::Result<KratosStandIn> {
+        if !is_token(&self.cookie_name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("stand-in: invalid cookie name {:?}", self.cookie_name),
+            ));
+        }
+        let tls = match &self.tls {
+            Some((chain, key)) => Some(server::tls_acceptor(chain, key)?),
+            None => None,
+        };
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let config = Config {
+            public_url: format!("{scheme}://{addr}"),
+            cookie_name: self.cookie_name,
+            lifespan: self.lifespan,
+            earliest_possible_extend: self.earliest_possible_extend.unwrap_or(self.lifespan),
+            admin_token: self.admin_token,
+            tls: tls.is_some(),
+        };
+        let knobs = Knobs {
+            faults: Default::default(),
+            whoami_latency: Duration::ZERO,
+            extend_response: self.extend_response,
+            session_cache_for: self.session_cache_for,
+        };
+        let shared = Arc::new(Shared::new(config, knobs));
+        let server = tokio::spawn(server::run(listener, tls, Arc::clone(&shared)));
+        Ok(KratosStandIn {
+            inner: Arc::new(Running {
+                shared,
+                addr,
+                server,
+            }),
+        })
+    }
+}
+
+/// An RFC 7230 token: what a cookie name may be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

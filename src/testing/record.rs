@@ -1,0 +1,99 @@
+//! What the stand-in saw: call counters and recorded requests, per endpoint and per session.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+/// A Kratos endpoint the stand-in serves, for counting calls and setting faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /sessions/whoami` (any method, and `DELETE /sessions/whoami`).
+    Whoami,
+    /// `GET /sessions`: the caller's other active sessions.
+    ListMySessions,
+    /// `DELETE /sessions`: revoke the caller's other sessions.
+    RevokeMyOtherSessions,
+    /// `DELETE /sessions/{id}`: revoke one of the caller's other sessions.
+    RevokeMySession,
+    /// `PATCH /admin/sessions/{id}/extend`.
+    ExtendSession,
+    /// `GET /admin/sessions/{id}`.
+    AdminGetSession,
+    /// `DELETE /admin/sessions/{id}`: deactivate a session.
+    AdminDisableSession,
+    /// `DELETE /admin/identities/{id}/sessions`: delete all of an identity's sessions.
+    AdminDeleteIdentitySessions,
+    /// `DELETE /self-service/logout/api`.
+    LogoutApi,
+    /// Any other route (answered 404).
+    Other,
+}
+
+/// One request as the stand-in received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// The request method.
+    pub method: http::Method,
+    /// The request target (path and query).
+    pub uri: http::Uri,
+    /// All request headers, as received.
+    pub headers: http::HeaderMap,
+    /// The request body (empty for most routes).
+    pub body: Bytes,
+    /// The session the request was about: the one its credential resolved to (whoami, `/sessions`
+    /// routes, API logout) or the `{id}` in the path (admin routes; the identity id for
+    /// [`Endpoint::AdminDeleteIdentitySessions`]). `None` when there was none.
+    pub session_id: Option<String>,
+}
+
+/// How many requests per endpoint are kept for [`RecordedRequest`] inspection. Counters are
+/// unbounded; only the recorded requests are capped, so a long benchmark does not grow without end.
+pub(crate) const RECORDED_PER_ENDPOINT: usize = 10_000;
+
+/// Counters and recorded requests.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    calls: HashMap<Endpoint, usize>,
+    calls_per_session: HashMap<(Endpoint, String), usize>,
+    requests: HashMap<Endpoint, VecDeque<RecordedRequest>>,
+}
+
+impl Journal {
+    pub(crate) fn record(&mut self, endpoint: Endpoint, request: RecordedRequest) {
+        *self.calls.entry(endpoint).or_default() += 1;
+        if let Some(id) = &request.session_id {
+            *self
+                .calls_per_session
+                .entry((endpoint, id.clone()))
+                .or_default() += 1;
+        }
+        let kept = self.requests.entry(endpoint).or_default();
+        if kept.len() == RECORDED_PER_ENDPOINT {
+            kept.pop_front();
+        }
+        kept.push_back(request);
+    }
+
+    pub(crate) fn calls(&self, endpoint: Endpoint) -> usize {
+        self.calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn calls_for_session(&self, endpoint: Endpoint, session_id: &str) -> usize {
+        self.calls_per_session
+            .get(&(endpoint, session_id.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn requests(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {
+        self.requests
+            .get(&endpoint)
+            .map(|kept| kept.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+}

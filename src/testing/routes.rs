@@ -1,0 +1,763 @@
+//! Kratos's routes: matching a request to an endpoint, and answering it as Kratos would.
+//!
+//! Every function here is synchronous and takes the store lock at most once; faults, latency and
+//! recording happen before, in the server.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
+use time::OffsetDateTime;
+
+use super::credentials::{bearer_token, lossy, Presented};
+use super::fault::ExtendResponse;
+use super::ids;
+use super::json::{self, Expand, IdentityView, KratosError};
+use super::record::Endpoint;
+use super::shared::Shared;
+use super::store::{CookieSeen, Session, Store};
+
+/// What the server sends back.
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+/// whoami's 401 reason (`session/error.go` `ErrNoSessionFound`).
+const NO_SESSION_REASON: &str = "No valid session credentials found in the request.";
+/// The 401 reason of the other `/sessions` routes.
+const NO_COOKIE_REASON: &str = "No valid session cookie found.";
+const NOT_LOCATED: &str = "Unable to locate the resource";
+const LOGOUT_FORBIDDEN_REASON: &str =
+    "The provided Ory Session Token could not be found, is invalid, or otherwise malformed.";
+/// Kratos's `x/pagination` defaults and limits.
+const DEFAULT_PAGE_SIZE: usize = 250;
+const MAX_PAGE_SIZE: usize = 500;
+const MAX_PER_PAGE: usize = 1000;
+
+/// A matched route, with its raw (percent-decoded) `{id}` where it has one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Whoami,
+    ListMySessions,
+    RevokeMyOtherSessions,
+    RevokeMySession(String),
+    ExtendSession(String),
+    AdminGetSession(String),
+    AdminDisableSession(String),
+    AdminDeleteIdentitySessions(String),
+    LogoutApi,
+    NotFound,
+}
+
+impl Route {
+    pub(crate) fn parse(method: &Method, path: &str) -> Self {
+        let segments: Vec<Cow<'_, str>> = path
+            .strip_prefix('/')
+            .unwrap_or(path)
+            .split('/')
+            .map(|s| percent_decode(s, false))
+            .collect();
+        let segments: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
+        // Go's `{id}` wildcard never matches an empty segment.
+        let id = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let route = match (method, segments.as_slice()) {
+            (_, ["sessions", "whoami"]) => Some(Self::Whoami),
+            (&Method::GET, ["sessions"]) => Some(Self::ListMySessions),
+            (&Method::DELETE, ["sessions"]) => Some(Self::RevokeMyOtherSessions),
+            (&Method::DELETE, ["sessions", sid]) => id(sid).map(Self::RevokeMySession),
+            (&Method::PATCH, ["admin", "sessions", sid, "extend"]) => {
+                id(sid).map(Self::ExtendSession)
+            }
+            (&Method::GET, ["admin", "sessions", sid]) => id(sid).map(Self::AdminGetSession),
+            (&Method::DELETE, ["admin", "sessions", sid]) => id(sid).map(Self::AdminDisableSession),
+            (&Method::DELETE, ["admin", "identities", iid, "sessions"]) => {
+                id(iid).map(Self::AdminDeleteIdentitySessions)
+            }
+            (&Method::DELETE, ["self-service", "logout", "api"]) => Some(Self::LogoutApi),
+            _ => None,
+        };
+        route.unwrap_or(Self::NotFound)
+    }
+
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        match self {
+            Self::Whoami => Endpoint::Whoami,
+            Self::ListMySessions => Endpoint::ListMySessions,
+            Self::RevokeMyOtherSessions => Endpoint::RevokeMyOtherSessions,
+            Self::RevokeMySession(_) => Endpoint::RevokeMySession,
+            Self::ExtendSession(_) => Endpoint::ExtendSession,
+            Self::AdminGetSession(_) => Endpoint::AdminGetSession,
+            Self::AdminDisableSession(_) => Endpoint::AdminDisableSession,
+            Self::AdminDeleteIdentitySessions(_) => Endpoint::AdminDeleteIdentitySessions,
+            Self::LogoutApi => Endpoint::LogoutApi,
+            Self::NotFound => Endpoint::Other,
+        }
+    }
+
+    fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Self::ExtendSession(_)
+                | Self::AdminGetSession(_)
+                | Self::AdminDisableSession(_)
+                | Self::AdminDeleteIdentitySessions(_)
+        )
+    }
+}
+
+/// The session a request is about, for per-session counters: the one its credential resolves to
+/// (even if revoked or expired), the token in an API logout body, or the `{id}` of an admin route.
+pub(crate) fn session_of(
+    shared: &Shared,
+    route: &Route,
+    parts: &Parts,
+    body: &Bytes,
+) -> Option<String> {
+    match route {
+        Route::Whoami
+        | Route::ListMySessions
+        | Route::RevokeMyOtherSessions
+        | Route::RevokeMySession(_) => {
+            let presented = Presented::from_headers(&parts.headers, &shared.config.cookie_name);
+            let store = shared.store();
+            let token = store.extract(&presented).token?;
+            store.by_token(&token).map(|s| s.id.clone())
+        }
+        Route::LogoutApi => {
+            let token = logout_token(body).ok()?;
+            shared.store().by_token(&token).map(|s| s.id.clone())
+        }
+        Route::ExtendSession(id)
+        | Route::AdminGetSession(id)
+        | Route::AdminDisableSession(id)
+        | Route::AdminDeleteIdentitySessions(id) => Some(ids::canonical(id)),
+        Route::NotFound => None,
+    }
+}
+
+/// Answers a request that no fault intercepted.
+pub(crate) fn respond(shared: &Shared, route: &Route, parts: &Parts, body: &Bytes) -> Reply {
+    if route.is_admin() && !admin_authorized(shared, parts) {
+        return error(&KratosError::new(StatusCode::UNAUTHORIZED), parts);
+    }
+    let now = OffsetDateTime::now_utc();
+    let result = match route {
+        Route::Whoami => Ok(whoami(shared, parts, now)),
+        Route::ListMySessions => list_my_sessions(shared, parts, now),
+        Route::RevokeMyOtherSessions => revoke_my_other_sessions(shared, parts, now),
+        Route::RevokeMySession(id) => revoke_my_session(shared, parts, id, now),
+        Route::ExtendSession(id) => extend_session(shared, id, now),
+        Route::AdminGetSession(id) => admin_get_session(shared, parts, id, now),
+        Route::AdminDisableSession(id) => admin_disable_session(shared, id),
+        Route::AdminDeleteIdentitySessions(id) => admin_delete_identity_sessions(shared, id),
+        Route::LogoutApi => logout_api(shared, body),
+        Route::NotFound => Err(KratosError::new(StatusCode::NOT_FOUND)),
+    };
+    result.unwrap_or_else(|err| error(&err, parts))
+}
+
+fn admin_authorized(shared: &Shared, parts: &Parts) -> bool {
+    let Some(expected) = &shared.config.admin_token else {
+        return true;
+    };
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| bearer_token(&lossy(v.as_bytes())))
+        .is_some_and(|token| token == *expected)
+}
+
+/// `/sessions/whoami`, following Kratos's order: extract the credential, find the session, check
+/// it is active, check the AAL, then set headers and refresh the cookie.
+fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
+    let config = &shared.config;
+    let cache_max_age = shared.knobs().session_cache_for;
+    let presented = Presented::from_headers(&parts.headers, &config.cookie_name);
+    let mut store = shared.store();
+    let extracted = store.extract(&presented);
+    let unauthorized = KratosError::new(StatusCode::UNAUTHORIZED).reason(NO_SESSION_REASON);
+
+    let Some(token) = extracted.token else {
+        let mut reply = error(&unauthorized, parts);
+        if cache_max_age.is_some() {
+            // Kratos tells its edge cache to remember "no credentials" for a minute.
+            insert(&mut reply, "ory-session-cache-for", "60");
+        }
+        return reply;
+    };
+    let Some(session) = store.by_token(&token) else {
+        return error(&unauthorized, parts);
+    };
+    if !store.is_active(session, now) {
+        return error(&unauthorized, parts);
+    }
+    if store.needs_step_up(session) {
+        return error(&KratosError::aal2_required(&config.public_url), parts);
+    }
+
+    // Kratos's RefreshCookie: any session cookie in the request must decode (bug #2945 when it
+    // does not), and one issued for an older expiry is replaced.
+    let session_id = session.id.clone();
+    let expires_at = session.expires_at;
+    let mut set_cookie = None;
+    match extracted.cookie {
+        CookieSeen::Absent => {}
+        CookieSeen::Undecodable => {
+            let err = KratosError::new(StatusCode::INTERNAL_SERVER_ERROR)
+                .message("securecookie: the value is not valid");
+            return error(&err, parts);
+        }
+        CookieSeen::Decodable {
+            expires_at: issued_for,
+        } if issued_for < expires_at => match store.issue_cookie(&session_id) {
+            Ok(Some(value)) => {
+                set_cookie = Some(cookie_header(config, &value, expires_at, now));
+            }
+            Ok(None) => {}
+            Err(_) => return error(&KratosError::new(StatusCode::INTERNAL_SERVER_ERROR), parts),
+        },
+        CookieSeen::Decodable { .. } => {}
+    }
+
+    let Some(session) = store.session(&session_id) else {
+        return error(&unauthorized, parts);
+    };
+    let identity = store.identity(&session.identity_id);
+    let expand = Expand {
+        identity: Some(IdentityView::Public),
+        devices: true,
+    };
+    let body = json::session(session, identity, true, expand, &config.public_url);
+    let mut reply = match serde_json::to_vec(&body) {
+        Ok(body) => json_reply(StatusCode::OK, body),
+        Err(_) => return error(&KratosError::new(StatusCode::INTERNAL_SERVER_ERROR), parts),
+    };
+    insert(
+        &mut reply,
+        "x-kratos-authenticated-identity-id",
+        &session.identity_id,
+    );
+    if let Some(max_age) = cache_max_age {
+        let until = (expires_at - now).as_seconds_f64().max(0.0);
+        let seconds = until.min(max_age.as_secs_f64()).round();
+        insert(
+            &mut reply,
+            "ory-session-cache-for",
+            &format!("{seconds:.0}"),
+        );
+    }
+    if let Some(cookie) = set_cookie {
+        insert(&mut reply, SET_COOKIE.as_str(), &cookie);
+    }
+    reply
+}
+
+/// Authenticates a `/sessions` route caller like whoami, with that family's 401 reason.
+fn caller<'s>(
+    store: &'s Store,
+    shared: &Shared,
+    parts: &Parts,
+    now: OffsetDateTime,
+) -> Result<&'s Session, KratosError> {
+    let presented = Presented::from_headers(&parts.headers, &shared.config.cookie_name);
+    store
+        .extract(&presented)
+        .token
+        .and_then(|token| store.by_token(&token))
+        .filter(|session| store.is_active(session, now))
+        .ok_or_else(|| KratosError::new(StatusCode::UNAUTHORIZED).reason(NO_COOKIE_REASON))
+}
+
+/// `GET /sessions`: the caller's other active sessions, newest first, paginated.
+fn list_my_sessions(
+    shared: &Shared,
+    parts: &Parts,
+    now: OffsetDateTime,
+) -> Result<Reply, KratosError> {
+    let store = shared.store();
+    let current = caller(&store, shared, parts, now)?;
+    if store.needs_step_up(current) {
+        return Err(KratosError::aal2_required(&shared.config.public_url));
+    }
+    let others = store.other_active_sessions(current, now);
+    let page = Page::from_query(parts.uri.query().unwrap_or(""));
+    let expand = Expand {
+        identity: Some(IdentityView::Public),
+        devices: true,
+    };
+    let items: Vec<_> = others
+        .iter()
+        .skip(page.offset)
+        .take(page.size)
+        .map(|s| {
+            let identity = store.identity(&s.identity_id);
+            json::session(s, identity, true, expand, &shared.config.public_url)
+        })
+        .collect();
+    let body = serde_json::to_vec(&items)
+        .map_err(|_| KratosError::new(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let mut reply = json_reply(StatusCode::OK, body);
+    insert(&mut reply, "x-total-count", &others.len().to_string());
+    insert(
+        &mut reply,
+        "link",
+        &page.link_header(
+            &format!("{}/sessions", shared.config.public_url),
+            others.len(),
+        ),
+    );
+    Ok(reply)
+}
+
+/// `DELETE /sessions`: revoke all the caller's other sessions.
+fn revoke_my_other_sessions(
+    shared: &Shared,
+    parts: &Parts,
+    now: OffsetDateTime,
+) -> Result<Reply, KratosError> {
+    let mut store = shared.store();
+    let current = caller(&store, shared, parts, now)?;
+    let (identity_id, current_id) = (current.identity_id.clone(), current.id.clone());
+    let count = store.revoke_others(&identity_id, &current_id);
+    Ok(json_reply(
+        StatusCode::OK,
+        format!(r#"{{"count":{count}}}"#).into_bytes(),
+    ))
+}
+
+/// `DELETE /sessions/{id}`: revoke one of the caller's other sessions.
+fn revoke_my_session(
+    shared: &Shared,
+    parts: &Parts,
+    raw_id: &str,
+    now: OffsetDateTime,
+) -> Result<Reply, KratosError> {
+    let mut store = shared.store();
+    let current = caller(&store, shared, parts, now)?;
+    let id = parse_uuid(raw_id)?;
+    if id == current.id {
+        return Err(
+            KratosError::new(StatusCode::BAD_REQUEST).message("cannot revoke current session")
+        );
+    }
+    let identity_id = current.identity_id.clone();
+    // Kratos's UPDATE .. WHERE id = ? AND identity_id = ? does not report a miss: always 204.
+    store.revoke_of_identity(&identity_id, &id);
+    Ok(no_content())
+}
+
+/// `PATCH /admin/sessions/{id}/extend`.
+fn extend_session(
+    shared: &Shared,
+    raw_id: &str,
+    now: OffsetDateTime,
+) -> Result<Reply, KratosError> {
+    let id = parse_uuid(raw_id)?;
+    let mode = shared.knobs().extend_response;
+    let config = &shared.config;
+    let mut store = shared.store();
+    if !store.extend(&id, now, config.lifespan, config.earliest_possible_extend) {
+        return Err(not_located());
+    }
+    if mode == ExtendResponse::NoContent {
+        return Ok(no_content());
+    }
+    let session = store.session(&id).ok_or_else(not_located)?;
+    let active = store.is_active(session, now);
+    let expand = Expand {
+        identity: Some(IdentityView::Public),
+        devices: false,
+    };
+    let identity = store.identity(&session.identity_id);
+    let body = json::session(session, identity, active, expand, &config.public_url);
+    let body = serde_json::to_vec(&body)
+        .map_err(|_| KratosError::new(StatusCode::INTERNAL_SERVER_ERROR))?;
+    Ok(json_reply(StatusCode::OK, body))
+}
+
+/// `GET /admin/sessions/{id}`: any session, active or not; `expand=identity` / `expand=devices`.
+fn admin_get_session(
+    shared: &Shared,
+    parts: &Parts,
+    raw_id: &str,
+    now: OffsetDateTime,
+) -> Result<Reply, KratosError> {
+    let config = &shared.config;
+    if raw_id == "whoami" {
+        let mut reply = Response::new(Full::new(Bytes::new()));
+        *reply.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        insert(
+            &mut reply,
+            LOCATION.as_str(),
+            &format!("{}/sessions/whoami", config.public_url),
+        );
+        return Ok(reply);
+    }
+    let id = parse_uuid(raw_id)?;
+    let mut expand = Expand {
+        identity: None,
+        devices: false,
+    };
+    for (key, value) in query_pairs(parts.uri.query().unwrap_or("")) {
+        if key != "expand" {
+            continue;
+        }
+        match value.to_ascii_lowercase().as_str() {
+            "identity" => expand.identity = Some(IdentityView::Admin),
+            "devices" => expand.devices = true,
+            _ => {
+                return Err(KratosError::new(StatusCode::BAD_REQUEST)
+                    .reason(format!("Could not parse expand option: {value}")))
+            }
+        }
+    }
+    let store = shared.store();
+    let session = store.session(&id).ok_or_else(not_located)?;
+    let active = store.is_active(session, now);
+    let identity = store.identity(&session.identity_id);
+    let body = json::session(session, identity, active, expand, &config.public_url);
+    let body = serde_json::to_vec(&body)
+        .map_err(|_| KratosError::new(StatusCode::INTERNAL_SERVER_ERROR))?;
+    Ok(json_reply(StatusCode::OK, body))
+}
+
+/// `DELETE /admin/sessions/{id}`: deactivate (data is kept).
+fn admin_disable_session(shared: &Shared, raw_id: &str) -> Result<Reply, KratosError> {
+    let id = parse_uuid(raw_id)?;
+    if shared.store().revoke(&id) {
+        Ok(no_content())
+    } else {
+        Err(not_located())
+    }
+}
+
+/// `DELETE /admin/identities/{id}/sessions`: delete every session of the identity; 404 if none.
+fn admin_delete_identity_sessions(shared: &Shared, raw_id: &str) -> Result<Reply, KratosError> {
+    let id = parse_uuid(raw_id)?;
+    if shared.store().delete_identity_sessions(&id) > 0 {
+        Ok(no_content())
+    } else {
+        Err(not_located())
+    }
+}
+
+/// `DELETE /self-service/logout/api` with `{"session_token": ".."}`.
+fn logout_api(shared: &Shared, body: &Bytes) -> Result<Reply, KratosError> {
+    let token = logout_token(body)?;
+    if shared.store().revoke_by_token(&token) {
+        Ok(no_content())
+    } else {
+        Err(KratosError::new(StatusCode::FORBIDDEN).reason(LOGOUT_FORBIDDEN_REASON))
+    }
+}
+
+/// The `session_token` of an API logout body. Kratos decodes the body as JSON whatever its
+/// content type, and validates it against a schema that requires the field.
+fn logout_token(body: &Bytes) -> Result<String, KratosError> {
+    let bad = |reason: &str| KratosError::new(StatusCode::BAD_REQUEST).reason(reason);
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("Unable to decode JSON payload."))?;
+    match value.get("session_token") {
+        Some(serde_json::Value::String(token)) if !token.is_empty() => Ok(token.clone()),
+        Some(_) => Err(bad("session_token must be a non-empty string.")),
+        None => Err(bad(r#"missing properties: "session_token""#)),
+    }
+}
+
+fn parse_uuid(raw: &str) -> Result<String, KratosError> {
+    ids::parse_uuid(raw)
+        .map_err(|message| KratosError::new(StatusCode::BAD_REQUEST).message(message))
+}
+
+fn not_located() -> KratosError {
+    KratosError::new(StatusCode::NOT_FOUND).message(NOT_LOCATED)
+}
+
+/// Pagination of `GET /sessions`: `page_token`/`page_size` when either is given, else the legacy
+/// `page`/`per_page`. The page token is the decimal offset (opaque to clients, as Kratos's).
+#[derive(Debug, PartialEq, Eq)]
+struct Page {
+    offset: usize,
+    size: usize,
+}
+
+impl Page {
+    fn from_query(query: &str) -> Self {
+        let pairs = query_pairs(query);
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let size = |key: &str, max: usize| match get(key) {
+            Some(0) | None => DEFAULT_PAGE_SIZE,
+            Some(n) => n.min(max),
+        };
+        if pairs
+            .iter()
+            .any(|(k, _)| k == "page_token" || k == "page_size")
+        {
+            Self {
+                offset: get("page_token").unwrap_or(0),
+                size: size("page_size", MAX_PAGE_SIZE),
+            }
+        } else {
+            let size = size("per_page", MAX_PER_PAGE);
+            Self {
+                offset: get("page").unwrap_or(0).saturating_mul(size),
+                size,
+            }
+        }
+    }
+
+    /// `Link` with first, prev (if any), next (if any) and last, each carrying both pagination
+    /// styles, like Kratos's migration paginator.
+    fn link_header(&self, base: &str, total: usize) -> String {
+        let size = self.size;
+        let link = |offset: usize, rel: &str| {
+            format!(
+                "<{base}?page={}&page_size={size}&page_token={offset}&per_page={size}>; rel=\"{rel}\"",
+                offset / size
+            )
+        };
+        let last = total.saturating_sub(1) / size * size;
+        let mut links = vec![link(0, "first")];
+        if self.offset > 0 {
+            links.push(link(self.offset.saturating_sub(size), "prev"));
+        }
+        if self.offset.saturating_add(size) < total {
+            links.push(link(self.offset + size, "next"));
+        }
+        links.push(link(last, "last"));
+        links.join(",")
+    }
+}
+
+/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                percent_decode(k, true).into_owned(),
+                percent_decode(v, true).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes (and `+` when `plus_is_space`); malformed escapes stay as they are.
+fn percent_decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
+    if !(input.contains('%') || plus_is_space && input.contains('+')) {
+        return Cow::Borrowed(input);
+    }
+    let bytes = input.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex);
+                let lo = bytes.get(i + 2).copied().and_then(hex);
+                if let (Some(hi), Some(lo)) = (hi, lo) {
+                    // Two hex digits make a value below 256.
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The `Set-Cookie` value Kratos writes through gorilla/sessions and Go's `http.Cookie`.
+fn cookie_header(
+    config: &super::shared::Config,
+    value: &str,
+    expires_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> String {
+    let mut cookie = format!("{}={value}; Path=/", config.cookie_name);
+    if let Some(date) = http_date(expires_at) {
+        cookie.push_str("; Expires=");
+        cookie.push_str(&date);
+    }
+    let max_age = (expires_at - now).whole_seconds().max(0);
+    cookie.push_str(&format!("; Max-Age={max_age}; HttpOnly"));
+    if config.tls {
+        cookie.push_str("; Secure");
+    }
+    cookie.push_str("; SameSite=Lax");
+    cookie
+}
+
+/// `Mon, 02 Jan 2006 15:04:05 GMT`; `None` where Go omits `Expires` (years outside 1601..=9999).
+fn http_date(t: OffsetDateTime) -> Option<String> {
+    if !(1601..=9999).contains(&t.year()) {
+        return None;
+    }
+    let weekday = t.weekday().to_string();
+    let month = t.month().to_string();
+    Some(format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        weekday.get(..3)?,
+        t.day(),
+        month.get(..3)?,
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    ))
+}
+
+/// A JSON reply.
+pub(crate) fn json_reply(status: StatusCode, body: Vec<u8>) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = status;
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    reply
+}
+
+/// A herodot error reply, with the request's `X-Request-ID` in the body and `Ory-Error-Id` when
+/// the error has an id.
+pub(crate) fn error(err: &KratosError, parts: &Parts) -> Reply {
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .map(|v| lossy(v.as_bytes()));
+    let mut reply = if matches!(err.status.as_u16(), 204 | 304) {
+        let mut reply = Response::new(Full::new(Bytes::new()));
+        *reply.status_mut() = err.status;
+        reply
+    } else {
+        json_reply(err.status, err.body(request_id.as_deref()))
+    };
+    if let Some(id) = err.id {
+        insert(&mut reply, "ory-error-id", id);
+    }
+    reply
+}
+
+fn no_content() -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::NO_CONTENT;
+    reply
+}
+
+/// Sets a header, skipping values that are not valid header text (a cookie name configured with
+/// odd characters must not turn into a panic).
+pub(crate) fn insert(reply: &mut Reply, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        reply
+            .headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_kratos_paths() {
+        let r = |m: Method, p: &str| Route::parse(&m, p);
+        assert_eq!(r(Method::POST, "/sessions/whoami"), Route::Whoami);
+        assert_eq!(r(Method::DELETE, "/sessions/whoami"), Route::Whoami);
+        assert_eq!(r(Method::GET, "/sessions"), Route::ListMySessions);
+        assert_eq!(r(Method::POST, "/sessions"), Route::NotFound);
+        assert_eq!(r(Method::DELETE, "/sessions/"), Route::NotFound);
+        assert_eq!(
+            r(Method::DELETE, "/sessions/x%2Fy"),
+            Route::RevokeMySession("x/y".into())
+        );
+        assert_eq!(
+            r(Method::PATCH, "/admin/sessions/abc/extend"),
+            Route::ExtendSession("abc".into())
+        );
+        assert_eq!(r(Method::PATCH, "/sessions/abc/extend"), Route::NotFound);
+        assert_eq!(r(Method::GET, "/"), Route::NotFound);
+        assert_eq!(r(Method::GET, ""), Route::NotFound);
+    }
+
+    #[test]
+    fn pagination_reads_both_styles() {
+        assert_eq!(
+            Page::from_query(""),
+            Page {
+                offset: 0,
+                size: 250
+            }
+        );
+        assert_eq!(
+            Page::from_query("page_size=2&page_token=4"),
+            Page { offset: 4, size: 2 }
+        );
+        assert_eq!(
+            Page::from_query("per_page=3&page=2"),
+            Page { offset: 6, size: 3 }
+        );
+        assert_eq!(
+            Page::from_query("page_size=100000"),
+            Page {
+                offset: 0,
+                size: 500
+            }
+        );
+        assert_eq!(
+            Page::from_query("page=99999999999999999999999&per_page=x"),
+            Page {
+                offset: 0,
+                size: 250
+            }
+        );
+        assert_eq!(
+            Page::from_query(&format!("page={}&per_page=1000", usize::MAX)),
+            Page {
+                offset: usize::MAX,
+                size: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn link_header_has_the_pages_that_exist() {
+        let page = Page { offset: 2, size: 2 };
+        let link = page.link_header("http://k/sessions", 5);
+        assert_eq!(
+            link,
+            "<http://k/sessions?page=0&page_size=2&page_token=0&per_page=2>; rel=\"first\",\
+             <http://k/sessions?page=0&page_size=2&page_token=0&per_page=2>; rel=\"prev\",\
+             <http://k/sessions?page=2&page_size=2&page_token=4&per_page=2>; rel=\"next\",\
+             <http://k/sessions?page=2&page_size=2&page_token=4&per_page=2>; rel=\"last\""
+        );
+    }
+
+    #[test]
+    fn percent_decoding_never_panics() {
+        assert_eq!(percent_decode("a%20b+c", true), "a b c");
+        assert_eq!(percent_decode("a%2", false), "a%2");
+        assert_eq!(percent_decode("%zz%", false), "%zz%");
+        assert_eq!(percent_decode("%ff", false), "\u{fffd}");
+    }
+
+    #[test]
+    fn http_dates_look_like_go() {
+        let t = OffsetDateTime::from_unix_timestamp(1_136_214_245).expect("t");
+        assert_eq!(
+            http_date(t).as_deref(),
+            Some("Mon, 02 Jan 2006 15:04:05 GMT")
+        );
+    }
+}

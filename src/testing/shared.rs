@@ -1,0 +1,55 @@
+//! The state the handle and the server tasks share: fixed configuration plus three locks.
+//!
+//! Locks are never held across an `.await`, and a poisoned lock is used as is: the data stays
+//! consistent because no code panics while holding one.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::fault::Knobs;
+use super::record::Journal;
+use super::store::Store;
+
+/// Settings fixed at start.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// `http://127.0.0.1:PORT` or `https://...`, no trailing slash.
+    pub(crate) public_url: String,
+    pub(crate) cookie_name: String,
+    pub(crate) lifespan: Duration,
+    pub(crate) earliest_possible_extend: Duration,
+    pub(crate) admin_token: Option<String>,
+    /// Served over TLS, so issued cookies carry `Secure`.
+    pub(crate) tls: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    store: Mutex<Store>,
+    knobs: Mutex<Knobs>,
+    journal: Mutex<Journal>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, knobs: Knobs) -> Self {
+        Self {
+            config,
+            store: Mutex::new(Store::default()),
+            knobs: Mutex::new(knobs),
+            journal: Mutex::new(Journal::default()),
+        }
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn knobs(&self) -> MutexGuard<'_, Knobs> {
+        self.knobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
