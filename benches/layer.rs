@@ -64,7 +64,7 @@ fn cache_hit_overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("cache_hit");
     group.bench_function("bare_service", |b| {
         b.to_async(&runtime)
-            .iter(|| bare.clone().oneshot(with_token(&session.token)))
+            .iter(|| bare.oneshot(with_token(&session.token)))
     });
     group.bench_function("layer_token", |b| {
         b.to_async(&runtime)
@@ -72,7 +72,7 @@ fn cache_hit_overhead(c: &mut Criterion) {
     });
     group.bench_function("bare_service_cookies", |b| {
         b.to_async(&runtime)
-            .iter(|| bare.clone().oneshot(with_cookie(&cookie)))
+            .iter(|| bare.oneshot(with_cookie(&cookie)))
     });
     group.bench_function("layer_cookie", |b| {
         b.to_async(&runtime)

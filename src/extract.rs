@@ -60,7 +60,7 @@ pub enum SessionRejection {
         /// Why there is no session.
         outcome: Outcome,
         /// The layer's rejection response.
-        response: http::Response<Bytes>,
+        response: Box<http::Response<Bytes>>,
     },
     /// The session carries no identity (Kratos sends none until a session is fully
     /// authenticated): 401.
@@ -98,7 +98,7 @@ impl IntoResponse for SessionRejection {
                 mut response,
             } => {
                 response.extensions_mut().insert(outcome);
-                response
+                *response
             }
             Self::NoIdentity => json_response(
                 StatusCode::UNAUTHORIZED,
@@ -139,7 +139,10 @@ fn not_authenticated(parts: &Parts) -> SessionRejection {
             parts,
         ),
     };
-    SessionRejection::NotAuthenticated { outcome, response }
+    SessionRejection::NotAuthenticated {
+        outcome,
+        response: Box::new(response),
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for KratosSession {
