@@ -1,0 +1,144 @@
+//! Kratos over HTTPS: the stand-in serves a certificate from a test CA made with rcgen. With the
+//! CA added as a root the layer validates sessions; without it, or for a certificate naming
+//! another host, the TLS handshake fails and the caller gets 503 (an outage), never 401.
+
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tower_kratos::outcome::Unavailable;
+use tower_kratos::testing::{Endpoint, KratosStandIn};
+use tower_kratos::{KratosLayer, Outcome};
+
+/// A test CA and a server certificate it issued.
+struct Pki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+/// A fresh CA, and a certificate from it for `names` (DNS names or IP addresses).
+fn pki(names: &[&str]) -> Pki {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tower-kratos test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let server_key = KeyPair::generate().expect("server key");
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    let mut server_params = CertificateParams::new(names).expect("server params");
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "kratos stand-in");
+    let server_cert = server_params
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+    }
+}
+
+async fn https_stand_in(pki: &Pki) -> KratosStandIn {
+    let kratos = KratosStandIn::builder()
+        .tls(&pki.server_cert_pem, &pki.server_key_pem)
+        .start()
+        .await
+        .expect("HTTPS stand-in");
+    assert!(kratos.public_url().starts_with("https://127.0.0.1:"));
+    kratos
+}
+
+fn trusting(public_url: String, pki: &Pki) -> App {
+    let root = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("CA PEM");
+    app(KratosLayer::builder(public_url)
+        .add_root_certificate(root)
+        .build()
+        .expect("layer"))
+}
+
+#[track_caller]
+fn assert_tls_outage(reply: &Reply) {
+    assert_unavailable(reply);
+    assert!(
+        matches!(
+            reply.outcome(),
+            Some(Outcome::Unavailable(Unavailable::Transport))
+        ),
+        "{:?}",
+        reply.outcome()
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_https_kratos_validates_sessions() {
+    let pki = pki(&["127.0.0.1", "localhost"]);
+    let kratos = https_stand_in(&pki).await;
+    let alice = kratos.create_session();
+    let app = trusting(kratos.public_url(), &pki);
+
+    let reply = send(&app, with_token(&alice.token)).await;
+
+    assert_session(&reply, &alice.id, &alice.identity_id);
+    // The stand-in records a request only after the TLS handshake: this call came over HTTPS.
+    assert_eq!(kratos.calls(Endpoint::Whoami), 1);
+    assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);
+    assert_kratos_got_token_only(&whoami_headers(&kratos, 0), &alice.token);
+}
+
+#[tokio::test]
+async fn a_trusted_https_kratos_is_reached_by_host_name() {
+    let pki = pki(&["127.0.0.1", "localhost"]);
+    let kratos = https_stand_in(&pki).await;
+    let alice = kratos.create_session();
+    let by_name = format!("https://localhost:{}", kratos.addr().port());
+    let app = trusting(by_name, &pki);
+
+    let reply = send(&app, get(&[("cookie", &alice.cookie_header())])).await;
+
+    assert_session(&reply, &alice.id, &alice.identity_id);
+    assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);
+    assert_kratos_got_cookie_only(&whoami_headers(&kratos, 0), &alice.cookie_header());
+}
+
+#[tokio::test]
+async fn an_untrusted_https_kratos_is_an_outage_not_a_401() {
+    let pki = pki(&["127.0.0.1", "localhost"]);
+    let kratos = https_stand_in(&pki).await;
+    let alice = kratos.create_session();
+    let app = default_app(&kratos);
+
+    let reply = send(&app, with_token(&alice.token)).await;
+
+    assert_tls_outage(&reply);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 0, "no request got past TLS");
+    assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 0);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_is_an_outage_not_a_401() {
+    // Trusted CA, but the certificate names another host than the one dialled.
+    let pki = pki(&["kratos.example.org"]);
+    let kratos = KratosStandIn::builder()
+        .tls(&pki.server_cert_pem, &pki.server_key_pem)
+        .start()
+        .await
+        .expect("HTTPS stand-in");
+    let alice = kratos.create_session();
+    let app = trusting(kratos.public_url(), &pki);
+
+    let reply = send(&app, with_token(&alice.token)).await;
+
+    assert_tls_outage(&reply);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 0);
+}
