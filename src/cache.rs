@@ -191,10 +191,10 @@ impl SessionCache {
     }
 
     pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
-        let (kind, name, secret) = credential.key_material();
+        let (kind, secret) = credential.key_material();
         let mut hasher = blake3::Hasher::new_keyed(&self.hash_key);
-        for part in [kind, name, secret] {
-            // Length-prefixed, so no two different (kind, name, secret) feed the same bytes.
+        for part in [kind, secret] {
+            // Length-prefixed, so no two different (kind, secret) feed the same bytes.
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }

@@ -16,9 +16,12 @@
 //! let credential = find_credential(request.headers(), &CookieNames::default())
 //!     .unwrap()
 //!     .expect("a credential");
-//! // The cookie wins over Bearer, as in Kratos; only that cookie is forwarded.
+//! // The cookie wins over Bearer, as in Kratos; only session cookies are forwarded.
 //! assert_eq!(credential.source(), CredentialSource::Cookie);
-//! assert_eq!(format!("{credential:?}"), r#"Credential { source: Cookie, name: "ory_kratos_session", value: "[redacted]" }"#);
+//! assert_eq!(
+//!     format!("{credential:?}"),
+//!     r#"Credential { source: Cookie, names: ["ory_kratos_session"], value: "[redacted]" }"#,
+//! );
 //! ```
 
 use std::fmt;
@@ -55,12 +58,16 @@ impl CredentialSource {
     }
 }
 
+/// The most session cookies forwarded from one request. Browsers rarely hold more than one or
+/// two (say, two Ory Network projects under one parent domain).
+pub const MAX_SESSION_COOKIES: usize = 4;
+
 /// A Kratos credential taken from a request. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     source: CredentialSource,
-    /// The cookie's name; empty for tokens.
-    cookie_name: String,
+    /// A token, or for cookies the `Cookie` header sent to Kratos: every session cookie of the
+    /// request (`name=value; name=value`), in the request's order, and nothing else.
     secret: String,
 }
 
@@ -73,7 +80,6 @@ impl Credential {
         check_token(token)?;
         Ok(Self {
             source: CredentialSource::SessionToken,
-            cookie_name: String::new(),
             secret: token.to_owned(),
         })
     }
@@ -86,8 +92,7 @@ impl Credential {
         check_cookie(name, value)?;
         Ok(Self {
             source: CredentialSource::Cookie,
-            cookie_name: name.to_owned(),
-            secret: value.to_owned(),
+            secret: format!("{name}={value}"),
         })
     }
 
@@ -96,45 +101,45 @@ impl Credential {
         self.source
     }
 
-    /// The cookie's name, for a cookie credential.
-    pub fn cookie_name(&self) -> Option<&str> {
-        (self.source == CredentialSource::Cookie).then_some(self.cookie_name.as_str())
+    /// The names of the session cookies this credential carries (none for tokens).
+    pub fn cookie_names(&self) -> impl Iterator<Item = &str> {
+        let pairs = match self.source {
+            CredentialSource::Cookie => self.secret.as_str(),
+            _ => "",
+        };
+        pairs
+            .split("; ")
+            .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
     }
 
     /// The header that carries this credential to Kratos: `X-Session-Token: <token>` for tokens
-    /// (Bearer included: Kratos treats both alike), `Cookie: name=value` for cookies.
+    /// (Bearer included: Kratos treats both alike), `Cookie: name=value[; name=value]` for the
+    /// session cookies.
     pub(crate) fn to_kratos_header(&self) -> Option<(header::HeaderName, HeaderValue)> {
         match self.source {
             CredentialSource::SessionToken | CredentialSource::Bearer => Some((
                 header::HeaderName::from_static(SESSION_TOKEN_HEADER),
                 sensitive(HeaderValue::from_str(&self.secret).ok()?),
             )),
-            CredentialSource::Cookie => {
-                let pair = format!("{}={}", self.cookie_name, self.secret);
-                Some((
-                    header::COOKIE,
-                    sensitive(HeaderValue::from_str(&pair).ok()?),
-                ))
-            }
+            CredentialSource::Cookie => Some((
+                header::COOKIE,
+                sensitive(HeaderValue::from_str(&self.secret).ok()?),
+            )),
         }
     }
 
     /// The bytes the cache key is derived from. Tokens from either header share one entry
-    /// (Kratos treats them alike); a cookie is told apart by its name.
-    pub(crate) fn key_material(&self) -> (&'static [u8], &[u8], &[u8]) {
+    /// (Kratos treats them alike); cookies are keyed by every name and value sent.
+    pub(crate) fn key_material(&self) -> (&'static [u8], &[u8]) {
         match self.source {
             CredentialSource::SessionToken | CredentialSource::Bearer => {
-                (b"token", b"", self.secret.as_bytes())
+                (b"token", self.secret.as_bytes())
             }
-            CredentialSource::Cookie => (
-                b"cookie",
-                self.cookie_name.as_bytes(),
-                self.secret.as_bytes(),
-            ),
+            CredentialSource::Cookie => (b"cookie", self.secret.as_bytes()),
         }
     }
 
-    /// The secret itself.
+    /// The secret itself (for cookies, the `Cookie` header sent to Kratos).
     #[cfg(test)]
     pub(crate) fn secret(&self) -> &str {
         &self.secret
@@ -151,7 +156,7 @@ impl fmt::Debug for Credential {
         let mut debug = f.debug_struct("Credential");
         debug.field("source", &self.source);
         if self.source == CredentialSource::Cookie {
-            debug.field("name", &self.cookie_name);
+            debug.field("names", &self.cookie_names().collect::<Vec<_>>());
         }
         debug.field("value", &"[redacted]").finish()
     }
@@ -169,6 +174,8 @@ pub enum MalformedCredential {
     Empty,
     /// A header that is not text.
     NotText,
+    /// More than [`MAX_SESSION_COOKIES`] session cookies.
+    TooManyCookies,
 }
 
 impl fmt::Display for MalformedCredential {
@@ -178,6 +185,7 @@ impl fmt::Display for MalformedCredential {
             Self::InvalidCharacters => "credential contains characters no Kratos credential has",
             Self::Empty => "credential is empty",
             Self::NotText => "credential header is not text",
+            Self::TooManyCookies => "more session cookies than a browser holds",
         })
     }
 }
@@ -259,9 +267,11 @@ pub fn find_credential(
             return Credential::session_token(token).map(Some);
         }
     }
-    // 2. The session cookie, the first match across all Cookie headers (HTTP/2 splits them).
-    if let Some((name, value)) = find_cookie(headers, cookie_names) {
-        return Credential::cookie(name, value).map(Some);
+    // 2. The session cookies. Kratos picks its own by name, which this side cannot know when
+    //    several names are recognised (two Ory Network projects, or a self-hosted and a hosted
+    //    one): all of them go, and nothing else.
+    if let Some(credential) = session_cookies(headers, cookie_names)? {
+        return Ok(Some(credential));
     }
     // 3. Authorization: Bearer, parsed as Kratos does: split on single spaces, exactly 2 parts.
     if let Some(value) = headers.get(header::AUTHORIZATION) {
@@ -280,27 +290,44 @@ pub fn find_credential(
     Ok(None)
 }
 
-fn find_cookie<'h>(
-    headers: &'h HeaderMap,
+/// Every cookie with a session name, across all `Cookie` headers (HTTP/2 splits them), as one
+/// `name=value; name=value` header in the request's order.
+fn session_cookies(
+    headers: &HeaderMap,
     cookie_names: &CookieNames,
-) -> Option<(&'h str, &'h str)> {
+) -> Result<Option<Credential>, MalformedCredential> {
+    let mut forwarded = String::new();
+    let mut count = 0;
     for header_value in headers.get_all(header::COOKIE) {
-        // A Cookie header that is not text cannot hold our cookie in a form Kratos accepts.
+        // A Cookie header that is not text cannot hold a cookie Kratos accepts.
         let Ok(text) = header_value.to_str() else {
             continue;
         };
         for pair in text.split(';') {
-            let pair = trim_ows(pair);
-            let Some((name, value)) = pair.split_once('=') else {
+            let Some((name, value)) = trim_ows(pair).split_once('=') else {
                 continue;
             };
-            let name = trim_ows(name);
-            if cookie_names.matches(name) {
-                return Some((name, trim_ows(value)));
+            let (name, value) = (trim_ows(name), trim_ows(value));
+            if !cookie_names.matches(name) {
+                continue;
             }
+            check_cookie(name, value)?;
+            count += 1;
+            if count > MAX_SESSION_COOKIES {
+                return Err(MalformedCredential::TooManyCookies);
+            }
+            if !forwarded.is_empty() {
+                forwarded.push_str("; ");
+            }
+            forwarded.push_str(name);
+            forwarded.push('=');
+            forwarded.push_str(value);
         }
     }
-    None
+    Ok((count > 0).then_some(Credential {
+        source: CredentialSource::Cookie,
+        secret: forwarded,
+    }))
 }
 
 fn trim_ows(text: &str) -> &str {
@@ -417,7 +444,10 @@ mod tests {
         let found = find(&[("cookie", "a=1"), ("cookie", "ory_session_slug123=v")])
             .unwrap()
             .unwrap();
-        assert_eq!(found.cookie_name(), Some("ory_session_slug123"));
+        assert_eq!(
+            found.cookie_names().collect::<Vec<_>>(),
+            ["ory_session_slug123"]
+        );
         // The bare prefix is not a project cookie.
         assert!(find(&[("cookie", "ory_session_=v")]).unwrap().is_none());
     }
@@ -461,10 +491,31 @@ mod tests {
     }
 
     #[test]
+    fn every_session_cookie_goes_and_nothing_else() {
+        let found = find(&[
+            ("cookie", "ory_session_staging=s; theme=dark"),
+            ("cookie", "ory_kratos_session=k; ory_session_prod=p"),
+        ])
+        .unwrap()
+        .unwrap();
+        let (_, value) = found.to_kratos_header().unwrap();
+        assert_eq!(
+            value,
+            "ory_session_staging=s; ory_kratos_session=k; ory_session_prod=p"
+        );
+        let too_many =
+            "ory_session_a=1; ory_session_b=2; ory_session_c=3; ory_session_d=4; ory_session_e=5";
+        assert_eq!(
+            find(&[("cookie", too_many)]).unwrap_err(),
+            MalformedCredential::TooManyCookies
+        );
+    }
+
+    #[test]
     fn quoted_cookie_values_are_kept_as_sent() {
         let found = find(&[("cookie", "ory_kratos_session=\"abc\"")])
             .unwrap()
             .unwrap();
-        assert_eq!(found.secret(), "\"abc\"");
+        assert_eq!(found.secret(), "ory_kratos_session=\"abc\"");
     }
 }

@@ -44,8 +44,9 @@
 //! - `testing` (feature `test-util`): a Kratos stand-in for your tests.
 //!
 //! # Security
-//! - Only the chosen credential is sent to Kratos: a cookie as `name=value` alone, a token as
-//!   `X-Session-Token`. Other cookies of the request never leave your process.
+//! - Only the chosen credential is sent to Kratos: the session cookie as `name=value` (with any
+//!   other session-named cookie, so Kratos picks its own by name), or a token as
+//!   `X-Session-Token`. The request's other cookies never leave your process.
 //! - The cache is keyed by a keyed BLAKE3 hash of the credential; the raw credential is not
 //!   stored, logged, or shown by any `Debug` implementation.
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
