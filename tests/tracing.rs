@@ -1,0 +1,341 @@
+//! What the layer tells operators, and what it never tells anyone: lookups are logged with their
+//! outcome, cache status and Kratos's latency; the credential appears in no event, no `Debug`
+//! output and no rejection.
+//!
+//! The subscriber is installed as the thread's default; `#[tokio::test]` runs a current-thread
+//! runtime, so the layer's lookup tasks and the stand-in log on this thread too.
+
+mod support;
+
+use std::{
+    io,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
+
+use http::StatusCode;
+use tower::Layer;
+use tower_kratos::{
+    credentials::{find_credential, CookieNames, Credential},
+    testing::{Endpoint, Fault},
+    Outcome,
+};
+use tracing_subscriber::fmt::MakeWriter;
+
+use support::{builder, get, kratos, layer, send, with_token, Answer, Recorder};
+
+/// Everything the fmt subscriber writes, kept in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// What was written since the last call.
+    fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        String::from_utf8(bytes).expect("UTF-8 log output")
+    }
+}
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+/// Installs a DEBUG fmt subscriber writing into `Captured` for this thread, until the guard drops.
+///
+/// tracing-core caches each callsite's interest process-wide, and while exactly one dispatcher
+/// exists it asks only the *calling thread's* default: a callsite first hit on a thread without a
+/// subscriber (another test) would be cached as "never" and vanish from this thread's capture too.
+/// A second, permanent dispatcher makes it ask every live dispatcher instead.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    static SECOND_DISPATCHER: OnceLock<tracing::Dispatch> = OnceLock::new();
+    SECOND_DISPATCHER
+        .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (captured, guard)
+}
+
+/// Some line of `output` contains every one of `needles`.
+fn assert_line(output: &str, needles: &[&str]) {
+    assert!(
+        output
+            .lines()
+            .any(|line| needles.iter().all(|needle| line.contains(needle))),
+        "no line contains all of {needles:?} in:\n{output}"
+    );
+}
+
+fn assert_secret_free(text: &str, secrets: &[&str], what: &str) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "{what} shows a credential:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn lookups_log_outcome_cache_status_and_latency_never_the_credential() {
+    let (captured, _guard) = capture();
+    let kratos = kratos().await;
+    let by_token = kratos.create_session();
+    let by_cookie = kratos.create_session();
+    let by_bearer = kratos.create_session();
+    let unknown = "ory_st_unknownunknownunknownunknown1";
+    let recorder = Recorder::new();
+    let service = layer(&kratos).layer(recorder.service());
+    let mut all = captured.take();
+
+    // A miss: Kratos asked, its latency logged.
+    assert_eq!(
+        send(&service, with_token("/", &by_token)).await.status,
+        StatusCode::OK
+    );
+    let miss = captured.take();
+    assert_line(&miss, &["outcome=\"authenticated\"", "cache=\"miss\""]);
+    assert_line(&miss, &["kratos_latency_us="]);
+    assert_line(&miss, &[&by_token.identity_id]);
+    all += &miss;
+
+    // A hit: served from the cache.
+    assert_eq!(
+        send(&service, with_token("/", &by_token)).await.status,
+        StatusCode::OK
+    );
+    let hit = captured.take();
+    assert_line(&hit, &["outcome=\"authenticated\"", "cache=\"hit\""]);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 1);
+    all += &hit;
+
+    // The cookie and Bearer paths.
+    let cookie = send(
+        &service,
+        get("/", &[("cookie", &by_cookie.cookie_header())]),
+    )
+    .await;
+    assert_eq!(cookie.status, StatusCode::OK);
+    let bearer = format!("Bearer {}", by_bearer.token);
+    let answer = send(&service, get("/", &[("authorization", &bearer)])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let others = captured.take();
+    assert_line(&others, &["source=\"cookie\"", "cache=\"miss\""]);
+    assert_line(&others, &["source=\"bearer\"", "cache=\"miss\""]);
+    all += &others;
+
+    // A 401.
+    let refused = send(&service, get("/", &[("x-session-token", unknown)])).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let rejected = captured.take();
+    assert_line(
+        &rejected,
+        &["outcome=\"unauthenticated\"", "cache=\"miss\""],
+    );
+    assert_line(&rejected, &["kratos_latency_us="]);
+    all += &rejected;
+
+    // An outage, logged as a warning.
+    kratos.clear_faults();
+    let down_session = kratos.create_session();
+    kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+    let down = send(&service, with_token("/", &down_session)).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    let outage = captured.take();
+    assert_line(
+        &outage,
+        &["WARN", "outcome=\"unavailable\"", "cache=\"miss\""],
+    );
+    assert_line(&outage, &["kratos_latency_us="]);
+    all += &outage;
+
+    // A malformed credential, refused without asking Kratos.
+    let malformed = "ory_st_secret with spaces";
+    let answer = send(&service, get("/", &[("x-session-token", malformed)])).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let refused_early = captured.take();
+    assert_line(&refused_early, &["outcome=\"unauthenticated\""]);
+    all += &refused_early;
+
+    assert_eq!(kratos.calls(Endpoint::Whoami), 5);
+    assert_secret_free(
+        &all,
+        &[
+            &by_token.token,
+            &by_cookie.cookie_value,
+            &by_cookie.token,
+            &by_bearer.token,
+            unknown,
+            &down_session.token,
+            "ory_st_secret",
+        ],
+        "the log",
+    );
+}
+
+#[tokio::test]
+async fn debug_output_of_public_types_never_shows_the_secret() {
+    let (captured, _guard) = capture();
+    let kratos = kratos().await;
+    let session = kratos.create_session();
+    let secrets = [session.token.as_str(), session.cookie_value.as_str()];
+
+    let token = Credential::session_token(&session.token).expect("token");
+    assert_secret_free(&format!("{token:?}"), &secrets, "Credential (token)");
+    let cookie = Credential::cookie(&session.cookie_name, &session.cookie_value).expect("cookie");
+    assert_secret_free(&format!("{cookie:?}"), &secrets, "Credential (cookie)");
+    assert!(format!("{cookie:?}").contains("[redacted]"));
+    let request = get(
+        "/",
+        &[("authorization", &format!("Bearer {}", session.token))],
+    );
+    let bearer = find_credential(request.headers(), &CookieNames::default())
+        .expect("well formed")
+        .expect("found");
+    assert_secret_free(&format!("{bearer:?}"), &secrets, "Credential (bearer)");
+
+    // The layer, its service and the outcomes after real lookups (a cached session included).
+    let kratos_layer = layer(&kratos);
+    let recorder = Recorder::new();
+    let service = kratos_layer.layer(recorder.service());
+    let by_cookie = get("/", &[("cookie", &session.cookie_header())]);
+    assert_eq!(send(&service, by_cookie).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&service, with_token("/", &session)).await.status,
+        StatusCode::OK
+    );
+    let refused = send(
+        &service,
+        get("/", &[("x-session-token", "ory_st_refusedrefused")]),
+    )
+    .await;
+    kratos.set_fault(Endpoint::Whoami, Fault::Hang);
+    let other = kratos.create_session();
+    let down = send(&service, with_token("/", &other)).await;
+
+    assert_secret_free(&format!("{kratos_layer:?}"), &secrets, "KratosLayer");
+    assert_secret_free(&format!("{kratos_layer:#?}"), &secrets, "KratosLayer");
+    assert_secret_free(&format!("{service:?}"), &secrets, "KratosService");
+    let seen = recorder.seen();
+    assert_eq!(seen.len(), 2);
+    for seen in &seen {
+        let session_debug = format!("{:?}", seen.session.as_ref().expect("session"));
+        assert!(session_debug.contains(&session.id));
+        assert_secret_free(&session_debug, &secrets, "KratosSession");
+    }
+    let authenticated = Outcome::Authenticated(seen[0].session.clone().expect("session"));
+    assert_secret_free(&format!("{authenticated:?}"), &secrets, "Outcome");
+    assert_secret_free(&format!("{authenticated}"), &secrets, "Outcome (Display)");
+    let refused = refused.outcome();
+    assert_secret_free(
+        &format!("{refused:?}"),
+        &["ory_st_refusedrefused"],
+        "Outcome",
+    );
+    let down = down.outcome();
+    assert!(matches!(down, Outcome::Unavailable(_)));
+    assert_secret_free(
+        &format!("{down:?} {down}"),
+        &[other.token.as_str(), other.cookie_value.as_str()],
+        "Outcome",
+    );
+
+    let log = captured.take();
+    assert_line(&log, &["outcome=\"unavailable\""]);
+    assert_secret_free(
+        &log,
+        &[
+            secrets[0],
+            secrets[1],
+            &other.token,
+            "ory_st_refusedrefused",
+        ],
+        "the log",
+    );
+}
+
+#[tokio::test]
+async fn rejections_never_carry_the_credential() {
+    let (captured, _guard) = capture();
+    let kratos = kratos().await;
+    let revoked = kratos.create_session();
+    assert!(kratos.revoke_session(&revoked.id));
+    let step_up = kratos.session().requires_aal2().create();
+    let down = kratos.create_session();
+    let service = builder(&kratos)
+        .login_url("https://auth.example.test/login")
+        .build()
+        .expect("layer")
+        .layer(Recorder::new().service());
+    let browser = |name: &str, value: &str| {
+        get(
+            "/account",
+            &[
+                ("host", "app.example.test"),
+                ("accept", "text/html"),
+                (name, value),
+            ],
+        )
+    };
+
+    let mut answers: Vec<(Answer, Vec<String>)> = Vec::new();
+    for session in [&revoked, &step_up] {
+        let secrets = vec![session.token.clone(), session.cookie_value.clone()];
+        for (name, value) in [
+            ("x-session-token", session.token.clone()),
+            ("cookie", session.cookie_header()),
+            ("authorization", format!("Bearer {}", session.token)),
+        ] {
+            let api = get("/account", &[(name, &value)]);
+            answers.push((send(&service, api).await, secrets.clone()));
+            answers.push((send(&service, browser(name, &value)).await, secrets.clone()));
+        }
+    }
+    kratos.set_fault(Endpoint::Whoami, Fault::GarbageBody);
+    let secrets = vec![down.token.clone(), down.cookie_value.clone()];
+    answers.push((
+        send(&service, with_token("/", &down)).await,
+        secrets.clone(),
+    ));
+    let cookie = get("/", &[("cookie", &down.cookie_header())]);
+    answers.push((send(&service, cookie).await, secrets));
+    let malformed = "ory_st_bad token";
+    answers.push((
+        send(&service, get("/", &[("x-session-token", malformed)])).await,
+        vec![malformed.to_owned()],
+    ));
+
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|(answer, _)| answer.status.as_u16())
+        .collect();
+    assert_eq!(
+        statuses,
+        [401, 303, 401, 303, 401, 303, 403, 303, 403, 303, 403, 303, 503, 503, 401]
+    );
+    let log = captured.take();
+    assert_line(&log, &["outcome=\"aal_required\""]);
+    for (answer, secrets) in &answers {
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        assert_secret_free(&answer.everything(), &secrets, "a rejection");
+        assert_secret_free(&format!("{:?}", answer.outcome()), &secrets, "its outcome");
+        assert_secret_free(&log, &secrets, "the log");
+    }
+}
