@@ -235,6 +235,88 @@ mod tests {
         );
     }
 
+    fn outcome_of(status: u16, headers: &[(&str, &str)], body: &str) -> Outcome {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        interpret_whoami(StatusCode::from_u16(status).unwrap(), &map, body.as_bytes())
+    }
+
+    #[test]
+    fn a_200_is_trusted_only_for_an_active_unexpired_session() {
+        let fixture = include_str!("../tests/fixtures/whoami-docs-example.json");
+        // The docs example expired in 2022: a 200 carrying it is not a session to serve.
+        assert!(matches!(
+            outcome_of(200, &[], fixture),
+            Outcome::Unauthenticated(Unauthenticated::Expired)
+        ));
+        assert!(matches!(
+            outcome_of(200, &[], r#"{"id":"s","active":false}"#),
+            Outcome::Unauthenticated(Unauthenticated::Inactive)
+        ));
+        assert!(matches!(
+            outcome_of(
+                200,
+                &[],
+                r#"{"id":"s","active":true,"expires_at":"2999-01-01T00:00:00Z"}"#
+            ),
+            Outcome::Authenticated(_)
+        ));
+        for garbage in ["", "{", "[]", r#"{"active":true}"#] {
+            assert!(
+                matches!(
+                    outcome_of(200, &[], garbage),
+                    Outcome::Unavailable(Unavailable::InvalidBody)
+                ),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes_never_collapsed() {
+        assert!(matches!(
+            outcome_of(401, &[], "{}"),
+            Outcome::Unauthenticated(Unauthenticated::Rejected)
+        ));
+        match outcome_of(429, &[("retry-after", "12")], "") {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(12)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // An HTTP-date Retry-After is not understood: the default applies later.
+        match outcome_of(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "") {
+            Outcome::Unavailable(unavailable) => assert_eq!(unavailable.retry_after(), None),
+            other => panic!("unexpected {other:?}"),
+        }
+        for status in [500, 502, 503, 302, 404, 400] {
+            assert!(
+                matches!(
+                    outcome_of(status, &[], ""),
+                    Outcome::Unavailable(Unavailable::Status(_))
+                ),
+                "{status}"
+            );
+        }
+        // The Ory-Error-Id header alone identifies a step-up.
+        assert!(matches!(
+            outcome_of(
+                403,
+                &[("ory-error-id", "session_aal2_required")],
+                "not json"
+            ),
+            Outcome::AalRequired(AalRequired {
+                redirect_browser_to: None,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn step_up_is_recognised_from_the_real_body() {
         let body = br#"{"error":{"id":"session_aal2_required","code":403,"status":"Forbidden","details":{"redirect_browser_to":"https://k/self-service/login/browser?aal=aal2"},"message":"m"},"redirect_browser_to":"https://k/self-service/login/browser?aal=aal2"}"#;

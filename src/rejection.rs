@@ -246,13 +246,27 @@ impl RejectionResponse for DefaultRejection {
     }
 }
 
+/// Whether the client accepts HTML (`text/html` listed without `q=0`): a browser navigation.
 fn accepts_html(request: &request::Parts) -> bool {
     request
         .headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("text/html"))
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let is_html = params
+                .next()
+                .is_some_and(|media| media.eq_ignore_ascii_case("text/html"));
+            let refused = params.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_html && !refused
+        })
 }
 
 fn unauthorized(reason: &str) -> Response<Bytes> {
@@ -318,6 +332,17 @@ mod tests {
         );
         let api = rejection.response(&Outcome::Anonymous, &parts("/me", "application/json"));
         assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+        for refused in [
+            "text/html;q=0",
+            "application/json, text/html; q=0.0",
+            "text/htmlx",
+        ] {
+            let response = rejection.response(&Outcome::Anonymous, &parts("/me", refused));
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused}");
+        }
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        let response = rejection.response(&Outcome::Anonymous, &parts("/me", browser));
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
     }
 
     #[test]
