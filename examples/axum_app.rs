@@ -118,14 +118,27 @@ async fn run() -> Result<(), Box<dyn Error>> {
     println!("kratos public API: {kratos_public_url}");
     println!(
         "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
-        config.kratos_admin_url.as_deref().unwrap_or(&kratos_public_url),
-        if config.kratos_admin_token.is_some() { "set" } else { "not set" },
+        config
+            .kratos_admin_url
+            .as_deref()
+            .unwrap_or(&kratos_public_url),
+        if config.kratos_admin_token.is_some() {
+            "set"
+        } else {
+            "not set"
+        },
         config.extend_within.as_secs(),
     );
     if let Some((_, demo)) = &stand_in {
         println!("built-in Kratos stand-in with a demo session; try:");
-        println!("  curl -H 'X-Session-Token: {}' http://{addr}/me", demo.token);
-        println!("  curl -H 'Cookie: {}' http://{addr}/me", demo.cookie_header());
+        println!(
+            "  curl -H 'X-Session-Token: {}' http://{addr}/me",
+            demo.token
+        );
+        println!(
+            "  curl -H 'Cookie: {}' http://{addr}/me",
+            demo.cookie_header()
+        );
     }
     println!("listening on http://{addr}");
     axum::serve(listener, app).await?;

@@ -52,7 +52,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let addr = listener.local_addr()?;
     if let Some(stand_in) = &stand_in {
         let demo = stand_in.create_session();
-        println!("try: curl -H 'X-Session-Token: {}' http://{addr}/", demo.token);
+        println!(
+            "try: curl -H 'X-Session-Token: {}' http://{addr}/",
+            demo.token
+        );
     }
     println!("listening on http://{addr}");
 
