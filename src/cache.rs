@@ -41,7 +41,7 @@ impl CacheStatus {
 }
 
 /// A keyed BLAKE3 hash of the credential. The raw credential is never stored; without the
-/// per-process key the hash cannot be recomputed from a guessed token, and its 256 bits make two
+/// per-process keys the hash cannot be recomputed from a guessed token, and its 256 bits make two
 /// credentials sharing an entry (and so a session) out of reach.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheKey([u8; 32]);
@@ -145,6 +145,22 @@ impl Expiry<CacheKey, Cached> for EntryLifetime {
     }
 }
 
+/// The per-process hash keys.
+#[derive(Clone)]
+struct HashKeys {
+    token: [u8; 32],
+    cookie: [u8; 32],
+}
+
+/// Which hash key a credential is keyed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// Session tokens, from `X-Session-Token` or Bearer alike (Kratos treats them alike).
+    Token,
+    /// Session cookies.
+    Cookie,
+}
+
 /// Cache settings, validated by the layer's builder.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CacheConfig {
@@ -157,7 +173,8 @@ pub(crate) struct CacheConfig {
 #[derive(Clone)]
 pub(crate) struct SessionCache {
     entries: Cache<CacheKey, Cached, PassThroughHash>,
-    hash_key: [u8; 32],
+    /// One key for tokens, one for cookies, so the two kinds can never share an entry.
+    hash_keys: HashKeys,
     cache_rejections: bool,
 }
 
@@ -173,8 +190,10 @@ impl SessionCache {
     /// # Errors
     /// When the operating system has no randomness for the hash key.
     pub(crate) fn new(config: CacheConfig) -> Result<Self, getrandom::Error> {
-        let mut hash_key = [0u8; 32];
-        getrandom::fill(&mut hash_key)?;
+        let mut token = [0u8; 32];
+        let mut cookie = [0u8; 32];
+        getrandom::fill(&mut token)?;
+        getrandom::fill(&mut cookie)?;
         let entries = Cache::builder()
             .name("tower-kratos sessions")
             .max_capacity(config.capacity)
@@ -185,20 +204,19 @@ impl SessionCache {
             .build_with_hasher(PassThroughHash);
         Ok(Self {
             entries,
-            hash_key,
+            hash_keys: HashKeys { token, cookie },
             cache_rejections: config.negative_ttl.is_some(),
         })
     }
 
     pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
         let (kind, secret) = credential.key_material();
-        let mut hasher = blake3::Hasher::new_keyed(&self.hash_key);
-        for part in [kind, secret] {
-            // Length-prefixed, so no two different (kind, secret) feed the same bytes.
-            hasher.update(&(part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
-        CacheKey(*hasher.finalize().as_bytes())
+        let key = match kind {
+            KeyKind::Token => &self.hash_keys.token,
+            KeyKind::Cookie => &self.hash_keys.cookie,
+        };
+        // One-shot hashing: credentials fit one BLAKE3 chunk, hashed without building a Hasher.
+        CacheKey(*blake3::keyed_hash(key, secret).as_bytes())
     }
 
     /// The outcome for this credential: from the cache while it is fresh, else from one whoami

@@ -28,6 +28,8 @@ use std::fmt;
 
 use http::{header, HeaderMap, HeaderValue};
 
+use crate::cache::KeyKind;
+
 /// The largest credential accepted, in bytes. Kratos's tokens are about 40 bytes and its cookies
 /// a few hundred; anything longer is refused without asking Kratos.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
@@ -128,15 +130,14 @@ impl Credential {
         }
     }
 
-    /// The bytes the cache key is derived from. Tokens from either header share one entry
-    /// (Kratos treats them alike); cookies are keyed by every name and value sent.
-    pub(crate) fn key_material(&self) -> (&'static [u8], &[u8]) {
-        match self.source {
-            CredentialSource::SessionToken | CredentialSource::Bearer => {
-                (b"token", self.secret.as_bytes())
-            }
-            CredentialSource::Cookie => (b"cookie", self.secret.as_bytes()),
-        }
+    /// What the cache key is derived from. Tokens from either header share one entry (Kratos
+    /// treats them alike); cookies are keyed by every name and value sent.
+    pub(crate) fn key_material(&self) -> (KeyKind, &[u8]) {
+        let kind = match self.source {
+            CredentialSource::SessionToken | CredentialSource::Bearer => KeyKind::Token,
+            CredentialSource::Cookie => KeyKind::Cookie,
+        };
+        (kind, self.secret.as_bytes())
     }
 
     /// The secret itself (for cookies, the `Cookie` header sent to Kratos).
@@ -316,7 +317,10 @@ fn session_cookies(
             if count > MAX_SESSION_COOKIES {
                 return Err(MalformedCredential::TooManyCookies);
             }
-            if !forwarded.is_empty() {
+            if forwarded.is_empty() {
+                // One allocation: the session cookies are a part of this header.
+                forwarded.reserve(text.len());
+            } else {
                 forwarded.push_str("; ");
             }
             forwarded.push_str(name);
