@@ -93,3 +93,8 @@ pub use crate::{
 
 #[cfg(feature = "axum")]
 pub use crate::extract::SessionRejection;
+
+/// The README's Rust examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
