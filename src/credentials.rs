@@ -298,6 +298,9 @@ fn session_cookies(
     cookie_names: &CookieNames,
 ) -> Result<Option<Credential>, MalformedCredential> {
     let mut forwarded = String::new();
+    // The names already forwarded: like Kratos (Go's `Request.Cookie`), the first cookie of a
+    // name counts and later ones of the same name are ignored.
+    let mut seen = [""; MAX_SESSION_COOKIES];
     let mut count = 0;
     for header_value in headers.get_all(header::COOKIE) {
         // A Cookie header that is not text cannot hold a cookie Kratos accepts.
@@ -309,14 +312,15 @@ fn session_cookies(
                 continue;
             };
             let (name, value) = (trim_ows(name), trim_ows(value));
-            if !cookie_names.matches(name) {
+            if !cookie_names.matches(name) || seen[..count].contains(&name) {
                 continue;
             }
-            check_cookie(name, value)?;
-            count += 1;
-            if count > MAX_SESSION_COOKIES {
+            if count == MAX_SESSION_COOKIES {
                 return Err(MalformedCredential::TooManyCookies);
             }
+            check_cookie(name, value)?;
+            seen[count] = name;
+            count += 1;
             if forwarded.is_empty() {
                 // One allocation: the session cookies are a part of this header.
                 forwarded.reserve(text.len());
