@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::{
     client::{KratosClient, WhoamiAnswer},
     credentials::Credential,
-    outcome::{Outcome, Unavailable},
+    outcome::{Outcome, Unauthenticated, Unavailable},
     session::KratosSession,
 };
 
@@ -237,7 +237,7 @@ impl SessionCache {
                 }
                 Cached::Rejected => {
                     return (
-                        Outcome::Unauthenticated(crate::outcome::Unauthenticated::Rejected),
+                        Outcome::Unauthenticated(Unauthenticated::Rejected),
                         CacheStatus::Hit,
                     );
                 }
@@ -283,9 +283,7 @@ impl SessionCache {
                 };
                 let outcome = match entry.into_value() {
                     Cached::Session { session, .. } => Outcome::Authenticated(session),
-                    Cached::Rejected => {
-                        Outcome::Unauthenticated(crate::outcome::Unauthenticated::Rejected)
-                    }
+                    Cached::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
                 };
                 (outcome, status)
             }
@@ -295,18 +293,6 @@ impl SessionCache {
                 CacheStatus::Miss,
             ),
         }
-    }
-
-    /// Drops every entry.
-    #[allow(dead_code)]
-    pub(crate) fn clear(&self) {
-        self.entries.invalidate_all();
-    }
-
-    /// How many entries the cache holds (approximate until pending maintenance runs).
-    #[allow(dead_code)]
-    pub(crate) fn len(&self) -> u64 {
-        self.entries.entry_count()
     }
 }
 
@@ -323,7 +309,7 @@ fn to_cached(answer: WhoamiAnswer, cache_rejections: bool) -> Result<Cached, Out
             session,
             cache_for: answer.cache_for,
         }),
-        Outcome::Unauthenticated(crate::outcome::Unauthenticated::Rejected) if cache_rejections => {
+        Outcome::Unauthenticated(Unauthenticated::Rejected) if cache_rejections => {
             Ok(Cached::Rejected)
         }
         other => Err(other),

@@ -17,7 +17,7 @@ use tower_service::Service;
 use crate::{
     layer::{Mode, Policy},
     outcome::Outcome,
-    rejection::{DynRejection, LayerRejection, RejectionResponse},
+    rejection::RejectionResponse,
 };
 
 /// A session lookup in progress (cache, then maybe Kratos).
@@ -111,8 +111,12 @@ where
             other => {
                 // The extractors answer with this layer's rejection if a handler insists on a
                 // session after all.
-                let rejection: Arc<dyn DynRejection> = policy.clone();
-                request.extensions_mut().insert(LayerRejection(rejection));
+                #[cfg(feature = "axum")]
+                {
+                    use crate::rejection::{DynRejection, LayerRejection};
+                    let rejection: Arc<dyn DynRejection> = policy.clone();
+                    request.extensions_mut().insert(LayerRejection(rejection));
+                }
                 request.extensions_mut().insert(other);
             }
         }

@@ -54,11 +54,12 @@ where
 }
 
 /// A layer's rejection, without its type, for the extractors.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[cfg(feature = "axum")]
 pub(crate) trait DynRejection: Send + Sync {
     fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
 }
 
+#[cfg(feature = "axum")]
 impl<R: RejectionResponse> DynRejection for crate::layer::Policy<R> {
     fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
         self.rejection.response(outcome, request)
@@ -66,10 +67,11 @@ impl<R: RejectionResponse> DynRejection for crate::layer::Policy<R> {
 }
 
 /// Put in the extensions of requests that optional mode lets on without a session.
+#[cfg(feature = "axum")]
 #[derive(Clone)]
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct LayerRejection(pub(crate) std::sync::Arc<dyn DynRejection>);
 
+#[cfg(feature = "axum")]
 impl std::fmt::Debug for LayerRejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LayerRejection")
