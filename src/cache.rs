@@ -3,7 +3,12 @@
 //! `expires_at`; concurrent misses for one credential share one whoami call.
 
 use std::{
+    collections::HashMap,
     hash::{BuildHasher, Hash, Hasher},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -46,6 +51,13 @@ impl CacheStatus {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheKey([u8; 32]);
 
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not secret, but of no use in logs and only noise next to the session it names.
+        f.write_str("CacheKey(..)")
+    }
+}
+
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // The key is already a keyed pseudo-random value: its first 8 bytes are a fine hash.
@@ -87,9 +99,18 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// A cached whoami answer.
+/// A cached whoami answer and when the call that produced it was sent.
 #[derive(Clone, Debug)]
-pub(crate) enum Cached {
+pub(crate) struct Cached {
+    pub(crate) answer: CachedAnswer,
+    /// When the whoami call (or extension) behind this answer was *sent*: a revocation made
+    /// after this instant may not be reflected in it.
+    pub(crate) asked_at: Instant,
+}
+
+/// The part of a whoami answer worth keeping.
+#[derive(Clone, Debug)]
+pub(crate) enum CachedAnswer {
     /// An authenticated session, with Kratos's caching hint.
     Session {
         session: KratosSession,
@@ -107,8 +128,8 @@ struct EntryLifetime {
 
 impl EntryLifetime {
     fn lifetime(&self, value: &Cached) -> Duration {
-        match value {
-            Cached::Session { session, cache_for } => {
+        match &value.answer {
+            CachedAnswer::Session { session, cache_for } => {
                 let mut lifetime = self.ttl;
                 if let Some(hint) = cache_for {
                     lifetime = lifetime.min(*hint);
@@ -118,7 +139,7 @@ impl EntryLifetime {
                 }
                 lifetime
             }
-            Cached::Rejected => self.negative_ttl,
+            CachedAnswer::Rejected => self.negative_ttl,
         }
     }
 }
@@ -167,6 +188,135 @@ pub(crate) struct CacheConfig {
     pub(crate) ttl: Duration,
     pub(crate) capacity: u64,
     pub(crate) negative_ttl: Option<Duration>,
+    /// The longest a whoami call may take; entries asked for before a revocation can arrive this
+    /// much later, so revocation marks are kept at least this much longer than the TTL.
+    pub(crate) request_timeout: Duration,
+}
+
+impl CacheConfig {
+    /// How long after it was asked for an entry can still be served: the longest time a
+    /// revocation mark must be remembered.
+    fn longest_entry_age(&self) -> Duration {
+        self.ttl.max(self.negative_ttl.unwrap_or(Duration::ZERO)) + self.request_timeout
+    }
+}
+
+/// What a lookup found, and how.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    pub(crate) outcome: Outcome,
+    pub(crate) status: CacheStatus,
+    /// The `Set-Cookie` headers of the whoami call this lookup made itself (empty on hits and
+    /// for coalesced waiters).
+    pub(crate) set_cookies: Vec<HeaderValue>,
+}
+
+impl Lookup {
+    fn new(outcome: Outcome, status: CacheStatus) -> Self {
+        Self {
+            outcome,
+            status,
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+/// Revocations made through this process, remembered for as long as an entry asked for before
+/// them could still be served. An entry asked for before a mark on its session, its identity or
+/// its credential is never served again; Kratos is asked anew.
+///
+/// Marks force a new whoami call rather than a refusal: `DELETE /sessions/{id}` answers 204 even
+/// for another identity's session (API.md §d), so refusing outright would let one user lock
+/// another out by naming their session id.
+#[derive(Debug, Default)]
+struct RevocationMarks {
+    /// Whether any mark may be live: the common case (no revocation lately) costs one load.
+    any: AtomicBool,
+    marks: RwLock<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    sessions: HashMap<Box<str>, Instant>,
+    identities: HashMap<Box<str>, Instant>,
+    credentials: HashMap<CacheKey, Instant>,
+}
+
+impl Marks {
+    fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.identities.is_empty() && self.credentials.is_empty()
+    }
+
+    fn forget_older_than(&mut self, oldest: Instant) {
+        self.sessions.retain(|_, at| *at >= oldest);
+        self.identities.retain(|_, at| *at >= oldest);
+        self.credentials.retain(|_, at| *at >= oldest);
+    }
+}
+
+/// What a revocation affected.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Revoked<'a> {
+    /// One session, by id.
+    Session(&'a str),
+    /// Every session of an identity, by identity id.
+    Identity(&'a str),
+    /// Whatever session this credential belongs to (API logout knows only the token).
+    Credential(&'a Credential),
+}
+
+impl RevocationMarks {
+    fn mark(&self, target: MarkTarget, retention: Duration) {
+        let now = Instant::now();
+        // A poisoned lock only means another thread panicked mid-update of plain maps; the
+        // maps are still usable, and refusing to record a revocation would be worse.
+        let mut marks = self
+            .marks
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(oldest) = now.checked_sub(retention) {
+            marks.forget_older_than(oldest);
+        }
+        match target {
+            MarkTarget::Session(id) => marks.sessions.insert(id, now),
+            MarkTarget::Identity(id) => marks.identities.insert(id, now),
+            MarkTarget::Credential(key) => marks.credentials.insert(key, now),
+        };
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Whether something this entry depends on was revoked at or after it was asked for.
+    fn outdates(&self, key: &CacheKey, cached: &Cached) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let marks = self
+            .marks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if marks.is_empty() {
+            return false;
+        }
+        let after = |at: Option<&Instant>| at.is_some_and(|at| *at >= cached.asked_at);
+        if after(marks.credentials.get(key)) {
+            return true;
+        }
+        match &cached.answer {
+            CachedAnswer::Session { session, .. } => {
+                after(marks.sessions.get(session.id.as_str()))
+                    || session
+                        .identity_id()
+                        .is_some_and(|id| after(marks.identities.get(id)))
+            }
+            CachedAnswer::Rejected => false,
+        }
+    }
+}
+
+enum MarkTarget {
+    Session(Box<str>),
+    Identity(Box<str>),
+    Credential(CacheKey),
 }
 
 /// The session cache.
@@ -176,6 +326,8 @@ pub(crate) struct SessionCache {
     /// One key for tokens, one for cookies, so the two kinds can never share an entry.
     hash_keys: HashKeys,
     cache_rejections: bool,
+    revoked: Arc<RevocationMarks>,
+    mark_retention: Duration,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -206,6 +358,8 @@ impl SessionCache {
             entries,
             hash_keys: HashKeys { token, cookie },
             cache_rejections: config.negative_ttl.is_some(),
+            revoked: Arc::default(),
+            mark_retention: config.longest_entry_age() + Duration::from_secs(1),
         })
     }
 
@@ -219,6 +373,42 @@ impl SessionCache {
         CacheKey(*blake3::keyed_hash(key, secret).as_bytes())
     }
 
+    /// Records a revocation made through this process: from now on no entry asked for before it
+    /// is served for the affected session, identity or credential, whatever its TTL.
+    pub(crate) async fn revoked(&self, target: Revoked<'_>) {
+        let mark = match target {
+            Revoked::Session(id) => MarkTarget::Session(id.into()),
+            Revoked::Identity(id) => MarkTarget::Identity(id.into()),
+            Revoked::Credential(credential) => {
+                let key = self.key_for(credential);
+                self.entries.invalidate(&key).await;
+                MarkTarget::Credential(key)
+            }
+        };
+        self.revoked.mark(mark, self.mark_retention);
+    }
+
+    /// Puts a session Kratos has just confirmed (after an extension) in the cache for this
+    /// credential, replacing the entry and its lifetime. `asked_at` is when that confirmation
+    /// was asked for.
+    pub(crate) async fn store(
+        &self,
+        credential: &Credential,
+        session: KratosSession,
+        cache_for: Option<Duration>,
+        asked_at: Instant,
+    ) {
+        let key = self.key_for(credential);
+        let cached = Cached {
+            answer: CachedAnswer::Session { session, cache_for },
+            asked_at,
+        };
+        if self.revoked.outdates(&key, &cached) {
+            return;
+        }
+        self.entries.insert(key, cached).await;
+    }
+
     /// The outcome for this credential: from the cache while it is fresh, else from one whoami
     /// call shared by every concurrent lookup of the same credential.
     pub(crate) async fn lookup(
@@ -226,27 +416,40 @@ impl SessionCache {
         credential: &Credential,
         request_id: Option<&HeaderValue>,
         client: &KratosClient,
-    ) -> (Outcome, CacheStatus) {
+    ) -> Lookup {
         let key = self.key_for(credential);
         if let Some(cached) = self.entries.get(&key).await {
-            match cached {
-                Cached::Session { session, .. }
-                    if session.is_valid_at(OffsetDateTime::now_utc()) =>
-                {
-                    return (Outcome::Authenticated(session), CacheStatus::Hit);
-                }
-                Cached::Rejected => {
-                    return (
-                        Outcome::Unauthenticated(Unauthenticated::Rejected),
-                        CacheStatus::Hit,
-                    );
-                }
-                // Past expires_at already: never serve it, ask Kratos again (it may have been
-                // extended elsewhere).
-                Cached::Session { .. } => self.entries.invalidate(&key).await,
+            if let Some(outcome) = self.servable(&key, &cached) {
+                return Lookup::new(outcome, CacheStatus::Hit);
             }
+            self.entries.invalidate(&key).await;
         }
-        self.fill(key, credential, request_id, client).await
+        let (lookup, cached) = self.fill(key, credential, request_id, client).await;
+        match cached {
+            // The call may have been sent before a revocation that has returned since: ask once
+            // more (whoever revoked it has marked it, so this is not a loop).
+            Some(cached) if self.revoked.outdates(&key, &cached) => {
+                self.entries.invalidate(&key).await;
+                self.fill(key, credential, request_id, client).await.0
+            }
+            _ => lookup,
+        }
+    }
+
+    /// What a cached entry may be served as: `None` when it must be asked for again (past the
+    /// session's `expires_at`, which may have been extended elsewhere, or outdated by a
+    /// revocation made through this process).
+    fn servable(&self, key: &CacheKey, cached: &Cached) -> Option<Outcome> {
+        let outcome = match &cached.answer {
+            CachedAnswer::Session { session, .. }
+                if session.is_valid_at(OffsetDateTime::now_utc()) =>
+            {
+                Outcome::Authenticated(session.clone())
+            }
+            CachedAnswer::Session { .. } => return None,
+            CachedAnswer::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
+        };
+        (!self.revoked.outdates(key, cached)).then_some(outcome)
     }
 
     /// Runs the shared whoami call on its own task, so a caller that disconnects (and drops its
@@ -257,7 +460,7 @@ impl SessionCache {
         credential: &Credential,
         request_id: Option<&HeaderValue>,
         client: &KratosClient,
-    ) -> (Outcome, CacheStatus) {
+    ) -> (Lookup, Option<Cached>) {
         let entries = self.entries.clone();
         let client = client.clone();
         let credential = credential.clone();
@@ -266,31 +469,50 @@ impl SessionCache {
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
+                // Only the call that runs `init` sees Kratos's headers; its caller relays them.
+                let mut set_cookies = Vec::new();
                 let init = async {
+                    let asked_at = Instant::now();
                     let answer = client.whoami(&credential, request_id.as_ref()).await;
-                    to_cached(answer, cache_rejections)
+                    set_cookies = answer.set_cookies.clone();
+                    to_cached(answer, cache_rejections, asked_at)
                 };
-                entries.entry(key).or_try_insert_with(init).await
+                let entry = entries.entry(key).or_try_insert_with(init).await;
+                (entry, set_cookies)
             }
             .instrument(span),
         );
         match task.await {
-            Ok(Ok(entry)) => {
+            Ok((Ok(entry), set_cookies)) => {
                 let status = if entry.is_fresh() {
                     CacheStatus::Miss
                 } else {
                     CacheStatus::Coalesced
                 };
-                let outcome = match entry.into_value() {
-                    Cached::Session { session, .. } => Outcome::Authenticated(session),
-                    Cached::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
+                let cached = entry.into_value();
+                let outcome = match &cached.answer {
+                    CachedAnswer::Session { session, .. } => {
+                        Outcome::Authenticated(session.clone())
+                    }
+                    CachedAnswer::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
                 };
-                (outcome, status)
+                let lookup = Lookup {
+                    outcome,
+                    status,
+                    set_cookies,
+                };
+                (lookup, Some(cached))
             }
-            Ok(Err(uncached)) => (Outcome::clone(&uncached), CacheStatus::Miss),
+            Ok((Err(uncached), _)) => (
+                Lookup::new(Outcome::clone(&uncached), CacheStatus::Miss),
+                None,
+            ),
             Err(_join_error) => (
-                Outcome::Unavailable(Unavailable::Interrupted),
-                CacheStatus::Miss,
+                Lookup::new(
+                    Outcome::Unavailable(Unavailable::Interrupted),
+                    CacheStatus::Miss,
+                ),
+                None,
             ),
         }
     }
@@ -298,20 +520,25 @@ impl SessionCache {
 
 /// What may be cached: sessions always, 401s when negative caching is on, nothing else
 /// (outages and step-ups must be asked again next time).
-fn to_cached(answer: WhoamiAnswer, cache_rejections: bool) -> Result<Cached, Outcome> {
+fn to_cached(
+    answer: WhoamiAnswer,
+    cache_rejections: bool,
+    asked_at: Instant,
+) -> Result<Cached, Outcome> {
     tracing::debug!(
         outcome = answer.outcome.kind(),
         kratos_latency_us = answer.latency.as_micros() as u64,
         "whoami answered"
     );
-    match answer.outcome {
-        Outcome::Authenticated(session) => Ok(Cached::Session {
+    let answer = match answer.outcome {
+        Outcome::Authenticated(session) => CachedAnswer::Session {
             session,
             cache_for: answer.cache_for,
-        }),
+        },
         Outcome::Unauthenticated(Unauthenticated::Rejected) if cache_rejections => {
-            Ok(Cached::Rejected)
+            CachedAnswer::Rejected
         }
-        other => Err(other),
-    }
+        other => return Err(other),
+    };
+    Ok(Cached { answer, asked_at })
 }

@@ -37,6 +37,9 @@ pub(crate) struct WhoamiAnswer {
     pub(crate) cache_for: Option<Duration>,
     /// How long Kratos took.
     pub(crate) latency: Duration,
+    /// The `Set-Cookie` headers of a 200: Kratos re-issues the session cookie when the one sent
+    /// carries an older expiry than the session's (after an extension, API.md §a).
+    pub(crate) set_cookies: Vec<HeaderValue>,
 }
 
 /// The Kratos public API as this crate uses it.
@@ -64,14 +67,16 @@ impl KratosClient {
     ) -> WhoamiAnswer {
         let started = Instant::now();
         let call = self.whoami_inner(credential, request_id);
-        let (outcome, cache_for) = match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(answer) => answer,
-            Err(_elapsed) => (Outcome::Unavailable(Unavailable::Timeout), None),
-        };
+        let (outcome, cache_for, set_cookies) =
+            match tokio::time::timeout(self.request_timeout, call).await {
+                Ok(answer) => answer,
+                Err(_elapsed) => (Outcome::Unavailable(Unavailable::Timeout), None, Vec::new()),
+            };
         WhoamiAnswer {
             outcome,
             cache_for,
             latency: started.elapsed(),
+            set_cookies,
         }
     }
 
@@ -79,10 +84,14 @@ impl KratosClient {
         &self,
         credential: &Credential,
         request_id: Option<&HeaderValue>,
-    ) -> (Outcome, Option<Duration>) {
+    ) -> (Outcome, Option<Duration>, Vec<HeaderValue>) {
         let Some((name, value)) = credential.to_kratos_header() else {
             // Unreachable for credentials built by this crate (they are validated); refuse anyway.
-            return (Outcome::Unauthenticated(Unauthenticated::Rejected), None);
+            return (
+                Outcome::Unauthenticated(Unauthenticated::Rejected),
+                None,
+                Vec::new(),
+            );
         };
         let mut request = self
             .http
@@ -94,16 +103,27 @@ impl KratosClient {
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return (Outcome::Unavailable(classify(&error)), None),
+            Err(error) => return (Outcome::Unavailable(classify(&error)), None, Vec::new()),
         };
         let status = response.status();
         let headers = response.headers().clone();
         let body = match read_body(response).await {
             Ok(body) => body,
-            Err(unavailable) => return (Outcome::Unavailable(unavailable), None),
+            Err(unavailable) => return (Outcome::Unavailable(unavailable), None, Vec::new()),
         };
         let cache_for = parse_seconds(&headers, SESSION_CACHE_FOR);
-        (interpret_whoami(status, &headers, &body), cache_for)
+        let outcome = interpret_whoami(status, &headers, &body);
+        // Only a session's own cookie is worth passing on; whatever came with an error is not.
+        let set_cookies = if matches!(outcome, Outcome::Authenticated(_)) {
+            headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (outcome, cache_for, set_cookies)
     }
 }
 

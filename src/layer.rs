@@ -193,6 +193,7 @@ impl KratosLayerBuilder {
                 ttl: DEFAULT_CACHE_TTL,
                 capacity: DEFAULT_CACHE_CAPACITY,
                 negative_ttl: None,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -383,7 +384,11 @@ impl<R> KratosLayerBuilder<R> {
                 builder.build().map_err(BuildError::client)?
             }
         };
-        let cache = SessionCache::new(self.cache).map_err(|_| {
+        let cache_config = CacheConfig {
+            request_timeout: self.request_timeout,
+            ..self.cache
+        };
+        let cache = SessionCache::new(cache_config).map_err(|_| {
             BuildError::setting(
                 "cache",
                 "the operating system provided no randomness for the cache key",

@@ -98,13 +98,15 @@ where
                         outcome = tracing::field::Empty,
                     );
                     let shared = &lookup_policy.shared;
-                    let (outcome, status) = tracing::Instrument::instrument(
+                    let lookup = tracing::Instrument::instrument(
                         shared
                             .cache
                             .lookup(&credential, request_id.as_ref(), &shared.client),
                         span.clone(),
                     )
                     .await;
+                    // Set-Cookie relay is wired in by the lifecycle work; until then it is dropped.
+                    let (outcome, status) = (lookup.outcome, lookup.status);
                     span.record("cache", status.as_str());
                     span.record("outcome", outcome.kind());
                     log_outcome(&span, &outcome, status.as_str());
