@@ -560,13 +560,14 @@ fn per_session(
     });
     println!();
     println!("cache-hit latency through the layer, one client, uniformly random session:");
-    println!("| entries | p50 | p99 | mean |");
-    println!("|---:|---:|---:|---:|");
+    println!("| entries | p50 | p99 | p99.9 | mean |");
+    println!("|---:|---:|---:|---:|---:|");
     for (entries, latencies) in [(sessions, &full_latency), (SMALL_CACHE, &small_latency)] {
         println!(
-            "| {entries} | {} | {} | {} |",
+            "| {entries} | {} | {} | {} | {} |",
             Human(latencies.percentile(50.0)),
             Human(latencies.percentile(99.0)),
+            Human(latencies.percentile(99.9)),
             Human(latencies.mean())
         );
     }
