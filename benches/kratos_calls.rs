@@ -106,8 +106,9 @@ async fn coalescing(kratos: &KratosStandIn) {
 /// A long run with Zipf popularity and a short TTL: every session that is asked for costs at
 /// most one whoami per TTL period.
 async fn load(kratos: &KratosStandIn) {
-    let duration = env_seconds("LOAD_SECONDS", 30.0);
-    let ttl = env_seconds("LOAD_TTL_SECONDS", 5.0);
+    let smoke_test = support::smoke_test();
+    let duration = env_seconds("LOAD_SECONDS", if smoke_test { 1.0 } else { 30.0 });
+    let ttl = env_seconds("LOAD_TTL_SECONDS", if smoke_test { 0.5 } else { 5.0 });
     let clients = env_count("LOAD_CLIENTS", 16);
     let sessions = (0..SESSIONS)
         .map(|_| kratos.create_session())

@@ -38,14 +38,60 @@ use tower_kratos::{
     KratosLayer, KratosSession,
 };
 
-/// Counts every allocation of the process. Relaxed atomics: the counts are read after the work
-/// they describe has finished and been joined.
+/// Counts every allocation, for the whole process and per thread. Relaxed atomics: the counts
+/// are read after the work they describe has finished and been joined.
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
-static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
-static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
+struct Counters {
+    allocations: AtomicU64,
+    allocated_bytes: AtomicU64,
+    live_bytes: AtomicI64,
+    live_blocks: AtomicI64,
+}
+
+impl Counters {
+    const fn new() -> Self {
+        Self {
+            allocations: AtomicU64::new(0),
+            allocated_bytes: AtomicU64::new(0),
+            live_bytes: AtomicI64::new(0),
+            live_blocks: AtomicI64::new(0),
+        }
+    }
+
+    fn add(&self, allocations: u64, allocated_bytes: u64, live_bytes: i64, live_blocks: i64) {
+        self.allocations.fetch_add(allocations, Ordering::Relaxed);
+        self.allocated_bytes
+            .fetch_add(allocated_bytes, Ordering::Relaxed);
+        self.live_bytes.fetch_add(live_bytes, Ordering::Relaxed);
+        self.live_blocks.fetch_add(live_blocks, Ordering::Relaxed);
+    }
+
+    fn read(&self, scope: Scope) -> Snapshot {
+        Snapshot {
+            scope,
+            allocations: self.allocations.load(Ordering::Relaxed),
+            allocated_bytes: self.allocated_bytes.load(Ordering::Relaxed),
+            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            live_blocks: self.live_blocks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+static PROCESS: Counters = Counters::new();
+thread_local! {
+    // Const-initialised and without a destructor, so using it inside the allocator never
+    // allocates. A thread's own counts are immune to what other threads (connection pools,
+    // runtime workers) free or allocate meanwhile.
+    static THREAD: Counters = const { Counters::new() };
+}
+
+fn count(allocations: u64, allocated_bytes: u64, live_bytes: i64, live_blocks: i64) {
+    PROCESS.add(allocations, allocated_bytes, live_bytes, live_blocks);
+    // During thread teardown the counters may be gone; the process counts still hold.
+    let _ =
+        THREAD.try_with(|thread| thread.add(allocations, allocated_bytes, live_bytes, live_blocks));
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
 unsafe impl GlobalAlloc for Counting {
@@ -53,7 +99,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         let block = unsafe { System.alloc(layout) };
         if !block.is_null() {
-            allocated(layout.size());
+            count(1, layout.size() as u64, layout.size() as i64, 1);
         }
         block
     }
@@ -62,7 +108,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as for `alloc`.
         let block = unsafe { System.alloc_zeroed(layout) };
         if !block.is_null() {
-            allocated(layout.size());
+            count(1, layout.size() as u64, layout.size() as i64, 1);
         }
         block
     }
@@ -70,8 +116,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         // SAFETY: `block` came from this allocator, that is from `System`, with `layout`.
         unsafe { System.dealloc(block, layout) };
-        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        count(0, 0, -(layout.size() as i64), -1);
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -79,26 +124,32 @@ unsafe impl GlobalAlloc for Counting {
         let moved = unsafe { System.realloc(block, layout, new_size) };
         if !moved.is_null() {
             // A growth is an allocation as far as cost goes; the block count does not change.
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-            LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+            count(
+                1,
+                new_size as u64,
+                new_size as i64 - layout.size() as i64,
+                0,
+            );
         }
         moved
     }
 }
 
-fn allocated(size: usize) {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    ALLOCATED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    LIVE_BYTES.fetch_add(size as i64, Ordering::Relaxed);
-    LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Whose allocations a [`Snapshot`] counts.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Every thread's: for work spread over the runtime's workers.
+    Process,
+    /// This thread's only: for work that runs on it alone (a cache hit polled by `block_on`).
+    Thread,
+}
+
 #[derive(Clone, Copy)]
 struct Snapshot {
+    scope: Scope,
     allocations: u64,
     allocated_bytes: u64,
     live_bytes: i64,
@@ -106,18 +157,24 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn now() -> Self {
-        Self {
-            allocations: ALLOCATIONS.load(Ordering::Relaxed),
-            allocated_bytes: ALLOCATED_BYTES.load(Ordering::Relaxed),
-            live_bytes: LIVE_BYTES.load(Ordering::Relaxed),
-            live_blocks: LIVE_BLOCKS.load(Ordering::Relaxed),
+    fn process() -> Self {
+        PROCESS.read(Scope::Process)
+    }
+
+    fn thread() -> Self {
+        THREAD.with(|thread| thread.read(Scope::Thread))
+    }
+
+    fn again(&self) -> Self {
+        match self.scope {
+            Scope::Process => Self::process(),
+            Scope::Thread => Self::thread(),
         }
     }
 
     /// Allocations and allocated bytes per operation since `self`.
     fn per_op_since(&self, ops: u64) -> (f64, f64) {
-        let now = Self::now();
+        let now = self.again();
         (
             (now.allocations - self.allocations) as f64 / ops as f64,
             (now.allocated_bytes - self.allocated_bytes) as f64 / ops as f64,
@@ -126,7 +183,7 @@ impl Snapshot {
 
     /// Live bytes and live blocks added since `self`.
     fn live_since(&self) -> (i64, i64) {
-        let now = Self::now();
+        let now = self.again();
         (
             now.live_bytes - self.live_bytes,
             now.live_blocks - self.live_blocks,
@@ -151,7 +208,14 @@ fn main() {
         profile_hits(&kind, env_count("PROFILE_ITERS", 1_000_000) as u64);
         return;
     }
-    let sessions = env_count("MEMORY_SESSIONS", 100_000);
+    let sessions = env_count(
+        "MEMORY_SESSIONS",
+        if support::smoke_test() {
+            2_000
+        } else {
+            100_000
+        },
+    );
     println!("memory: allocations per cache hit, bytes per cached session");
     println!("machine: {}", machine());
     let mut kratos = RemoteKratos::start(sessions);
@@ -276,11 +340,11 @@ fn session_sizes(runtime: &Runtime, kratos: &RemoteKratos) -> (i64, i64) {
             .expect("whoami body")
     });
     let measure = |body: &[u8]| {
-        let before = Snapshot::now();
+        let before = Snapshot::thread();
         let session: Arc<Session> = Arc::new(serde_json::from_slice(body).expect("a session"));
         let (bytes, blocks) = before.live_since();
         // The same data with exact capacities: a deep copy (a clone shares the identity's Arc).
-        let before = Snapshot::now();
+        let before = Snapshot::thread();
         let mut copy = Session::clone(&session);
         copy.identity = copy
             .identity
@@ -294,7 +358,7 @@ fn session_sizes(runtime: &Runtime, kratos: &RemoteKratos) -> (i64, i64) {
     let (docs, docs_blocks, docs_exact) = measure(DOCS_EXAMPLE.as_bytes());
     let example: serde_json::Value = serde_json::from_str(DOCS_EXAMPLE).expect("fixture");
     let traits_text = example["identity"]["traits"].to_string();
-    let before = Snapshot::now();
+    let before = Snapshot::thread();
     let traits: serde_json::Value = serde_json::from_str(&traits_text).expect("traits");
     let (traits_bytes, traits_blocks) = before.live_since();
     drop(traits);
@@ -364,10 +428,10 @@ fn allocations_per_request(runtime: &Runtime, kratos: &RemoteKratos) {
             ),
             ("cookie among 4", &|| with_cookie(&cookie)),
         ] {
-            let before = Snapshot::now();
+            let before = Snapshot::thread();
             sequential(bare, COUNTED_REQUESTS, make).await;
             let bare_counts = before.per_op_since(COUNTED_REQUESTS);
-            let before = Snapshot::now();
+            let before = Snapshot::thread();
             sequential(layered.clone(), COUNTED_REQUESTS, make).await;
             let layer_counts = before.per_op_since(COUNTED_REQUESTS);
             rows.push((name, bare_counts, layer_counts));
@@ -389,7 +453,7 @@ fn allocations_per_request(runtime: &Runtime, kratos: &RemoteKratos) {
     // The parts that can be counted alone.
     let names = CookieNames::default();
     let count = |label: &str, work: &dyn Fn()| {
-        let before = Snapshot::now();
+        let before = Snapshot::thread();
         for _ in 0..1_000 {
             work();
         }
@@ -464,7 +528,7 @@ fn per_session(
         );
         fill(&layered, &unknown, StatusCode::UNAUTHORIZED).await;
         settle().await;
-        let before = Snapshot::now();
+        let before = Snapshot::process();
         let started = Instant::now();
         let tokens = Arc::new(
             credentials

@@ -108,7 +108,10 @@ struct Cell {
 }
 
 fn main() {
-    let cell_time = env_seconds("BENCH_SECONDS", 3.0);
+    let cell_time = env_seconds(
+        "BENCH_SECONDS",
+        if support::smoke_test() { 0.2 } else { 3.0 },
+    );
     println!("versus: layer (warm cache) vs whoami on every request");
     println!(
         "machine: {}; {SESSIONS} sessions; stand-in whoami latency set to {WHOAMI_LATENCY:?}; \

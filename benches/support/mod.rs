@@ -55,6 +55,12 @@ pub fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
+/// Whether this run only checks that the bench works: `cargo bench` passes `--bench`, while
+/// `cargo test --benches` does not. Criterion's benches behave the same way.
+pub fn smoke_test() -> bool {
+    !std::env::args().any(|arg| arg == "--bench")
+}
+
 /// A duration from an environment variable in (fractional) seconds, for quick runs.
 pub fn env_seconds(name: &str, default: f64) -> Duration {
     let seconds = std::env::var(name)
