@@ -172,19 +172,48 @@ struct Tally {
     not_ok: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time the app used, when the system says (Linux).
+    app_cpu: Option<Duration>,
+    slices: u32,
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    fn add(&mut self, other: Tally, app_cpu: Option<Duration>) {
         self.requests += other.requests;
         self.not_ok += other.not_ok;
         self.elapsed += other.elapsed;
         self.latencies.extend(other.latencies);
+        self.app_cpu = if self.slices == 0 {
+            app_cpu
+        } else {
+            self.app_cpu
+                .zip(app_cpu)
+                .map(|(total, slice)| total + slice)
+        };
+        self.slices += 1;
     }
 
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// The app's CPU time per request: unlike requests/s, it does not depend on how much of the
+    /// machine other processes (this load generator included) take.
+    fn app_cpu_per_request(&self) -> Option<Duration> {
+        let requests = u32::try_from(self.requests).ok().filter(|n| *n > 0)?;
+        Some(self.app_cpu? / requests)
+    }
+}
+
+/// The CPU time (user + system, all threads) process `pid` has used, from `/proc/<pid>/stat`,
+/// in clock ticks of 10 ms (Linux's USER_HZ). Slices of seconds make that precise enough.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; the fields after it do not. utime and stime are
+    // fields 14 and 15, the 12th and 13th after the name.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `connections` keep-alive connections, each sending the next request when the previous
@@ -309,19 +338,29 @@ async fn main() -> Result<(), BoxError> {
         ));
     }
     let slice = Duration::from_secs_f64(settings.seconds / f64::from(settings.rounds));
+    let pid = app.child.id();
     for _ in 0..settings.rounds {
         for (_, path, token, tally) in &mut routes {
-            tally.add(drive(&app.addr, path, *token, settings.connections, slice).await?);
+            let cpu_before = process_cpu(pid);
+            let run = drive(&app.addr, path, *token, settings.connections, slice).await?;
+            let app_cpu = cpu_before
+                .zip(process_cpu(pid))
+                .map(|(before, after)| after.saturating_sub(before));
+            tally.add(run, app_cpu);
         }
     }
 
     println!();
-    println!("| route | requests/s | p50 | p99 | not 200 |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| route | requests/s | p50 | p99 | app CPU per request | not 200 |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (route, _, _, tally) in &mut routes {
         tally.latencies.sort_unstable();
+        let cpu = tally.app_cpu_per_request().map_or_else(
+            || "-".to_owned(),
+            |cpu| format!("{:.2} µs", cpu.as_secs_f64() * 1e6),
+        );
         println!(
-            "| {route} | {:.0} | {:.1} µs | {:.1} µs | {} |",
+            "| {route} | {:.0} | {:.1} µs | {:.1} µs | {cpu} | {} |",
             tally.rate(),
             percentile(&tally.latencies, 50.0).as_secs_f64() * 1e6,
             percentile(&tally.latencies, 99.0).as_secs_f64() * 1e6,
