@@ -303,27 +303,38 @@ fn session_cookies(
     let mut seen = [""; MAX_SESSION_COOKIES];
     let mut count = 0;
     for header_value in headers.get_all(header::COOKIE) {
-        // A Cookie header that is not text cannot hold a cookie Kratos accepts.
-        let Ok(text) = header_value.to_str() else {
-            continue;
-        };
-        for pair in text.split(';') {
-            let Some((name, value)) = trim_ows(pair).split_once('=') else {
+        // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
+        // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
+        // session cookie beside it.
+        let bytes = header_value.as_bytes();
+        for pair in bytes.split(|&byte| byte == b';') {
+            let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
                 continue;
             };
-            let (name, value) = (trim_ows(name), trim_ows(value));
+            // A name that is not text is not a session cookie's (those are HTTP tokens).
+            let Ok(name) = std::str::from_utf8(trim_ows_bytes(&pair[..equals])) else {
+                continue;
+            };
             if !cookie_names.matches(name) || seen[..count].contains(&name) {
                 continue;
             }
             if count == MAX_SESSION_COOKIES {
                 return Err(MalformedCredential::TooManyCookies);
             }
+            let value = trim_ows_bytes(&pair[equals + 1..]);
+            let value = match std::str::from_utf8(value) {
+                Ok(value) => value,
+                Err(_) if value.len() > MAX_CREDENTIAL_LEN => {
+                    return Err(MalformedCredential::TooLong)
+                }
+                Err(_) => return Err(MalformedCredential::InvalidCharacters),
+            };
             check_cookie(name, value)?;
             seen[count] = name;
             count += 1;
             if forwarded.is_empty() {
                 // One allocation: the session cookies are a part of this header.
-                forwarded.reserve(text.len());
+                forwarded.reserve(bytes.len());
             } else {
                 forwarded.push_str("; ");
             }
@@ -340,6 +351,16 @@ fn session_cookies(
 
 fn trim_ows(text: &str) -> &str {
     text.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn trim_ows_bytes(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 fn check_len(value: &str) -> Result<(), MalformedCredential> {
@@ -517,6 +538,38 @@ mod tests {
             find(&[("cookie", too_many)]).unwrap_err(),
             MalformedCredential::TooManyCookies
         );
+    }
+
+    #[test]
+    fn a_cookie_that_is_not_text_does_not_hide_the_session_cookie() {
+        // Found by the property tests: one non-ASCII byte in another cookie used to make the
+        // whole header unreadable, so a signed-in browser looked anonymous.
+        let mut map = HeaderMap::new();
+        let header =
+            HeaderValue::from_bytes(b"theme=caf\xc3\xa9; ory_kratos_session=abc; x=\xff").unwrap();
+        map.append(header::COOKIE, header);
+        map.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
+        let found = find_credential(&map, &CookieNames::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.source(), CredentialSource::Cookie);
+        assert_eq!(found.secret(), "ory_kratos_session=abc");
+
+        // A session cookie that is not ASCII is refused like any other invalid value.
+        for value in [
+            &b"ory_kratos_session=caf\xc3\xa9"[..],
+            b"ory_kratos_session=\xff\xfe",
+        ] {
+            let mut map = HeaderMap::new();
+            map.append(header::COOKIE, HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(
+                find_credential(&map, &CookieNames::default()).unwrap_err(),
+                MalformedCredential::InvalidCharacters
+            );
+        }
     }
 
     #[test]

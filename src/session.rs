@@ -20,7 +20,9 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializ
 use time::OffsetDateTime;
 
 /// A Kratos session, as `GET /sessions/whoami` returns it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+///
+/// Its `Debug` shows every field but [`tokenized`](Self::tokenized), a credential.
+#[derive(Clone, Deserialize, Serialize)]
 #[non_exhaustive]
 pub struct Session {
     /// The session's id (a UUID). The only field Kratos's spec requires.
@@ -49,9 +51,43 @@ pub struct Session {
     /// The devices the session was used from.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub devices: Vec<Device>,
-    /// The session as a JWT, when whoami was asked with `tokenize_as`.
+    /// The session as a JWT, when whoami was asked with `tokenize_as`. Whatever accepts the JWT
+    /// takes it as the session: keep it as secret as the session token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenized: Option<String>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field cannot be left out (or shown) without a decision here.
+        let Self {
+            id,
+            active,
+            expires_at,
+            authenticated_at,
+            issued_at,
+            authenticator_assurance_level,
+            authentication_methods,
+            identity,
+            devices,
+            tokenized,
+        } = self;
+        f.debug_struct("Session")
+            .field("id", id)
+            .field("active", active)
+            .field("expires_at", expires_at)
+            .field("authenticated_at", authenticated_at)
+            .field("issued_at", issued_at)
+            .field(
+                "authenticator_assurance_level",
+                authenticator_assurance_level,
+            )
+            .field("authentication_methods", authentication_methods)
+            .field("identity", identity)
+            .field("devices", devices)
+            .field("tokenized", &tokenized.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 impl Session {

@@ -2,15 +2,9 @@
 //! outcome, cache status and Kratos's latency; the credential appears in no event, no `Debug`
 //! output and no rejection.
 //!
-//! The subscriber is installed as the thread's default; `#[tokio::test]` runs a current-thread
-//! runtime, so the layer's lookup tasks and the stand-in log on this thread too.
+//! The subscriber is installed as the thread's default (`support::capture`).
 
 mod support;
-
-use std::{
-    io,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
-};
 
 use http::StatusCode;
 use tower::Layer;
@@ -19,62 +13,12 @@ use tower_kratos::{
     testing::{Endpoint, Fault},
     Outcome,
 };
-use tracing_subscriber::fmt::MakeWriter;
 
-use support::{builder, get, kratos, layer, send, with_token, Answer, Recorder};
+use support::{builder, capture::Captured, get, kratos, layer, send, with_token, Answer, Recorder};
 
-/// Everything the fmt subscriber writes, kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// What was written since the last call.
-    fn take(&self) -> String {
-        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        String::from_utf8(bytes).expect("UTF-8 log output")
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
-/// Installs a DEBUG fmt subscriber writing into `Captured` for this thread, until the guard drops.
-///
-/// tracing-core caches each callsite's interest process-wide, and while exactly one dispatcher
-/// exists it asks only the *calling thread's* default: a callsite first hit on a thread without a
-/// subscriber (another test) would be cached as "never" and vanish from this thread's capture too.
-/// A second, permanent dispatcher makes it ask every live dispatcher instead.
+/// A DEBUG capture, the level operators run at.
 fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    static SECOND_DISPATCHER: OnceLock<tracing::Dispatch> = OnceLock::new();
-    SECOND_DISPATCHER
-        .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (captured, guard)
+    support::capture::capture(tracing::Level::DEBUG)
 }
 
 /// Some line of `output` contains every one of `needles`.

@@ -1,9 +1,12 @@
-//! Helpers shared by `outcomes.rs`, `extractors.rs` and `tracing.rs`: a stand-in per test, a
-//! layer builder with a short Kratos deadline, an inner service that records what reached it, and
-//! small readers for responses.
+//! Helpers shared by `outcomes.rs`, `extractors.rs`, `tracing.rs`, `redaction.rs` and
+//! `properties.rs`: a stand-in per test, a layer builder with a short Kratos deadline, an inner
+//! service that records what reached it, small readers for responses, and (`capture`) a
+//! subscriber that keeps what is logged.
 //!
 //! Each test file uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+pub mod capture;
 
 use std::{
     convert::Infallible,
