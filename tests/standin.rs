@@ -1109,10 +1109,12 @@ async fn delay_fault_and_latency_slow_the_answer() {
     assert_eq!(r.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(80));
 
-    // Latency is for whoami only.
-    let started = Instant::now();
-    send(client().get(format!("{}/admin/sessions/{}", kratos.admin_url(), s.id))).await;
-    assert!(started.elapsed() < Duration::from_millis(80));
+    // Latency is for whoami only: with a whoami latency far beyond any scheduling noise, an
+    // admin call still answers (a loaded CI machine must not turn this into a timing test).
+    kratos.set_latency(Duration::from_secs(60));
+    let admin = send(client().get(format!("{}/admin/sessions/{}", kratos.admin_url(), s.id)));
+    let answered = tokio::time::timeout(Duration::from_secs(20), admin).await;
+    assert!(answered.is_ok(), "the admin API waited for the whoami latency");
 }
 
 #[tokio::test]
