@@ -70,6 +70,7 @@ pub mod credentials;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod future;
+mod gate;
 mod layer;
 pub mod outcome;
 pub mod rejection;
@@ -80,12 +81,17 @@ pub mod session;
 pub mod testing;
 
 pub use crate::{
+    cache::LayerStats,
     future::{ResponseBody, ResponseFuture},
     layer::{
         BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_CACHE_CAPACITY,
         DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
     },
-    outcome::Outcome,
+    layer::{
+        DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
+        DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS, MAX_STALE_IF_ERROR,
+    },
+    outcome::{Outcome, StaleSession},
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,
     session::{KratosIdentity, KratosSession, Session},

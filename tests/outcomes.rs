@@ -523,6 +523,8 @@ async fn kratos_retry_after_is_kept_between_one_second_and_an_hour() {
         "1",
     );
 
+    // The 429 made the layer back off: a fresh layer for the next case.
+    let service = layer(&kratos).layer(Recorder::new().service());
     // A bogus day-long wait is clamped to an hour.
     kratos.set_fault(
         Endpoint::Whoami,
