@@ -598,7 +598,7 @@ impl SessionCache {
     }
 
     /// A snapshot for [`KratosLayer::stats`](crate::KratosLayer::stats): runs the stores'
-    /// pending maintenance first, so the counts are exact.
+    /// pending maintenance first, so inserts and removals are counted.
     pub(crate) async fn stats(&self) -> LayerStats {
         self.entries.run_pending_tasks().await;
         let stale_entries = match &self.stale {
@@ -761,4 +761,157 @@ fn to_cached(
         other => return Err(other),
     };
     Ok(Cached { answer, asked_at })
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::{
+        credentials::{find_credential, CookieNames},
+        testing::{Endpoint, Fault, KratosStandIn, TestSession},
+    };
+    use http::{HeaderMap, StatusCode};
+
+    const TTL: Duration = Duration::from_millis(100);
+
+    fn config(stale_grace: Option<Duration>) -> CacheConfig {
+        CacheConfig {
+            ttl: TTL,
+            capacity: 100,
+            negative_ttl: None,
+            request_timeout: Duration::from_secs(2),
+            stale_grace,
+            gate: GateConfig {
+                max_concurrent: 4,
+                queue_timeout: Duration::from_secs(1),
+                backoff_min: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(30),
+                // Every lookup below must reach Kratos.
+                failure_threshold: 100,
+            },
+        }
+    }
+
+    fn credential(session: &TestSession) -> Credential {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-session-token",
+            HeaderValue::from_str(&session.token).unwrap(),
+        );
+        find_credential(&headers, &CookieNames::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    struct Setup {
+        kratos: KratosStandIn,
+        cache: SessionCache,
+        client: KratosClient,
+    }
+
+    impl Setup {
+        async fn new(stale_grace: Option<Duration>) -> Self {
+            let kratos = KratosStandIn::start().await.unwrap();
+            let url = reqwest::Url::parse(&kratos.public_url()).unwrap();
+            let client = KratosClient::new(reqwest::Client::new(), &url, Duration::from_secs(2));
+            let cache = SessionCache::new(config(stale_grace)).unwrap();
+            Self {
+                kratos,
+                cache,
+                client,
+            }
+        }
+
+        async fn lookup(&self, credential: &Credential) -> Lookup {
+            self.cache.lookup(credential, None, &self.client).await
+        }
+
+        /// Looks the session up (Kratos up), then lets its entry expire and takes Kratos down.
+        async fn cached_then_outage(&self, session: &TestSession) -> Credential {
+            let credential = credential(session);
+            let lookup = self.lookup(&credential).await;
+            assert!(matches!(lookup.outcome, Outcome::Authenticated(_)));
+            tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+            self.kratos
+                .set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+            credential
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_serves_the_stale_copy_with_its_age() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        let lookup = setup.lookup(&credential).await;
+
+        assert_eq!(lookup.status, CacheStatus::Stale);
+        assert_eq!(
+            lookup.outcome.session().map(|s| s.id.as_str()),
+            Some(alice.id.as_str())
+        );
+        let stale = lookup.stale.expect("marked stale");
+        assert_eq!(stale.cause, Unavailable::Status(StatusCode::BAD_GATEWAY));
+        assert!(stale.age >= TTL && stale.stale_for < stale.age, "{stale:?}");
+        assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_through_this_process_is_never_served_stale() {
+        for target in ["session", "identity", "credential"] {
+            let setup = Setup::new(Some(Duration::from_secs(60))).await;
+            let alice = setup.kratos.create_session();
+            let credential = setup.cached_then_outage(&alice).await;
+
+            match target {
+                "session" => setup.cache.revoked(Revoked::Session(&alice.id)).await,
+                "identity" => {
+                    setup
+                        .cache
+                        .revoked(Revoked::Identity(&alice.identity_id))
+                        .await
+                }
+                _ => setup.cache.revoked(Revoked::Credential(&credential)).await,
+            }
+            let lookup = setup.lookup(&credential).await;
+
+            assert!(
+                matches!(
+                    lookup.outcome,
+                    Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY))
+                ),
+                "{target}: {:?}",
+                lookup.outcome
+            );
+            assert!(lookup.stale.is_none(), "{target}");
+            assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2, "{target}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_of_another_session_leaves_the_stale_copy_alone() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let bob = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        setup.cache.revoked(Revoked::Session(&bob.id)).await;
+        setup
+            .cache
+            .revoked(Revoked::Identity(&bob.identity_id))
+            .await;
+
+        assert_eq!(setup.lookup(&credential).await.status, CacheStatus::Stale);
+    }
+
+    #[test]
+    fn revocation_marks_outlive_every_entry_that_predates_them() {
+        // A mark forgotten while a stale copy asked for before it can still be served would let
+        // that copy through: stale-if-error lengthens how long marks are kept.
+        let without = config(None).longest_entry_age();
+        let with = config(Some(Duration::from_secs(600))).longest_entry_age();
+        assert_eq!(with - without, Duration::from_secs(600));
+        assert!(without >= TTL + Duration::from_secs(2));
+    }
 }
