@@ -163,9 +163,11 @@ impl<R: Clone> KratosLayer<R> {
 
 impl<R> KratosLayer<R> {
     /// A snapshot of the state this layer shares with its clones: cache sizes, whoami calls in
-    /// flight, whether it is backing off. Runs the cache's pending maintenance first (so the
-    /// counts are exact), which makes it too costly for every request; call it from a metrics
-    /// scrape or a health check.
+    /// flight, whether it is backing off.
+    ///
+    /// Runs the cache's pending maintenance first, so every insert and removal so far is
+    /// counted; an entry that expired in the last second or so may still be counted (it is never
+    /// served). Too costly for every request: call it from a metrics scrape or a health check.
     pub async fn stats(&self) -> LayerStats {
         self.policy.shared.cache.stats().await
     }
