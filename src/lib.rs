@@ -51,7 +51,12 @@
 //!   stored, logged, or shown by any `Debug` implementation.
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
-//!   default ([`KratosLayerBuilder::cache_ttl`]).
+//!   default ([`KratosLayerBuilder::cache_ttl`]); with stale-if-error on, up to TTL + grace while
+//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]).
+//! - While Kratos rate-limits or fails, the layer backs off and answers 503 without asking it;
+//!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`] whoami calls run at once
+//!   ([`KratosLayerBuilder::max_concurrent_lookups`]), so made-up credentials cannot open
+//!   unbounded connections to Kratos.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(
