@@ -17,6 +17,8 @@
 //! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
 //! | `LOGIN_URL` | none | send browsers without a session there, with `return_to` |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
+//! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
+//! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session), `GET /me` (required).
 
@@ -40,6 +42,8 @@ struct Config {
     kratos_timeout: Duration,
     login_url: Option<String>,
     extend_within: Duration,
+    stale_if_error: Option<Duration>,
+    max_concurrent_lookups: usize,
 }
 
 impl Config {
@@ -53,6 +57,14 @@ impl Config {
             kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
             login_url: var("LOGIN_URL"),
             extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
+            stale_if_error: match var("STALE_IF_ERROR_SECS") {
+                Some(_) => Some(Duration::from_secs(parse("STALE_IF_ERROR_SECS", "0")?)),
+                None => None,
+            },
+            max_concurrent_lookups: parse(
+                "MAX_CONCURRENT_LOOKUPS",
+                &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
+            )?,
         })
     }
 }
@@ -102,7 +114,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     let mut builder = KratosLayer::builder(&kratos_public_url)
         .cache_ttl(config.cache_ttl)
-        .request_timeout(config.kratos_timeout);
+        .request_timeout(config.kratos_timeout)
+        .max_concurrent_lookups(config.max_concurrent_lookups);
+    if let Some(grace) = config.stale_if_error {
+        builder = builder.stale_if_error(grace);
+    }
     if let Some(login_url) = &config.login_url {
         builder = builder.login_url(login_url);
     }

@@ -1,6 +1,8 @@
 //! The session cache: whoami answers keyed by a keyed hash of the credential, each entry bounded
 //! by the configured TTL, Kratos's `Ory-Session-Cache-For` hint and the session's own
-//! `expires_at`; concurrent misses for one credential share one whoami call.
+//! `expires_at`; concurrent misses for one credential share one whoami call, sent only when the
+//! [`Gate`] allows. With stale-if-error on, a second store keeps each session for a grace period
+//! past its entry, for lookups that end with Kratos unavailable; a hit never touches it.
 
 use std::{
     collections::HashMap,
@@ -20,7 +22,8 @@ use tracing::Instrument;
 use crate::{
     client::{KratosClient, WhoamiAnswer},
     credentials::Credential,
-    outcome::{Outcome, Unauthenticated, Unavailable},
+    gate::{Gate, GateConfig},
+    outcome::{Outcome, StaleSession, Unauthenticated, Unavailable},
     session::KratosSession,
 };
 
@@ -33,6 +36,8 @@ pub(crate) enum CacheStatus {
     Miss,
     /// Another lookup for the same credential asked Kratos; this one waited for it.
     Coalesced,
+    /// Kratos could not be asked; an expired entry was served (stale-if-error).
+    Stale,
 }
 
 impl CacheStatus {
@@ -41,6 +46,7 @@ impl CacheStatus {
             Self::Hit => "hit",
             Self::Miss => "miss",
             Self::Coalesced => "coalesced",
+            Self::Stale => "stale",
         }
     }
 }
@@ -121,6 +127,7 @@ pub(crate) enum CachedAnswer {
 }
 
 /// Per-entry lifetimes: the least of the TTL, the hint and the time left until `expires_at`.
+#[derive(Clone, Copy, Debug)]
 struct EntryLifetime {
     ttl: Duration,
     negative_ttl: Duration,
@@ -166,6 +173,88 @@ impl Expiry<CacheKey, Cached> for EntryLifetime {
     }
 }
 
+/// A session kept for stale-if-error, and when its regular entry stops being fresh.
+#[derive(Clone, Debug)]
+struct StaleEntry {
+    cached: Cached,
+    fresh_until: Instant,
+}
+
+/// Stale entries live until their regular entry's end plus the grace, and never past the
+/// session's `expires_at`.
+struct StaleLifetime {
+    grace: Duration,
+}
+
+impl StaleLifetime {
+    fn lifetime(&self, value: &StaleEntry, now: Instant) -> Duration {
+        let mut lifetime = (value.fresh_until + self.grace).saturating_duration_since(now);
+        if let CachedAnswer::Session { session, .. } = &value.cached.answer {
+            if let Some(expires_at) = session.expires_at {
+                lifetime = lifetime.min(time_until(expires_at));
+            }
+        }
+        lifetime
+    }
+}
+
+impl Expiry<CacheKey, StaleEntry> for StaleLifetime {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        value: &StaleEntry,
+        at: Instant,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value, at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &StaleEntry,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.lifetime(value, at))
+    }
+}
+
+/// The stale-if-error store: written when a lookup fetched a session, read only when a lookup
+/// ends with Kratos unavailable.
+#[derive(Clone)]
+struct StaleStore {
+    entries: Cache<CacheKey, StaleEntry, PassThroughHash>,
+    grace: Duration,
+    fresh: EntryLifetime,
+}
+
+impl StaleStore {
+    fn new(grace: Duration, fresh: EntryLifetime, capacity: u64) -> Self {
+        let entries = Cache::builder()
+            .name("tower-kratos stale sessions")
+            .max_capacity(capacity)
+            .expire_after(StaleLifetime { grace })
+            .build_with_hasher(PassThroughHash);
+        Self {
+            entries,
+            grace,
+            fresh,
+        }
+    }
+
+    /// Keeps a session Kratos just confirmed (the same `Arc`: no copy of its body).
+    async fn keep(&self, key: CacheKey, cached: &Cached) {
+        if let CachedAnswer::Session { .. } = cached.answer {
+            let fresh_until = Instant::now() + self.fresh.lifetime(cached);
+            let entry = StaleEntry {
+                cached: cached.clone(),
+                fresh_until,
+            };
+            self.entries.insert(key, entry).await;
+        }
+    }
+}
+
 /// The per-process hash keys.
 #[derive(Clone)]
 struct HashKeys {
@@ -191,13 +280,20 @@ pub(crate) struct CacheConfig {
     /// The longest a whoami call may take; entries asked for before a revocation can arrive this
     /// much later, so revocation marks are kept at least this much longer than the TTL.
     pub(crate) request_timeout: Duration,
+    /// Stale-if-error: how long past its entry a session may still be served while Kratos is
+    /// unavailable. `None`: off.
+    pub(crate) stale_grace: Option<Duration>,
+    /// When whoami may be sent: back-off and the concurrency cap.
+    pub(crate) gate: GateConfig,
 }
 
 impl CacheConfig {
-    /// How long after it was asked for an entry can still be served: the longest time a
-    /// revocation mark must be remembered.
+    /// How long after it was asked for an entry can still be served (stale-if-error included):
+    /// the longest time a revocation mark must be remembered.
     fn longest_entry_age(&self) -> Duration {
-        self.ttl.max(self.negative_ttl.unwrap_or(Duration::ZERO)) + self.request_timeout
+        self.ttl.max(self.negative_ttl.unwrap_or(Duration::ZERO))
+            + self.stale_grace.unwrap_or(Duration::ZERO)
+            + self.request_timeout
     }
 }
 
@@ -209,6 +305,8 @@ pub(crate) struct Lookup {
     /// The `Set-Cookie` headers of the whoami call this lookup made itself (empty on hits and
     /// for coalesced waiters).
     pub(crate) set_cookies: Vec<HeaderValue>,
+    /// Set when the session was served stale because Kratos was unavailable.
+    pub(crate) stale: Option<StaleSession>,
 }
 
 impl Lookup {
@@ -217,6 +315,7 @@ impl Lookup {
             outcome,
             status,
             set_cookies: Vec::new(),
+            stale: None,
         }
     }
 }
@@ -328,6 +427,9 @@ pub(crate) struct SessionCache {
     cache_rejections: bool,
     revoked: Arc<RevocationMarks>,
     mark_retention: Duration,
+    /// Sessions kept past their entry for stale-if-error; `None` when that is off.
+    stale: Option<StaleStore>,
+    gate: Arc<Gate>,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -346,13 +448,14 @@ impl SessionCache {
         let mut cookie = [0u8; 32];
         getrandom::fill(&mut token)?;
         getrandom::fill(&mut cookie)?;
+        let lifetimes = EntryLifetime {
+            ttl: config.ttl,
+            negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
+        };
         let entries = Cache::builder()
             .name("tower-kratos sessions")
             .max_capacity(config.capacity)
-            .expire_after(EntryLifetime {
-                ttl: config.ttl,
-                negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
-            })
+            .expire_after(lifetimes)
             .build_with_hasher(PassThroughHash);
         Ok(Self {
             entries,
@@ -360,6 +463,10 @@ impl SessionCache {
             cache_rejections: config.negative_ttl.is_some(),
             revoked: Arc::default(),
             mark_retention: config.longest_entry_age() + Duration::from_secs(1),
+            stale: config
+                .stale_grace
+                .map(|grace| StaleStore::new(grace, lifetimes, config.capacity)),
+            gate: Arc::new(Gate::new(config.gate)),
         })
     }
 
@@ -382,6 +489,9 @@ impl SessionCache {
             Revoked::Credential(credential) => {
                 let key = self.key_for(credential);
                 self.entries.invalidate(&key).await;
+                if let Some(stale) = &self.stale {
+                    stale.entries.invalidate(&key).await;
+                }
                 MarkTarget::Credential(key)
             }
         };
@@ -406,6 +516,9 @@ impl SessionCache {
         if self.revoked.outdates(&key, &cached) {
             return;
         }
+        if let Some(stale) = &self.stale {
+            stale.keep(key, &cached).await;
+        }
         self.entries.insert(key, cached).await;
     }
 
@@ -424,8 +537,13 @@ impl SessionCache {
             }
             self.entries.invalidate(&key).await;
         }
+        // While backing off, answer at once: no task, no call, no waiting for a slot.
+        if let Err(unavailable) = self.gate.check() {
+            let lookup = Lookup::new(Outcome::Unavailable(unavailable), CacheStatus::Miss);
+            return self.or_stale(&key, lookup).await;
+        }
         let (lookup, cached) = self.fill(key, credential, request_id, client).await;
-        match cached {
+        let lookup = match cached {
             // The call may have been sent before a revocation that has returned since: ask once
             // more (whoever revoked it has marked it, so this is not a loop).
             Some(cached) if self.revoked.outdates(&key, &cached) => {
@@ -433,6 +551,68 @@ impl SessionCache {
                 self.fill(key, credential, request_id, client).await.0
             }
             _ => lookup,
+        };
+        self.or_stale(&key, lookup).await
+    }
+
+    /// A lookup that ended with Kratos unavailable, answered from the stale store when
+    /// stale-if-error is on and the session may still be served: within the grace, not past its
+    /// `expires_at`, not outdated by a revocation made through this process.
+    async fn or_stale(&self, key: &CacheKey, lookup: Lookup) -> Lookup {
+        let (Some(stale), Outcome::Unavailable(cause)) = (&self.stale, &lookup.outcome) else {
+            return lookup;
+        };
+        let Some(entry) = stale.entries.get(key).await else {
+            return lookup;
+        };
+        let CachedAnswer::Session { session, .. } = &entry.cached.answer else {
+            return lookup;
+        };
+        let now = Instant::now();
+        let stale_for = now.saturating_duration_since(entry.fresh_until);
+        if stale_for >= stale.grace
+            || !session.is_valid_at(OffsetDateTime::now_utc())
+            || self.revoked.outdates(key, &entry.cached)
+        {
+            stale.entries.invalidate(key).await;
+            return lookup;
+        }
+        let age = now.saturating_duration_since(entry.cached.asked_at);
+        tracing::warn!(
+            identity_id = session.identity_id().unwrap_or(""),
+            age_ms = age.as_millis() as u64,
+            stale_for_ms = stale_for.as_millis() as u64,
+            reason = %cause,
+            "Kratos unavailable; serving a session it has not confirmed lately (stale-if-error)"
+        );
+        Lookup {
+            outcome: Outcome::Authenticated(session.clone()),
+            status: CacheStatus::Stale,
+            set_cookies: Vec::new(),
+            stale: Some(StaleSession {
+                age,
+                stale_for,
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    /// A snapshot for [`KratosLayer::stats`](crate::KratosLayer::stats): runs the stores'
+    /// pending maintenance first, so inserts and removals are counted.
+    pub(crate) async fn stats(&self) -> LayerStats {
+        self.entries.run_pending_tasks().await;
+        let stale_entries = match &self.stale {
+            Some(stale) => {
+                stale.entries.run_pending_tasks().await;
+                stale.entries.entry_count()
+            }
+            None => 0,
+        };
+        LayerStats {
+            cache_entries: self.entries.entry_count(),
+            stale_entries,
+            lookups_in_flight: self.gate.in_flight(),
+            backing_off: self.gate.backing_off(),
         }
     }
 
@@ -453,7 +633,8 @@ impl SessionCache {
     }
 
     /// Runs the shared whoami call on its own task, so a caller that disconnects (and drops its
-    /// request future) does not cancel the lookup the other waiters depend on.
+    /// request future) does not cancel the lookup the other waiters depend on. The call waits for
+    /// the gate inside the shared fill, so one credential's waiters take one slot.
     async fn fill(
         &self,
         key: CacheKey,
@@ -466,18 +647,37 @@ impl SessionCache {
         let credential = credential.clone();
         let request_id = request_id.cloned();
         let cache_rejections = self.cache_rejections;
+        let stale = self.stale.clone();
+        let gate = Arc::clone(&self.gate);
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
                 // Only the call that runs `init` sees Kratos's headers; its caller relays them.
                 let mut set_cookies = Vec::new();
+                // Whether Kratos answered something other than a session for this credential.
+                let mut refused = false;
                 let init = async {
+                    let pass = gate.enter().await.map_err(Outcome::Unavailable)?;
                     let asked_at = Instant::now();
                     let answer = client.whoami(&credential, request_id.as_ref()).await;
+                    gate.record(pass, &answer.outcome);
                     set_cookies = answer.set_cookies.clone();
+                    refused = !matches!(
+                        answer.outcome,
+                        Outcome::Authenticated(_) | Outcome::Unavailable(_)
+                    );
                     to_cached(answer, cache_rejections, asked_at)
                 };
                 let entry = entries.entry(key).or_try_insert_with(init).await;
+                if let Some(stale) = &stale {
+                    // A session Kratos just confirmed is kept for outages; one it just refused
+                    // (revoked, expired, step-up needed) is never served stale.
+                    match &entry {
+                        _ if refused => stale.entries.invalidate(&key).await,
+                        Ok(entry) if entry.is_fresh() => stale.keep(key, entry.value()).await,
+                        _ => {}
+                    }
+                }
                 (entry, set_cookies)
             }
             .instrument(span),
@@ -500,6 +700,7 @@ impl SessionCache {
                     outcome,
                     status,
                     set_cookies,
+                    stale: None,
                 };
                 (lookup, Some(cached))
             }
@@ -516,6 +717,25 @@ impl SessionCache {
             ),
         }
     }
+}
+
+/// A snapshot of a layer's shared state, from [`KratosLayer::stats`](crate::KratosLayer::stats):
+/// for metrics, health checks and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerStats {
+    /// Entries in the session cache: sessions, and 401s when
+    /// [`cache_rejections`](crate::KratosLayerBuilder::cache_rejections) is on.
+    pub cache_entries: u64,
+    /// Sessions kept for [`stale_if_error`](crate::KratosLayerBuilder::stale_if_error) (0 when
+    /// it is off).
+    pub stale_entries: u64,
+    /// whoami calls running now (at most
+    /// [`max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
+    pub lookups_in_flight: usize,
+    /// Whether the layer is backing off from Kratos: lookups are answered 503 (or stale) without
+    /// asking it, until a probe lookup gets an answer.
+    pub backing_off: bool,
 }
 
 /// What may be cached: sessions always, 401s when negative caching is on, nothing else
@@ -541,4 +761,157 @@ fn to_cached(
         other => return Err(other),
     };
     Ok(Cached { answer, asked_at })
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::*;
+    use crate::{
+        credentials::{find_credential, CookieNames},
+        testing::{Endpoint, Fault, KratosStandIn, TestSession},
+    };
+    use http::{HeaderMap, StatusCode};
+
+    const TTL: Duration = Duration::from_millis(100);
+
+    fn config(stale_grace: Option<Duration>) -> CacheConfig {
+        CacheConfig {
+            ttl: TTL,
+            capacity: 100,
+            negative_ttl: None,
+            request_timeout: Duration::from_secs(2),
+            stale_grace,
+            gate: GateConfig {
+                max_concurrent: 4,
+                queue_timeout: Duration::from_secs(1),
+                backoff_min: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(30),
+                // Every lookup below must reach Kratos.
+                failure_threshold: 100,
+            },
+        }
+    }
+
+    fn credential(session: &TestSession) -> Credential {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-session-token",
+            HeaderValue::from_str(&session.token).unwrap(),
+        );
+        find_credential(&headers, &CookieNames::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    struct Setup {
+        kratos: KratosStandIn,
+        cache: SessionCache,
+        client: KratosClient,
+    }
+
+    impl Setup {
+        async fn new(stale_grace: Option<Duration>) -> Self {
+            let kratos = KratosStandIn::start().await.unwrap();
+            let url = reqwest::Url::parse(&kratos.public_url()).unwrap();
+            let client = KratosClient::new(reqwest::Client::new(), &url, Duration::from_secs(2));
+            let cache = SessionCache::new(config(stale_grace)).unwrap();
+            Self {
+                kratos,
+                cache,
+                client,
+            }
+        }
+
+        async fn lookup(&self, credential: &Credential) -> Lookup {
+            self.cache.lookup(credential, None, &self.client).await
+        }
+
+        /// Looks the session up (Kratos up), then lets its entry expire and takes Kratos down.
+        async fn cached_then_outage(&self, session: &TestSession) -> Credential {
+            let credential = credential(session);
+            let lookup = self.lookup(&credential).await;
+            assert!(matches!(lookup.outcome, Outcome::Authenticated(_)));
+            tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+            self.kratos
+                .set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+            credential
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_serves_the_stale_copy_with_its_age() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        let lookup = setup.lookup(&credential).await;
+
+        assert_eq!(lookup.status, CacheStatus::Stale);
+        assert_eq!(
+            lookup.outcome.session().map(|s| s.id.as_str()),
+            Some(alice.id.as_str())
+        );
+        let stale = lookup.stale.expect("marked stale");
+        assert_eq!(stale.cause, Unavailable::Status(StatusCode::BAD_GATEWAY));
+        assert!(stale.age >= TTL && stale.stale_for < stale.age, "{stale:?}");
+        assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_through_this_process_is_never_served_stale() {
+        for target in ["session", "identity", "credential"] {
+            let setup = Setup::new(Some(Duration::from_secs(60))).await;
+            let alice = setup.kratos.create_session();
+            let credential = setup.cached_then_outage(&alice).await;
+
+            match target {
+                "session" => setup.cache.revoked(Revoked::Session(&alice.id)).await,
+                "identity" => {
+                    setup
+                        .cache
+                        .revoked(Revoked::Identity(&alice.identity_id))
+                        .await
+                }
+                _ => setup.cache.revoked(Revoked::Credential(&credential)).await,
+            }
+            let lookup = setup.lookup(&credential).await;
+
+            assert!(
+                matches!(
+                    lookup.outcome,
+                    Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY))
+                ),
+                "{target}: {:?}",
+                lookup.outcome
+            );
+            assert!(lookup.stale.is_none(), "{target}");
+            assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2, "{target}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_of_another_session_leaves_the_stale_copy_alone() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let bob = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        setup.cache.revoked(Revoked::Session(&bob.id)).await;
+        setup
+            .cache
+            .revoked(Revoked::Identity(&bob.identity_id))
+            .await;
+
+        assert_eq!(setup.lookup(&credential).await.status, CacheStatus::Stale);
+    }
+
+    #[test]
+    fn revocation_marks_outlive_every_entry_that_predates_them() {
+        // A mark forgotten while a stale copy asked for before it can still be served would let
+        // that copy through: stale-if-error lengthens how long marks are kept.
+        let without = config(None).longest_entry_age();
+        let with = config(Some(Duration::from_secs(600))).longest_entry_age();
+        assert_eq!(with - without, Duration::from_secs(600));
+        assert!(without >= TTL + Duration::from_secs(2));
+    }
 }

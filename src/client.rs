@@ -143,8 +143,10 @@ pub(crate) fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[
             Some(step_up) => Outcome::AalRequired(step_up),
             None => Outcome::Unavailable(Unavailable::Status(status)),
         },
+        // Ory's guidance is to prefer `x-ratelimit-reset` (API.md §f).
         StatusCode::TOO_MANY_REQUESTS => Outcome::Unavailable(Unavailable::RateLimited {
-            retry_after: parse_seconds(headers, "retry-after")
+            retry_after: parse_seconds(headers, "x-ratelimit-reset")
+                .or_else(|| parse_seconds(headers, "retry-after"))
                 .map(|wait| wait.min(MAX_RETRY_AFTER)),
         }),
         other => Outcome::Unavailable(Unavailable::Status(other)),
@@ -304,6 +306,27 @@ mod tests {
             Outcome::Unauthenticated(Unauthenticated::Rejected)
         ));
         match outcome_of(429, &[("retry-after", "12")], "") {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(12)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Ory Network's x-ratelimit-reset (seconds until the window resets) wins over Retry-After.
+        match outcome_of(
+            429,
+            &[("retry-after", "12"), ("x-ratelimit-reset", "3")],
+            "",
+        ) {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(3)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match outcome_of(
+            429,
+            &[("retry-after", "12"), ("x-ratelimit-reset", "soon")],
+            "",
+        ) {
             Outcome::Unavailable(unavailable) => {
                 assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(12)))
             }

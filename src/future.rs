@@ -16,12 +16,13 @@ use tower_service::Service;
 
 use crate::{
     layer::{Mode, Policy},
-    outcome::Outcome,
+    outcome::{Outcome, StaleSession},
     rejection::RejectionResponse,
 };
 
-/// A session lookup in progress (cache, then maybe Kratos).
-pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+/// A session lookup in progress (cache, then maybe Kratos), and whether it served a stale session.
+pub(crate) type LookupFuture =
+    Pin<Box<dyn Future<Output = (Outcome, Option<StaleSession>)> + Send>>;
 
 pin_project! {
     /// The future [`KratosService`](crate::KratosService) returns.
@@ -80,7 +81,7 @@ where
         policy: &Arc<Policy<R>>,
     ) -> Self {
         Self {
-            state: decide(outcome, request, &mut service, policy),
+            state: decide(outcome, None, request, &mut service, policy),
             waiting: None,
         }
     }
@@ -89,6 +90,7 @@ where
 /// Lets the request on (with the session or the outcome in its extensions) or rejects it.
 fn decide<S, ReqBody, R>(
     outcome: Outcome,
+    stale: Option<StaleSession>,
     mut request: Request<ReqBody>,
     service: &mut S,
     policy: &Arc<Policy<R>>,
@@ -107,6 +109,9 @@ where
         match outcome {
             Outcome::Authenticated(session) => {
                 request.extensions_mut().insert(session);
+                if let Some(stale) = stale {
+                    request.extensions_mut().insert(stale);
+                }
             }
             other => {
                 // The extractors answer with this layer's rejection if a handler insists on a
@@ -144,7 +149,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup } => {
-                    let outcome = ready!(lookup.as_mut().poll(cx));
+                    let (outcome, stale) = ready!(lookup.as_mut().poll(cx));
                     let Waiting {
                         request,
                         mut service,
@@ -153,7 +158,7 @@ where
                         .waiting
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = decide(outcome, request, &mut service, &policy);
+                    let next = decide(outcome, stale, request, &mut service, &policy);
                     this.state.set(next);
                 }
                 StateProj::Inner { future } => {

@@ -7,9 +7,10 @@ use reqwest::Url;
 use tower_layer::Layer;
 
 use crate::{
-    cache::{CacheConfig, SessionCache},
+    cache::{CacheConfig, LayerStats, SessionCache},
     client::KratosClient,
     credentials::CookieNames,
+    gate::GateConfig,
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,
 };
@@ -24,6 +25,19 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a 401 may be cached ([`KratosLayerBuilder::cache_rejections`]).
 pub const MAX_REJECTION_TTL: Duration = Duration::from_secs(60);
+/// The default cap on whoami calls in flight ([`KratosLayerBuilder::max_concurrent_lookups`]).
+pub const DEFAULT_MAX_CONCURRENT_LOOKUPS: usize = 32;
+/// How long a lookup waits for a slot by default ([`KratosLayerBuilder::lookup_queue_timeout`]).
+pub const DEFAULT_LOOKUP_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default shortest back-off window ([`KratosLayerBuilder::backoff`]).
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The default longest back-off window: Ory's guidance for 429s ([`KratosLayerBuilder::backoff`]).
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How many failed whoami calls in a row open the back-off by default
+/// ([`KratosLayerBuilder::backoff_after_failures`]).
+pub const DEFAULT_BACKOFF_AFTER_FAILURES: u32 = 5;
+/// The longest stale-if-error grace ([`KratosLayerBuilder::stale_if_error`]).
+pub const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
 /// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
 /// so a pooled connection is not reused just as the other side closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,6 +161,18 @@ impl<R: Clone> KratosLayer<R> {
     }
 }
 
+impl<R> KratosLayer<R> {
+    /// A snapshot of the state this layer shares with its clones: cache sizes, whoami calls in
+    /// flight, whether it is backing off.
+    ///
+    /// Runs the cache's pending maintenance first, so every insert and removal so far is
+    /// counted; an entry that expired in the last second or so may still be counted (it is never
+    /// served). Too costly for every request: call it from a metrics scrape or a health check.
+    pub async fn stats(&self) -> LayerStats {
+        self.policy.shared.cache.stats().await
+    }
+}
+
 impl<S, R> Layer<S> for KratosLayer<R> {
     type Service = KratosService<S, R>;
 
@@ -194,6 +220,14 @@ impl KratosLayerBuilder {
                 capacity: DEFAULT_CACHE_CAPACITY,
                 negative_ttl: None,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                stale_grace: None,
+                gate: GateConfig {
+                    max_concurrent: DEFAULT_MAX_CONCURRENT_LOOKUPS,
+                    queue_timeout: DEFAULT_LOOKUP_QUEUE_TIMEOUT,
+                    backoff_min: DEFAULT_BACKOFF_MIN,
+                    backoff_max: DEFAULT_BACKOFF_MAX,
+                    failure_threshold: DEFAULT_BACKOFF_AFTER_FAILURES,
+                },
             },
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -286,6 +320,133 @@ impl<R> KratosLayerBuilder<R> {
             ));
         } else {
             self.cache.negative_ttl = Some(ttl);
+        }
+        self
+    }
+
+    /// Serve a session from its expired cache entry for up to `grace` longer when Kratos cannot
+    /// be asked (down, slower than the request timeout, 5xx, 429, a body that is not a session,
+    /// back-off, too many lookups in flight). Off by default; `grace` is at most an hour.
+    ///
+    /// Such a request reaches your service with its [`KratosSession`](crate::KratosSession) and a
+    /// [`StaleSession`](crate::StaleSession) extension saying how old the session's last
+    /// confirmation is and why Kratos could not be asked; each one is logged at `warn`. A
+    /// session is never served stale past its own `expires_at`, after a revocation made through
+    /// this process, or after Kratos refused the credential (401, step-up). Cache hits are not
+    /// slowed: the stale copies (the same shared session, not a copy of it) are read only when
+    /// Kratos is unavailable.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// use std::time::Duration;
+    /// use tower_kratos::KratosLayer;
+    ///
+    /// let layer = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .stale_if_error(Duration::from_secs(300))
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Security
+    /// During an outage, a session revoked **at Kratos** (admin API, another replica, a
+    /// password-change hook) stays accepted for up to [`cache_ttl`](Self::cache_ttl) + `grace`
+    /// after Kratos last confirmed it, instead of the TTL alone: 60 s + 5 min with the example
+    /// above. Kratos being unreachable is also when an attacker holding a stolen, since revoked
+    /// credential gains most from it. Turn it on only where keeping signed-in users working
+    /// through a Kratos outage matters more than that, keep `grace` short, and have sensitive
+    /// handlers refuse requests carrying a [`StaleSession`](crate::StaleSession).
+    pub fn stale_if_error(mut self, grace: Duration) -> Self {
+        if grace.is_zero() || grace > MAX_STALE_IF_ERROR {
+            self.fail(BuildError::setting(
+                "stale_if_error",
+                "must be between 1 ms and 1 hour",
+            ));
+        } else {
+            self.cache.stale_grace = Some(grace);
+        }
+        self
+    }
+
+    /// At most `n` whoami calls to Kratos at once, whatever arrives. Default: 32.
+    ///
+    /// Concurrent lookups of one credential share one call and one slot. A lookup that finds
+    /// every slot taken waits up to [`lookup_queue_timeout`](Self::lookup_queue_timeout), then
+    /// gets 503 with `Retry-After` ([`Unavailable::Overloaded`](crate::outcome::Unavailable)).
+    /// This bounds the connections to Kratos (one per call over HTTP/1.1) and the memory held by
+    /// calls in flight, so a flood of made-up credentials cannot exhaust either; cached sessions
+    /// are still served. 32 calls at once sustain about 900 lookups a second at Ory Network's
+    /// 35 ms latency, above every plan's burst limit, so the rate limiter (and then the back-off)
+    /// binds before this cap does; against a self-hosted Kratos, keep it at or below its database
+    /// pool size.
+    pub fn max_concurrent_lookups(mut self, n: usize) -> Self {
+        if n == 0 || n > tokio::sync::Semaphore::MAX_PERMITS {
+            self.fail(BuildError::setting(
+                "max_concurrent_lookups",
+                "must be at least 1 (and at most tokio's Semaphore::MAX_PERMITS)",
+            ));
+        } else {
+            self.cache.gate.max_concurrent = n;
+        }
+        self
+    }
+
+    /// How long a lookup waits for a free slot (see
+    /// [`max_concurrent_lookups`](Self::max_concurrent_lookups)) before getting 503. Default:
+    /// 1 s. Zero means never wait; at most 60 s, since every waiting request holds its memory.
+    pub fn lookup_queue_timeout(mut self, timeout: Duration) -> Self {
+        if timeout > Duration::from_secs(60) {
+            self.fail(BuildError::setting(
+                "lookup_queue_timeout",
+                "must be at most 60 s",
+            ));
+        } else {
+            self.cache.gate.queue_timeout = timeout;
+        }
+        self
+    }
+
+    /// The bounds of the back-off windows. Default: 1 s to 30 s.
+    ///
+    /// After a 429, or after [`backoff_after_failures`](Self::backoff_after_failures) failed
+    /// whoami calls in a row, the layer stops sending lookups to Kratos for a window: requests
+    /// that need one get 503 at once, with `Retry-After` set to what is left of it
+    /// ([`Unavailable::BackingOff`](crate::outcome::Unavailable)), while cached sessions are still
+    /// served. Then one probe lookup goes to Kratos (the others still get 503): any answer from
+    /// Kratos ends the back-off, a failure opens a window twice as long. A 429's window is
+    /// Ory Network's `x-ratelimit-reset` (else `Retry-After`) when longer than that. Windows
+    /// start at `min`, get up to a quarter added at random so replicas do not come back
+    /// together, and never exceed `max` (30 s is Ory's advice for 429s). `min` must be non-zero
+    /// and at most `max`; `max` at most 5 minutes.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        if min.is_zero() || min > max || max > Duration::from_secs(300) {
+            self.fail(BuildError::setting(
+                "backoff",
+                "needs 0 < min <= max <= 5 minutes",
+            ));
+        } else {
+            self.cache.gate.backoff_min = min;
+            self.cache.gate.backoff_max = max;
+        }
+        self
+    }
+
+    /// How many failed whoami calls in a row (timeouts, connection errors, 5xx and other
+    /// unexpected statuses, bodies that are not sessions) open the back-off. Default: 5.
+    ///
+    /// One failure is often a blip (a pooled connection the other side just closed, one slow
+    /// query) and should not turn every lookup into a 503 for a second; five in a row with no
+    /// answer in between is an outage, reached within milliseconds under load. Any answer from
+    /// Kratos (200, 401, 403) resets the count. A 429 opens the back-off at once, whatever this
+    /// says.
+    pub fn backoff_after_failures(mut self, n: u32) -> Self {
+        if n == 0 {
+            self.fail(BuildError::setting(
+                "backoff_after_failures",
+                "must be at least 1",
+            ));
+        } else {
+            self.cache.gate.failure_threshold = n;
         }
         self
     }

@@ -51,7 +51,12 @@
 //!   stored, logged, or shown by any `Debug` implementation.
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
-//!   default ([`KratosLayerBuilder::cache_ttl`]).
+//!   default ([`KratosLayerBuilder::cache_ttl`]); with stale-if-error on, up to TTL + grace while
+//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]).
+//! - While Kratos rate-limits or fails, the layer backs off and answers 503 without asking it;
+//!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`] whoami calls run at once
+//!   ([`KratosLayerBuilder::max_concurrent_lookups`]), so made-up credentials cannot open
+//!   unbounded connections to Kratos.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(
@@ -70,6 +75,7 @@ pub mod credentials;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod future;
+mod gate;
 mod layer;
 pub mod outcome;
 pub mod rejection;
@@ -80,12 +86,17 @@ pub mod session;
 pub mod testing;
 
 pub use crate::{
+    cache::LayerStats,
     future::{ResponseBody, ResponseFuture},
     layer::{
         BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_CACHE_CAPACITY,
         DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
     },
-    outcome::Outcome,
+    layer::{
+        DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
+        DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS, MAX_STALE_IF_ERROR,
+    },
+    outcome::{Outcome, StaleSession},
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,
     session::{KratosIdentity, KratosSession, Session},

@@ -117,9 +117,11 @@ pub enum Unavailable {
     Timeout,
     /// The connection failed (refused, reset, TLS, DNS...).
     Transport,
-    /// Kratos (or Ory Network) answered 429.
+    /// Kratos (or Ory Network) answered 429. The layer then backs off: new lookups are not sent
+    /// for a while.
     RateLimited {
-        /// Kratos's `Retry-After`, when it sent one.
+        /// How long Kratos asked callers to wait, when it said: Ory Network's
+        /// `x-ratelimit-reset` (seconds until its window resets), else `Retry-After` in seconds.
         retry_after: Option<Duration>,
     },
     /// A status that is not part of whoami's contract (5xx, 3xx, an unexpected 4xx).
@@ -128,13 +130,25 @@ pub enum Unavailable {
     InvalidBody,
     /// The lookup task stopped before it finished (the runtime is shutting down).
     Interrupted,
+    /// Kratos was not asked: it rate-limited or kept failing lately, and the layer is leaving it
+    /// alone for a while (see [`KratosLayerBuilder::backoff`](crate::KratosLayerBuilder::backoff)).
+    BackingOff {
+        /// How long until the layer asks Kratos again (at least one probe lookup).
+        retry_after: Duration,
+    },
+    /// Kratos was not asked: the configured number of whoami calls were already running and
+    /// none finished within the queue timeout (see
+    /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
+    Overloaded,
 }
 
 impl Unavailable {
-    /// How long Kratos asked callers to wait, when it said.
+    /// How long callers should wait, when that is known: Kratos's own wait after a 429, or
+    /// what is left of the layer's back-off window.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
+            Self::BackingOff { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -149,6 +163,43 @@ impl fmt::Display for Unavailable {
             Self::Status(status) => write!(f, "unexpected status {status}"),
             Self::InvalidBody => f.write_str("answer is not a session"),
             Self::Interrupted => f.write_str("lookup interrupted"),
+            Self::BackingOff { .. } => f.write_str("backing off after recent failures"),
+            Self::Overloaded => f.write_str("too many lookups in flight"),
         }
     }
+}
+
+/// Put in a request's extensions, next to its [`KratosSession`], when the session was served
+/// from an expired cache entry because Kratos could not be asked (stale-if-error, see
+/// [`KratosLayerBuilder::stale_if_error`](crate::KratosLayerBuilder::stale_if_error)).
+///
+/// Kratos has not confirmed the session for [`age`](Self::age): a revocation made elsewhere in
+/// that time is not reflected. Handlers of sensitive operations (payments, changing credentials)
+/// can refuse such requests:
+///
+/// ```
+/// use http::{Request, StatusCode};
+/// use tower_kratos::StaleSession;
+///
+/// fn check<B>(request: &Request<B>) -> Result<(), StatusCode> {
+///     match request.extensions().get::<StaleSession>() {
+///         // Not now: ask the client to come back when Kratos can confirm the session.
+///         Some(_stale) => Err(StatusCode::SERVICE_UNAVAILABLE),
+///         None => Ok(()),
+///     }
+/// }
+/// # assert!(check(&Request::new(())).is_ok());
+/// ```
+///
+/// With axum, extract it as `Option<axum::Extension<StaleSession>>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaleSession {
+    /// How long ago Kratos last confirmed the session (when that whoami call was sent).
+    pub age: Duration,
+    /// How long ago the cache entry stopped being fresh (zero if it was evicted before its
+    /// time); always less than the configured grace.
+    pub stale_for: Duration,
+    /// Why Kratos could not be asked this time.
+    pub cause: Unavailable,
 }

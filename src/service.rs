@@ -106,11 +106,11 @@ where
                     )
                     .await;
                     // Set-Cookie relay is wired in by the lifecycle work; until then it is dropped.
-                    let (outcome, status) = (lookup.outcome, lookup.status);
+                    let (outcome, status, stale) = (lookup.outcome, lookup.status, lookup.stale);
                     span.record("cache", status.as_str());
                     span.record("outcome", outcome.kind());
                     log_outcome(&span, &outcome, status.as_str());
-                    outcome
+                    (outcome, stale)
                 });
                 ResponseFuture::lookup(lookup, request, ready, policy)
             }

@@ -479,9 +479,22 @@ async fn rate_limited_passes_kratos_retry_after_on() {
 }
 
 #[tokio::test]
-async fn rate_limited_without_retry_after_gets_the_default() {
+async fn rate_limited_without_retry_after_uses_x_ratelimit_reset() {
+    // Ory Network always sends x-ratelimit-reset (the stand-in: 1 s when no Retry-After).
     outage(
         Fault::RateLimited { retry_after: None },
+        Unavailable::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        "1",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bare_429_gets_the_default_retry_after() {
+    outage(
+        Fault::Status(StatusCode::TOO_MANY_REQUESTS),
         Unavailable::RateLimited { retry_after: None },
         "5",
     )
@@ -510,6 +523,8 @@ async fn kratos_retry_after_is_kept_between_one_second_and_an_hour() {
         "1",
     );
 
+    // The 429 made the layer back off: a fresh layer for the next case.
+    let service = layer(&kratos).layer(Recorder::new().service());
     // A bogus day-long wait is clamped to an hour.
     kratos.set_fault(
         Endpoint::Whoami,

@@ -1283,6 +1283,60 @@ async fn counters_and_recorded_requests() {
     assert!(kratos.requests(Endpoint::Whoami).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrent_counts_requests_handled_at_once() {
+    let kratos = KratosStandIn::start().await.expect("start");
+    let session = kratos.create_session();
+    kratos.set_latency(Duration::from_millis(300));
+
+    // Three at once, then two more after they are done: the peak is three, not five.
+    let batch = |n: usize| {
+        let requests: Vec<_> = (0..n)
+            .map(|_| {
+                let kratos = kratos.clone();
+                let token = session.token.clone();
+                tokio::spawn(async move {
+                    whoami(&kratos, &[("X-Session-Token", &token)])
+                        .await
+                        .status()
+                })
+            })
+            .collect();
+        async move {
+            for request in requests {
+                assert_eq!(request.await.expect("task"), 200);
+            }
+        }
+    };
+    batch(3).await;
+    batch(2).await;
+
+    assert_eq!(kratos.calls(Endpoint::Whoami), 5);
+    assert_eq!(kratos.max_concurrent(Endpoint::Whoami), 3);
+    assert_eq!(kratos.in_flight(Endpoint::Whoami), 0);
+    assert_eq!(kratos.max_concurrent(Endpoint::ExtendSession), 0);
+
+    kratos.reset_counters();
+    assert_eq!(kratos.max_concurrent(Endpoint::Whoami), 0);
+
+    // A hung request counts until its client gives up and the connection closes.
+    kratos.set_fault(Endpoint::Whoami, Fault::Hang);
+    let gave_up = reqwest::Client::new()
+        .get(format!("{}/sessions/whoami", kratos.public_url()))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|error| error.is_timeout()));
+    assert_eq!(kratos.max_concurrent(Endpoint::Whoami), 1);
+    for _ in 0..200 {
+        if kratos.in_flight(Endpoint::Whoami) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(kratos.in_flight(Endpoint::Whoami), 0);
+}
+
 #[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -282,7 +282,25 @@ impl KratosStandIn {
         self.inner.shared.journal().requests(endpoint)
     }
 
-    /// Forgets all counters and recorded requests.
+    /// How many requests to this endpoint are being handled right now (waiting out latency, a
+    /// delay or a hang included).
+    pub fn in_flight(&self, endpoint: Endpoint) -> usize {
+        self.inner.shared.journal().in_flight(endpoint)
+    }
+
+    /// The most requests to this endpoint handled at once since the start or the last
+    /// [`reset_counters`](Self::reset_counters): how many connections a client really had open
+    /// to it at the same time.
+    ///
+    /// A request counts from when its body has been read until its answer is ready, or until
+    /// it is dropped unanswered. A request hung by [`Fault::Hang`] counts until its connection
+    /// closes.
+    pub fn max_concurrent(&self, endpoint: Endpoint) -> usize {
+        self.inner.shared.journal().max_in_flight(endpoint)
+    }
+
+    /// Forgets all counters and recorded requests. Requests still being handled stay in
+    /// [`in_flight`](Self::in_flight) and become the new [`max_concurrent`](Self::max_concurrent).
     pub fn reset_counters(&self) {
         self.inner.shared.journal().clear();
     }

@@ -57,6 +57,9 @@ pub(crate) struct Journal {
     calls: HashMap<Endpoint, usize>,
     calls_per_session: HashMap<(Endpoint, String), usize>,
     requests: HashMap<Endpoint, VecDeque<RecordedRequest>>,
+    /// Requests being handled now, and the most handled at once, per endpoint.
+    in_flight: HashMap<Endpoint, usize>,
+    max_in_flight: HashMap<Endpoint, usize>,
 }
 
 impl Journal {
@@ -93,7 +96,35 @@ impl Journal {
             .unwrap_or_default()
     }
 
+    /// A request to `endpoint` starts being handled.
+    pub(crate) fn enter(&mut self, endpoint: Endpoint) {
+        let now = self.in_flight.entry(endpoint).or_default();
+        *now += 1;
+        let now = *now;
+        let max = self.max_in_flight.entry(endpoint).or_default();
+        *max = (*max).max(now);
+    }
+
+    /// A request to `endpoint` was answered, or dropped unanswered.
+    pub(crate) fn leave(&mut self, endpoint: Endpoint) {
+        let now = self.in_flight.entry(endpoint).or_default();
+        *now = now.saturating_sub(1);
+    }
+
+    pub(crate) fn in_flight(&self, endpoint: Endpoint) -> usize {
+        self.in_flight.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn max_in_flight(&self, endpoint: Endpoint) -> usize {
+        self.max_in_flight.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    /// Forgets counters and recorded requests. Requests still being handled stay counted, and
+    /// become the new peak.
     pub(crate) fn clear(&mut self) {
+        let in_flight = std::mem::take(&mut self.in_flight);
         *self = Self::default();
+        self.max_in_flight = in_flight.clone();
+        self.in_flight = in_flight;
     }
 }

@@ -148,6 +148,7 @@ async fn handle(
         },
     );
 
+    let _in_flight = InFlight::enter(&shared, endpoint);
     let (latency, fault) = {
         let knobs = shared.knobs();
         (knobs.whoami_latency, knobs.faults.get(&endpoint).cloned())
@@ -182,6 +183,26 @@ async fn handle(
         return Ok(routes::error(&KratosError::new(status), &parts));
     }
     Ok(routes::respond(&shared, &route, &parts, &body))
+}
+
+/// Counts a request as being handled until dropped: answered, or abandoned (a hung request whose
+/// connection closed, a killed connection).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    endpoint: Endpoint,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared, endpoint: Endpoint) -> Self {
+        shared.journal().enter(endpoint);
+        Self { shared, endpoint }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared.journal().leave(self.endpoint);
+    }
 }
 
 /// Ory Network's 429: herodot body plus the rate-limit headers.

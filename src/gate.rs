@@ -1,0 +1,450 @@
+//! When a whoami call may be sent: after Kratos rate-limits or keeps failing, the layer leaves it
+//! alone for a jittered window (back-off), and only so many calls run at once (the lookup cap).
+//!
+//! Back-off is a small state machine:
+//!
+//! ```text
+//!  Closed --429, or N failures in a row--> Open(until) --window over--> HalfOpen (one probe)
+//!    ^                                        ^                           |   |
+//!    |                                        +------429 or failure-------+   |
+//!    +---------------------------any answer from Kratos (200/401/403)--------+
+//! ```
+//!
+//! Each re-opening doubles the failure window (capped); a 429's window is Kratos's own
+//! `x-ratelimit-reset`/`Retry-After` when longer. While open, lookups fail at once with
+//! [`Unavailable::BackingOff`]; while the probe runs, every other lookup does too.
+
+use std::{
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::outcome::{Outcome, Unavailable};
+
+/// The `Retry-After` given while a probe is deciding whether Kratos is back: a probe takes at
+/// most the request timeout, and callers should not all come back at once behind it.
+const PROBE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Back-off and lookup-cap settings, validated by the layer's builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GateConfig {
+    /// At most this many whoami calls at once.
+    pub(crate) max_concurrent: usize,
+    /// How long a lookup waits for one of those slots before giving up (503).
+    pub(crate) queue_timeout: Duration,
+    /// The first failure window, and the least a 429 backs off for.
+    pub(crate) backoff_min: Duration,
+    /// The longest window, whatever Kratos or the doubling says.
+    pub(crate) backoff_max: Duration,
+    /// How many failed calls in a row (timeouts, connection errors, 5xx, bad bodies) open the
+    /// back-off. A 429 opens it at once.
+    pub(crate) failure_threshold: u32,
+}
+
+/// Where the back-off state machine is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Lookups go to Kratos. `failures` counts failed calls since the last answer.
+    Closed { failures: u32 },
+    /// Lookups fail fast until `until`; then the next one probes. `level` counts the windows
+    /// opened since Kratos last answered, and doubles the next failure window.
+    Open { until: Instant, level: u32 },
+    /// One probe lookup is on its way to Kratos; the others fail fast.
+    HalfOpen { level: u32 },
+}
+
+/// The gate in front of Kratos, shared by every lookup of one layer.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    config: GateConfig,
+    permits: Semaphore,
+    phase: Mutex<Phase>,
+}
+
+/// Leave to send one whoami call: holds one of the concurrency slots until dropped.
+#[derive(Debug)]
+pub(crate) struct Pass<'a> {
+    gate: &'a Gate,
+    _permit: SemaphorePermit<'a>,
+    /// This call decides whether the back-off ends.
+    probe: bool,
+    recorded: bool,
+}
+
+impl Gate {
+    pub(crate) fn new(config: GateConfig) -> Self {
+        Self {
+            config,
+            permits: Semaphore::new(config.max_concurrent),
+            phase: Mutex::new(Phase::Closed { failures: 0 }),
+        }
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        // The phase is a plain value, consistent even if a holder panicked.
+        self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A cheap look before any work: `Err` while the layer is leaving Kratos alone.
+    pub(crate) fn check(&self) -> Result<(), Unavailable> {
+        match *self.phase() {
+            Phase::Closed { .. } => Ok(()),
+            Phase::Open { until, .. } => match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Err(Unavailable::BackingOff { retry_after: left }),
+                // The window is over: this lookup may become the probe.
+                _ => Ok(()),
+            },
+            Phase::HalfOpen { .. } => Err(Unavailable::BackingOff {
+                retry_after: PROBE_RETRY_AFTER,
+            }),
+        }
+    }
+
+    /// Waits (at most the queue timeout) for a slot, then asks the back-off for leave.
+    pub(crate) async fn enter(&self) -> Result<Pass<'_>, Unavailable> {
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                match tokio::time::timeout(self.config.queue_timeout, self.permits.acquire()).await
+                {
+                    Ok(Ok(permit)) => permit,
+                    // A timeout, or a closed semaphore (never closed; treated alike).
+                    Ok(Err(_)) | Err(_) => return Err(Unavailable::Overloaded),
+                }
+            }
+        };
+        // Checked after the wait: the back-off may have opened meanwhile.
+        let mut phase = self.phase();
+        let probe = match *phase {
+            Phase::Closed { .. } => false,
+            Phase::Open { until, level } => match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => {
+                    return Err(Unavailable::BackingOff { retry_after: left })
+                }
+                _ => {
+                    *phase = Phase::HalfOpen { level };
+                    true
+                }
+            },
+            Phase::HalfOpen { .. } => {
+                return Err(Unavailable::BackingOff {
+                    retry_after: PROBE_RETRY_AFTER,
+                })
+            }
+        };
+        Ok(Pass {
+            gate: self,
+            _permit: permit,
+            probe,
+            recorded: false,
+        })
+    }
+
+    /// How many whoami calls are running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.config.max_concurrent - self.permits.available_permits()
+    }
+
+    /// Whether lookups are being answered 503 without asking Kratos.
+    pub(crate) fn backing_off(&self) -> bool {
+        !matches!(*self.phase(), Phase::Closed { .. })
+    }
+
+    /// Takes what Kratos answered into account, and frees the pass's slot.
+    pub(crate) fn record(&self, mut pass: Pass<'_>, outcome: &Outcome) {
+        pass.recorded = true;
+        let probe = pass.probe;
+        let mut phase = self.phase();
+        let now = Instant::now();
+        let failure = match outcome {
+            Outcome::Unavailable(Unavailable::RateLimited { retry_after }) => {
+                let level = match *phase {
+                    Phase::Closed { .. } => 0,
+                    Phase::Open { level, .. } => level,
+                    Phase::HalfOpen { level } => level + u32::from(probe),
+                };
+                let base = retry_after
+                    .unwrap_or(Duration::ZERO)
+                    .max(self.doubled(level));
+                let until = now + self.window(base);
+                // Another call's window may already reach further: keep the later end.
+                let until = match *phase {
+                    Phase::Open { until: open, .. } => open.max(until),
+                    _ => until,
+                };
+                *phase = Phase::Open { until, level };
+                tracing::warn!(
+                    window_ms = until.saturating_duration_since(now).as_millis() as u64,
+                    kratos_retry_after_s = retry_after.map(|wait| wait.as_secs()),
+                    "Kratos rate-limited whoami (429); backing off: lookups get 503 until a probe succeeds"
+                );
+                return;
+            }
+            Outcome::Unavailable(
+                Unavailable::Timeout
+                | Unavailable::Transport
+                | Unavailable::Status(_)
+                | Unavailable::InvalidBody,
+            ) => true,
+            // The layer's own refusals and interruptions say nothing about Kratos.
+            Outcome::Unavailable(_) => {
+                if probe {
+                    self.release_probe(&mut phase);
+                }
+                return;
+            }
+            // 200, 401, 403 step-up: Kratos is answering.
+            _ => false,
+        };
+        match (*phase, failure) {
+            (Phase::Closed { .. }, false) => *phase = Phase::Closed { failures: 0 },
+            (Phase::Closed { failures }, true) => {
+                let failures = failures.saturating_add(1);
+                if failures >= self.config.failure_threshold {
+                    let window = self.window(self.doubled(0));
+                    *phase = Phase::Open {
+                        until: now + window,
+                        level: 0,
+                    };
+                    tracing::warn!(
+                        failures,
+                        window_ms = window.as_millis() as u64,
+                        reason = %outcome,
+                        "Kratos failed repeatedly; backing off: lookups get 503 until a probe succeeds"
+                    );
+                } else {
+                    *phase = Phase::Closed { failures };
+                }
+            }
+            (Phase::HalfOpen { .. }, false) if probe => {
+                *phase = Phase::Closed { failures: 0 };
+                tracing::info!("Kratos answered the probe lookup; back-off over");
+            }
+            (Phase::HalfOpen { level }, true) if probe => {
+                let level = level.saturating_add(1);
+                let window = self.window(self.doubled(level));
+                *phase = Phase::Open {
+                    until: now + window,
+                    level,
+                };
+                tracing::warn!(
+                    window_ms = window.as_millis() as u64,
+                    reason = %outcome,
+                    "the probe lookup failed; backing off for longer"
+                );
+            }
+            // A call sent before the back-off opened: the window (and the probe) decide, not it.
+            (Phase::Open { .. } | Phase::HalfOpen { .. }, _) => {}
+        }
+    }
+
+    /// A probe that ended without an answer: the next lookup probes instead.
+    fn release_probe(&self, phase: &mut Phase) {
+        if let Phase::HalfOpen { level } = *phase {
+            *phase = Phase::Open {
+                until: Instant::now(),
+                level,
+            };
+        }
+    }
+
+    /// The failure window for this level: the minimum, doubled per level, capped.
+    fn doubled(&self, level: u32) -> Duration {
+        let factor = 1u32 << level.min(16);
+        self.config
+            .backoff_min
+            .saturating_mul(factor)
+            .min(self.config.backoff_max)
+    }
+
+    /// `base`, kept within the bounds, with jitter so that replicas backing off together do not
+    /// come back together.
+    fn window(&self, base: Duration) -> Duration {
+        jittered(
+            base.max(self.config.backoff_min),
+            self.config.backoff_max,
+            unit_random(),
+        )
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            let mut phase = self.gate.phase();
+            self.gate.release_probe(&mut phase);
+        }
+    }
+}
+
+/// Uniformly between `base` and a quarter more (never less: a server's wait is a minimum),
+/// capped at `max`. At the cap, where adding is impossible, the spread goes below it instead
+/// (down to 80 % of `max`), so callers capped together still spread out.
+fn jittered(base: Duration, max: Duration, random: f64) -> Duration {
+    let high = (base + base / 4).min(max);
+    let low = if base >= max { max - max / 5 } else { base };
+    low + (high - low).mul_f64(random)
+}
+
+/// A number in `[0, 1)`, from the operating system; from the clock if that fails (jitter only
+/// spreads retries out, it guards no secret).
+fn unit_random() -> f64 {
+    let bits = getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::from(since.subsec_nanos()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            })
+    });
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Unauthenticated;
+    use http::StatusCode;
+
+    fn config() -> GateConfig {
+        GateConfig {
+            max_concurrent: 2,
+            queue_timeout: Duration::from_millis(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            failure_threshold: 3,
+        }
+    }
+
+    const FAILED: Outcome = Outcome::Unavailable(Unavailable::Transport);
+    const REJECTED: Outcome = Outcome::Unauthenticated(Unauthenticated::Rejected);
+
+    fn open_for(gate: &Gate) -> Duration {
+        match gate.check() {
+            Err(Unavailable::BackingOff { retry_after }) => retry_after,
+            other => panic!("expected back-off, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_spreads() {
+        let max = Duration::from_secs(30);
+        for base in [
+            Duration::from_secs(1),
+            Duration::from_secs(29),
+            max,
+            max * 2,
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let window = jittered(base, max, unit_random());
+                assert!(window <= max, "{window:?}");
+                assert!(window >= base.min(max) * 4 / 5, "{window:?} for {base:?}");
+                if base < max {
+                    assert!(window >= base, "never less than a server's wait");
+                }
+                seen.insert(window);
+            }
+            assert!(seen.len() > 100, "jitter spreads windows ({base:?})");
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_row_open_and_any_answer_resets_the_count() {
+        let gate = Gate::new(config());
+        for _ in 0..2 {
+            let pass = gate.enter().await.expect("closed");
+            gate.record(pass, &FAILED);
+        }
+        // A 401 is a healthy Kratos: the count starts again.
+        let pass = gate.enter().await.expect("closed");
+        gate.record(pass, &REJECTED);
+        for _ in 0..2 {
+            let pass = gate.enter().await.expect("closed");
+            gate.record(pass, &FAILED);
+        }
+        assert!(gate.check().is_ok(), "two failures in a row are not three");
+        let pass = gate.enter().await.expect("closed");
+        gate.record(
+            pass,
+            &Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY)),
+        );
+        let left = open_for(&gate);
+        assert!(left <= Duration::from_millis(125), "{left:?}");
+        assert!(matches!(
+            gate.enter().await,
+            Err(Unavailable::BackingOff { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_probe_after_the_window_then_longer_windows_until_kratos_answers() {
+        let gate = Gate::new(GateConfig {
+            failure_threshold: 1,
+            ..config()
+        });
+        let pass = gate.enter().await.expect("closed");
+        gate.record(pass, &FAILED);
+        let first = open_for(&gate);
+        tokio::time::sleep(first + Duration::from_millis(5)).await;
+
+        assert!(gate.check().is_ok(), "the window is over");
+        let probe = gate.enter().await.expect("the probe");
+        assert!(probe.probe);
+        // While the probe runs, everyone else fails fast.
+        assert!(matches!(
+            gate.enter().await,
+            Err(Unavailable::BackingOff { retry_after }) if retry_after == PROBE_RETRY_AFTER
+        ));
+        gate.record(probe, &FAILED);
+        let second = open_for(&gate);
+        assert!(second >= Duration::from_millis(190), "doubled: {second:?}");
+        tokio::time::sleep(second + Duration::from_millis(5)).await;
+
+        let probe = gate.enter().await.expect("the probe");
+        gate.record(probe, &REJECTED);
+        assert!(!gate.backing_off());
+        let pass = gate.enter().await.expect("closed again");
+        assert!(!pass.probe);
+    }
+
+    #[tokio::test]
+    async fn a_429_opens_at_once_for_kratos_wait_and_a_lost_probe_is_replaced() {
+        let gate = Gate::new(config());
+        let pass = gate.enter().await.expect("closed");
+        let limited = Outcome::Unavailable(Unavailable::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        gate.record(pass, &limited);
+        let left = open_for(&gate);
+        assert!(left > Duration::from_millis(1900) && left <= Duration::from_millis(2500));
+
+        // A probe that ends without an answer (the layer's own refusal) frees the probe slot.
+        let gate = Gate::new(GateConfig {
+            failure_threshold: 1,
+            backoff_min: Duration::from_millis(1),
+            ..config()
+        });
+        let pass = gate.enter().await.expect("closed");
+        gate.record(pass, &FAILED);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let probe = gate.enter().await.expect("the probe");
+        drop(probe);
+        let probe = gate.enter().await.expect("another probe");
+        assert!(probe.probe);
+    }
+
+    #[tokio::test]
+    async fn the_cap_bounds_calls_in_flight_and_the_wait() {
+        let gate = Gate::new(config());
+        let first = gate.enter().await.expect("slot 1");
+        let second = gate.enter().await.expect("slot 2");
+        assert_eq!(gate.in_flight(), 2);
+        assert!(matches!(gate.enter().await, Err(Unavailable::Overloaded)));
+        gate.record(first, &REJECTED);
+        let third = gate.enter().await.expect("a freed slot");
+        drop((second, third));
+        assert_eq!(gate.in_flight(), 0);
+    }
+}
