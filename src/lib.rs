@@ -40,6 +40,7 @@
 //! - [`session`]: the lenient Kratos session model.
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
+//! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, API logout.
 //! - `extract` (feature `axum`): extractors, `Option<…>` included.
 //! - `testing` (feature `test-util`): a Kratos stand-in for your tests.
 //!
@@ -71,6 +72,7 @@ pub mod credentials;
 pub mod extract;
 mod future;
 mod layer;
+pub mod lifecycle;
 pub mod outcome;
 pub mod rejection;
 mod service;
@@ -82,8 +84,9 @@ pub mod testing;
 pub use crate::{
     future::{ResponseBody, ResponseFuture},
     layer::{
-        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_CACHE_CAPACITY,
-        DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
+        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_ADMIN_TIMEOUT,
+        DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_EXTEND_COOLDOWN, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
     },
     outcome::Outcome,
     rejection::{DefaultRejection, RejectionResponse},
