@@ -243,8 +243,10 @@ impl KratosClient {
         &self,
         session_id: &str,
     ) -> Result<ExtendAnswer, LifecycleError> {
-        let (request, timeout) =
-            self.admin_request(reqwest::Method::PATCH, &["admin", "sessions", session_id, "extend"])?;
+        let (request, timeout) = self.admin_request(
+            reqwest::Method::PATCH,
+            &["admin", "sessions", session_id, "extend"],
+        )?;
         let answer = self.execute(request, timeout, MAX_BODY_LEN).await?;
         match answer.status {
             StatusCode::OK => serde_json::from_slice::<Session>(&answer.body)
@@ -289,8 +291,11 @@ impl KratosClient {
         credential: &Credential,
         session_id: &str,
     ) -> Result<(), LifecycleError> {
-        let request =
-            self.public_request(reqwest::Method::DELETE, &["sessions", session_id], credential)?;
+        let request = self.public_request(
+            reqwest::Method::DELETE,
+            &["sessions", session_id],
+            credential,
+        )?;
         let answer = self
             .execute(request, self.request_timeout, MAX_BODY_LEN)
             .await?;
@@ -415,7 +420,9 @@ impl KratosClient {
         // Unreachable for credentials built by this crate (they are validated).
         let (name, value) = credential
             .to_kratos_header()
-            .ok_or(LifecycleError::Malformed(MalformedCredential::InvalidCharacters))?;
+            .ok_or(LifecycleError::Malformed(
+                MalformedCredential::InvalidCharacters,
+            ))?;
         Ok(request
             .header(name, value)
             .header(header::ACCEPT, "application/json"))
@@ -528,10 +535,7 @@ fn next_page(headers: &HeaderMap, size: Option<u16>) -> Option<Page> {
             let Ok(url) = base.join(target) else {
                 continue;
             };
-            let mut next = Page {
-                size,
-                token: None,
-            };
+            let mut next = Page { size, token: None };
             for (key, value) in url.query_pairs() {
                 match key.as_ref() {
                     "page_token" if !value.is_empty() => next.token = Some(value.into_owned()),

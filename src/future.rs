@@ -9,19 +9,36 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
     layer::{Mode, Policy},
+    lifecycle::{append_set_cookies, SessionExtension},
     outcome::Outcome,
     rejection::RejectionResponse,
 };
 
-/// A session lookup in progress (cache, then maybe Kratos).
-pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+/// A session lookup in progress (cache, then maybe Kratos, then maybe an extension).
+pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+
+/// What a lookup decided, and what it has for the response.
+pub(crate) struct Resolved {
+    pub(crate) outcome: Outcome,
+    pub(crate) relay: Relay,
+}
+
+/// What the layer adds to the inner service's response. Empty (and allocation-free) unless
+/// Kratos issued a cookie or an extension was attempted.
+#[derive(Default)]
+pub(crate) struct Relay {
+    /// Kratos's `Set-Cookie` headers for the session, appended to the response.
+    pub(crate) set_cookies: Vec<HeaderValue>,
+    /// The extension attempt's report, put in the request's and the response's extensions.
+    pub(crate) extension: Option<SessionExtension>,
+}
 
 pin_project! {
     /// The future [`KratosService`](crate::KratosService) returns.
@@ -46,7 +63,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Lookup { lookup: LookupFuture },
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, relay: Relay },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -79,8 +96,12 @@ where
         mut service: S,
         policy: &Arc<Policy<R>>,
     ) -> Self {
+        let resolved = Resolved {
+            outcome,
+            relay: Relay::default(),
+        };
         Self {
-            state: decide(outcome, request, &mut service, policy),
+            state: decide(resolved, request, &mut service, policy),
             waiting: None,
         }
     }
@@ -88,7 +109,7 @@ where
 
 /// Lets the request on (with the session or the outcome in its extensions) or rejects it.
 fn decide<S, ReqBody, R>(
-    outcome: Outcome,
+    Resolved { outcome, relay }: Resolved,
     mut request: Request<ReqBody>,
     service: &mut S,
     policy: &Arc<Policy<R>>,
@@ -107,6 +128,9 @@ where
         match outcome {
             Outcome::Authenticated(session) => {
                 request.extensions_mut().insert(session);
+                if let Some(extension) = &relay.extension {
+                    request.extensions_mut().insert(extension.clone());
+                }
             }
             other => {
                 // The extractors answer with this layer's rejection if a handler insists on a
@@ -122,6 +146,7 @@ where
         }
         return State::Inner {
             future: service.call(request),
+            relay,
         };
     }
     let (parts, _body) = request.into_parts();
@@ -144,7 +169,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup } => {
-                    let outcome = ready!(lookup.as_mut().poll(cx));
+                    let resolved = ready!(lookup.as_mut().poll(cx));
                     let Waiting {
                         request,
                         mut service,
@@ -153,11 +178,19 @@ where
                         .waiting
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = decide(outcome, request, &mut service, &policy);
+                    let next = decide(resolved, request, &mut service, &policy);
                     this.state.set(next);
                 }
-                StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
+                StateProj::Inner { future, relay } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    let Relay {
+                        set_cookies,
+                        extension,
+                    } = std::mem::take(relay);
+                    append_set_cookies(response.headers_mut(), set_cookies);
+                    if let Some(extension) = extension {
+                        response.extensions_mut().insert(extension);
+                    }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {

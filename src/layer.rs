@@ -559,7 +559,10 @@ fn build_lifecycle(
     if settings.extend_cooldown.is_zero() {
         return Err(BuildError::setting("extend_cooldown", "must not be zero"));
     }
-    if settings.extend_within.is_some_and(|within| within.is_zero()) {
+    if settings
+        .extend_within
+        .is_some_and(|within| within.is_zero())
+    {
         return Err(BuildError::setting("extend_within", "must not be zero"));
     }
     let admin = match &settings.admin_url {
@@ -567,8 +570,8 @@ fn build_lifecycle(
             let base = parse_http_url("admin_url", url)?;
             let authorization = match &settings.admin_api_key {
                 Some(key) => {
-                    let plain_http = base.scheme() == "http"
-                        && !base.host_str().is_some_and(is_loopback_host);
+                    let plain_http =
+                        base.scheme() == "http" && !base.host_str().is_some_and(is_loopback_host);
                     if plain_http {
                         tracing::warn!(
                             admin_url = base.as_str(),

@@ -386,7 +386,11 @@ impl SessionLifecycle {
             attempt: Some(attempt.report.clone()),
             session: attempt.session.clone().unwrap_or(session),
             // The extension's cookie is the newest; an earlier one from the lookup is superseded.
-            set_cookies: if extended.is_empty() { relayed } else { extended },
+            set_cookies: if extended.is_empty() {
+                relayed
+            } else {
+                extended
+            },
         })
     }
 
@@ -563,7 +567,10 @@ impl SessionLifecycle {
                 .await;
         }
         deleted?;
-        tracing::info!(identity_id, "all Kratos sessions of an identity revoked (admin)");
+        tracing::info!(
+            identity_id,
+            "all Kratos sessions of an identity revoked (admin)"
+        );
         Ok(())
     }
 
@@ -713,8 +720,7 @@ pub(crate) async fn extend_for_request(
             set_cookies: Vec::new(),
         };
     };
-    match tokio::time::timeout(admin.timeout(), extend_shared(shared, credential, session)).await
-    {
+    match tokio::time::timeout(admin.timeout(), extend_shared(shared, credential, session)).await {
         Ok(attempt) => LayerExtension {
             report: attempt.report.clone(),
             session: attempt.session.clone(),
