@@ -72,7 +72,6 @@
 
 use std::{
     borrow::Cow,
-    convert::Infallible,
     fmt,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -153,8 +152,7 @@ impl fmt::Display for SessionExtension {
 
 /// The answer of [`SessionLifecycle::extend_if_expiring`].
 ///
-/// With the `axum` feature it is [`IntoResponseParts`](axum_core::response::IntoResponseParts):
-/// returned with a response, it appends the `Set-Cookie` Kratos issued for the extended session
+/// With the `axum` feature it is axum's `IntoResponseParts`: returned with a response, it appends the `Set-Cookie` Kratos issued for the extended session
 /// (cookie sessions only), so the browser's cookie does not expire at its old time.
 #[derive(Clone)]
 #[must_use]
@@ -214,12 +212,12 @@ impl fmt::Debug for ExtendOutcome {
 
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponseParts for ExtendOutcome {
-    type Error = Infallible;
+    type Error = std::convert::Infallible;
 
     fn into_response_parts(
         self,
         mut parts: axum_core::response::ResponseParts,
-    ) -> Result<axum_core::response::ResponseParts, Infallible> {
+    ) -> Result<axum_core::response::ResponseParts, std::convert::Infallible> {
         append_set_cookies(parts.headers_mut(), self.set_cookies);
         Ok(parts)
     }
@@ -922,7 +920,8 @@ fn error_of(outcome: Outcome) -> LifecycleError {
 
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for LifecycleError {
-    /// A Kratos-style JSON error: 400 (invalid id, current session, not a token session), 401
+    /// A Kratos-style JSON error (`{"error": {"id": kind, "code", "status", "message"}}`):
+    /// 400 (invalid id, current session, not a token session), 401
     /// (no or invalid credential), 403 (step-up, with `redirect_browser_to`), 404, 500 (admin
     /// API not configured or refusing the key), 503 with `Retry-After` (Kratos unavailable or
     /// rate limiting). Never shows a credential or the admin key.
@@ -942,19 +941,19 @@ impl axum_core::response::IntoResponse for LifecycleError {
             Self::AdminNotConfigured | Self::AdminRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let reason = match &self {
+        let message = match &self {
             // The details are for the server's logs, not for the client.
             Self::AdminNotConfigured | Self::AdminRefused(_) => {
-                "The session service is misconfigured.".to_owned()
+                "the session service is misconfigured".to_owned()
             }
             other => other.to_string(),
         };
         let mut body = json!({
             "error": {
+                "id": self.kind(),
                 "code": status.as_u16(),
                 "status": status.canonical_reason().unwrap_or(""),
-                "reason": reason,
-                "message": self.kind(),
+                "message": message,
             }
         });
         if let Self::AalRequired(step_up) = &self {

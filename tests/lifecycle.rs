@@ -1195,3 +1195,53 @@ async fn lifecycle_settings_are_checked_at_build_time() {
         assert_eq!(error.setting_name(), setting, "{error}");
     }
 }
+
+#[tokio::test]
+async fn lifecycle_errors_become_kratos_style_responses() {
+    use axum::response::IntoResponse;
+
+    let cases = [
+        (LifecycleError::CurrentSession, 400, "current_session"),
+        (LifecycleError::InvalidId, 400, "invalid_id"),
+        (LifecycleError::NoCredential, 401, "no_credential"),
+        (LifecycleError::Unauthenticated, 401, "unauthenticated"),
+        (LifecycleError::NotFound, 404, "not_found"),
+        (
+            LifecycleError::AdminNotConfigured,
+            500,
+            "admin_not_configured",
+        ),
+        (
+            LifecycleError::AdminRefused(StatusCode::FORBIDDEN),
+            500,
+            "admin_refused",
+        ),
+        (
+            LifecycleError::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+            503,
+            "rate_limited",
+        ),
+        (
+            LifecycleError::Unavailable(Unavailable::Timeout),
+            503,
+            "unavailable",
+        ),
+    ];
+    for (error, status, id) in cases {
+        let answer = Answer::read(error.into_response()).await;
+        let body = answer.assert_json_error(StatusCode::from_u16(status).expect("status"));
+        assert_eq!(body["error"]["id"], id);
+        if status == 503 {
+            let expected = if id == "rate_limited" { "7" } else { "5" };
+            assert_eq!(answer.header(header::RETRY_AFTER), Some(expected));
+        }
+        if status == 500 {
+            assert_eq!(
+                body["error"]["message"],
+                "the session service is misconfigured"
+            );
+        }
+    }
+}
