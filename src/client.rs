@@ -129,14 +129,17 @@ impl KratosClient {
         self.lifecycle.admin.as_ref()
     }
 
-    /// `GET /sessions/whoami` with this credential alone.
+    /// `GET /sessions/whoami` with this credential alone. `fresh` asks Ory Network's session
+    /// cache ("Edge Sessions") for a fresh read (`Cache-Control: max-age=0`, API.md §f): for a
+    /// session this process has just revoked or extended, whose cached answer would be stale.
     pub(crate) async fn whoami(
         &self,
         credential: &Credential,
         request_id: Option<&HeaderValue>,
+        fresh: bool,
     ) -> WhoamiAnswer {
         let started = Instant::now();
-        let call = self.whoami_inner(credential, request_id);
+        let call = self.whoami_inner(credential, request_id, fresh);
         let (outcome, cache_for, set_cookies) =
             match tokio::time::timeout(self.request_timeout, call).await {
                 Ok(answer) => answer,
@@ -154,6 +157,7 @@ impl KratosClient {
         &self,
         credential: &Credential,
         request_id: Option<&HeaderValue>,
+        fresh: bool,
     ) -> (Outcome, Option<Duration>, Vec<HeaderValue>) {
         let Some((name, value)) = credential.to_kratos_header() else {
             // Unreachable for credentials built by this crate (they are validated); refuse anyway.
@@ -170,6 +174,9 @@ impl KratosClient {
             .header(header::ACCEPT, "application/json");
         if let Some(request_id) = request_id {
             request = request.header("x-request-id", request_id.clone());
+        }
+        if fresh {
+            request = request.header(header::CACHE_CONTROL, "max-age=0");
         }
         let response = match request.send().await {
             Ok(response) => response,

@@ -829,7 +829,8 @@ async fn confirm(
         }
     }
     let asked_at = Instant::now();
-    let whoami = shared.client.whoami(credential, None).await;
+    // A fresh read: Ory Network's session cache may still hold the old expiry.
+    let whoami = shared.client.whoami(credential, None, true).await;
     match whoami.outcome {
         Outcome::Authenticated(confirmed) => {
             let report = match confirmed.expires_at {

@@ -316,8 +316,11 @@ async fn extension_refreshes_the_cache(style: ExtendResponse) {
     assert!(patches[0].headers.get(header::AUTHORIZATION).is_none());
     assert!(patches[0].headers.get("x-session-token").is_none());
     assert!(patches[0].headers.get(header::COOKIE).is_none());
-    // The lookup's whoami, and the one confirming the extension.
+    // The lookup's whoami, and the one confirming the extension, past Ory Network's cache.
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 2);
+    let whoamis = kratos.requests(Endpoint::Whoami);
+    assert!(whoamis[0].headers.get(header::CACHE_CONTROL).is_none());
+    assert_eq!(whoamis[1].headers[header::CACHE_CONTROL], "max-age=0");
 
     let second = send(&service, token(&alice)).await;
     assert_served(&second);
@@ -976,6 +979,15 @@ async fn disabling_a_session_through_the_admin_api_rejects_it_at_once() {
 
     assert_rejected(&send(&service, cookie(&tablet)).await);
     assert_served(&send(&service, token(&current)).await);
+    // The re-check asks past Ory Network's session cache, which may not know of an admin
+    // revocation yet; the ordinary lookups did not.
+    let whoamis = kratos.requests(Endpoint::Whoami);
+    let fresh: Vec<_> = whoamis
+        .iter()
+        .map(|request| request.headers.get(header::CACHE_CONTROL).is_some())
+        .collect();
+    assert_eq!(fresh, [false, false, false, true]);
+    assert_eq!(whoamis[3].headers[header::CACHE_CONTROL], "max-age=0");
     let disable = &kratos.requests(Endpoint::AdminDisableSession)[0];
     assert_eq!(disable.uri.path(), format!("/admin/sessions/{}", tablet.id));
     assert_eq!(
@@ -1038,6 +1050,8 @@ async fn api_logout_rejects_the_token_at_once_in_either_header() {
 
     assert_rejected(&send(&service, token(&current)).await);
     assert_rejected(&send(&service, get("/", &[("authorization", &bearer)])).await);
+    let last = kratos.requests(Endpoint::Whoami).pop().expect("a whoami");
+    assert_eq!(last.headers[header::CACHE_CONTROL], "max-age=0");
     let logout = &kratos.requests(Endpoint::LogoutApi)[0];
     assert_eq!(
         logout.body,
