@@ -27,11 +27,12 @@ pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Resolved> + Send>>;
 /// What a lookup decided, and what it has for the response.
 pub(crate) struct Resolved {
     pub(crate) outcome: Outcome,
-    pub(crate) relay: Relay,
+    /// `None` (no allocation, one word in the future) unless Kratos issued a cookie or an
+    /// extension was attempted.
+    pub(crate) relay: Option<Box<Relay>>,
 }
 
-/// What the layer adds to the inner service's response. Empty (and allocation-free) unless
-/// Kratos issued a cookie or an extension was attempted.
+/// What the layer adds to the inner service's response.
 #[derive(Default)]
 pub(crate) struct Relay {
     /// Kratos's `Set-Cookie` headers for the session, appended to the response.
@@ -63,7 +64,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Lookup { lookup: LookupFuture },
-        Inner { #[pin] future: F, relay: Relay },
+        Inner { #[pin] future: F, relay: Option<Box<Relay>> },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -98,7 +99,7 @@ where
     ) -> Self {
         let resolved = Resolved {
             outcome,
-            relay: Relay::default(),
+            relay: None,
         };
         Self {
             state: decide(resolved, request, &mut service, policy),
@@ -128,7 +129,7 @@ where
         match outcome {
             Outcome::Authenticated(session) => {
                 request.extensions_mut().insert(session);
-                if let Some(extension) = &relay.extension {
+                if let Some(extension) = relay.as_ref().and_then(|relay| relay.extension.as_ref()) {
                     request.extensions_mut().insert(extension.clone());
                 }
             }
@@ -183,13 +184,15 @@ where
                 }
                 StateProj::Inner { future, relay } => {
                     let mut response = ready!(future.poll(cx))?;
-                    let Relay {
-                        set_cookies,
-                        extension,
-                    } = std::mem::take(relay);
-                    append_set_cookies(response.headers_mut(), set_cookies);
-                    if let Some(extension) = extension {
-                        response.extensions_mut().insert(extension);
+                    if let Some(relay) = relay.take() {
+                        let Relay {
+                            set_cookies,
+                            extension,
+                        } = *relay;
+                        append_set_cookies(response.headers_mut(), set_cookies);
+                        if let Some(extension) = extension {
+                            response.extensions_mut().insert(extension);
+                        }
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }

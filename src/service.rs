@@ -121,10 +121,12 @@ where
                         (Some(within), Outcome::Authenticated(session))
                             if is_due(&session, within) =>
                         {
-                            let extension = tracing::Instrument::instrument(
+                            // Boxed: only due requests pay for the extension's state, and the
+                            // lookup future every request allocates stays as small as before.
+                            let extension = Box::pin(tracing::Instrument::instrument(
                                 extend_for_request(shared, &credential, &session),
                                 span,
-                            )
+                            ))
                             .await;
                             if lifecycle.relay_set_cookie && !extension.set_cookies.is_empty() {
                                 relay.set_cookies = extension.set_cookies;
@@ -134,6 +136,8 @@ where
                         }
                         (_, outcome) => outcome,
                     };
+                    let relay = (!relay.set_cookies.is_empty() || relay.extension.is_some())
+                        .then(|| Box::new(relay));
                     Resolved { outcome, relay }
                 });
                 ResponseFuture::lookup(lookup, request, ready, policy)
