@@ -620,6 +620,15 @@ impl Page {
         self
     }
 
+    /// The page Kratos's `page_token` names (from an earlier [`SessionList::next`], say after a
+    /// round trip through your own API's pagination). The token is opaque; it is sent as a
+    /// query parameter, encoded, and never shapes the URL otherwise.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        let token = token.into();
+        self.token = (!token.is_empty()).then_some(token);
+        self
+    }
+
     /// The page size asked for, if set.
     pub fn size(&self) -> Option<u16> {
         self.size
@@ -866,6 +875,74 @@ pub(crate) fn join(base: &Url, path: &str) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_must_be_canonical_uuids_and_become_lowercase() {
+        assert_eq!(
+            canonical_id("6F5E3C4A-0000-4000-8000-00000000000A").unwrap(),
+            "6f5e3c4a-0000-4000-8000-00000000000a"
+        );
+        for bad in [
+            "",
+            "whoami",
+            "6f5e3c4a00004000800000000000000a",
+            "6f5e3c4a-0000-4000-8000-00000000000a/",
+            "6f5e3c4a-0000-4000-8000-0000000000%2F",
+            "../../admin/identities/x/sessions",
+            "6f5e3c4a-0000-4000-8000-00000000000\u{e9}",
+        ] {
+            assert_eq!(canonical_id(bad), Err(LifecycleError::InvalidId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn segments_are_encoded_and_prefixes_kept() {
+        let base = Url::parse("https://x.example/kratos/?q=1").unwrap();
+        assert_eq!(
+            with_segments(&base, &["admin", "sessions", "a/b?c", "extend"]).as_str(),
+            "https://x.example/kratos/admin/sessions/a%2Fb%3Fc/extend"
+        );
+        let base = Url::parse("http://127.0.0.1:4434").unwrap();
+        assert_eq!(
+            with_segments(&base, &["sessions"]).as_str(),
+            "http://127.0.0.1:4434/sessions"
+        );
+    }
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_static(
+                "<http://k/sessions?page=0&page_size=2&page_token=0&per_page=2>; rel=\"first\",\
+                 <http://k/sessions?page=1&page_size=2&page_token=2&per_page=2>; rel=\"next\",\
+                 <http://k/sessions?page=2&page_size=2&page_token=4&per_page=2>; rel=\"last\"",
+            ),
+        );
+        let next = next_page(&headers, Some(2)).unwrap();
+        assert_eq!((next.token(), next.size()), (Some("2"), Some(2)));
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_static("<http://k/sessions?page_token=0>; rel=\"first\""),
+        );
+        assert!(next_page(&headers, None).is_none());
+        for garbage in ["", "nonsense", "<>; rel=next", "<::>; rel=\"next\""] {
+            headers.insert(header::LINK, HeaderValue::from_static(garbage));
+            assert!(next_page(&headers, None).is_none(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn only_kratoss_current_session_400_is_current_session() {
+        assert!(refuses_current_session(
+            br#"{"error":{"code":400,"status":"Bad Request","message":"cannot revoke current session"}}"#
+        ));
+        assert!(!refuses_current_session(
+            br#"{"error":{"code":400,"message":"invalid UUID length: 3"}}"#
+        ));
+        assert!(!refuses_current_session(b"current session"));
+    }
 
     #[test]
     fn join_keeps_prefixes() {

@@ -29,6 +29,8 @@ pub const MAX_REJECTION_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default time after a session's extension attempt before it is tried again.
 pub const DEFAULT_EXTEND_COOLDOWN: Duration = Duration::from_secs(60);
+/// The longest extension cooldown accepted: longer than a day would outlast most sessions.
+pub const MAX_EXTEND_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest admin API key accepted, in bytes (Ory Network's keys are under 100).
 const MAX_ADMIN_API_KEY_LEN: usize = 4096;
 /// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
@@ -432,7 +434,8 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// After a session's extension attempt, how long before it is tried again; also how long
-    /// extensions pause after an admin API failure without `Retry-After`. Default: 60 s.
+    /// extensions pause after an admin API failure without `Retry-After`. Default: 60 s; at
+    /// most 24 h.
     ///
     /// Ory Network's admin rate limit (`kratos-admin-low`) is a few requests a second per
     /// project: the cooldown keeps a burst of one user's requests to one extension.
@@ -556,8 +559,11 @@ fn build_lifecycle(
     if settings.admin_timeout.is_zero() {
         return Err(BuildError::setting("admin_timeout", "must not be zero"));
     }
-    if settings.extend_cooldown.is_zero() {
-        return Err(BuildError::setting("extend_cooldown", "must not be zero"));
+    if settings.extend_cooldown.is_zero() || settings.extend_cooldown > MAX_EXTEND_COOLDOWN {
+        return Err(BuildError::setting(
+            "extend_cooldown",
+            "must be between 1 ms and 24 h",
+        ));
     }
     if settings
         .extend_within

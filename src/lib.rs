@@ -52,7 +52,10 @@
 //!   stored, logged, or shown by any `Debug` implementation.
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
-//!   default ([`KratosLayerBuilder::cache_ttl`]).
+//!   default ([`KratosLayerBuilder::cache_ttl`]). Revocations made through [`lifecycle`] are
+//!   enforced by this process at once.
+//! - The admin API key ([`KratosLayerBuilder::admin_api_key`]) is sent only to the admin URL,
+//!   as a sensitive header, and is shown by no `Debug` implementation or log.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(
@@ -86,7 +89,7 @@ pub use crate::{
     layer::{
         BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_ADMIN_TIMEOUT,
         DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
-        DEFAULT_EXTEND_COOLDOWN, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
+        DEFAULT_EXTEND_COOLDOWN, DEFAULT_REQUEST_TIMEOUT, MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL,
     },
     outcome::Outcome,
     rejection::{DefaultRejection, RejectionResponse},

@@ -484,6 +484,21 @@ impl SessionLifecycle {
         };
         let revoked = shared.client.revoke_my_other_sessions(&credential).await;
         let count = self.forget_if_refused(&credential, revoked).await?;
+        let identity_id = match identity_id {
+            Some(identity_id) => Some(identity_id),
+            // The lookup failed (Kratos busy?) but the revocation went through: ask once more,
+            // or the revoked sessions cached here would be served until their entries expire.
+            None => match shared.client.whoami(&credential, None, true).await.outcome {
+                Outcome::Authenticated(session) => session.identity_id().map(str::to_owned),
+                _ => None,
+            },
+        };
+        if identity_id.is_none() {
+            tracing::warn!(
+                "the caller's identity is unknown: its other sessions cached here stay \
+                 accepted until their cache entries expire"
+            );
+        }
         match &identity_id {
             Some(identity_id) => shared.cache.revoked(Revoked::Identity(identity_id)).await,
             // A session without an identity cannot have been looked up through whoami; should
@@ -656,7 +671,12 @@ impl Lifecycle {
     /// cooldown. The admin API's rate limit is per project, so one 429 concerns every session.
     fn pause_after(&self, cause: &LifecycleError) {
         let wait = cause.retry_after().unwrap_or(self.cooldown);
-        let until = Instant::now() + wait;
+        // Both are bounded (an hour, a day); a clock that cannot add them pauses for a day.
+        let now = Instant::now();
+        let until = now
+            .checked_add(wait)
+            .or_else(|| now.checked_add(crate::MAX_EXTEND_COOLDOWN))
+            .unwrap_or(now);
         let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
         if pause.as_ref().is_none_or(|current| current.until < until) {
             *pause = Some(Pause {

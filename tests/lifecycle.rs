@@ -942,6 +942,11 @@ async fn listing_pages_through_the_callers_other_sessions() {
         .expect("listed");
     assert_eq!(second.sessions[0].id, phone.id);
     assert!(second.next.is_none());
+    // The same page, from a token that made a round trip through the app's own API.
+    let again = Page::first()
+        .with_size(1)
+        .with_token(next.token().expect("a token").to_owned());
+    assert_eq!(again, next);
 
     let asked = kratos.requests(Endpoint::ListMySessions);
     assert_eq!(asked.len(), 3);
@@ -1197,6 +1202,10 @@ async fn lifecycle_settings_are_checked_at_build_time() {
         ),
         (
             KratosLayer::builder("http://k").extend_cooldown(Duration::ZERO),
+            "extend_cooldown",
+        ),
+        (
+            KratosLayer::builder("http://k").extend_cooldown(Duration::MAX),
             "extend_cooldown",
         ),
         (
