@@ -20,16 +20,43 @@
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
 //!
-//! Routes: `GET /health` (no session needed), `GET /` (optional session), `GET /me` (required).
+//! Routes: `GET /health` (no session needed), `GET /` (optional session), `GET /me` (required),
+//! and the session lifecycle routes (required):
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /me/extend` | 200 `{"extended": bool, "expires_at": …}`, with Kratos's re-issued `Set-Cookie` |
+//! | `GET /me/sessions` | 200 `[{"id": …, "expires_at": …}]`: the caller's other sessions |
+//! | `DELETE /me/sessions/{id}` | 204; 400 for the caller's own session (it stays usable) |
+//! | `DELETE /me/sessions` | 200 `{"count": n}`: all the caller's other sessions revoked |
 
 use std::{env, error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
-use axum::{routing::get, Json, Router};
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::{delete, get, post},
+    Json, Router,
+};
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio::net::TcpListener;
-use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosSession};
+use tower_kratos::{
+    lifecycle::{ExtendOutcome, LifecycleError, Page, SessionLifecycle},
+    testing::KratosStandIn,
+    KratosLayer, KratosSession,
+};
 use tracing_subscriber::EnvFilter;
+
+/// The most pages `GET /me/sessions` reads (100 sessions each): a bound, not a real limit.
+const MAX_PAGES: usize = 20;
+
+/// What the lifecycle routes share.
+#[derive(Clone)]
+struct AppState {
+    sessions: SessionLifecycle,
+    extend_within: Duration,
+}
 
 /// The app's settings, read from the environment; a bad value stops the app with a clear error.
 #[derive(Debug)]
@@ -102,42 +129,63 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn Error>> {
     let config = Config::from_env()?;
 
-    // Without a Kratos URL, run against the stand-in, with one demo session to try.
+    // Without a Kratos URL, run against the stand-in, with one demo session to try (and a
+    // second session of the same user, so `GET /me/sessions` has something to list).
     let (kratos_public_url, stand_in) = match &config.kratos_public_url {
         Some(url) => (url.clone(), None),
         None => {
             let stand_in = KratosStandIn::start().await?;
             let demo = stand_in.create_session();
+            stand_in.session().identity(&demo.identity_id).create();
             (stand_in.public_url(), Some((stand_in, demo)))
         }
     };
+    let kratos_admin_url = config
+        .kratos_admin_url
+        .clone()
+        .unwrap_or_else(|| kratos_public_url.clone());
 
     let mut builder = KratosLayer::builder(&kratos_public_url)
         .cache_ttl(config.cache_ttl)
         .request_timeout(config.kratos_timeout)
-        .max_concurrent_lookups(config.max_concurrent_lookups);
+        .max_concurrent_lookups(config.max_concurrent_lookups)
+        .admin_url(&kratos_admin_url);
     if let Some(grace) = config.stale_if_error {
         builder = builder.stale_if_error(grace);
+    }
+    if let Some(token) = &config.kratos_admin_token {
+        builder = builder.admin_api_key(token);
     }
     if let Some(login_url) = &config.login_url {
         builder = builder.login_url(login_url);
     }
     let kratos = builder.build()?;
+    let state = AppState {
+        sessions: kratos.lifecycle(),
+        extend_within: config.extend_within,
+    };
 
+    let lifecycle_routes = Router::new()
+        .route("/me/extend", post(extend))
+        .route(
+            "/me/sessions",
+            get(list_sessions).delete(revoke_other_sessions),
+        )
+        .route("/me/sessions/{id}", delete(revoke_session))
+        .route_layer(kratos.required());
     let app = Router::new()
         .route("/", get(home).layer(kratos.optional()))
         .route("/me", get(me).layer(kratos.required()))
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .merge(lifecycle_routes)
+        .with_state(state);
 
     let listener = TcpListener::bind(config.bind_addr).await?;
     let addr = listener.local_addr()?;
     println!("kratos public API: {kratos_public_url}");
     println!(
         "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
-        config
-            .kratos_admin_url
-            .as_deref()
-            .unwrap_or(&kratos_public_url),
+        kratos_admin_url,
         if config.kratos_admin_token.is_some() {
             "set"
         } else {
@@ -177,4 +225,67 @@ async fn me(session: KratosSession) -> Json<Value> {
         "aal": session.authenticator_assurance_level.as_ref().map(|aal| aal.as_str()),
         "expires_at": session.expires_at.and_then(|at| at.format(&Rfc3339).ok()),
     }))
+}
+
+fn rfc3339(at: Option<OffsetDateTime>) -> Option<String> {
+    at.and_then(|at| at.format(&Rfc3339).ok())
+}
+
+/// `POST /me/extend`: extends the session if it expires within `EXTEND_WITHIN_SECS`, and passes
+/// Kratos's re-issued cookie on (the `ExtendOutcome` is a response part).
+async fn extend(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<(ExtendOutcome, Json<Value>), LifecycleError> {
+    let outcome = app
+        .sessions
+        .extend_if_expiring(&headers, app.extend_within)
+        .await?;
+    let body = json!({
+        "extended": outcome.extended(),
+        "expires_at": rfc3339(outcome.expires_at()),
+    });
+    Ok((outcome, Json(body)))
+}
+
+/// `GET /me/sessions`: the caller's other active sessions, every page.
+async fn list_sessions(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Value>>, LifecycleError> {
+    let mut listed = Vec::new();
+    let mut page = Page::first().with_size(100);
+    for _ in 0..MAX_PAGES {
+        let list = app.sessions.list_sessions(&headers, &page).await?;
+        listed.extend(
+            list.sessions.iter().map(
+                |session| json!({ "id": session.id, "expires_at": rfc3339(session.expires_at) }),
+            ),
+        );
+        match list.next {
+            Some(next) => page = next,
+            None => break,
+        }
+    }
+    Ok(Json(listed))
+}
+
+/// `DELETE /me/sessions/{id}`: revokes another of the caller's sessions. Kratos refuses the
+/// caller's own session with 400 (log out instead).
+async fn revoke_session(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, LifecycleError> {
+    app.sessions.revoke_session(&headers, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /me/sessions`: revokes all the caller's other sessions.
+async fn revoke_other_sessions(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, LifecycleError> {
+    let count = app.sessions.revoke_other_sessions(&headers).await?;
+    Ok(Json(json!({ "count": count })))
 }

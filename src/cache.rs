@@ -384,6 +384,18 @@ impl RevocationMarks {
         self.any.store(true, Ordering::Release);
     }
 
+    /// Whether this credential was revoked here within the last `retention`.
+    fn marks_credential(&self, key: &CacheKey, retention: Duration) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .marks
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .credentials
+                .get(key)
+                .is_some_and(|at| at.elapsed() <= retention)
+    }
+
     /// Whether something this entry depends on was revoked at or after it was asked for.
     fn outdates(&self, key: &CacheKey, cached: &Cached) -> bool {
         if !self.any.load(Ordering::Acquire) {
@@ -531,10 +543,14 @@ impl SessionCache {
         client: &KratosClient,
     ) -> Lookup {
         let key = self.key_for(credential);
+        // After a revocation made here, Kratos's own session cache (Ory Network) may not know
+        // it yet: that whoami asks for a fresh read.
+        let mut fresh = false;
         if let Some(cached) = self.entries.get(&key).await {
             if let Some(outcome) = self.servable(&key, &cached) {
                 return Lookup::new(outcome, CacheStatus::Hit);
             }
+            fresh = self.revoked.outdates(&key, &cached);
             self.entries.invalidate(&key).await;
         }
         // While backing off, answer at once: no task, no call, no waiting for a slot.
@@ -542,13 +558,14 @@ impl SessionCache {
             let lookup = Lookup::new(Outcome::Unavailable(unavailable), CacheStatus::Miss);
             return self.or_stale(&key, lookup).await;
         }
-        let (lookup, cached) = self.fill(key, credential, request_id, client).await;
+        let fresh = fresh || self.revoked.marks_credential(&key, self.mark_retention);
+        let (lookup, cached) = self.fill(key, credential, request_id, client, fresh).await;
         let lookup = match cached {
             // The call may have been sent before a revocation that has returned since: ask once
             // more (whoever revoked it has marked it, so this is not a loop).
             Some(cached) if self.revoked.outdates(&key, &cached) => {
                 self.entries.invalidate(&key).await;
-                self.fill(key, credential, request_id, client).await.0
+                self.fill(key, credential, request_id, client, true).await.0
             }
             _ => lookup,
         };
@@ -641,6 +658,7 @@ impl SessionCache {
         credential: &Credential,
         request_id: Option<&HeaderValue>,
         client: &KratosClient,
+        fresh: bool,
     ) -> (Lookup, Option<Cached>) {
         let entries = self.entries.clone();
         let client = client.clone();
@@ -659,7 +677,7 @@ impl SessionCache {
                 let init = async {
                     let pass = gate.enter().await.map_err(Outcome::Unavailable)?;
                     let asked_at = Instant::now();
-                    let answer = client.whoami(&credential, request_id.as_ref()).await;
+                    let answer = client.whoami(&credential, request_id.as_ref(), fresh).await;
                     gate.record(pass, &answer.outcome);
                     set_cookies = answer.set_cookies.clone();
                     refused = !matches!(

@@ -233,7 +233,7 @@ impl CookieNames {
         self
     }
 
-    fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         self.exact.iter().any(|exact| exact == name)
             || self
                 .prefixes

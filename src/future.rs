@@ -9,20 +9,40 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
     layer::{Mode, Policy},
+    lifecycle::{append_set_cookies, SessionExtension},
     outcome::{Outcome, StaleSession},
     rejection::RejectionResponse,
 };
 
-/// A session lookup in progress (cache, then maybe Kratos), and whether it served a stale session.
-pub(crate) type LookupFuture =
-    Pin<Box<dyn Future<Output = (Outcome, Option<StaleSession>)> + Send>>;
+/// A session lookup in progress (cache, then maybe Kratos, then maybe an extension).
+pub(crate) type LookupFuture = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+
+/// What a lookup decided, and what it has for the request and the response.
+pub(crate) struct Resolved {
+    pub(crate) outcome: Outcome,
+    /// `None` (no allocation, one word in the future) unless Kratos issued a cookie, an
+    /// extension was attempted or a stale session was served.
+    pub(crate) relay: Option<Box<Relay>>,
+}
+
+/// What the layer adds to the request and to the inner service's response, beyond the session.
+#[derive(Default)]
+pub(crate) struct Relay {
+    /// Kratos's `Set-Cookie` headers for the session, appended to the response.
+    pub(crate) set_cookies: Vec<HeaderValue>,
+    /// The extension attempt's report, put in the request's and the response's extensions.
+    pub(crate) extension: Option<SessionExtension>,
+    /// Set when Kratos was unavailable and the session came from the stale-if-error store; put
+    /// in the request's extensions.
+    pub(crate) stale: Option<StaleSession>,
+}
 
 pin_project! {
     /// The future [`KratosService`](crate::KratosService) returns.
@@ -47,7 +67,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Lookup { lookup: LookupFuture },
-        Inner { #[pin] future: F },
+        Inner { #[pin] future: F, relay: Option<Box<Relay>> },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -80,8 +100,12 @@ where
         mut service: S,
         policy: &Arc<Policy<R>>,
     ) -> Self {
+        let resolved = Resolved {
+            outcome,
+            relay: None,
+        };
         Self {
-            state: decide(outcome, None, request, &mut service, policy),
+            state: decide(resolved, request, &mut service, policy),
             waiting: None,
         }
     }
@@ -89,8 +113,7 @@ where
 
 /// Lets the request on (with the session or the outcome in its extensions) or rejects it.
 fn decide<S, ReqBody, R>(
-    outcome: Outcome,
-    stale: Option<StaleSession>,
+    Resolved { outcome, mut relay }: Resolved,
     mut request: Request<ReqBody>,
     service: &mut S,
     policy: &Arc<Policy<R>>,
@@ -109,8 +132,13 @@ where
         match outcome {
             Outcome::Authenticated(session) => {
                 request.extensions_mut().insert(session);
-                if let Some(stale) = stale {
-                    request.extensions_mut().insert(stale);
+                if let Some(relay) = &mut relay {
+                    if let Some(extension) = &relay.extension {
+                        request.extensions_mut().insert(extension.clone());
+                    }
+                    if let Some(stale) = relay.stale.take() {
+                        request.extensions_mut().insert(stale);
+                    }
                 }
             }
             other => {
@@ -127,6 +155,7 @@ where
         }
         return State::Inner {
             future: service.call(request),
+            relay,
         };
     }
     let (parts, _body) = request.into_parts();
@@ -149,7 +178,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup } => {
-                    let (outcome, stale) = ready!(lookup.as_mut().poll(cx));
+                    let resolved = ready!(lookup.as_mut().poll(cx));
                     let Waiting {
                         request,
                         mut service,
@@ -158,11 +187,22 @@ where
                         .waiting
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let next = decide(outcome, stale, request, &mut service, &policy);
+                    let next = decide(resolved, request, &mut service, &policy);
                     this.state.set(next);
                 }
-                StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
+                StateProj::Inner { future, relay } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(relay) = relay.take() {
+                        let Relay {
+                            set_cookies,
+                            extension,
+                            ..
+                        } = *relay;
+                        append_set_cookies(response.headers_mut(), set_cookies);
+                        if let Some(extension) = extension {
+                            response.extensions_mut().insert(extension);
+                        }
+                    }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {

@@ -8,9 +8,10 @@ use tower_layer::Layer;
 
 use crate::{
     cache::{CacheConfig, LayerStats, SessionCache},
-    client::KratosClient,
+    client::{AdminApi, KratosClient},
     credentials::CookieNames,
     gate::GateConfig,
+    lifecycle::{Lifecycle, SessionLifecycle},
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,
 };
@@ -38,6 +39,14 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKOFF_AFTER_FAILURES: u32 = 5;
 /// The longest stale-if-error grace ([`KratosLayerBuilder::stale_if_error`]).
 pub const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
+/// The default deadline for one admin API call (extend, admin revocations).
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default time after a session's extension attempt before it is tried again.
+pub const DEFAULT_EXTEND_COOLDOWN: Duration = Duration::from_secs(60);
+/// The longest extension cooldown accepted: longer than a day would outlast most sessions.
+pub const MAX_EXTEND_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest admin API key accepted, in bytes (Ory Network's keys are under 100).
+const MAX_ADMIN_API_KEY_LEN: usize = 4096;
 /// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
 /// so a pooled connection is not reused just as the other side closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +71,7 @@ pub(crate) struct Shared {
     pub(crate) client: KratosClient,
     pub(crate) cache: SessionCache,
     pub(crate) cookie_names: CookieNames,
+    pub(crate) lifecycle: Lifecycle,
 }
 
 /// One layer's policy: the shared state plus its mode and rejection. Services and their futures
@@ -171,6 +181,12 @@ impl<R> KratosLayer<R> {
     pub async fn stats(&self) -> LayerStats {
         self.policy.shared.cache.stats().await
     }
+
+    /// The session lifecycle helpers (extend, revoke, list, log out), sharing this layer's HTTP
+    /// client and cache, so a revocation made through them is seen by this layer at once.
+    pub fn lifecycle(&self) -> SessionLifecycle {
+        SessionLifecycle::new(Arc::clone(&self.policy.shared))
+    }
 }
 
 impl<S, R> Layer<S> for KratosLayer<R> {
@@ -192,8 +208,49 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     request_timeout: Duration,
     http_client: Option<reqwest::Client>,
     root_certificates: Vec<reqwest::Certificate>,
+    lifecycle: LifecycleSettings,
     rejection: R,
     error: Option<BuildError>,
+}
+
+/// The builder's session lifecycle settings (admin API, extension, `Set-Cookie` relay).
+#[derive(Clone)]
+struct LifecycleSettings {
+    admin_url: Option<String>,
+    admin_api_key: Option<String>,
+    admin_timeout: Duration,
+    extend_within: Option<Duration>,
+    extend_cooldown: Duration,
+    relay_set_cookie: bool,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            admin_url: None,
+            admin_api_key: None,
+            admin_timeout: DEFAULT_ADMIN_TIMEOUT,
+            extend_within: None,
+            extend_cooldown: DEFAULT_EXTEND_COOLDOWN,
+            relay_set_cookie: true,
+        }
+    }
+}
+
+impl fmt::Debug for LifecycleSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifecycleSettings")
+            .field("admin_url", &self.admin_url)
+            .field(
+                "admin_api_key",
+                &self.admin_api_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("admin_timeout", &self.admin_timeout)
+            .field("extend_within", &self.extend_within)
+            .field("extend_cooldown", &self.extend_cooldown)
+            .field("relay_set_cookie", &self.relay_set_cookie)
+            .finish()
+    }
 }
 
 impl<R> fmt::Debug for KratosLayerBuilder<R> {
@@ -205,6 +262,7 @@ impl<R> fmt::Debug for KratosLayerBuilder<R> {
             .field("cache", &self.cache)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("lifecycle", &self.lifecycle)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +291,7 @@ impl KratosLayerBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             http_client: None,
             root_certificates: Vec::new(),
+            lifecycle: LifecycleSettings::default(),
             rejection: DefaultRejection::new(),
             error: None,
         }
@@ -481,6 +540,79 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
+    // Session lifecycle: the admin API, extension, and passing Kratos's Set-Cookie on.
+
+    /// Kratos's admin API (`http://127.0.0.1:4434` self-hosted; on Ory Network the project URL,
+    /// as for the public API). Needed for extension and the admin helpers of
+    /// [`KratosLayer::lifecycle`]. Default: none (those return
+    /// [`LifecycleError::AdminNotConfigured`](crate::lifecycle::LifecycleError::AdminNotConfigured)).
+    ///
+    /// # Security
+    /// Self-hosted Kratos's admin API has no authentication: never expose it beyond your
+    /// network.
+    pub fn admin_url(mut self, url: impl Into<String>) -> Self {
+        self.lifecycle.admin_url = Some(url.into());
+        self
+    }
+
+    /// The API key sent as `Authorization: Bearer <key>` to the admin API (Ory Network's
+    /// `ory_pat_…` / `ory_apikey_…`). Default: none (self-hosted Kratos needs none). It never
+    /// appears in `Debug` output or logs, and is sent to the admin URL only.
+    ///
+    /// # Security
+    /// Over plain `http` to a host other than loopback the key travels in clear; the build logs
+    /// a warning then.
+    pub fn admin_api_key(mut self, key: impl Into<String>) -> Self {
+        self.lifecycle.admin_api_key = Some(key.into());
+        self
+    }
+
+    /// The deadline for one admin API call (extend, admin revocations). Default: 3 s. With
+    /// [`extend_within`](Self::extend_within), also the longest a request waits for an
+    /// extension before it goes on with the session it had.
+    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
+        self.lifecycle.admin_timeout = timeout;
+        self
+    }
+
+    /// Extend every authenticated request's session when it expires within `within`. Off by
+    /// default; needs [`admin_url`](Self::admin_url).
+    ///
+    /// A session further from expiry costs nothing (no Kratos call). A due session is extended
+    /// once (`PATCH /admin/sessions/{id}/extend`), however many of its requests arrive at once,
+    /// and not again within [`extend_cooldown`](Self::extend_cooldown); one whoami confirms it,
+    /// refreshing the cache entry. The request carries a
+    /// [`SessionExtension`](crate::lifecycle::SessionExtension) in its extensions saying how it
+    /// went; admin API failures never fail the request (it goes on with the session it had).
+    ///
+    /// Choose `within` below Kratos's `session.earliest_possible_extend` window, or Kratos
+    /// answers "too early" and the session is tried again every cooldown.
+    pub fn extend_within(mut self, within: Duration) -> Self {
+        self.lifecycle.extend_within = Some(within);
+        self
+    }
+
+    /// After a session's extension attempt, how long before it is tried again; also how long
+    /// extensions pause after an admin API failure without `Retry-After`. Default: 60 s; at
+    /// most 24 h.
+    ///
+    /// Ory Network's admin rate limit (`kratos-admin-low`) is a few requests a second per
+    /// project: the cooldown keeps a burst of one user's requests to one extension.
+    pub fn extend_cooldown(mut self, cooldown: Duration) -> Self {
+        self.lifecycle.extend_cooldown = cooldown;
+        self
+    }
+
+    /// Pass on the `Set-Cookie` Kratos's whoami issues for a cookie session (after an extension,
+    /// here or elsewhere), appended to your service's response, so the browser's cookie follows
+    /// the session's new expiry. Default: on. Only the session cookie (by the configured cookie
+    /// names) is passed, and only to requests that came with a session cookie; a response
+    /// without `Cache-Control` then gets `Cache-Control: private`, so no shared cache stores it.
+    pub fn relay_set_cookie(mut self, relay: bool) -> Self {
+        self.lifecycle.relay_set_cookie = relay;
+        self
+    }
+
     /// Replace the rejection response (a [`RejectionResponse`] or a closure
     /// `Fn(&Outcome, &http::request::Parts) -> http::Response<bytes::Bytes>`).
     pub fn rejection<R2: RejectionResponse>(self, rejection: R2) -> KratosLayerBuilder<R2> {
@@ -493,6 +625,7 @@ impl<R> KratosLayerBuilder<R> {
             request_timeout: self.request_timeout,
             http_client: self.http_client,
             root_certificates: self.root_certificates,
+            lifecycle: self.lifecycle,
             rejection,
             error: self.error,
         }
@@ -503,7 +636,8 @@ impl<R> KratosLayerBuilder<R> {
     /// # Errors
     /// The first invalid setting: a URL that is not absolute `http`/`https`, a zero timeout, a
     /// zero capacity, an invalid cookie name, root certificates given together with a ready-made
-    /// client, or an HTTP client that cannot be built.
+    /// client, an HTTP client that cannot be built, an admin API key that is not a plain token,
+    /// or an admin API key or `extend_within` without `admin_url`.
     pub fn build(self) -> Result<KratosLayer<R>, BuildError> {
         if let Some(error) = self.error {
             return Err(error);
@@ -555,10 +689,16 @@ impl<R> KratosLayerBuilder<R> {
                 "the operating system provided no randomness for the cache key",
             )
         })?;
+        let (admin, lifecycle) = build_lifecycle(self.lifecycle, self.cache.capacity)?;
+        let mut client = KratosClient::new(http, &public_url, self.request_timeout);
+        if let Some(admin) = admin {
+            client = client.with_admin(admin);
+        }
         let shared = Arc::new(Shared {
-            client: KratosClient::new(http, &public_url, self.request_timeout),
+            client,
             cache,
             cookie_names: self.cookie_names,
+            lifecycle,
         });
         Ok(KratosLayer {
             policy: Arc::new(Policy {
@@ -568,6 +708,89 @@ impl<R> KratosLayerBuilder<R> {
             }),
         })
     }
+}
+
+/// Checks the lifecycle settings: the admin API (URL, key, deadline) and extension.
+fn build_lifecycle(
+    settings: LifecycleSettings,
+    capacity: u64,
+) -> Result<(Option<AdminApi>, Lifecycle), BuildError> {
+    if settings.admin_timeout.is_zero() {
+        return Err(BuildError::setting("admin_timeout", "must not be zero"));
+    }
+    if settings.extend_cooldown.is_zero() || settings.extend_cooldown > MAX_EXTEND_COOLDOWN {
+        return Err(BuildError::setting(
+            "extend_cooldown",
+            "must be between 1 ms and 24 h",
+        ));
+    }
+    if settings
+        .extend_within
+        .is_some_and(|within| within.is_zero())
+    {
+        return Err(BuildError::setting("extend_within", "must not be zero"));
+    }
+    let admin = match &settings.admin_url {
+        Some(url) => {
+            let base = parse_http_url("admin_url", url)?;
+            let authorization = match &settings.admin_api_key {
+                Some(key) => {
+                    let plain_http =
+                        base.scheme() == "http" && !base.host_str().is_some_and(is_loopback_host);
+                    if plain_http {
+                        tracing::warn!(
+                            admin_url = base.as_str(),
+                            "the Kratos admin API key will be sent over plain http"
+                        );
+                    }
+                    Some(bearer(key)?)
+                }
+                None => None,
+            };
+            Some(AdminApi::new(base, authorization, settings.admin_timeout))
+        }
+        None if settings.admin_api_key.is_some() => {
+            return Err(BuildError::setting("admin_api_key", "needs admin_url"))
+        }
+        None if settings.extend_within.is_some() => {
+            return Err(BuildError::setting("extend_within", "needs admin_url"))
+        }
+        None => None,
+    };
+    let lifecycle = Lifecycle::new(
+        settings.extend_within,
+        settings.relay_set_cookie,
+        settings.extend_cooldown,
+        capacity,
+    );
+    Ok((admin, lifecycle))
+}
+
+/// `Bearer <key>` as a sensitive header value; the key must be a plain token.
+fn bearer(key: &str) -> Result<http::HeaderValue, BuildError> {
+    let plain = !key.is_empty()
+        && key.len() <= MAX_ADMIN_API_KEY_LEN
+        && key.bytes().all(|byte| byte.is_ascii_graphic());
+    let value = plain
+        .then(|| http::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+        .flatten();
+    let Some(mut value) = value else {
+        return Err(BuildError::setting(
+            "admin_api_key",
+            "must be 1 to 4096 visible ASCII characters without spaces",
+        ));
+    };
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses a URL setting: absolute, `http` or `https`, with a host and no credentials in it.

@@ -40,6 +40,7 @@
 //! - [`session`]: the lenient Kratos session model.
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
+//! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, API logout.
 //! - `extract` (feature `axum`): extractors, `Option<…>` included.
 //! - `testing` (feature `test-util`): a Kratos stand-in for your tests.
 //!
@@ -52,11 +53,14 @@
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
 //!   default ([`KratosLayerBuilder::cache_ttl`]); with stale-if-error on, up to TTL + grace while
-//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]).
+//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]). Revocations made through
+//!   [`lifecycle`] are enforced by this process at once.
 //! - While Kratos rate-limits or fails, the layer backs off and answers 503 without asking it;
 //!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`] whoami calls run at once
 //!   ([`KratosLayerBuilder::max_concurrent_lookups`]), so made-up credentials cannot open
 //!   unbounded connections to Kratos.
+//! - The admin API key ([`KratosLayerBuilder::admin_api_key`]) is sent only to the admin URL,
+//!   as a sensitive header, and is shown by no `Debug` implementation or log.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(
@@ -77,6 +81,7 @@ pub mod extract;
 mod future;
 mod gate;
 mod layer;
+pub mod lifecycle;
 pub mod outcome;
 pub mod rejection;
 mod service;
@@ -89,8 +94,9 @@ pub use crate::{
     cache::LayerStats,
     future::{ResponseBody, ResponseFuture},
     layer::{
-        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_CACHE_CAPACITY,
-        DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_REJECTION_TTL,
+        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_ADMIN_TIMEOUT,
+        DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_EXTEND_COOLDOWN, DEFAULT_REQUEST_TIMEOUT, MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL,
     },
     layer::{
         DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,

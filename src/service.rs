@@ -12,8 +12,9 @@ use tower_service::Service;
 
 use crate::{
     credentials::find_credential,
-    future::{ResponseBody, ResponseFuture},
+    future::{Relay, Resolved, ResponseBody, ResponseFuture},
     layer::Policy,
+    lifecycle::{extend_for_request, is_due, relayable},
     outcome::{Outcome, Unauthenticated},
     rejection::{DefaultRejection, RejectionResponse},
 };
@@ -105,12 +106,44 @@ where
                         span.clone(),
                     )
                     .await;
-                    // Set-Cookie relay is wired in by the lifecycle work; until then it is dropped.
-                    let (outcome, status, stale) = (lookup.outcome, lookup.status, lookup.stale);
+                    let (outcome, status) = (lookup.outcome, lookup.status);
                     span.record("cache", status.as_str());
                     span.record("outcome", outcome.kind());
                     log_outcome(&span, &outcome, status.as_str());
-                    (outcome, stale)
+                    let lifecycle = &shared.lifecycle;
+                    let mut relay = Relay {
+                        stale: lookup.stale,
+                        ..Relay::default()
+                    };
+                    if lifecycle.relay_set_cookie {
+                        // A session extended elsewhere gets its cookie re-issued on whoami too.
+                        relay.set_cookies =
+                            relayable(&credential, lookup.set_cookies, &shared.cookie_names);
+                    }
+                    let outcome = match (lifecycle.extend_within, outcome) {
+                        (Some(within), Outcome::Authenticated(session))
+                            if is_due(&session, within) =>
+                        {
+                            // Boxed: only due requests pay for the extension's state, and the
+                            // lookup future every request allocates stays as small as before.
+                            let extension = Box::pin(tracing::Instrument::instrument(
+                                extend_for_request(shared, &credential, &session),
+                                span,
+                            ))
+                            .await;
+                            if lifecycle.relay_set_cookie && !extension.set_cookies.is_empty() {
+                                relay.set_cookies = extension.set_cookies;
+                            }
+                            relay.extension = Some(extension.report);
+                            Outcome::Authenticated(extension.session.unwrap_or(session))
+                        }
+                        (_, outcome) => outcome,
+                    };
+                    let relay = (!relay.set_cookies.is_empty()
+                        || relay.extension.is_some()
+                        || relay.stale.is_some())
+                    .then(|| Box::new(relay));
+                    Resolved { outcome, relay }
                 });
                 ResponseFuture::lookup(lookup, request, ready, policy)
             }

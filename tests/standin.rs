@@ -1114,7 +1114,10 @@ async fn delay_fault_and_latency_slow_the_answer() {
     kratos.set_latency(Duration::from_secs(60));
     let admin = send(client().get(format!("{}/admin/sessions/{}", kratos.admin_url(), s.id)));
     let answered = tokio::time::timeout(Duration::from_secs(20), admin).await;
-    assert!(answered.is_ok(), "the admin API waited for the whoami latency");
+    assert!(
+        answered.is_ok(),
+        "the admin API waited for the whoami latency"
+    );
 }
 
 #[tokio::test]

@@ -283,3 +283,99 @@ async fn rejections_never_carry_the_credential() {
         assert_secret_free(&log, &secrets, "the log");
     }
 }
+
+#[tokio::test]
+async fn extensions_and_revocations_are_logged_without_any_secret() {
+    use tower_kratos::{
+        lifecycle::SessionExtension,
+        testing::{ExtendResponse, KratosStandIn},
+    };
+
+    let (captured, _guard) = capture();
+    let admin_key = "ory_pat_adminsecret0123456789";
+    let kratos = KratosStandIn::builder()
+        .admin_token(admin_key)
+        .extend_response(ExtendResponse::NoContent)
+        .start()
+        .await
+        .expect("stand-in");
+    let alice = kratos
+        .session()
+        .expires_in(std::time::Duration::from_secs(600))
+        .create();
+    let bob = kratos.create_session();
+    let layer = builder(&kratos)
+        .admin_url(kratos.admin_url())
+        .admin_api_key(admin_key)
+        .extend_within(std::time::Duration::from_secs(3600))
+        .build()
+        .expect("layer");
+    let service = layer.clone().layer(Recorder::new().service());
+
+    // An extension of a cookie session: logged with the session id and the new expiry.
+    let answer = send(&service, get("/", &[("cookie", &alice.cookie_header())])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let extension = answer
+        .extensions
+        .get::<SessionExtension>()
+        .expect("a report")
+        .clone();
+    assert!(matches!(extension, SessionExtension::Extended { .. }));
+    let extended = captured.take();
+    assert_line(
+        &extended,
+        &["INFO", "Kratos session extended", &alice.id, "expires_at="],
+    );
+    let reissued = kratos
+        .session_state(&alice.id)
+        .expect("session")
+        .cookie_value;
+    assert_ne!(reissued, alice.cookie_value);
+
+    // A failed one: a warning with the reason.
+    kratos.set_fault(
+        Endpoint::ExtendSession,
+        Fault::Status(StatusCode::BAD_GATEWAY),
+    );
+    let carol = kratos
+        .session()
+        .expires_in(std::time::Duration::from_secs(600))
+        .create();
+    assert_eq!(
+        send(&service, with_token("/", &carol)).await.status,
+        StatusCode::OK
+    );
+    let failed = captured.take();
+    assert_line(&failed, &["WARN", "extension failed", &carol.id, "502"]);
+
+    // A revocation and an API logout.
+    let sessions = layer.lifecycle();
+    let caller = Credential::session_token(&bob.token).expect("credential");
+    sessions.logout(&caller).await.expect("logged out");
+    let logged_out = captured.take();
+    assert_line(&logged_out, &["INFO", "logged out"]);
+
+    let all = format!(
+        "{extended}{failed}{logged_out}{:?}{:?}{:?}",
+        extension,
+        sessions,
+        answer
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .count()
+    );
+    assert_secret_free(
+        &all,
+        &[
+            &alice.token,
+            &alice.cookie_value,
+            &reissued,
+            &bob.token,
+            &carol.token,
+            admin_key,
+            "adminsecret",
+        ],
+        "the log",
+    );
+}
