@@ -37,6 +37,9 @@ pub const SKIP_VAR: &str = "TOWER_KRATOS_SKIP_BROWSER";
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The title of the page [`LoginPage`] serves.
 pub const LOGIN_TITLE: &str = "Log in";
+/// `EXTEND_WITHIN_SECS` for the app: two days, more than the stand-in's default session
+/// lifespan (24 h, Kratos's), so the demo session is always due for an extension.
+pub const EXTEND_WITHIN_SECS: u64 = 2 * 24 * 60 * 60;
 
 /// Whether the browser tests were skipped on purpose with [`SKIP_VAR`]`=1` (said on stderr).
 pub fn skip_requested() -> bool {
@@ -212,6 +215,7 @@ impl App {
         let mut child = Command::new(app_binary())
             .env("BIND_ADDR", "127.0.0.1:0")
             .env("LOGIN_URL", login_url)
+            .env("EXTEND_WITHIN_SECS", EXTEND_WITHIN_SECS.to_string())
             .env("RUST_LOG", "warn")
             // The built-in stand-in, whatever this shell points at.
             .env_remove("KRATOS_PUBLIC_URL")
@@ -422,5 +426,35 @@ impl Browser {
             .expires(expires)
             .build();
         step("adding the session cookie", self.client.add_cookie(cookie)).await;
+    }
+
+    /// Every cookie named `name` the browser would send to the current page, HttpOnly included.
+    pub async fn cookies_named(&self, name: &str) -> Vec<Cookie<'static>> {
+        let all = step("reading the cookie jar", self.client.get_all_cookies()).await;
+        all.into_iter()
+            .filter(|cookie| cookie.name() == name)
+            .collect()
+    }
+
+    /// `fetch(path, {method: 'POST', credentials: 'same-origin'})` from the current page, as the
+    /// app's own front end would call it: the response's status and body.
+    pub async fn post_from_page(&self, path: &str) -> (u16, String) {
+        const SCRIPT: &str = "
+            const [path, done] = arguments;
+            fetch(path, { method: 'POST', credentials: 'same-origin' })
+                .then((response) => response.text()
+                    .then((body) => done({ status: response.status, body })))
+                .catch((error) => done({ status: 0, body: String(error) }));";
+        let reply = step(
+            &format!("POST {path} from the page"),
+            self.client.execute_async(SCRIPT, vec![json!(path)]),
+        )
+        .await;
+        let status = reply["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        let body = reply["body"].as_str().map(str::to_owned);
+        match (status, body) {
+            (Some(status), Some(body)) => (status, body),
+            _ => panic!("POST {path}: the page's script returned {reply}"),
+        }
     }
 }
