@@ -1,0 +1,199 @@
+//! The reference app (`examples/axum_app.rs`) and its built-in Kratos stand-in in a real browser:
+//! headless Chromium, driven through chromedriver.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`, which .ci/run installs); without them these tests fail, unless
+//! `TOWER_KRATOS_SKIP_BROWSER=1` asks to skip them. The app is built with `cargo build --example
+//! axum_app` on first use. Each test starts its own app and login page (port 0) and its own
+//! browser (fresh profile), so they run in parallel.
+
+mod browser_support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use browser_support::{skip_requested, App, Browser, LoginPage, LOGIN_TITLE};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// A whole test, browser start included, takes seconds; this only stops a hung one.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The app, a login page it redirects browsers to, and a fresh browser; `None` when skipped.
+struct Site {
+    browser: Browser,
+    app: App,
+    login: LoginPage,
+}
+
+impl Site {
+    async fn open() -> Option<Self> {
+        if skip_requested() {
+            return None;
+        }
+        let login = LoginPage::start().await;
+        let app = App::start(&login.url);
+        let browser = Browser::launch().await;
+        Some(Self {
+            browser,
+            app,
+            login,
+        })
+    }
+
+    /// Puts the demo session cookie into the browser, expiring at `expires`: first on a page of
+    /// the app's origin, as WebDriver requires, that needs no session.
+    async fn sign_in(&self, expires: OffsetDateTime) {
+        self.browser.goto(&self.app.url("/health")).await;
+        self.browser.add_session_cookie(&self.app, expires).await;
+    }
+}
+
+async fn within(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {TEST_TIMEOUT:?}"));
+}
+
+fn unix_seconds(cookie_expiry: Option<OffsetDateTime>, what: &str) -> i64 {
+    cookie_expiry
+        .unwrap_or_else(|| {
+            panic!("{what}: the session cookie has no expiry (the browser drops it on exit)")
+        })
+        .unix_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_session_cookie_the_browser_shows_the_protected_page() {
+    let Some(site) = Site::open().await else {
+        return;
+    };
+    within(async {
+        let Site { browser, app, .. } = &site;
+        site.sign_in(OffsetDateTime::now_utc() + Duration::from_secs(3600))
+            .await;
+
+        browser.goto(&app.url("/me")).await;
+
+        assert_eq!(
+            browser.current_url().await,
+            app.url("/me"),
+            "the browser was sent away from /me"
+        );
+        let page = browser.json_page().await;
+        let session_id = page["session_id"].as_str().unwrap_or_default();
+        assert!(!session_id.is_empty(), "no session_id on /me: {page}");
+        assert!(
+            page["identity_id"].is_string(),
+            "no identity_id on /me: {page}"
+        );
+        assert!(
+            page["expires_at"].is_string(),
+            "no expires_at on /me: {page}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_the_browser_lands_on_the_login_page_with_return_to() {
+    let Some(site) = Site::open().await else {
+        return;
+    };
+    within(async {
+        let Site {
+            browser,
+            app,
+            login,
+        } = &site;
+
+        browser.goto(&app.url("/me")).await;
+
+        // Read back by the browser itself: where it is, and the decoded `return_to`.
+        let landed = browser
+            .script(
+                "return [location.origin + location.pathname, \
+                 new URLSearchParams(location.search).get('return_to')];",
+            )
+            .await;
+        let shown = browser.current_url().await;
+        assert_eq!(
+            landed[0],
+            login.url.as_str(),
+            "not on the login page: {shown}"
+        );
+        assert_eq!(
+            landed[1],
+            app.url("/me").as_str(),
+            "wrong return_to: {shown}"
+        );
+        assert_eq!(
+            browser.title().await,
+            LOGIN_TITLE,
+            "not the login page: {shown}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_extension_the_cookie_jar_holds_the_cookie_with_the_new_expiry() {
+    let Some(site) = Site::open().await else {
+        return;
+    };
+    within(async {
+        let Site { browser, app, .. } = &site;
+        // A cookie due to expire well before the session (24 h, the stand-in's default), so
+        // the re-issued one's later expiry shows; the app extends whatever expires within
+        // EXTEND_WITHIN_SECS (two days), so the demo session is due.
+        site.sign_in(OffsetDateTime::now_utc() + Duration::from_secs(600))
+            .await;
+        browser.goto(&app.url("/me")).await;
+        let me = browser.json_page().await;
+        let session_expires_at = parse_time(&me["expires_at"], "/me's expires_at");
+        let before = browser.cookies_named(&app.cookie_name).await;
+        assert_eq!(before.len(), 1, "one session cookie before: {before:?}");
+        let before = unix_seconds(before[0].expires_datetime(), "before the extension");
+
+        let (status, body) = browser.post_from_page("/me/extend").await;
+
+        assert_eq!(status, 200, "POST /me/extend answered {status}: {body:?}");
+        let reply: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|error| panic!("POST /me/extend: not JSON ({error}): {body:?}"));
+        assert_eq!(reply["extended"], true, "POST /me/extend: {reply}");
+        let expires_at = parse_time(&reply["expires_at"], "POST /me/extend's expires_at");
+        assert!(
+            expires_at > session_expires_at,
+            "the session's expiry did not move: {session_expires_at} before, {expires_at} after"
+        );
+        let after = browser.cookies_named(&app.cookie_name).await;
+        assert_eq!(after.len(), 1, "one session cookie after: {after:?}");
+        let after = unix_seconds(after[0].expires_datetime(), "after the extension");
+        assert!(
+            after > before,
+            "the cookie's expiry did not move forward: {before} before, {after} after"
+        );
+        assert!(
+            (after - expires_at.unix_timestamp()).abs() <= 2,
+            "the cookie expires at {after}, the session at {expires_at} ({})",
+            expires_at.unix_timestamp()
+        );
+
+        // The re-issued cookie still opens the protected page, for the same session.
+        browser.goto(&app.url("/me")).await;
+        let again = browser.json_page().await;
+        assert_eq!(
+            again["session_id"], me["session_id"],
+            "after the extension: {again}"
+        );
+    })
+    .await;
+}
+
+fn parse_time(value: &Value, what: &str) -> OffsetDateTime {
+    value
+        .as_str()
+        .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok())
+        .unwrap_or_else(|| panic!("{what} is not an RFC 3339 time: {value}"))
+}

@@ -1,0 +1,460 @@
+//! The processes behind `tests/browser.rs`: the reference app (`examples/axum_app.rs`, with its
+//! built-in Kratos stand-in), a login page for it to redirect to, and headless Chromium driven
+//! through chromedriver.
+//!
+//! Everything listens on a free loopback port (port 0), each browser gets its own profile
+//! directory, and every process is killed when its guard drops, also when a test panics: tests
+//! can run in parallel in one process.
+
+use std::env;
+use std::fmt::Display;
+use std::fs;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use axum::response::Html;
+use axum::routing::get;
+use axum::Router;
+use cookie::{Cookie, SameSite};
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Set to `1` to skip the browser tests on purpose (a machine without Chromium); CI never does.
+pub const SKIP_VAR: &str = "TOWER_KRATOS_SKIP_BROWSER";
+/// How long one step may take: a process saying it is ready, one WebDriver command.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The title of the page [`LoginPage`] serves.
+pub const LOGIN_TITLE: &str = "Log in";
+/// `EXTEND_WITHIN_SECS` for the app: two days, more than the stand-in's default session
+/// lifespan (24 h, Kratos's), so the demo session is always due for an extension.
+pub const EXTEND_WITHIN_SECS: u64 = 2 * 24 * 60 * 60;
+
+/// Whether the browser tests were skipped on purpose with [`SKIP_VAR`]`=1` (said on stderr).
+pub fn skip_requested() -> bool {
+    let skip = env::var(SKIP_VAR).is_ok_and(|value| value.trim() == "1");
+    if skip {
+        eprintln!("{SKIP_VAR}=1: skipping this browser test; it ran nothing");
+    }
+    skip
+}
+
+/// Awaits `future`, panicking with `what` when it takes longer than [`STEP_TIMEOUT`] or fails.
+async fn step<T, E: Display>(what: &str, future: impl Future<Output = Result<T, E>>) -> T {
+    match tokio::time::timeout(STEP_TIMEOUT, future).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => panic!("{what}: {error}"),
+        Err(_) => panic!("{what}: no answer within {STEP_TIMEOUT:?}"),
+    }
+}
+
+/// The lines a child process writes to stdout and stderr, read by two threads that keep draining
+/// the pipes for as long as the process lives.
+struct Output {
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Output {
+    fn of(child: &mut Child) -> Self {
+        let (sender, lines) = mpsc::channel();
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|out| Box::new(out) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|err| Box::new(err) as Box<dyn Read + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    // Once nobody listens any more, keep draining so the child never blocks.
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        Self {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first value `find` returns for a line, reading for at most [`STEP_TIMEOUT`].
+    fn wait_for<T>(&mut self, who: &str, mut find: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = find(&line);
+                    self.seen.push(line);
+                    if let Some(found) = found {
+                        return found;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{who} did not say what was expected within {STEP_TIMEOUT:?}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "{who} exited before saying what was expected; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// A fresh, empty directory under Cargo's scratch directory for integration tests.
+fn fresh_dir(prefix: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+    dir
+}
+
+/// The reference app's binary, built once per test process: `cargo test --test browser` does not
+/// build examples by itself, and an old binary would test old code.
+fn app_binary() -> &'static Path {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BINARY.get_or_init(build_app) {
+        Ok(path) => path,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+fn build_app() -> Result<PathBuf, String> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let output = Command::new(&cargo)
+        .args(["build", "--example", "axum_app", "--message-format=json"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("running {cargo:?} to build the reference app: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build --example axum_app` failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "axum_app")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "`cargo build --example axum_app` named no executable".to_owned())
+}
+
+/// A login page on its own port, for the app's `LOGIN_URL`: the app binds port 0, so its own
+/// routes cannot be named before it starts.
+#[derive(Debug)]
+pub struct LoginPage {
+    /// `http://127.0.0.1:PORT/login`.
+    pub url: String,
+    server: JoinHandle<()>,
+}
+
+impl LoginPage {
+    pub async fn start() -> Self {
+        let listener = step("binding the login page", TcpListener::bind("127.0.0.1:0")).await;
+        let addr = step("the login page's address", async { listener.local_addr() }).await;
+        let page = format!("<!doctype html><title>{LOGIN_TITLE}</title><h1>{LOGIN_TITLE}</h1>");
+        let router = Router::new().route("/login", get(move || async move { Html(page) }));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url: format!("http://{addr}/login"),
+            server,
+        }
+    }
+}
+
+impl Drop for LoginPage {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// `examples/axum_app.rs` as a child process, with its built-in stand-in and demo session.
+#[derive(Debug)]
+pub struct App {
+    /// `http://127.0.0.1:PORT`, from the app's `listening on` line.
+    pub base: String,
+    /// The demo session's cookie, from the app's `curl -H 'Cookie: NAME=VALUE'` line.
+    pub cookie_name: String,
+    pub cookie_value: String,
+    child: Child,
+}
+
+impl App {
+    /// Starts the app on port 0, sending browsers without a session to `login_url`.
+    pub fn start(login_url: &str) -> Self {
+        let mut child = Command::new(app_binary())
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("LOGIN_URL", login_url)
+            .env("EXTEND_WITHIN_SECS", EXTEND_WITHIN_SECS.to_string())
+            .env("RUST_LOG", "warn")
+            // The built-in stand-in, whatever this shell points at.
+            .env_remove("KRATOS_PUBLIC_URL")
+            .env_remove("KRATOS_ADMIN_URL")
+            .env_remove("KRATOS_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", app_binary().display()));
+        let mut output = Output::of(&mut child);
+        let mut app = Self {
+            base: String::new(),
+            cookie_name: String::new(),
+            cookie_value: String::new(),
+            child,
+        };
+        let mut cookie = None;
+        app.base = output.wait_for("the reference app", |line| {
+            if let Some(pair) = line
+                .split_once("-H 'Cookie: ")
+                .and_then(|(_, rest)| rest.split_once('\''))
+                .and_then(|(header, _)| header.split_once('='))
+            {
+                cookie = Some((pair.0.to_owned(), pair.1.to_owned()));
+            }
+            line.strip_prefix("listening on ").map(str::to_owned)
+        });
+        let Some((name, value)) = cookie else {
+            panic!(
+                "the reference app printed no `curl -H 'Cookie: NAME=VALUE' ...` line before \
+                 `listening on`; it printed:\n{}",
+                output.seen.join("\n")
+            );
+        };
+        app.cookie_name = name;
+        app.cookie_value = value;
+        app
+    }
+
+    /// The app's host: `127.0.0.1`.
+    pub fn host(&self) -> &str {
+        let authority = self.base.trim_start_matches("http://");
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _port)| host)
+    }
+
+    /// The absolute URL of `path` on the app.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver and the Chromium it starts, in their own process group, killed together on drop;
+/// then the profile directory is removed.
+#[derive(Debug)]
+struct Driver {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The group's id is chromedriver's pid (`process_group(0)`); Chromium inherited it.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The program at `default`, or at `$var` when set; a missing one fails the test.
+fn required_binary(var: &str, default: &str) -> PathBuf {
+    let path = env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "the browser tests need {} and it is not there. Install Debian's `chromium` and \
+         `chromium-driver` (`apt-get install -y chromium chromium-driver`; .ci/run does), point \
+         {var} at another binary, or set {SKIP_VAR}=1 to skip the browser tests on purpose.",
+        path.display()
+    );
+    path
+}
+
+/// Headless Chromium with a fresh profile, driven through its own chromedriver.
+#[derive(Debug)]
+pub struct Browser {
+    client: Client,
+    _driver: Driver,
+}
+
+impl Browser {
+    pub async fn launch() -> Self {
+        let chromium = required_binary("TOWER_KRATOS_CHROMIUM", "/usr/bin/chromium");
+        let chromedriver = required_binary("TOWER_KRATOS_CHROMEDRIVER", "/usr/bin/chromedriver");
+        let profile = fresh_dir("chromium-profile");
+        let mut child = Command::new(&chromedriver)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", chromedriver.display()));
+        let mut output = Output::of(&mut child);
+        let driver = Driver { child, profile };
+        let port: u16 = output.wait_for("chromedriver", |line| {
+            let rest = line.split_once("started successfully on port ")?.1;
+            rest.trim_end_matches('.').parse().ok()
+        });
+
+        // The machine's network is closed: no first-run, sync, component or background fetches.
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", driver.profile.display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": chromium, "args": args },
+            "timeouts": { "pageLoad": 20_000, "script": 20_000 },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal")
+        };
+        let client = step(
+            "starting a Chromium session through chromedriver",
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(Capabilities::from_iter(capabilities))
+                .connect(&format!("http://127.0.0.1:{port}")),
+        )
+        .await;
+        Self {
+            client,
+            _driver: driver,
+        }
+    }
+
+    /// Navigates to `url` and waits for the page to load, following redirects.
+    pub async fn goto(&self, url: &str) {
+        step(&format!("loading {url}"), self.client.goto(url)).await;
+    }
+
+    /// The URL the browser shows.
+    pub async fn current_url(&self) -> String {
+        step("reading the current URL", self.client.current_url())
+            .await
+            .to_string()
+    }
+
+    /// What `script` (a function body) returns, run in the current page.
+    pub async fn script(&self, script: &str) -> Value {
+        step(
+            &format!("running `{script}` in the page"),
+            self.client.execute(script, Vec::new()),
+        )
+        .await
+    }
+
+    /// The page's title.
+    pub async fn title(&self) -> String {
+        step("reading the page title", self.client.title()).await
+    }
+
+    /// The JSON document the browser shows (Chromium renders it as text in a `<pre>`).
+    pub async fn json_page(&self) -> Value {
+        let pre = step(
+            "finding the JSON text on the page",
+            self.client.find(Locator::Css("pre")),
+        )
+        .await;
+        let text = step("reading the JSON text", pre.text()).await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("the page is not JSON ({error}): {text:?}"))
+    }
+
+    /// Puts the app's demo session cookie into the jar, as Kratos would have set it for the app
+    /// (its host, `Path=/`, `HttpOnly`, `SameSite=Lax`), expiring at `expires`. The browser must
+    /// be on the app's origin.
+    pub async fn add_session_cookie(&self, app: &App, expires: OffsetDateTime) {
+        // fantoccini sends an absent domain as `null`, which chromedriver refuses: name the host.
+        let host = app.host();
+        let cookie = Cookie::build((app.cookie_name.clone(), app.cookie_value.clone()))
+            .domain(host.to_owned())
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .expires(expires)
+            .build();
+        step("adding the session cookie", self.client.add_cookie(cookie)).await;
+    }
+
+    /// Every cookie named `name` the browser would send to the current page, HttpOnly included.
+    pub async fn cookies_named(&self, name: &str) -> Vec<Cookie<'static>> {
+        let all = step("reading the cookie jar", self.client.get_all_cookies()).await;
+        all.into_iter()
+            .filter(|cookie| cookie.name() == name)
+            .collect()
+    }
+
+    /// `fetch(path, {method: 'POST', credentials: 'same-origin'})` from the current page, as the
+    /// app's own front end would call it: the response's status and body.
+    pub async fn post_from_page(&self, path: &str) -> (u16, String) {
+        const SCRIPT: &str = "
+            const [path, done] = arguments;
+            fetch(path, { method: 'POST', credentials: 'same-origin' })
+                .then((response) => response.text()
+                    .then((body) => done({ status: response.status, body })))
+                .catch((error) => done({ status: 0, body: String(error) }));";
+        let reply = step(
+            &format!("POST {path} from the page"),
+            self.client.execute_async(SCRIPT, vec![json!(path)]),
+        )
+        .await;
+        let status = reply["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        let body = reply["body"].as_str().map(str::to_owned);
+        match (status, body) {
+            (Some(status), Some(body)) => (status, body),
+            _ => panic!("POST {path}: the page's script returned {reply}"),
+        }
+    }
+}
