@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     hash::{BuildHasher, Hash, Hasher},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -21,7 +22,7 @@ use tracing::Instrument;
 
 use crate::{
     client::{KratosClient, WhoamiAnswer},
-    credentials::Credential,
+    credentials::{Credential, FoundCredential},
     gate::{Gate, GateConfig},
     outcome::{Outcome, StaleSession, Unauthenticated, Unavailable},
     session::KratosSession,
@@ -482,14 +483,44 @@ impl SessionCache {
         })
     }
 
-    pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
-        let (kind, secret) = credential.key_material();
-        let key = match kind {
+    fn hash_key(&self, kind: KeyKind) -> &[u8; 32] {
+        match kind {
             KeyKind::Token => &self.hash_keys.token,
             KeyKind::Cookie => &self.hash_keys.cookie,
-        };
+        }
+    }
+
+    pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
+        let (kind, secret) = credential.key_material();
         // One-shot hashing: credentials fit one BLAKE3 chunk, hashed without building a Hasher.
-        CacheKey(*blake3::keyed_hash(key, secret).as_bytes())
+        CacheKey(*blake3::keyed_hash(self.hash_key(kind), secret).as_bytes())
+    }
+
+    /// The same key as [`SessionCache::key_for`], from the credential still in the request's
+    /// headers: a cache hit copies nothing out of the request.
+    pub(crate) fn key_for_found(&self, found: &FoundCredential<'_>) -> CacheKey {
+        let key = self.hash_key(found.key_kind());
+        if let Some(whole) = found.key_whole() {
+            return CacheKey(*blake3::keyed_hash(key, whole).as_bytes());
+        }
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        found.key_pieces(|piece| {
+            hasher.update(piece);
+        });
+        CacheKey(*hasher.finalize().as_bytes())
+    }
+
+    /// The cached outcome for this key when it can be served now, found without waiting: moka's
+    /// `get` is polled once, and it is ready at once unless the cache is busy with maintenance
+    /// (then `None`, and the caller takes the ordinary path). This lets a cache hit skip
+    /// boxing a lookup future.
+    pub(crate) fn hit_now(&self, key: &CacheKey) -> Option<Outcome> {
+        let mut get = std::pin::pin!(self.entries.get(key));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match get.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(Some(cached)) => self.servable(key, &cached),
+            _ => None,
+        }
     }
 
     /// Records a revocation made through this process: from now on no entry asked for before it
@@ -931,5 +962,62 @@ mod tests {
         let with = config(Some(Duration::from_secs(600))).longest_entry_age();
         assert_eq!(with - without, Duration::from_secs(600));
         assert!(without >= TTL + Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+    use crate::credentials::CookieNames;
+
+    fn cache() -> SessionCache {
+        SessionCache::new(CacheConfig {
+            ttl: Duration::from_secs(60),
+            capacity: 10,
+            negative_ttl: None,
+            request_timeout: Duration::from_secs(1),
+            stale_grace: None,
+            gate: crate::gate::GateConfig {
+                max_concurrent: 1,
+                queue_timeout: Duration::from_secs(1),
+                backoff_min: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(1),
+                failure_threshold: 1,
+            },
+        })
+        .unwrap()
+    }
+
+    /// The hit path hashes the credential in place; the miss path hashes the owned copy. They
+    /// must land on one entry, or every hit would miss.
+    #[test]
+    fn a_credential_keys_alike_in_the_request_and_owned() {
+        let cache = cache();
+        let names = CookieNames::default().or_exact("second");
+        for (name, value) in [
+            ("x-session-token", "ory_st_abc"),
+            ("authorization", "Bearer ory_st_abc"),
+            ("cookie", "a=1; ory_kratos_session=MTY4; b=2"),
+            (
+                "cookie",
+                "ory_session_x=1; theme=dark; second=\"q\"; ory_kratos_session=2",
+            ),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+            let found = FoundCredential::find(&headers, &names).unwrap().unwrap();
+            let in_place = cache.key_for_found(&found);
+            let owned = cache.key_for(&found.into_credential());
+            assert!(in_place == owned, "{name}: {value}");
+        }
+        // And tokens never share a key with a cookie of the same bytes.
+        let token = Credential::session_token("abc").unwrap();
+        let cookie = Credential::cookie("ory_kratos_session", "abc").unwrap();
+        assert!(cache.key_for(&token) != cache.key_for(&cookie));
     }
 }

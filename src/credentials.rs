@@ -26,7 +26,7 @@
 
 use std::fmt;
 
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::cache::KeyKind;
 
@@ -36,6 +36,10 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
 /// The header Kratos reads session tokens from.
 pub const SESSION_TOKEN_HEADER: &str = "x-session-token";
+
+/// [`SESSION_TOKEN_HEADER`] as a `HeaderName`: looking a header up by `&str` parses the name on
+/// every request.
+const SESSION_TOKEN: HeaderName = HeaderName::from_static(SESSION_TOKEN_HEADER);
 
 /// Where a credential was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -234,11 +238,17 @@ impl CookieNames {
     }
 
     pub(crate) fn matches(&self, name: &str) -> bool {
-        self.exact.iter().any(|exact| exact == name)
+        self.matches_bytes(name.as_bytes())
+    }
+
+    /// [`CookieNames::matches`] on raw header bytes: most cookies of a request are not session
+    /// cookies, and are passed over without checking that their names are text.
+    fn matches_bytes(&self, name: &[u8]) -> bool {
+        self.exact.iter().any(|exact| exact.as_bytes() == name)
             || self
                 .prefixes
                 .iter()
-                .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix.as_str()))
+                .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix.as_bytes()))
     }
 
     /// Whether every name is a valid cookie name.
@@ -261,61 +271,162 @@ pub fn find_credential(
     headers: &HeaderMap,
     cookie_names: &CookieNames,
 ) -> Result<Option<Credential>, MalformedCredential> {
-    // 1. X-Session-Token, the first one, when non-empty (Go's Header.Get + len > 0).
-    if let Some(value) = headers.get(SESSION_TOKEN_HEADER) {
-        let token = trim_ows(value.to_str().map_err(|_| MalformedCredential::NotText)?);
-        if !token.is_empty() {
-            return Credential::session_token(token).map(Some);
+    Ok(FoundCredential::find(headers, cookie_names)?.map(FoundCredential::into_credential))
+}
+
+/// A credential as found in a request, borrowed from its headers: what the layer hashes to look
+/// the session up, so that a cache hit copies nothing. [`FoundCredential::into_credential`] makes the
+/// [`Credential`] a whoami call needs.
+#[derive(Clone, Copy)]
+pub(crate) struct FoundCredential<'a> {
+    source: CredentialSource,
+    /// For tokens, one piece; for cookies, `name`, `value` per session cookie.
+    pieces: Pieces<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Pieces<'a> {
+    Token(&'a str),
+    Cookies {
+        pairs: [(&'a str, &'a str); MAX_SESSION_COOKIES],
+        count: usize,
+        /// The one session cookie exactly as the request wrote it (`name=value`), when that is
+        /// its key material: hashed in one piece, without a streaming hasher.
+        whole: Option<&'a str>,
+    },
+}
+
+impl<'a> FoundCredential<'a> {
+    /// Kratos's precedence; see [`find_credential`].
+    pub(crate) fn find(
+        headers: &'a HeaderMap,
+        cookie_names: &CookieNames,
+    ) -> Result<Option<Self>, MalformedCredential> {
+        // 1. X-Session-Token, the first one, when non-empty (Go's Header.Get + len > 0).
+        if let Some(value) = headers.get(SESSION_TOKEN) {
+            let token = trim_ows(value.to_str().map_err(|_| MalformedCredential::NotText)?);
+            if !token.is_empty() {
+                check_token(token)?;
+                return Ok(Some(Self::token(CredentialSource::SessionToken, token)));
+            }
+        }
+        // 2. The session cookies. Kratos picks its own by name, which this side cannot know when
+        //    several names are recognised (two Ory Network projects, or a self-hosted and a
+        //    hosted one): all of them go, and nothing else.
+        if let Some(found) = session_cookies(headers, cookie_names)? {
+            return Ok(Some(found));
+        }
+        // 3. Authorization: Bearer, parsed as Kratos does: split on single spaces, exactly 2
+        //    parts.
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let Ok(value) = value.to_str() else {
+                return Ok(None);
+            };
+            let mut parts = value.split(' ');
+            if let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) {
+                if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+                    check_token(token)?;
+                    return Ok(Some(Self::token(CredentialSource::Bearer, token)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn token(source: CredentialSource, token: &'a str) -> Self {
+        Self {
+            source,
+            pieces: Pieces::Token(token),
         }
     }
-    // 2. The session cookies. Kratos picks its own by name, which this side cannot know when
-    //    several names are recognised (two Ory Network projects, or a self-hosted and a hosted
-    //    one): all of them go, and nothing else.
-    if let Some(credential) = session_cookies(headers, cookie_names)? {
-        return Ok(Some(credential));
+
+    /// Where the credential was found.
+    pub(crate) fn source(&self) -> CredentialSource {
+        self.source
     }
-    // 3. Authorization: Bearer, parsed as Kratos does: split on single spaces, exactly 2 parts.
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let Ok(value) = value.to_str() else {
-            return Ok(None);
-        };
-        let mut parts = value.split(' ');
-        if let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) {
-            if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
-                let mut credential = Credential::session_token(token)?;
-                credential.source = CredentialSource::Bearer;
-                return Ok(Some(credential));
+
+    /// Which hash key this credential is keyed with.
+    pub(crate) fn key_kind(&self) -> KeyKind {
+        match self.pieces {
+            Pieces::Token(_) => KeyKind::Token,
+            Pieces::Cookies { .. } => KeyKind::Cookie,
+        }
+    }
+
+    /// The bytes of [`Credential::key_material`], whole when they are one slice of the request
+    /// (a token), else `None`: use [`FoundCredential::key_pieces`].
+    pub(crate) fn key_whole(&self) -> Option<&'a [u8]> {
+        match self.pieces {
+            Pieces::Token(token) => Some(token.as_bytes()),
+            Pieces::Cookies { whole, .. } => whole.map(str::as_bytes),
+        }
+    }
+
+    /// The bytes of [`Credential::key_material`] fed to `update` piece by piece, so both forms
+    /// of one credential hash alike without joining them here.
+    pub(crate) fn key_pieces(&self, mut update: impl FnMut(&[u8])) {
+        match self.pieces {
+            Pieces::Token(token) => update(token.as_bytes()),
+            Pieces::Cookies { pairs, count, .. } => {
+                for (index, (name, value)) in pairs[..count].iter().enumerate() {
+                    if index > 0 {
+                        update(b"; ");
+                    }
+                    update(name.as_bytes());
+                    update(b"=");
+                    update(value.as_bytes());
+                }
             }
         }
     }
-    Ok(None)
+
+    /// The owned credential, for the whoami call.
+    pub(crate) fn into_credential(self) -> Credential {
+        let secret = match self.pieces {
+            Pieces::Token(token) => token.to_owned(),
+            Pieces::Cookies { .. } => {
+                let mut joined = Vec::new();
+                self.key_pieces(|piece| joined.extend_from_slice(piece));
+                // Every piece is a slice of a `&str` or ASCII punctuation.
+                String::from_utf8(joined).unwrap_or_default()
+            }
+        };
+        Credential {
+            source: self.source,
+            secret,
+        }
+    }
 }
 
-/// Every cookie with a session name, across all `Cookie` headers (HTTP/2 splits them), as one
-/// `name=value; name=value` header in the request's order.
-fn session_cookies(
-    headers: &HeaderMap,
+/// Every cookie with a session name, across all `Cookie` headers (HTTP/2 splits them), in the
+/// request's order.
+fn session_cookies<'a>(
+    headers: &'a HeaderMap,
     cookie_names: &CookieNames,
-) -> Result<Option<Credential>, MalformedCredential> {
-    let mut forwarded = String::new();
-    // The names already forwarded: like Kratos (Go's `Request.Cookie`), the first cookie of a
-    // name counts and later ones of the same name are ignored.
-    let mut seen = [""; MAX_SESSION_COOKIES];
+) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
+    let mut pairs = [("", ""); MAX_SESSION_COOKIES];
+    let mut first_pair = None;
+    // Like Kratos (Go's `Request.Cookie`), the first cookie of a name counts and later ones of
+    // the same name are ignored.
     let mut count = 0;
     for header_value in headers.get_all(header::COOKIE) {
         // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
         // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
         // session cookie beside it.
-        let bytes = header_value.as_bytes();
-        for pair in bytes.split(|&byte| byte == b';') {
+        for pair in header_value.as_bytes().split(|&byte| byte == b';') {
             let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
                 continue;
             };
-            // A name that is not text is not a session cookie's (those are HTTP tokens).
-            let Ok(name) = std::str::from_utf8(trim_ows_bytes(&pair[..equals])) else {
+            let name = trim_ows_bytes(&pair[..equals]);
+            if !cookie_names.matches_bytes(name) {
+                continue;
+            }
+            // Session cookie names are valid tokens (checked when the layer is built), so a
+            // matching name is text.
+            let Ok(name) = std::str::from_utf8(name) else {
                 continue;
             };
-            if !cookie_names.matches(name) || seen[..count].contains(&name) {
+            if pairs[..count].iter().any(|(seen, _)| *seen == name) {
                 continue;
             }
             if count == MAX_SESSION_COOKIES {
@@ -330,22 +441,24 @@ fn session_cookies(
                 Err(_) => return Err(MalformedCredential::InvalidCharacters),
             };
             check_cookie(name, value)?;
-            seen[count] = name;
-            count += 1;
-            if forwarded.is_empty() {
-                // One allocation: the session cookies are a part of this header.
-                forwarded.reserve(bytes.len());
-            } else {
-                forwarded.push_str("; ");
+            if count == 0 {
+                // `name=value` with no space around `=`: the trimmed pair is the key material.
+                let trimmed = trim_ows_bytes(pair);
+                if trimmed.len() == name.len() + 1 + value.len() {
+                    first_pair = std::str::from_utf8(trimmed).ok();
+                }
             }
-            forwarded.push_str(name);
-            forwarded.push('=');
-            forwarded.push_str(value);
+            pairs[count] = (name, value);
+            count += 1;
         }
     }
-    Ok((count > 0).then_some(Credential {
+    Ok((count > 0).then_some(FoundCredential {
         source: CredentialSource::Cookie,
-        secret: forwarded,
+        pieces: Pieces::Cookies {
+            pairs,
+            count,
+            whole: first_pair.filter(|_| count == 1),
+        },
     }))
 }
 

@@ -7,11 +7,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use tower_service::Service;
 
 use crate::{
-    credentials::find_credential,
+    credentials::{CredentialSource, FoundCredential},
     future::{Relay, Resolved, ResponseBody, ResponseFuture},
     layer::Policy,
     lifecycle::{extend_for_request, is_due, relayable},
@@ -86,10 +86,25 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let policy = Arc::clone(&self.policy);
-        match find_credential(request.headers(), &policy.shared.cookie_names) {
-            Ok(Some(credential)) => {
-                let request_id = request.headers().get("x-request-id").cloned();
+        let shared = &self.policy.shared;
+        match FoundCredential::find(request.headers(), &shared.cookie_names) {
+            Ok(Some(found)) => {
+                // The hot path: a fresh cache entry, found without copying the credential out of
+                // the request, boxing a future or opening a span.
+                let key = shared.cache.key_for_found(&found);
+                if let Some(outcome) = shared.cache.hit_now(&key) {
+                    let due = match (&outcome, shared.lifecycle.extend_within) {
+                        (Outcome::Authenticated(session), Some(within)) => is_due(session, within),
+                        _ => false,
+                    };
+                    if !due {
+                        log_hit(found.source(), &outcome);
+                        return ResponseFuture::decided(outcome, request, ready, &self.policy);
+                    }
+                }
+                let credential = found.into_credential();
+                let request_id = request.headers().get(&REQUEST_ID).cloned();
+                let policy = Arc::clone(&self.policy);
                 let lookup_policy = Arc::clone(&policy);
                 let lookup = Box::pin(async move {
                     let span = tracing::debug_span!(
@@ -149,7 +164,7 @@ where
             }
             Ok(None) => {
                 tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
-                ResponseFuture::decided(Outcome::Anonymous, request, ready, &policy)
+                ResponseFuture::decided(Outcome::Anonymous, request, ready, &self.policy)
             }
             Err(malformed) => {
                 tracing::debug!(
@@ -158,9 +173,32 @@ where
                     "credential refused without asking Kratos"
                 );
                 let outcome = Outcome::Unauthenticated(Unauthenticated::Malformed(malformed));
-                ResponseFuture::decided(outcome, request, ready, &policy)
+                ResponseFuture::decided(outcome, request, ready, &self.policy)
             }
         }
+    }
+}
+
+/// The header whose value is passed on to Kratos, to follow one request through both logs.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A cache hit's log line: an event, not a span, since a hit does no work worth timing.
+fn log_hit(source: CredentialSource, outcome: &Outcome) {
+    match outcome {
+        Outcome::Authenticated(session) => tracing::debug!(
+            source = source.as_str(),
+            cache = "hit",
+            outcome = outcome.kind(),
+            identity_id = session.identity_id().unwrap_or(""),
+            "session accepted"
+        ),
+        other => tracing::debug!(
+            source = source.as_str(),
+            cache = "hit",
+            outcome = other.kind(),
+            reason = %other,
+            "session refused"
+        ),
     }
 }
 
