@@ -49,13 +49,25 @@ pub(crate) struct WhoamiAnswer {
 }
 
 /// The Kratos public API as this crate uses it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct KratosClient {
     http: reqwest::Client,
     whoami_url: Url,
     request_timeout: Duration,
     /// The lifecycle endpoints: behind one `Arc`, so the clone a whoami miss makes stays cheap.
     lifecycle: Arc<LifecycleApi>,
+}
+
+impl fmt::Debug for KratosClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the reqwest client: its Debug lists default headers, where a user-supplied client
+        // may carry an API key.
+        f.debug_struct("KratosClient")
+            .field("whoami_url", &self.whoami_url.as_str())
+            .field("request_timeout", &self.request_timeout)
+            .field("lifecycle", &self.lifecycle)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the lifecycle calls go.

@@ -256,7 +256,7 @@ impl fmt::Debug for LifecycleSettings {
 impl<R> fmt::Debug for KratosLayerBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KratosLayerBuilder")
-            .field("public_url", &self.public_url)
+            .field("public_url", &without_userinfo(&self.public_url))
             .field("cookie_names", &self.cookie_names)
             .field("mode", &self.mode)
             .field("cache", &self.cache)
@@ -264,6 +264,22 @@ impl<R> fmt::Debug for KratosLayerBuilder<R> {
             .field("request_timeout", &self.request_timeout)
             .field("lifecycle", &self.lifecycle)
             .finish_non_exhaustive()
+    }
+}
+
+/// A URL as given to the builder, fit for `Debug`: without a user name or password (which
+/// `build` refuses, but which must not reach a log meanwhile).
+fn without_userinfo(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() || !parsed.username().is_empty() {
+                // Only fails for URLs that cannot have credentials, which have none to hide.
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+            }
+            parsed.to_string()
+        }
+        Err(_) => "[not a URL]".to_owned(),
     }
 }
 

@@ -387,8 +387,6 @@ fn build_errors_do_not_show_credentials_in_urls() {
 }
 
 #[tokio::test]
-#[ignore = "leaks: layer.rs prints the builder's public_url as given, and KratosClient's derived \
-            Debug prints reqwest's default headers"]
 async fn layer_debug_shows_no_url_password_and_no_client_header() {
     let kratos = kratos().await;
     let secret = invented("apikey");

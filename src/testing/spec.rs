@@ -11,6 +11,9 @@ use super::store::{Expiry, NewSession, Session};
 ///
 /// This is a snapshot; call [`KratosStandIn::session_state`](super::KratosStandIn::session_state)
 /// for a fresh one after the server changed the session.
+///
+/// Unlike the crate's own types, its `Debug` shows the token and cookie value: they are the
+/// stand-in's made-up credentials, and a failing test should show which session it used.
 #[derive(Clone, Debug)]
 pub struct TestSession {
     /// The session id (a UUID).
