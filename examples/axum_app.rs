@@ -218,13 +218,31 @@ async fn home(session: Option<KratosSession>) -> Json<Value> {
 }
 
 /// `GET /me`: only reached with a valid session; the layer answers everything else.
-async fn me(session: KratosSession) -> Json<Value> {
-    Json(json!({
-        "session_id": session.id,
-        "identity_id": session.identity_id(),
-        "aal": session.authenticator_assurance_level.as_ref().map(|aal| aal.as_str()),
-        "expires_at": session.expires_at.and_then(|at| at.format(&Rfc3339).ok()),
-    }))
+async fn me(session: KratosSession) -> Json<Me> {
+    Json(Me {
+        expires_at: rfc3339(session.expires_at),
+        session,
+    })
+}
+
+/// `GET /me`'s answer, serialized straight from the shared session: a handler on the hot path
+/// need not build a `serde_json::Value` first.
+struct Me {
+    session: KratosSession,
+    expires_at: Option<String>,
+}
+
+impl serde::Serialize for Me {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut me = serializer.serialize_struct("Me", 4)?;
+        me.serialize_field("session_id", &self.session.id)?;
+        me.serialize_field("identity_id", &self.session.identity_id())?;
+        let aal = self.session.authenticator_assurance_level.as_ref();
+        me.serialize_field("aal", &aal.map(|aal| aal.as_str()))?;
+        me.serialize_field("expires_at", &self.expires_at)?;
+        me.end()
+    }
 }
 
 fn rfc3339(at: Option<OffsetDateTime>) -> Option<String> {

@@ -279,14 +279,7 @@ impl KratosClient {
 
     /// `DELETE {admin}/admin/sessions/{id}`: deactivate one session.
     pub(crate) async fn disable_session(&self, session_id: &str) -> Result<(), LifecycleError> {
-        let (request, timeout) =
-            self.admin_request(reqwest::Method::DELETE, &["admin", "sessions", session_id])?;
-        let answer = self.execute(request, timeout, MAX_BODY_LEN).await?;
-        match answer.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            StatusCode::NOT_FOUND => Err(LifecycleError::NotFound),
-            _ => Err(failure(Api::Admin, &answer)),
-        }
+        self.admin_delete(&["admin", "sessions", session_id]).await
     }
 
     /// `DELETE {admin}/admin/identities/{id}/sessions`: delete every session of an identity.
@@ -294,8 +287,14 @@ impl KratosClient {
         &self,
         identity_id: &str,
     ) -> Result<(), LifecycleError> {
-        let path = ["admin", "identities", identity_id, "sessions"];
-        let (request, timeout) = self.admin_request(reqwest::Method::DELETE, &path)?;
+        self.admin_delete(&["admin", "identities", identity_id, "sessions"])
+            .await
+    }
+
+    /// An admin `DELETE`: 204 (or a legacy 200) is done, 404 is "no such session or identity"
+    /// (API.md §d), anything else a failure.
+    async fn admin_delete(&self, path: &[&str]) -> Result<(), LifecycleError> {
+        let (request, timeout) = self.admin_request(reqwest::Method::DELETE, path)?;
         let answer = self.execute(request, timeout, MAX_BODY_LEN).await?;
         match answer.status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
