@@ -1268,3 +1268,38 @@ async fn lifecycle_errors_become_kratos_style_responses() {
         }
     }
 }
+
+/// A whoami sent before a revocation and answered after it returned ("active", read before the
+/// revocation) must not let the request through: the lookup asks once more.
+#[tokio::test]
+async fn an_answer_read_before_a_revocation_is_not_served_after_it() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let service = layer.clone().layer(Handler::default().service());
+    let alice = kratos.create_session();
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::AnswerLate(Duration::from_millis(500)),
+    );
+
+    let in_flight = tokio::spawn({
+        let service = service.clone();
+        let request = token(&alice);
+        async move { send(&service, request).await }
+    });
+    // Kratos has read the session as active; now revoke it through the crate.
+    while kratos.calls(Endpoint::Whoami) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    layer
+        .lifecycle()
+        .disable_session(&alice.id)
+        .await
+        .expect("disabled");
+    kratos.clear_fault(Endpoint::Whoami);
+
+    let answer = in_flight.await.expect("the request");
+    assert_rejected(&answer);
+    // The late "active" answer, then the second look that Kratos refused.
+    assert_eq!(kratos.calls(Endpoint::Whoami), 2);
+}

@@ -13,6 +13,9 @@ use super::record::Endpoint;
 pub enum Fault {
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Answer from the state the call finds on arrival, but deliver that answer this much later:
+    /// a whoami that was "active" when Kratos read it and arrives after a revocation.
+    AnswerLate(Duration),
     /// Answer with this status and Kratos's JSON error body for it
     /// (`{"error":{"code":..,"status":..,"message":..}}`). 204 and 304 get no body; 1xx codes, which
     /// cannot end an HTTP exchange, are answered 500.

@@ -159,6 +159,14 @@ async fn handle(
     match fault {
         None => {}
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::AnswerLate(delay)) => {
+            let answer = match body_error {
+                Some(status) => routes::error(&KratosError::new(status), &parts),
+                None => routes::respond(&shared, &route, &parts, &body),
+            };
+            tokio::time::sleep(delay).await;
+            return Ok(answer);
+        }
         Some(Fault::Status(status)) => {
             let status = if status.is_informational() {
                 StatusCode::INTERNAL_SERVER_ERROR
