@@ -708,8 +708,20 @@ impl SessionCache {
                 let init = async {
                     let pass = gate.enter().await.map_err(Outcome::Unavailable)?;
                     let asked_at = Instant::now();
-                    let answer = client.whoami(&credential, request_id.as_ref(), fresh).await;
-                    gate.record(pass, &answer.outcome);
+                    let mut answer = client.whoami(&credential, request_id.as_ref(), fresh).await;
+                    let window = gate.record(pass, &answer.outcome);
+                    if let (
+                        Some(window),
+                        Outcome::Unavailable(Unavailable::RateLimited { retry_after }),
+                    ) = (window, &mut answer.outcome)
+                    {
+                        // Tell clients when this layer asks Kratos again, not a longer wait that
+                        // Kratos named (up to an hour): the back-off window is capped. Without
+                        // a hint, the rejection's default stands.
+                        let until_probe = window.max(Duration::from_secs(1));
+                        // Without a hint, the rejection's default stands.
+                        *retry_after = retry_after.map(|wait| wait.min(until_probe));
+                    }
                     set_cookies = answer.set_cookies.clone();
                     refused = !matches!(
                         answer.outcome,

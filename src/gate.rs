@@ -153,7 +153,8 @@ impl Gate {
     }
 
     /// Takes what Kratos answered into account, and frees the pass's slot.
-    pub(crate) fn record(&self, mut pass: Pass<'_>, outcome: &Outcome) {
+    /// Returns, after a 429, how long from now the back-off window runs.
+    pub(crate) fn record(&self, mut pass: Pass<'_>, outcome: &Outcome) -> Option<Duration> {
         pass.recorded = true;
         let probe = pass.probe;
         let mut phase = self.phase();
@@ -180,7 +181,7 @@ impl Gate {
                     kratos_retry_after_s = retry_after.map(|wait| wait.as_secs()),
                     "Kratos rate-limited whoami (429); backing off: lookups get 503 until a probe succeeds"
                 );
-                return;
+                return Some(until.saturating_duration_since(now));
             }
             Outcome::Unavailable(
                 Unavailable::Timeout
@@ -193,7 +194,7 @@ impl Gate {
                 if probe {
                     self.release_probe(&mut phase);
                 }
-                return;
+                return None;
             }
             // 200, 401, 403 step-up: Kratos is answering.
             _ => false,
@@ -238,6 +239,7 @@ impl Gate {
             // A call sent before the back-off opened: the window (and the probe) decide, not it.
             (Phase::Open { .. } | Phase::HalfOpen { .. }, _) => {}
         }
+        None
     }
 
     /// A probe that ended without an answer: the next lookup probes instead.

@@ -121,7 +121,8 @@ pub enum Unavailable {
     /// for a while.
     RateLimited {
         /// How long Kratos asked callers to wait, when it said: Ory Network's
-        /// `x-ratelimit-reset` (seconds until its window resets), else `Retry-After` in seconds.
+        /// `x-ratelimit-reset` (seconds until its window resets), else `Retry-After` in seconds;
+        /// capped at the layer's back-off window, after which it asks Kratos again.
         retry_after: Option<Duration>,
     },
     /// A status that is not part of whoami's contract (5xx, 3xx, an unexpected 4xx).

@@ -1011,3 +1011,31 @@ async fn a_flood_of_bogus_tokens_is_bounded() {
         stats.cache_entries, stats.stale_entries
     );
 }
+
+/// Kratos may ask for a long wait; the layer asks it again after its own (capped) window, and
+/// tells clients that, not an hour.
+#[tokio::test]
+async fn a_429_tells_clients_the_layers_window_not_kratoss_longer_wait() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let alice = kratos.create_session();
+    let layer = builder(&kratos)
+        .backoff(Duration::from_millis(100), Duration::from_secs(3))
+        .build()
+        .expect("layer");
+    let app = app_for(&layer);
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::RateLimited {
+            retry_after: Some(3600),
+        },
+    );
+
+    let limited = send(&app, with_token(&alice.token)).await;
+    assert_unavailable(&limited);
+    let told: u64 = limited
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=3).contains(&told), "Retry-After: {told}");
+    assert_eq!(kratos.calls(Endpoint::Whoami), 1);
+}
