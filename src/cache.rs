@@ -9,7 +9,7 @@ use std::{
     future::Future,
     hash::{BuildHasher, Hash, Hasher},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, RwLock,
     },
     time::{Duration, Instant},
@@ -328,11 +328,26 @@ impl Lookup {
 /// Marks force a new whoami call rather than a refusal: `DELETE /sessions/{id}` answers 204 even
 /// for another identity's session (API.md §d), so refusing outright would let one user lock
 /// another out by naming their session id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RevocationMarks {
-    /// Whether any mark may be live: the common case (no revocation lately) costs one load.
-    any: AtomicBool,
+    /// The instant offsets below count from.
+    origin: Instant,
+    /// When the latest mark was made, in nanoseconds since `origin` plus one; 0 when none was.
+    /// A mark can outdate only entries asked for before it, so an entry asked for after the
+    /// latest mark (every hit, once the entries from before a revocation have expired) is
+    /// answered from this one load, without the lock.
+    latest: AtomicU64,
     marks: RwLock<Marks>,
+}
+
+impl Default for RevocationMarks {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            latest: AtomicU64::new(0),
+            marks: RwLock::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -343,10 +358,6 @@ struct Marks {
 }
 
 impl Marks {
-    fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.identities.is_empty() && self.credentials.is_empty()
-    }
-
     fn forget_older_than(&mut self, oldest: Instant) {
         self.sessions.retain(|_, at| *at >= oldest);
         self.identities.retain(|_, at| *at >= oldest);
@@ -366,6 +377,12 @@ pub(crate) enum Revoked<'a> {
 }
 
 impl RevocationMarks {
+    /// `at` as an offset for [`RevocationMarks::latest`] (0 is kept for "no mark").
+    fn offset(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
     fn mark(&self, target: MarkTarget, retention: Duration) {
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-update of plain maps; the
@@ -382,12 +399,13 @@ impl RevocationMarks {
             MarkTarget::Identity(id) => marks.identities.insert(id, now),
             MarkTarget::Credential(key) => marks.credentials.insert(key, now),
         };
-        self.any.store(true, Ordering::Release);
+        // Under the write lock, so `latest` never runs ahead of the maps it summarises.
+        self.latest.fetch_max(self.offset(now), Ordering::Release);
     }
 
     /// Whether this credential was revoked here within the last `retention`.
     fn marks_credential(&self, key: &CacheKey, retention: Duration) -> bool {
-        self.any.load(Ordering::Acquire)
+        self.latest.load(Ordering::Acquire) != 0
             && self
                 .marks
                 .read()
@@ -399,16 +417,14 @@ impl RevocationMarks {
 
     /// Whether something this entry depends on was revoked at or after it was asked for.
     fn outdates(&self, key: &CacheKey, cached: &Cached) -> bool {
-        if !self.any.load(Ordering::Acquire) {
+        let latest = self.latest.load(Ordering::Acquire);
+        if latest == 0 || latest < self.offset(cached.asked_at) {
             return false;
         }
         let marks = self
             .marks
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
-        if marks.is_empty() {
-            return false;
-        }
         let after = |at: Option<&Instant>| at.is_some_and(|at| *at >= cached.asked_at);
         if after(marks.credentials.get(key)) {
             return true;
@@ -573,7 +589,19 @@ impl SessionCache {
         request_id: Option<&HeaderValue>,
         client: &KratosClient,
     ) -> Lookup {
-        let key = self.key_for(credential);
+        self.lookup_keyed(self.key_for(credential), credential, request_id, client)
+            .await
+    }
+
+    /// [`SessionCache::lookup`] with the key already computed (the layer hashed the credential
+    /// for its hit check).
+    pub(crate) async fn lookup_keyed(
+        &self,
+        key: CacheKey,
+        credential: &Credential,
+        request_id: Option<&HeaderValue>,
+        client: &KratosClient,
+    ) -> Lookup {
         // After a revocation made here, Kratos's own session cache (Ory Network) may not know
         // it yet: that whoami asks for a fresh read.
         let mut fresh = false;

@@ -115,9 +115,12 @@ where
                     );
                     let shared = &lookup_policy.shared;
                     let lookup = tracing::Instrument::instrument(
-                        shared
-                            .cache
-                            .lookup(&credential, request_id.as_ref(), &shared.client),
+                        shared.cache.lookup_keyed(
+                            key,
+                            &credential,
+                            request_id.as_ref(),
+                            &shared.client,
+                        ),
                         span.clone(),
                     )
                     .await;
