@@ -493,17 +493,17 @@ impl SessionLifecycle {
                 _ => None,
             },
         };
-        if identity_id.is_none() {
-            tracing::warn!(
-                "the caller's identity is unknown: its other sessions cached here stay \
-                 accepted until their cache entries expire"
-            );
-        }
         match &identity_id {
             Some(identity_id) => shared.cache.revoked(Revoked::Identity(identity_id)).await,
             // A session without an identity cannot have been looked up through whoami; should
             // Kratos ever send one, still make the caller's own entry ask again.
-            None => shared.cache.revoked(Revoked::Credential(&credential)).await,
+            None => {
+                tracing::warn!(
+                    "the caller's identity is unknown: its other sessions cached here stay \
+                     accepted until their cache entries expire"
+                );
+                shared.cache.revoked(Revoked::Credential(&credential)).await;
+            }
         }
         tracing::info!(
             identity_id = identity_id.as_deref().unwrap_or(""),
