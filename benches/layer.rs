@@ -13,8 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response, StatusCode};
+use support::{trivial, with_cookie, with_token};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_kratos::{
@@ -29,27 +32,6 @@ const ROUNDS: usize = 201;
 const BATCH: u64 = 1_000;
 /// The most the layer may add to a cache hit (the target).
 const TARGET: Duration = Duration::from_micros(1);
-
-async fn trivial(_request: Request<String>) -> Result<Response<String>, Infallible> {
-    Ok(Response::new(String::new()))
-}
-
-fn with_token(token: &str) -> Request<String> {
-    Request::get("/me")
-        .header("x-session-token", token)
-        .body(String::new())
-        .expect("valid request")
-}
-
-fn with_cookie(cookie: &str) -> Request<String> {
-    // The session cookie among the kind of cookies a real browser sends.
-    let header =
-        format!("_ga=GA1.1.123456789.1700000000; theme=dark; {cookie}; csrftoken=abcdef0123456789");
-    Request::get("/me")
-        .header("cookie", header)
-        .body(String::new())
-        .expect("valid request")
-}
 
 /// Times `iters` requests through one service the way a server connection uses it (`ready`,
 /// then `call`), building each request inside the loop on both sides alike.
