@@ -93,11 +93,12 @@ where
         }
     }
 
-    /// The outcome is known without a lookup (no credential, or a malformed one).
+    /// The outcome is known without waiting (a cache hit, no credential, a malformed one): the
+    /// inner service, polled ready, is called now.
     pub(crate) fn decided(
         outcome: Outcome,
         request: Request<ReqBody>,
-        mut service: S,
+        service: &mut S,
         policy: &Arc<Policy<R>>,
     ) -> Self {
         let resolved = Resolved {
@@ -105,7 +106,7 @@ where
             relay: None,
         };
         Self {
-            state: decide(resolved, request, &mut service, policy),
+            state: decide(resolved, request, service, policy),
             waiting: None,
         }
     }

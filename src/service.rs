@@ -21,9 +21,11 @@ use crate::{
 
 /// The service [`KratosLayer`](crate::KratosLayer) wraps around yours.
 ///
-/// Readiness is the inner service's: `poll_ready` is forwarded, and `call` hands the service that
-/// was polled ready to the response future (a fresh clone stays behind for the next call), as
-/// tower-service's docs advise under "Be careful when cloning inner services".
+/// Readiness is the inner service's: `poll_ready` is forwarded. When `call` can decide at once (a
+/// cache hit, no credential, a malformed one) it calls the inner service it polled ready right
+/// away; when it must wait for Kratos it hands that service to the response future and keeps a
+/// fresh clone for the next call, as tower-service's docs advise under "Be careful when cloning
+/// inner services".
 #[must_use]
 pub struct KratosService<S, R = DefaultRejection> {
     inner: S,
@@ -84,8 +86,6 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
         let shared = &self.policy.shared;
         match FoundCredential::find(request.headers(), &shared.cookie_names) {
             Ok(Some(found)) => {
@@ -99,10 +99,19 @@ where
                     };
                     if !due {
                         log_hit(found.source(), &outcome);
-                        return ResponseFuture::decided(outcome, request, ready, &self.policy);
+                        return ResponseFuture::decided(
+                            outcome,
+                            request,
+                            &mut self.inner,
+                            &self.policy,
+                        );
                     }
                 }
                 let credential = found.into_credential();
+                // The inner service is called only when the lookup is done: the one polled ready
+                // goes with the future, and a clone stays for the next call.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
                 let request_id = request.headers().get(&REQUEST_ID).cloned();
                 let policy = Arc::clone(&self.policy);
                 let lookup_policy = Arc::clone(&policy);
@@ -167,7 +176,7 @@ where
             }
             Ok(None) => {
                 tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
-                ResponseFuture::decided(Outcome::Anonymous, request, ready, &self.policy)
+                ResponseFuture::decided(Outcome::Anonymous, request, &mut self.inner, &self.policy)
             }
             Err(malformed) => {
                 tracing::debug!(
@@ -176,7 +185,7 @@ where
                     "credential refused without asking Kratos"
                 );
                 let outcome = Outcome::Unauthenticated(Unauthenticated::Malformed(malformed));
-                ResponseFuture::decided(outcome, request, ready, &self.policy)
+                ResponseFuture::decided(outcome, request, &mut self.inner, &self.policy)
             }
         }
     }
