@@ -20,6 +20,9 @@ use moka::{future::Cache, Expiry};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+mod hot;
+
+use self::hot::HotTable;
 use crate::{
     client::{KratosClient, WhoamiAnswer},
     credentials::{Credential, FoundCredential},
@@ -106,13 +109,18 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// A cached whoami answer and when the call that produced it was sent.
+/// A cached whoami answer, when the call that produced it was sent, and until when it may be
+/// served.
 #[derive(Clone, Debug)]
 pub(crate) struct Cached {
     pub(crate) answer: CachedAnswer,
     /// When the whoami call (or extension) behind this answer was *sent*: a revocation made
     /// after this instant may not be reflected in it.
     pub(crate) asked_at: Instant,
+    /// The end of the entry's lifetime ([`EntryLifetime`]), fixed when it is stored: moka
+    /// expires the entry then, and a hit checks it against one monotonic clock read instead of
+    /// reading the wall clock for the session's `expires_at` on every request.
+    pub(crate) fresh_until: Instant,
 }
 
 /// The part of a whoami answer worth keeping.
@@ -135,8 +143,20 @@ struct EntryLifetime {
 }
 
 impl EntryLifetime {
-    fn lifetime(&self, value: &Cached) -> Duration {
-        match &value.answer {
+    /// An entry for `answer`, stored now. Its end is on the monotonic clock: a session's
+    /// `expires_at` is converted once, here, so a later jump of the wall clock moves it no
+    /// more than it moves Kratos's own judgement of that session.
+    fn entry(&self, answer: CachedAnswer, asked_at: Instant) -> Cached {
+        let fresh_until = Instant::now() + self.lifetime(&answer);
+        Cached {
+            answer,
+            asked_at,
+            fresh_until,
+        }
+    }
+
+    fn lifetime(&self, answer: &CachedAnswer) -> Duration {
+        match answer {
             CachedAnswer::Session { session, cache_for } => {
                 let mut lifetime = self.ttl;
                 if let Some(hint) = cache_for {
@@ -157,28 +177,24 @@ fn time_until(at: OffsetDateTime) -> Duration {
     Duration::try_from(left).unwrap_or(Duration::ZERO)
 }
 
-impl Expiry<CacheKey, Cached> for EntryLifetime {
-    fn expire_after_create(&self, _: &CacheKey, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(self.lifetime(value))
+/// moka expires each entry at the `fresh_until` it was stored with.
+struct UntilFresh;
+
+impl Expiry<CacheKey, Cached> for UntilFresh {
+    fn expire_after_create(&self, _: &CacheKey, value: &Cached, now: Instant) -> Option<Duration> {
+        Some(value.fresh_until.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &CacheKey,
         value: &Cached,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
         // A replaced entry (a refreshed session) gets a lifetime of its own, not the old one's.
-        Some(self.lifetime(value))
+        Some(value.fresh_until.saturating_duration_since(now))
     }
-}
-
-/// A session kept for stale-if-error, and when its regular entry stops being fresh.
-#[derive(Clone, Debug)]
-struct StaleEntry {
-    cached: Cached,
-    fresh_until: Instant,
 }
 
 /// Stale entries live until their regular entry's end plus the grace, and never past the
@@ -188,9 +204,9 @@ struct StaleLifetime {
 }
 
 impl StaleLifetime {
-    fn lifetime(&self, value: &StaleEntry, now: Instant) -> Duration {
+    fn lifetime(&self, value: &Cached, now: Instant) -> Duration {
         let mut lifetime = (value.fresh_until + self.grace).saturating_duration_since(now);
-        if let CachedAnswer::Session { session, .. } = &value.cached.answer {
+        if let CachedAnswer::Session { session, .. } = &value.answer {
             if let Some(expires_at) = session.expires_at {
                 lifetime = lifetime.min(time_until(expires_at));
             }
@@ -199,20 +215,15 @@ impl StaleLifetime {
     }
 }
 
-impl Expiry<CacheKey, StaleEntry> for StaleLifetime {
-    fn expire_after_create(
-        &self,
-        _: &CacheKey,
-        value: &StaleEntry,
-        at: Instant,
-    ) -> Option<Duration> {
+impl Expiry<CacheKey, Cached> for StaleLifetime {
+    fn expire_after_create(&self, _: &CacheKey, value: &Cached, at: Instant) -> Option<Duration> {
         Some(self.lifetime(value, at))
     }
 
     fn expire_after_update(
         &self,
         _: &CacheKey,
-        value: &StaleEntry,
+        value: &Cached,
         at: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -224,34 +235,24 @@ impl Expiry<CacheKey, StaleEntry> for StaleLifetime {
 /// ends with Kratos unavailable.
 #[derive(Clone)]
 struct StaleStore {
-    entries: Cache<CacheKey, StaleEntry, PassThroughHash>,
+    entries: Cache<CacheKey, Cached, PassThroughHash>,
     grace: Duration,
-    fresh: EntryLifetime,
 }
 
 impl StaleStore {
-    fn new(grace: Duration, fresh: EntryLifetime, capacity: u64) -> Self {
+    fn new(grace: Duration, capacity: u64) -> Self {
         let entries = Cache::builder()
             .name("tower-kratos stale sessions")
             .max_capacity(capacity)
             .expire_after(StaleLifetime { grace })
             .build_with_hasher(PassThroughHash);
-        Self {
-            entries,
-            grace,
-            fresh,
-        }
+        Self { entries, grace }
     }
 
     /// Keeps a session Kratos just confirmed (the same `Arc`: no copy of its body).
     async fn keep(&self, key: CacheKey, cached: &Cached) {
         if let CachedAnswer::Session { .. } = cached.answer {
-            let fresh_until = Instant::now() + self.fresh.lifetime(cached);
-            let entry = StaleEntry {
-                cached: cached.clone(),
-                fresh_until,
-            };
-            self.entries.insert(key, entry).await;
+            self.entries.insert(key, cached.clone()).await;
         }
     }
 }
@@ -451,6 +452,9 @@ enum MarkTarget {
 #[derive(Clone)]
 pub(crate) struct SessionCache {
     entries: Cache<CacheKey, Cached, PassThroughHash>,
+    /// The entries hits were served from lately, read before `entries` (see [`HotTable`]).
+    hot: Arc<HotTable>,
+    lifetimes: EntryLifetime,
     /// One key for tokens, one for cookies, so the two kinds can never share an entry.
     hash_keys: HashKeys,
     cache_rejections: bool,
@@ -484,17 +488,19 @@ impl SessionCache {
         let entries = Cache::builder()
             .name("tower-kratos sessions")
             .max_capacity(config.capacity)
-            .expire_after(lifetimes)
+            .expire_after(UntilFresh)
             .build_with_hasher(PassThroughHash);
         Ok(Self {
             entries,
+            hot: Arc::new(HotTable::for_capacity(config.capacity)),
+            lifetimes,
             hash_keys: HashKeys { token, cookie },
             cache_rejections: config.negative_ttl.is_some(),
             revoked: Arc::default(),
             mark_retention: config.longest_entry_age() + Duration::from_secs(1),
             stale: config
                 .stale_grace
-                .map(|grace| StaleStore::new(grace, lifetimes, config.capacity)),
+                .map(|grace| StaleStore::new(grace, config.capacity)),
             gate: Arc::new(Gate::new(config.gate)),
         })
     }
@@ -526,17 +532,36 @@ impl SessionCache {
         CacheKey(*hasher.finalize().as_bytes())
     }
 
-    /// The cached outcome for this key when it can be served now, found without waiting: moka's
-    /// `get` is polled once, and it is ready at once unless the cache is busy with maintenance
-    /// (then `None`, and the caller takes the ordinary path). This lets a cache hit skip
-    /// boxing a lookup future.
+    /// The cached outcome for this key when it can be served now, found without waiting: from
+    /// the hot table, else from moka, whose `get` is polled once (it is ready at once unless
+    /// the cache is busy with maintenance; then `None`, and the caller takes the ordinary
+    /// path). This lets a cache hit skip boxing a lookup future.
     pub(crate) fn hit_now(&self, key: &CacheKey) -> Option<Outcome> {
+        let now = Instant::now();
+        if let Some(cached) = self.hot.get(key, now) {
+            let outcome = self.servable(key, &cached, now);
+            if outcome.is_none() {
+                // Outdated by a revocation; the lookup the caller falls back on replaces it.
+                self.hot.remove(key);
+            }
+            return outcome;
+        }
         let mut get = std::pin::pin!(self.entries.get(key));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         match get.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(Some(cached)) => self.servable(key, &cached),
+            std::task::Poll::Ready(Some(cached)) => {
+                let outcome = self.servable(key, &cached, now)?;
+                self.hot.put(*key, &cached);
+                Some(outcome)
+            }
             _ => None,
         }
+    }
+
+    /// Drops this key's entry from the cache and from the hot table.
+    async fn forget(&self, key: &CacheKey) {
+        self.hot.remove(key);
+        self.entries.invalidate(key).await;
     }
 
     /// Records a revocation made through this process: from now on no entry asked for before it
@@ -547,7 +572,7 @@ impl SessionCache {
             Revoked::Identity(id) => MarkTarget::Identity(id.into()),
             Revoked::Credential(credential) => {
                 let key = self.key_for(credential);
-                self.entries.invalidate(&key).await;
+                self.forget(&key).await;
                 if let Some(stale) = &self.stale {
                     stale.entries.invalidate(&key).await;
                 }
@@ -568,16 +593,17 @@ impl SessionCache {
         asked_at: Instant,
     ) {
         let key = self.key_for(credential);
-        let cached = Cached {
-            answer: CachedAnswer::Session { session, cache_for },
-            asked_at,
-        };
+        let cached = self
+            .lifetimes
+            .entry(CachedAnswer::Session { session, cache_for }, asked_at);
         if self.revoked.outdates(&key, &cached) {
             return;
         }
         if let Some(stale) = &self.stale {
             stale.keep(key, &cached).await;
         }
+        // The hot table too, or hits would go on being served the session as it was before.
+        self.hot.put(key, &cached);
         self.entries.insert(key, cached).await;
     }
 
@@ -606,11 +632,12 @@ impl SessionCache {
         // it yet: that whoami asks for a fresh read.
         let mut fresh = false;
         if let Some(cached) = self.entries.get(&key).await {
-            if let Some(outcome) = self.servable(&key, &cached) {
+            if let Some(outcome) = self.servable(&key, &cached, Instant::now()) {
+                self.hot.put(key, &cached);
                 return Lookup::new(outcome, CacheStatus::Hit);
             }
             fresh = self.revoked.outdates(&key, &cached);
-            self.entries.invalidate(&key).await;
+            self.forget(&key).await;
         }
         // While backing off, answer at once: no task, no call, no waiting for a slot.
         if let Err(unavailable) = self.gate.check() {
@@ -623,7 +650,7 @@ impl SessionCache {
             // The call may have been sent before a revocation that has returned since: ask once
             // more (whoever revoked it has marked it, so this is not a loop).
             Some(cached) if self.revoked.outdates(&key, &cached) => {
-                self.entries.invalidate(&key).await;
+                self.forget(&key).await;
                 self.fill(key, credential, request_id, client, true).await.0
             }
             _ => lookup,
@@ -641,19 +668,19 @@ impl SessionCache {
         let Some(entry) = stale.entries.get(key).await else {
             return lookup;
         };
-        let CachedAnswer::Session { session, .. } = &entry.cached.answer else {
+        let CachedAnswer::Session { session, .. } = &entry.answer else {
             return lookup;
         };
         let now = Instant::now();
         let stale_for = now.saturating_duration_since(entry.fresh_until);
         if stale_for >= stale.grace
             || !session.is_valid_at(OffsetDateTime::now_utc())
-            || self.revoked.outdates(key, &entry.cached)
+            || self.revoked.outdates(key, &entry)
         {
             stale.entries.invalidate(key).await;
             return lookup;
         }
-        let age = now.saturating_duration_since(entry.cached.asked_at);
+        let age = now.saturating_duration_since(entry.asked_at);
         tracing::warn!(
             identity_id = session.identity_id().unwrap_or(""),
             age_ms = age.as_millis() as u64,
@@ -692,14 +719,15 @@ impl SessionCache {
         }
     }
 
-    /// What a cached entry may be served as: `None` when it must be asked for again (past the
-    /// session's `expires_at`, which may have been extended elsewhere, or outdated by a
-    /// revocation made through this process).
-    fn servable(&self, key: &CacheKey, cached: &Cached) -> Option<Outcome> {
+    /// What a cached entry may be served as at `now`: `None` when it must be asked for again
+    /// (past its lifetime, which ends by the session's `expires_at` at the latest: the session
+    /// may have been extended elsewhere; or outdated by a revocation made through this process).
+    fn servable(&self, key: &CacheKey, cached: &Cached, now: Instant) -> Option<Outcome> {
+        if now >= cached.fresh_until {
+            return None;
+        }
         let outcome = match &cached.answer {
-            CachedAnswer::Session { session, .. }
-                if session.is_valid_at(OffsetDateTime::now_utc()) =>
-            {
+            CachedAnswer::Session { session, .. } if session.active => {
                 Outcome::Authenticated(session.clone())
             }
             CachedAnswer::Session { .. } => return None,
@@ -724,6 +752,7 @@ impl SessionCache {
         let credential = credential.clone();
         let request_id = request_id.cloned();
         let cache_rejections = self.cache_rejections;
+        let lifetimes = self.lifetimes;
         let stale = self.stale.clone();
         let gate = Arc::clone(&self.gate);
         let span = tracing::Span::current();
@@ -747,7 +776,6 @@ impl SessionCache {
                         // Kratos named (up to an hour): the back-off window is capped. Without
                         // a hint, the rejection's default stands.
                         let until_probe = window.max(Duration::from_secs(1));
-                        // Without a hint, the rejection's default stands.
                         *retry_after = retry_after.map(|wait| wait.min(until_probe));
                     }
                     set_cookies = answer.set_cookies.clone();
@@ -755,7 +783,7 @@ impl SessionCache {
                         answer.outcome,
                         Outcome::Authenticated(_) | Outcome::Unavailable(_)
                     );
-                    to_cached(answer, cache_rejections, asked_at)
+                    to_cached(answer, cache_rejections, asked_at, lifetimes)
                 };
                 let entry = entries.entry(key).or_try_insert_with(init).await;
                 if let Some(stale) = &stale {
@@ -833,6 +861,7 @@ fn to_cached(
     answer: WhoamiAnswer,
     cache_rejections: bool,
     asked_at: Instant,
+    lifetimes: EntryLifetime,
 ) -> Result<Cached, Outcome> {
     tracing::debug!(
         outcome = answer.outcome.kind(),
@@ -849,7 +878,7 @@ fn to_cached(
         }
         other => return Err(other),
     };
-    Ok(Cached { answer, asked_at })
+    Ok(lifetimes.entry(answer, asked_at))
 }
 
 #[cfg(all(test, feature = "test-util"))]

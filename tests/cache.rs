@@ -383,6 +383,33 @@ async fn different_sessions_never_get_each_others_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_sessions_than_hot_slots_each_get_their_own_session_from_one_whoami() {
+    // Hits are served from a table of at most 1,024 slots in front of the cache; 2,000 sessions
+    // make slots shared, taken over and given back, from four threads at once.
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let sessions: Vec<_> = (0..2_000).map(|_| kratos.create_session()).collect();
+    let app = default_app(&kratos);
+
+    for round in 0..3 {
+        let mut tasks = JoinSet::new();
+        for (index, session) in sessions.iter().enumerate() {
+            let app = app.clone();
+            let token = session.token.clone();
+            tasks.spawn(async move { (index, send(&app, with_token(&token)).await) });
+        }
+        for (index, reply) in tasks.join_all().await {
+            let own = &sessions[index];
+            assert_session(&reply, &own.id, &own.identity_id);
+        }
+        assert_eq!(
+            kratos.calls(Endpoint::Whoami),
+            2_000,
+            "round {round}: one whoami per session, whichever slot served it"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_request_does_not_stop_the_lookup_others_wait_on() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();

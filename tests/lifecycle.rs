@@ -803,7 +803,8 @@ async fn a_refused_admin_key_does_not_fail_the_request() {
 // Revocation: this process rejects at once, whatever the TTL
 
 /// Alice's identity with three sessions: `current` (the caller) and two others, all cached by
-/// `service` (through three different credentials).
+/// `service` (through three different credentials). Each is sent twice: the second request is a
+/// hit, so each entry is also in the layer's hot table when a test revokes it.
 struct Family {
     current: TestSession,
     phone: TestSession,
@@ -819,9 +820,11 @@ where
     let current = kratos.create_session();
     let phone = kratos.session().identity(&current.identity_id).create();
     let tablet = kratos.session().identity(&current.identity_id).create();
-    assert_served(&send(service, token(&current)).await);
-    assert_served(&send(service, token(&phone)).await);
-    assert_served(&send(service, cookie(&tablet)).await);
+    for _ in 0..2 {
+        assert_served(&send(service, token(&current)).await);
+        assert_served(&send(service, token(&phone)).await);
+        assert_served(&send(service, cookie(&tablet)).await);
+    }
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
     Family {
         current,

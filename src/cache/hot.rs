@@ -1,0 +1,190 @@
+//! The hot table: the entries hits were served from lately, one per slot, in front of moka.
+//!
+//! moka's `get` records every read for its eviction policy (a channel send, and now and then a
+//! drain of that channel): about 200 ns, most of what a cache hit cost. A slot here is read
+//! under its own lock in about 25 ns. moka stays the store of record (bounded, evicting,
+//! coalescing misses); this table only remembers which entry each slot last served, so it holds
+//! at most one entry per slot whatever the number of sessions.
+//!
+//! An entry here is never served on weaker terms than in moka: it is the same [`Cached`] value,
+//! with the same `fresh_until`, and the caller runs the same revocation check on it. Writes never
+//! wait: a slot another thread is writing is simply not updated this time.
+
+use std::{
+    sync::{PoisonError, RwLock, TryLockError},
+    time::Instant,
+};
+
+use super::{CacheKey, Cached};
+
+/// The most slots a table has: enough for the sessions busy at any one moment in a large app,
+/// and small enough (about 100 bytes a slot) to be nothing next to the cache behind it.
+const MAX_SLOTS: usize = 1024;
+
+/// Recently served entries, direct-mapped: a key has one slot, chosen by its bits.
+pub(super) struct HotTable {
+    slots: Box<[RwLock<Option<HotEntry>>]>,
+}
+
+struct HotEntry {
+    key: CacheKey,
+    cached: Cached,
+}
+
+impl HotTable {
+    /// A table with about as many slots as the cache has room for entries (a power of two, at
+    /// most [`MAX_SLOTS`]).
+    pub(super) fn for_capacity(capacity: u64) -> Self {
+        let wanted = usize::try_from(capacity)
+            .unwrap_or(MAX_SLOTS)
+            .min(MAX_SLOTS);
+        let slots = wanted.max(1).next_power_of_two();
+        Self {
+            slots: (0..slots).map(|_| RwLock::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, key: &CacheKey) -> &RwLock<Option<HotEntry>> {
+        // The key is a keyed hash: any of its bits pick a slot evenly. moka's hasher uses the
+        // first eight bytes; these are the next eight.
+        let mut bits = [0u8; 8];
+        bits.copy_from_slice(&key.0[8..16]);
+        let index = u64::from_le_bytes(bits) as usize & (self.slots.len() - 1);
+        &self.slots[index]
+    }
+
+    /// The entry for `key`, if its slot holds it and it is still fresh at `now`. A slot found
+    /// holding this key's expired entry is emptied, so the table keeps no session alive past
+    /// its entry.
+    pub(super) fn get(&self, key: &CacheKey, now: Instant) -> Option<Cached> {
+        let slot = self.slot(key);
+        {
+            // A poisoned lock only means a thread panicked while replacing a plain value, which
+            // is whole either way.
+            let held = slot.read().unwrap_or_else(PoisonError::into_inner);
+            match &*held {
+                Some(entry) if entry.key == *key => {
+                    if now < entry.cached.fresh_until {
+                        return Some(entry.cached.clone());
+                    }
+                }
+                _ => return None,
+            }
+        }
+        self.remove(key);
+        None
+    }
+
+    /// Remembers the entry a hit was just served from, unless the slot already holds a newer
+    /// answer for the same key (a concurrent refresh won the race) or another thread is writing
+    /// the slot right now.
+    pub(super) fn put(&self, key: CacheKey, cached: &Cached) {
+        let slot = self.slot(&key);
+        let mut held = match slot.try_write() {
+            Ok(held) => held,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if let Some(entry) = &*held {
+            if entry.key == key && entry.cached.asked_at > cached.asked_at {
+                return;
+            }
+        }
+        *held = Some(HotEntry {
+            key,
+            cached: cached.clone(),
+        });
+    }
+
+    /// Forgets `key`'s entry (the slot is left alone if it holds another key's). Unlike
+    /// [`HotTable::put`] this waits for the slot: a removal must not be skipped.
+    pub(super) fn remove(&self, key: &CacheKey) {
+        let mut held = self
+            .slot(key)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.as_ref().is_some_and(|entry| entry.key == *key) {
+            *held = None;
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::CachedAnswer;
+
+    fn key(first: u8, slot_bits: u64) -> CacheKey {
+        let mut bytes = [first; 32];
+        bytes[8..16].copy_from_slice(&slot_bits.to_le_bytes());
+        CacheKey(bytes)
+    }
+
+    fn rejected(asked_at: Instant, fresh_for: Duration) -> Cached {
+        Cached {
+            answer: CachedAnswer::Rejected,
+            asked_at,
+            fresh_until: asked_at + fresh_for,
+        }
+    }
+
+    #[test]
+    fn slots_follow_the_capacity_up_to_the_maximum() {
+        assert_eq!(HotTable::for_capacity(1).len(), 1);
+        assert_eq!(HotTable::for_capacity(100).len(), 128);
+        assert_eq!(HotTable::for_capacity(10_000).len(), MAX_SLOTS);
+        assert_eq!(HotTable::for_capacity(u64::MAX).len(), MAX_SLOTS);
+    }
+
+    #[test]
+    fn serves_only_the_key_it_holds_and_only_while_fresh() {
+        let table = HotTable::for_capacity(16);
+        let now = Instant::now();
+        let (mine, same_slot) = (key(1, 3), key(2, 3));
+        table.put(mine, &rejected(now, Duration::from_secs(5)));
+        assert!(table.get(&mine, now).is_some());
+        assert!(table.get(&same_slot, now).is_none(), "another key's entry");
+        let later = now + Duration::from_secs(5);
+        assert!(table.get(&mine, later).is_none(), "served at fresh_until");
+        assert!(
+            table.get(&mine, now).is_none(),
+            "an expired entry is dropped when found"
+        );
+    }
+
+    #[test]
+    fn a_newer_key_takes_the_slot_but_an_older_answer_never_replaces_a_newer_one() {
+        let table = HotTable::for_capacity(16);
+        let now = Instant::now();
+        let (first, second) = (key(1, 7), key(2, 7));
+        table.put(first, &rejected(now, Duration::from_secs(5)));
+        table.put(second, &rejected(now, Duration::from_secs(5)));
+        assert!(table.get(&first, now).is_none());
+        assert!(table.get(&second, now).is_some());
+
+        let newer = rejected(now + Duration::from_millis(1), Duration::from_secs(9));
+        table.put(second, &newer);
+        table.put(second, &rejected(now, Duration::from_secs(1)));
+        let held = table.get(&second, now).unwrap();
+        assert_eq!(held.fresh_until, newer.fresh_until);
+    }
+
+    #[test]
+    fn remove_forgets_only_its_own_key() {
+        let table = HotTable::for_capacity(16);
+        let now = Instant::now();
+        let (mine, same_slot) = (key(1, 5), key(2, 5));
+        table.put(mine, &rejected(now, Duration::from_secs(5)));
+        table.remove(&same_slot);
+        assert!(table.get(&mine, now).is_some());
+        table.remove(&mine);
+        assert!(table.get(&mine, now).is_none());
+    }
+}
