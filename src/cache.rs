@@ -551,7 +551,7 @@ impl SessionCache {
         match get.as_mut().poll(&mut context) {
             std::task::Poll::Ready(Some(cached)) => {
                 let outcome = self.servable(key, &cached, now)?;
-                self.hot.put(*key, &cached);
+                self.hot.offer(*key, &cached);
                 Some(outcome)
             }
             _ => None,
@@ -633,7 +633,7 @@ impl SessionCache {
         let mut fresh = false;
         if let Some(cached) = self.entries.get(&key).await {
             if let Some(outcome) = self.servable(&key, &cached, Instant::now()) {
-                self.hot.put(key, &cached);
+                self.hot.offer(key, &cached);
                 return Lookup::new(outcome, CacheStatus::Hit);
             }
             fresh = self.revoked.outdates(&key, &cached);

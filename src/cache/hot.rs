@@ -7,11 +7,18 @@
 //! at most one entry per slot whatever the number of sessions.
 //!
 //! An entry here is never served on weaker terms than in moka: it is the same [`Cached`] value,
-//! with the same `fresh_until`, and the caller runs the same revocation check on it. Writes never
-//! wait: a slot another thread is writing is simply not updated this time.
+//! with the same `fresh_until`, and the caller runs the same revocation check on it.
+//!
+//! A moka hit offers its entry to the slot. The offer never waits (a slot another thread is
+//! writing is left alone), and a slot whose entry was served since the last offer keeps it once
+//! more (a second chance, as in CLOCK): with more busy sessions than slots, a popular session
+//! is not pushed out by each passing one.
 
 use std::{
-    sync::{PoisonError, RwLock, TryLockError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        PoisonError, RwLock, RwLockWriteGuard, TryLockError,
+    },
     time::Instant,
 };
 
@@ -23,7 +30,14 @@ const MAX_SLOTS: usize = 1024;
 
 /// Recently served entries, direct-mapped: a key has one slot, chosen by its bits.
 pub(super) struct HotTable {
-    slots: Box<[RwLock<Option<HotEntry>>]>,
+    slots: Box<[Slot]>,
+}
+
+#[derive(Default)]
+struct Slot {
+    entry: RwLock<Option<HotEntry>>,
+    /// Set when the entry is served, cleared by an offer that spares it.
+    served: AtomicBool,
 }
 
 struct HotEntry {
@@ -40,11 +54,11 @@ impl HotTable {
             .min(MAX_SLOTS);
         let slots = wanted.max(1).next_power_of_two();
         Self {
-            slots: (0..slots).map(|_| RwLock::new(None)).collect(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
         }
     }
 
-    fn slot(&self, key: &CacheKey) -> &RwLock<Option<HotEntry>> {
+    fn slot(&self, key: &CacheKey) -> &Slot {
         // The key is a keyed hash: any of its bits pick a slot evenly. moka's hasher uses the
         // first eight bytes; these are the next eight.
         let mut bits = [0u8; 8];
@@ -61,10 +75,15 @@ impl HotTable {
         {
             // A poisoned lock only means a thread panicked while replacing a plain value, which
             // is whole either way.
-            let held = slot.read().unwrap_or_else(PoisonError::into_inner);
+            let held = slot.entry.read().unwrap_or_else(PoisonError::into_inner);
             match &*held {
                 Some(entry) if entry.key == *key => {
                     if now < entry.cached.fresh_until {
+                        // Written only when it changes: a busy entry's slot stays shared in the
+                        // CPUs' caches.
+                        if !slot.served.load(Ordering::Relaxed) {
+                            slot.served.store(true, Ordering::Relaxed);
+                        }
                         return Some(entry.cached.clone());
                     }
                 }
@@ -75,16 +94,33 @@ impl HotTable {
         None
     }
 
-    /// Remembers the entry a hit was just served from, unless the slot already holds a newer
-    /// answer for the same key (a concurrent refresh won the race) or another thread is writing
-    /// the slot right now.
-    pub(super) fn put(&self, key: CacheKey, cached: &Cached) {
+    /// Offers the entry a moka hit was just served from. It is not taken when the slot's entry
+    /// was served since the last offer (that entry gets a second chance), when another thread is
+    /// writing the slot right now, or when the slot holds a newer answer for the same key (a
+    /// concurrent refresh won the race).
+    pub(super) fn offer(&self, key: CacheKey, cached: &Cached) {
         let slot = self.slot(&key);
-        let mut held = match slot.try_write() {
+        if slot.served.load(Ordering::Relaxed) {
+            slot.served.store(false, Ordering::Relaxed);
+            return;
+        }
+        let held = match slot.entry.try_write() {
             Ok(held) => held,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return,
         };
+        Self::replace(held, key, cached);
+    }
+
+    /// Puts a refreshed entry (after an extension) in its slot, waiting for the slot if need be,
+    /// unless the slot holds a newer answer for the same key.
+    pub(super) fn put(&self, key: CacheKey, cached: &Cached) {
+        let slot = self.slot(&key);
+        let held = slot.entry.write().unwrap_or_else(PoisonError::into_inner);
+        Self::replace(held, key, cached);
+    }
+
+    fn replace(mut held: RwLockWriteGuard<'_, Option<HotEntry>>, key: CacheKey, cached: &Cached) {
         if let Some(entry) = &*held {
             if entry.key == key && entry.cached.asked_at > cached.asked_at {
                 return;
@@ -99,12 +135,11 @@ impl HotTable {
     /// Forgets `key`'s entry (the slot is left alone if it holds another key's). Unlike
     /// [`HotTable::put`] this waits for the slot: a removal must not be skipped.
     pub(super) fn remove(&self, key: &CacheKey) {
-        let mut held = self
-            .slot(key)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let slot = self.slot(key);
+        let mut held = slot.entry.write().unwrap_or_else(PoisonError::into_inner);
         if held.as_ref().is_some_and(|entry| entry.key == *key) {
             *held = None;
+            slot.served.store(false, Ordering::Relaxed);
         }
     }
 
@@ -164,8 +199,8 @@ mod tests {
         let table = HotTable::for_capacity(16);
         let now = Instant::now();
         let (first, second) = (key(1, 7), key(2, 7));
-        table.put(first, &rejected(now, Duration::from_secs(5)));
-        table.put(second, &rejected(now, Duration::from_secs(5)));
+        table.offer(first, &rejected(now, Duration::from_secs(5)));
+        table.offer(second, &rejected(now, Duration::from_secs(5)));
         assert!(table.get(&first, now).is_none());
         assert!(table.get(&second, now).is_some());
 
@@ -174,6 +209,25 @@ mod tests {
         table.put(second, &rejected(now, Duration::from_secs(1)));
         let held = table.get(&second, now).unwrap();
         assert_eq!(held.fresh_until, newer.fresh_until);
+    }
+
+    #[test]
+    fn an_entry_served_since_the_last_offer_is_spared_once() {
+        let table = HotTable::for_capacity(16);
+        let now = Instant::now();
+        let (popular, passing) = (key(1, 9), key(2, 9));
+        table.offer(popular, &rejected(now, Duration::from_secs(5)));
+        assert!(table.get(&popular, now).is_some());
+
+        table.offer(passing, &rejected(now, Duration::from_secs(5)));
+        assert!(table.get(&popular, now).is_some(), "spared: it was served");
+        assert!(table.get(&passing, now).is_none());
+
+        // Served again, spared again; not served since the last offer, replaced.
+        table.offer(passing, &rejected(now, Duration::from_secs(5)));
+        table.offer(passing, &rejected(now, Duration::from_secs(5)));
+        assert!(table.get(&popular, now).is_none());
+        assert!(table.get(&passing, now).is_some());
     }
 
     #[test]
