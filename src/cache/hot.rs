@@ -25,7 +25,8 @@ use std::{
 use super::{CacheKey, Cached};
 
 /// The most slots a table has: enough for the sessions busy at any one moment in a large app,
-/// and small enough (about 100 bytes a slot) to be nothing next to the cache behind it.
+/// and small enough (112 bytes a slot on 64-bit targets: 112 KiB in all) to be little next to
+/// the cache behind it. Entries share their session with the cache: a slot copies no body.
 const MAX_SLOTS: usize = 1024;
 
 /// Recently served entries, direct-mapped: a key has one slot, chosen by its bits.
