@@ -69,8 +69,8 @@ impl HotTable {
     }
 
     /// The entry for `key`, if its slot holds it and it is still fresh at `now`. A slot found
-    /// holding this key's expired entry is emptied, so the table keeps no session alive past
-    /// its entry.
+    /// holding this key's expired entry is emptied (an entry no one asks for again stays until
+    /// another key's offer takes its slot: at most one per slot, never served).
     pub(super) fn get(&self, key: &CacheKey, now: Instant) -> Option<Cached> {
         let slot = self.slot(key);
         {
@@ -134,7 +134,7 @@ impl HotTable {
     }
 
     /// Forgets `key`'s entry (the slot is left alone if it holds another key's). Unlike
-    /// [`HotTable::put`] this waits for the slot: a removal must not be skipped.
+    /// [`HotTable::offer`] this waits for the slot: a removal must not be skipped.
     pub(super) fn remove(&self, key: &CacheKey) {
         let slot = self.slot(key);
         let mut held = slot.entry.write().unwrap_or_else(PoisonError::into_inner);
