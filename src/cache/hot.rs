@@ -242,4 +242,74 @@ mod tests {
         table.remove(&mine);
         assert!(table.get(&mine, now).is_none());
     }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Offer(u8),
+        Put(u8),
+        Remove(u8),
+        Get(u8),
+        Wait,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let key = 0u8..4;
+        prop_oneof![
+            key.clone().prop_map(Op::Offer),
+            key.clone().prop_map(Op::Put),
+            key.clone().prop_map(Op::Remove),
+            key.prop_map(Op::Get),
+            Just(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of offers, puts, removals, reads and time passing, over four keys
+        /// sharing two slots: a read returns an entry stored for that key, fresh at that moment,
+        /// and not one stored before the key's latest removal.
+        #[test]
+        fn a_read_returns_only_a_fresh_entry_stored_for_its_key_since_its_removal(
+            ops in proptest::collection::vec(op(), 1..64)
+        ) {
+            let table = HotTable::for_capacity(2);
+            let start = Instant::now();
+            let mut now = start;
+            // The keys share slots in pairs: 0 and 2, 1 and 3.
+            let keys: Vec<CacheKey> = (0u8..4).map(|k| key(k, u64::from(k % 2))).collect();
+            // Which key each stored entry was for, by its asked_at; when each key was removed.
+            let mut stored_for = std::collections::HashMap::new();
+            let mut removed_at = [None::<Instant>; 4];
+            let mut stamp = 0u64;
+            for op in ops {
+                match op {
+                    Op::Offer(k) | Op::Put(k) => {
+                        stamp += 1;
+                        let asked_at = now + Duration::from_nanos(stamp);
+                        let entry = rejected(asked_at, Duration::from_millis(3));
+                        stored_for.insert(asked_at, k);
+                        if let Op::Offer(_) = op {
+                            table.offer(keys[usize::from(k)], &entry);
+                        } else {
+                            table.put(keys[usize::from(k)], &entry);
+                        }
+                    }
+                    Op::Remove(k) => {
+                        table.remove(&keys[usize::from(k)]);
+                        removed_at[usize::from(k)] = Some(now + Duration::from_nanos(stamp));
+                    }
+                    Op::Get(k) => {
+                        if let Some(entry) = table.get(&keys[usize::from(k)], now) {
+                            proptest::prop_assert_eq!(stored_for.get(&entry.asked_at), Some(&k));
+                            proptest::prop_assert!(now < entry.fresh_until);
+                            if let Some(removed) = removed_at[usize::from(k)] {
+                                proptest::prop_assert!(entry.asked_at > removed);
+                            }
+                        }
+                    }
+                    Op::Wait => now += Duration::from_millis(1),
+                }
+            }
+        }
+    }
 }
