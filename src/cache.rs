@@ -135,6 +135,16 @@ pub(crate) enum CachedAnswer {
     Rejected,
 }
 
+impl CachedAnswer {
+    /// What this answer is served as.
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Self::Session { session, .. } => Outcome::Authenticated(session),
+            Self::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
+        }
+    }
+}
+
 /// Per-entry lifetimes: the least of the TTL, the hint and the time left until `expires_at`.
 #[derive(Clone, Copy, Debug)]
 struct EntryLifetime {
@@ -539,20 +549,19 @@ impl SessionCache {
     pub(crate) fn hit_now(&self, key: &CacheKey) -> Option<Outcome> {
         let now = Instant::now();
         if let Some(cached) = self.hot.get(key, now) {
-            let outcome = self.servable(key, &cached, now);
-            if outcome.is_none() {
-                // Outdated by a revocation; the lookup the caller falls back on replaces it.
-                self.hot.remove(key);
+            if self.serves(key, &cached, now) {
+                return Some(cached.answer.into_outcome());
             }
-            return outcome;
+            // Outdated by a revocation; the lookup the caller falls back on replaces it.
+            self.hot.remove(key);
+            return None;
         }
         let mut get = std::pin::pin!(self.entries.get(key));
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         match get.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(Some(cached)) => {
-                let outcome = self.servable(key, &cached, now)?;
+            std::task::Poll::Ready(Some(cached)) if self.serves(key, &cached, now) => {
                 self.hot.offer(*key, &cached);
-                Some(outcome)
+                Some(cached.answer.into_outcome())
             }
             _ => None,
         }
@@ -632,9 +641,9 @@ impl SessionCache {
         // it yet: that whoami asks for a fresh read.
         let mut fresh = false;
         if let Some(cached) = self.entries.get(&key).await {
-            if let Some(outcome) = self.servable(&key, &cached, Instant::now()) {
+            if self.serves(&key, &cached, Instant::now()) {
                 self.hot.offer(key, &cached);
-                return Lookup::new(outcome, CacheStatus::Hit);
+                return Lookup::new(cached.answer.into_outcome(), CacheStatus::Hit);
             }
             fresh = self.revoked.outdates(&key, &cached);
             self.forget(&key).await;
@@ -719,21 +728,16 @@ impl SessionCache {
         }
     }
 
-    /// What a cached entry may be served as at `now`: `None` when it must be asked for again
-    /// (past its lifetime, which ends by the session's `expires_at` at the latest: the session
-    /// may have been extended elsewhere; or outdated by a revocation made through this process).
-    fn servable(&self, key: &CacheKey, cached: &Cached, now: Instant) -> Option<Outcome> {
-        if now >= cached.fresh_until {
-            return None;
-        }
-        let outcome = match &cached.answer {
-            CachedAnswer::Session { session, .. } if session.active => {
-                Outcome::Authenticated(session.clone())
-            }
-            CachedAnswer::Session { .. } => return None,
-            CachedAnswer::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
+    /// Whether a cached entry may be served at `now`; if not, it must be asked for again (past
+    /// its lifetime, which ends by the session's `expires_at` at the latest: the session may
+    /// have been extended elsewhere; or outdated by a revocation made through this process).
+    /// A check, not a copy: the caller moves the entry it holds into the outcome.
+    fn serves(&self, key: &CacheKey, cached: &Cached, now: Instant) -> bool {
+        let live = match &cached.answer {
+            CachedAnswer::Session { session, .. } => session.active,
+            CachedAnswer::Rejected => true,
         };
-        (!self.revoked.outdates(key, cached)).then_some(outcome)
+        live && now < cached.fresh_until && !self.revoked.outdates(key, cached)
     }
 
     /// Runs the shared whoami call on its own task, so a caller that disconnects (and drops its
@@ -807,12 +811,7 @@ impl SessionCache {
                     CacheStatus::Coalesced
                 };
                 let cached = entry.into_value();
-                let outcome = match &cached.answer {
-                    CachedAnswer::Session { session, .. } => {
-                        Outcome::Authenticated(session.clone())
-                    }
-                    CachedAnswer::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
-                };
+                let outcome = cached.answer.clone().into_outcome();
                 let lookup = Lookup {
                     outcome,
                     status,
