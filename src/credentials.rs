@@ -527,23 +527,26 @@ fn is_cookie_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A header map from name/value pairs, in order (repeats kept), for unit tests here and in
+/// `testing`.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            header::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+            HeaderValue::from_str(value).expect("a valid header value"),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
     fn find(pairs: &[(&str, &str)]) -> Result<Option<Credential>, MalformedCredential> {
-        find_credential(&headers(pairs), &CookieNames::default())
+        find_credential(&test_headers(pairs), &CookieNames::default())
     }
 
     #[test]

@@ -78,17 +78,7 @@ pub(crate) fn bearer_token(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                http::HeaderValue::from_str(value).expect("value"),
-            );
-        }
-        map
-    }
+    use crate::credentials::test_headers as headers;
 
     #[test]
     fn bearer_needs_exactly_one_space() {
