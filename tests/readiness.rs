@@ -67,6 +67,14 @@ impl Service<Request<String>> for StrictInner {
     }
 }
 
+/// Waits for `service` to be ready and calls it: the response future, not yet polled.
+async fn call<S: Service<Request<String>>>(service: &mut S, request: Request<String>) -> S::Future
+where
+    S::Error: std::fmt::Debug,
+{
+    service.ready().await.expect("ready").call(request)
+}
+
 #[tokio::test]
 async fn the_inner_service_is_called_only_after_it_was_polled_ready() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
@@ -84,42 +92,22 @@ async fn the_inner_service_is_called_only_after_it_was_polled_ready() {
 
     // A miss (alice) waits for whoami; meanwhile the same service instance takes a request
     // without a credential, which it decides at once.
-    let miss = service
-        .ready()
-        .await
-        .expect("ready")
-        .call(with_token(&alice.token));
-    let anonymous = service
-        .ready()
-        .await
-        .expect("ready")
-        .call(get(&[]))
-        .await
-        .expect("response");
+    let miss = call(&mut service, with_token(&alice.token)).await;
+    let anonymous = call(&mut service, get(&[])).await.await.expect("response");
     assert_eq!(anonymous.status(), StatusCode::OK);
     assert_eq!(miss.await.expect("response").status(), StatusCode::OK);
 
     // Hits on the same instance, then a miss (bob) and a hit interleaved.
     for _ in 0..3 {
-        let hit = service
-            .ready()
+        let hit = call(&mut service, with_token(&alice.token))
             .await
-            .expect("ready")
-            .call(with_token(&alice.token))
             .await
             .expect("response");
         assert_eq!(hit.status(), StatusCode::OK);
     }
-    let miss = service
-        .ready()
+    let miss = call(&mut service, with_token(&bob.token)).await;
+    let hit = call(&mut service, with_token(&alice.token))
         .await
-        .expect("ready")
-        .call(with_token(&bob.token));
-    let hit = service
-        .ready()
-        .await
-        .expect("ready")
-        .call(with_token(&alice.token))
         .await
         .expect("response");
     assert_eq!(hit.status(), StatusCode::OK);
