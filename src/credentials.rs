@@ -65,8 +65,15 @@ impl CredentialSource {
 }
 
 /// The most session cookies forwarded from one request. Browsers rarely hold more than one or
-/// two (say, two Ory Network projects under one parent domain).
+/// two (say, two Ory Network projects under one parent domain). Further ones are dropped, never a
+/// reason to refuse the request: an exact-named session cookie is always among those sent.
 pub const MAX_SESSION_COOKIES: usize = 4;
+
+/// The longest `Cookie` header sent to Kratos, in bytes: below what common proxies in front of
+/// Kratos accept for one header line (nginx's 8 KiB buffers, 4 KiB on some load balancers), so a
+/// caller's own cookies can never make the lookup itself too large to be answered. A browser
+/// keeps a cookie's name and value within the same 4096 bytes.
+pub const MAX_FORWARDED_COOKIE_LEN: usize = 4096;
 
 /// A Kratos credential taken from a request. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -179,7 +186,9 @@ pub enum MalformedCredential {
     Empty,
     /// A header that is not text.
     NotText,
-    /// More than [`MAX_SESSION_COOKIES`] session cookies.
+    /// More than [`MAX_SESSION_COOKIES`] session cookies. No longer produced: extras are
+    /// dropped, never a reason to refuse a request.
+    #[deprecated(note = "extra session cookies are dropped; this is never returned")]
     TooManyCookies,
 }
 
@@ -190,6 +199,7 @@ impl fmt::Display for MalformedCredential {
             Self::InvalidCharacters => "credential contains characters no Kratos credential has",
             Self::Empty => "credential is empty",
             Self::NotText => "credential header is not text",
+            #[allow(deprecated)]
             Self::TooManyCookies => "more session cookies than a browser holds",
         })
     }
@@ -238,17 +248,19 @@ impl CookieNames {
     }
 
     pub(crate) fn matches(&self, name: &str) -> bool {
-        self.matches_bytes(name.as_bytes())
+        self.classify(name.as_bytes()).is_some()
     }
 
-    /// [`CookieNames::matches`] on raw header bytes: most cookies of a request are not session
-    /// cookies, and are passed over without checking that their names are text.
-    fn matches_bytes(&self, name: &[u8]) -> bool {
-        self.exact.iter().any(|exact| exact.as_bytes() == name)
-            || self
-                .prefixes
-                .iter()
-                .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix.as_bytes()))
+    /// How a cookie name is recognised, on raw header bytes: most cookies of a request are not
+    /// session cookies, and are passed over without checking that their names are text.
+    fn classify(&self, name: &[u8]) -> Option<NameMatch> {
+        if self.exact.iter().any(|exact| exact.as_bytes() == name) {
+            return Some(NameMatch::Exact);
+        }
+        self.prefixes
+            .iter()
+            .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix.as_bytes()))
+            .then_some(NameMatch::Prefix)
     }
 
     /// Whether every name is a valid cookie name.
@@ -398,17 +410,81 @@ impl<'a> FoundCredential<'a> {
     }
 }
 
-/// Every cookie with a session name, across all `Cookie` headers (HTTP/2 splits them), in the
-/// request's order.
+/// Which of the configured names a cookie name matched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NameMatch {
+    /// One of the exact names (Kratos's `session.cookie.name`): always forwarded.
+    Exact,
+    /// A prefix (Ory Network's `ory_session_<slug>`): forwarded while there is room.
+    Prefix,
+}
+
+/// A well-formed session cookie of the request.
+#[derive(Clone, Copy)]
+struct Candidate<'a> {
+    /// Its place among the request's session cookies: what they are sent to Kratos in.
+    position: usize,
+    name: &'a str,
+    value: &'a str,
+    /// The pair as the request wrote it, when that is exactly `name=value`.
+    as_written: Option<&'a str>,
+}
+
+/// Well-formed session cookies of one kind, in the order the request sent them.
+#[derive(Clone, Copy)]
+struct Candidates<'a> {
+    cookies: [Candidate<'a>; MAX_SESSION_COOKIES],
+    count: usize,
+}
+
+impl<'a> Candidates<'a> {
+    const EMPTY: Self = Self {
+        cookies: [Candidate {
+            position: 0,
+            name: "",
+            value: "",
+            as_written: None,
+        }; MAX_SESSION_COOKIES],
+        count: 0,
+    };
+
+    fn iter(&self) -> impl Iterator<Item = &Candidate<'a>> {
+        self.cookies[..self.count].iter()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.iter().any(|seen| seen.name == name)
+    }
+
+    /// Keeps a cookie while there is room; the ones past [`MAX_SESSION_COOKIES`] are dropped.
+    fn push(&mut self, cookie: Candidate<'a>) {
+        if self.count < MAX_SESSION_COOKIES {
+            self.cookies[self.count] = cookie;
+            self.count += 1;
+        }
+    }
+}
+
+/// The session cookies to send Kratos, across all `Cookie` headers (HTTP/2 splits them).
+///
+/// Kratos picks its own cookie by name, which this side cannot know when prefixes are
+/// recognised: several may go, in the request's order, but never more than
+/// [`MAX_SESSION_COOKIES`] nor more than [`MAX_FORWARDED_COOKIE_LEN`] bytes. The exact-named ones
+/// are chosen first, then the first [`MAX_SESSION_COOKIES`] prefix-matched ones, as many as fit,
+/// so that cookies someone set on a parent domain can neither crowd out the real one nor make
+/// the lookup too large to answer.
+/// As in Go's `net/http` (Kratos), the first well-formed cookie of a name counts and malformed
+/// ones are skipped; only when no session cookie is well-formed is the first problem reported.
 fn session_cookies<'a>(
     headers: &'a HeaderMap,
     cookie_names: &CookieNames,
 ) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
-    let mut pairs = [("", ""); MAX_SESSION_COOKIES];
-    let mut first_pair = None;
-    // Like Kratos (Go's `Request.Cookie`), the first cookie of a name counts and later ones of
-    // the same name are ignored.
-    let mut count = 0;
+    let mut exact = Candidates::EMPTY;
+    let mut prefixed = Candidates::EMPTY;
+    // The first problem with an exact-named cookie, and with a prefix-matched one.
+    let mut exact_problem = None;
+    let mut first_problem = None;
+    let mut position = 0;
     for header_value in headers.get_all(header::COOKIE) {
         // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
         // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
@@ -418,46 +494,97 @@ fn session_cookies<'a>(
                 continue;
             };
             let name = trim_ows_bytes(&pair[..equals]);
-            if !cookie_names.matches_bytes(name) {
+            let Some(kind) = cookie_names.classify(name) else {
                 continue;
-            }
+            };
             // Session cookie names are valid tokens (checked when the layer is built), so a
             // matching name is text.
             let Ok(name) = std::str::from_utf8(name) else {
                 continue;
             };
-            if pairs[..count].iter().any(|(seen, _)| *seen == name) {
+            if exact.has(name) || prefixed.has(name) {
                 continue;
             }
-            if count == MAX_SESSION_COOKIES {
-                return Err(MalformedCredential::TooManyCookies);
-            }
             let value = trim_ows_bytes(&pair[equals + 1..]);
-            let value = match std::str::from_utf8(value) {
-                Ok(value) => value,
-                Err(_) if value.len() > MAX_CREDENTIAL_LEN => {
-                    return Err(MalformedCredential::TooLong)
-                }
-                Err(_) => return Err(MalformedCredential::InvalidCharacters),
+            let checked = match std::str::from_utf8(value) {
+                Ok(value) => check_cookie(name, value).map(|()| value),
+                Err(_) if value.len() > MAX_CREDENTIAL_LEN => Err(MalformedCredential::TooLong),
+                Err(_) => Err(MalformedCredential::InvalidCharacters),
             };
-            check_cookie(name, value)?;
-            if count == 0 {
-                // `name=value` with no space around `=`: the trimmed pair is the key material.
-                let trimmed = trim_ows_bytes(pair);
-                if trimmed.len() == name.len() + 1 + value.len() {
-                    first_pair = std::str::from_utf8(trimmed).ok();
+            let value = match checked {
+                Ok(value) => value,
+                Err(problem) => {
+                    let problems = match kind {
+                        NameMatch::Exact => &mut exact_problem,
+                        NameMatch::Prefix => &mut first_problem,
+                    };
+                    problems.get_or_insert(problem);
+                    continue;
                 }
+            };
+            // `name=value` with no space around `=`: the trimmed pair is the key material.
+            let trimmed = trim_ows_bytes(pair);
+            let whole = (trimmed.len() == name.len() + 1 + value.len())
+                .then(|| std::str::from_utf8(trimmed).ok())
+                .flatten();
+            let candidate = Candidate {
+                position,
+                name,
+                value,
+                as_written: whole,
+            };
+            position += 1;
+            match kind {
+                NameMatch::Exact => exact.push(candidate),
+                NameMatch::Prefix => prefixed.push(candidate),
             }
-            pairs[count] = (name, value);
-            count += 1;
         }
     }
-    Ok((count > 0).then_some(FoundCredential {
+    // An exact-named cookie decides when there is one: none well-formed is a refusal.
+    if exact.count == 0 {
+        if let Some(problem) = exact_problem {
+            return Err(problem);
+        }
+    }
+    let mut chosen = Candidates::EMPTY;
+    let mut length = 0;
+    for (index, candidate) in exact.iter().chain(prefixed.iter()).enumerate() {
+        let added =
+            candidate.name.len() + 1 + candidate.value.len() + if chosen.count > 0 { 2 } else { 0 };
+        if length + added > MAX_FORWARDED_COOKIE_LEN {
+            match (index, chosen.count) {
+                // The exact-named cookie alone is larger than Kratos is ever sent.
+                (0, _) if exact.count > 0 => return Err(MalformedCredential::TooLong),
+                (_, 0) => {
+                    first_problem.get_or_insert(MalformedCredential::TooLong);
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if chosen.count == MAX_SESSION_COOKIES {
+            break;
+        }
+        chosen.push(*candidate);
+        length += added;
+    }
+    let count = chosen.count;
+    if count == 0 {
+        return first_problem.map_or(Ok(None), Err);
+    }
+    let chosen = &mut chosen.cookies[..count];
+    chosen.sort_unstable_by_key(|candidate| candidate.position);
+    let mut pairs = [("", ""); MAX_SESSION_COOKIES];
+    for (pair, candidate) in pairs.iter_mut().zip(chosen.iter()) {
+        *pair = (candidate.name, candidate.value);
+    }
+    let whole = chosen[0].as_written.filter(|_| count == 1);
+    Ok(Some(FoundCredential {
         source: CredentialSource::Cookie,
         pieces: Pieces::Cookies {
             pairs,
             count,
-            whole: first_pair.filter(|_| count == 1),
+            whole,
         },
     }))
 }
@@ -648,11 +775,50 @@ mod tests {
             value,
             "ory_session_staging=s; ory_kratos_session=k; ory_session_prod=p"
         );
-        let too_many =
-            "ory_session_a=1; ory_session_b=2; ory_session_c=3; ory_session_d=4; ory_session_e=5";
+    }
+
+    #[test]
+    fn the_exact_named_cookie_is_always_sent_and_extras_dropped() {
+        // Five made-up project cookies before the real one: the real one still goes, with the
+        // first three of them, and the request is not refused.
+        let crowded = "ory_session_p0=v; ory_session_p1=v; ory_session_p2=v; ory_session_p3=v; \
+                       ory_session_p4=v; ory_kratos_session=real";
+        let found = find(&[("cookie", crowded)]).unwrap().unwrap();
         assert_eq!(
-            find(&[("cookie", too_many)]).unwrap_err(),
-            MalformedCredential::TooManyCookies
+            found.secret(),
+            "ory_session_p0=v; ory_session_p1=v; ory_session_p2=v; ory_kratos_session=real"
+        );
+
+        // Large extras are dropped while the total would pass the forwarding limit.
+        let big = "x".repeat(3000);
+        let header = format!("ory_session_a={big}; ory_session_b={big}; ory_kratos_session=k");
+        let found = find(&[("cookie", &header)]).unwrap().unwrap();
+        assert_eq!(
+            found.secret(),
+            format!("ory_session_a={big}; ory_kratos_session=k")
+        );
+        assert!(found.secret().len() <= MAX_FORWARDED_COOKIE_LEN);
+
+        // A malformed extra (say, set on a parent domain) hides nothing.
+        let found = find(&[("cookie", "ory_session_x=a\\b; ory_kratos_session=k")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.secret(), "ory_kratos_session=k");
+        // Nor does a malformed copy of the session cookie before the real one (Go skips it).
+        let found = find(&[("cookie", "ory_kratos_session=a b; ory_kratos_session=k")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.secret(), "ory_kratos_session=k");
+
+        // The exact-named cookie decides when there is one.
+        assert_eq!(
+            find(&[("cookie", "ory_kratos_session=a\\b; ory_session_x=fine")]).unwrap_err(),
+            MalformedCredential::InvalidCharacters
+        );
+        let huge = format!("ory_kratos_session={}", "k".repeat(MAX_CREDENTIAL_LEN - 10));
+        assert_eq!(
+            find(&[("cookie", &huge)]).unwrap_err(),
+            MalformedCredential::TooLong
         );
     }
 

@@ -8,7 +8,9 @@ mod common;
 
 use common::*;
 use http::{HeaderValue, Request};
-use tower_kratos::credentials::{MalformedCredential, MAX_CREDENTIAL_LEN};
+use tower_kratos::credentials::{
+    MalformedCredential, MAX_CREDENTIAL_LEN, MAX_FORWARDED_COOKIE_LEN,
+};
 use tower_kratos::outcome::Unauthenticated;
 use tower_kratos::testing::{Endpoint, KratosStandIn};
 use tower_kratos::{KratosLayer, Outcome};
@@ -453,12 +455,22 @@ async fn credentials_over_4096_bytes_are_refused_without_asking_kratos() {
 }
 
 #[tokio::test]
-async fn credentials_of_exactly_4096_bytes_are_sent() {
+async fn credentials_at_the_limits_are_sent() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let app = default_app(&kratos);
     let token = format!("ory_st_{}", "b".repeat(MAX_CREDENTIAL_LEN - 7));
     assert_eq!(token.len(), MAX_CREDENTIAL_LEN);
-    let cookie_value = "c".repeat(MAX_CREDENTIAL_LEN);
+    // A cookie's name and value within the 4096 bytes a browser keeps for one cookie.
+    let cookie_value = "c".repeat(MAX_FORWARDED_COOKIE_LEN - "ory_kratos_session=".len());
+    let one_more = format!("ory_kratos_session={cookie_value}c");
+    let reply = send(&app, get(&[("cookie", &one_more)])).await;
+    assert_unauthorized(&reply);
+    assert!(matches!(
+        reply.outcome(),
+        Some(Outcome::Unauthenticated(Unauthenticated::Malformed(
+            MalformedCredential::TooLong
+        )))
+    ));
 
     // Unknown to Kratos, so 401 from Kratos; the point is that Kratos was asked with them whole.
     let reply = send(&app, with_token(&token)).await;

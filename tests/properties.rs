@@ -25,7 +25,7 @@ use tower::Layer;
 use tower_kratos::{
     credentials::{
         find_credential, CookieNames, Credential, CredentialSource, MalformedCredential,
-        MAX_CREDENTIAL_LEN, MAX_SESSION_COOKIES,
+        MAX_CREDENTIAL_LEN, MAX_FORWARDED_COOKIE_LEN, MAX_SESSION_COOKIES,
     },
     session::Session,
     testing::Endpoint,
@@ -566,39 +566,83 @@ proptest! {
     }
 
     /// Every session cookie name is forwarded once, in the order first seen, up to
-    /// `MAX_SESSION_COOKIES`; more distinct names are refused.
+    /// `MAX_SESSION_COOKIES` and `MAX_FORWARDED_COOKIE_LEN` bytes; an exact-named session cookie
+    /// is always among them, whatever number of prefix-matched ones come with it, and extras are
+    /// dropped, never a reason to refuse.
     #[test]
-    fn session_cookies_are_forwarded_once_each_up_to_the_limit(
+    fn the_exact_session_cookie_is_always_forwarded_and_extras_dropped(
         naming in naming(),
-        (distinct, repeats) in (1usize..=MAX_SESSION_COOKIES + 3).prop_flat_map(|count| {
-            (Just(count), prop::collection::vec((0..count, any::<prop::sample::Index>()), 0..6))
+        (distinct, repeats) in (0usize..=MAX_SESSION_COOKIES + 5).prop_flat_map(|count| {
+            (Just(count), prop::collection::vec((0..count.max(1), any::<prop::sample::Index>()), 0..6))
         }),
-        values in prop::collection::vec(cookie_value(), MAX_SESSION_COOKIES + 9),
+        exact_at in prop::option::of(any::<prop::sample::Index>()),
+        values in prop::collection::vec(
+            prop_oneof![6 => cookie_value(), 1 => (500usize..3000).prop_map(|len| "v".repeat(len))],
+            MAX_SESSION_COOKIES + 12,
+        ),
     ) {
         let prefix = naming.prefixes[0];
-        let names: Vec<String> = (0..distinct).map(|i| format!("{prefix}project{i}")).collect();
+        let exact = naming.exact[0];
+        let mut names: Vec<String> = (0..distinct).map(|i| format!("{prefix}project{i}")).collect();
         // Each name once, in order, then repeats of any of them anywhere after its first.
         let mut sequence: Vec<usize> = (0..distinct).collect();
-        for (name, position) in repeats {
-            let first = sequence.iter().position(|n| *n == name).expect("listed");
-            let at = first + 1 + position.index(sequence.len() - first);
-            sequence.insert(at, name);
+        if distinct > 0 {
+            for (name, position) in repeats {
+                let first = sequence.iter().position(|n| *n == name).expect("listed");
+                let at = first + 1 + position.index(sequence.len() - first);
+                sequence.insert(at, name);
+            }
         }
-        let header = sequence
+        if let Some(at) = exact_at {
+            names.push(exact.to_owned());
+            sequence.insert(at.index(sequence.len() + 1), names.len() - 1);
+        }
+        prop_assume!(!sequence.is_empty());
+        let cookies: Vec<(usize, &str)> =
+            sequence.iter().zip(&values).map(|(name, value)| (*name, value.as_str())).collect();
+        let header = cookies
             .iter()
-            .zip(&values)
             .map(|(name, value)| format!("{}={value}", names[*name]))
             .collect::<Vec<_>>()
             .join("; ");
-        let headers = header_map(&[("cookie", Raw::from(header))]);
-        let found = find_credential(&headers, &naming.config());
-        if distinct > MAX_SESSION_COOKIES {
-            prop_assert_eq!(found, Err(MalformedCredential::TooManyCookies));
-        } else {
-            let credential = found.expect("valid cookies").expect("a credential");
-            let forwarded: Vec<&str> = credential.cookie_names().collect();
-            prop_assert_eq!(forwarded, names.iter().map(String::as_str).collect::<Vec<_>>());
+        let found = find_credential(&header_map(&[("cookie", Raw::from(header))]), &naming.config());
+
+        // The oracle: the first cookie of each name; the exact one chosen first, then the first
+        // `MAX_SESSION_COOKIES` others, in order, as many as fit; sent in the request's order.
+        let mut firsts: Vec<(usize, &str)> = Vec::new();
+        for (name, value) in &cookies {
+            if !firsts.iter().any(|(seen, _)| seen == name) {
+                firsts.push((*name, value));
+            }
         }
+        let len = |(name, value): &(usize, &str)| names[*name].len() + 1 + value.len();
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut bytes = 0;
+        let is_exact = |name: usize| names[name] == exact;
+        let by_priority = firsts
+            .iter()
+            .filter(|(name, _)| is_exact(*name))
+            .chain(firsts.iter().filter(|(name, _)| !is_exact(*name)).take(MAX_SESSION_COOKIES));
+        for cookie in by_priority {
+            let added = len(cookie) + if chosen.is_empty() { 0 } else { 2 };
+            if chosen.len() < MAX_SESSION_COOKIES && bytes + added <= MAX_FORWARDED_COOKIE_LEN {
+                chosen.push(cookie.0);
+                bytes += added;
+            }
+        }
+        let expected: Vec<&str> = firsts
+            .iter()
+            .filter(|(name, _)| chosen.contains(name))
+            .map(|(name, _)| names[*name].as_str())
+            .collect();
+
+        let credential = found.expect("never refused").expect("a credential");
+        let forwarded: Vec<&str> = credential.cookie_names().collect();
+        if exact_at.is_some() {
+            prop_assert!(forwarded.contains(&exact), "{:?}", forwarded);
+        }
+        prop_assert!(forwarded.len() <= MAX_SESSION_COOKIES);
+        prop_assert_eq!(forwarded, expected);
     }
 }
 
@@ -607,8 +651,8 @@ proptest! {
     // short.
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Over `MAX_CREDENTIAL_LEN` bytes is refused from every source, wherever it sits; exactly
-    /// the limit is taken.
+    /// Over `MAX_CREDENTIAL_LEN` bytes (a cookie: `MAX_FORWARDED_COOKIE_LEN` with its name) is
+    /// refused from every source, wherever it sits; exactly the limit is taken.
     #[test]
     fn over_long_credentials_are_always_refused(
         source in 0..3usize,
@@ -617,7 +661,12 @@ proptest! {
         filler in "[A-Za-z0-9]{16}",
         others in prop::collection::vec(unrelated_piece(DEFAULT_NAMING), 0..4),
     ) {
-        let length = if at_limit { MAX_CREDENTIAL_LEN } else { MAX_CREDENTIAL_LEN + 1 + extra };
+        // A cookie's limit is its name and value together, the `Cookie` header Kratos is sent.
+        let limit = match source {
+            1 => MAX_FORWARDED_COOKIE_LEN - "ory_kratos_session=".len(),
+            _ => MAX_CREDENTIAL_LEN,
+        };
+        let length = if at_limit { limit } else { limit + 1 + extra };
         let secret: String = filler.chars().cycle().take(length).collect();
         let headers = match source {
             0 => vec![("x-session-token", Raw::from(secret))],
