@@ -690,13 +690,6 @@ impl SessionCache {
             return lookup;
         }
         let age = now.saturating_duration_since(entry.asked_at);
-        tracing::warn!(
-            identity_id = session.identity_id().unwrap_or(""),
-            age_ms = age.as_millis() as u64,
-            stale_for_ms = stale_for.as_millis() as u64,
-            reason = %cause,
-            "Kratos unavailable; serving a session it has not confirmed lately (stale-if-error)"
-        );
         Lookup {
             outcome: Outcome::Authenticated(session.clone()),
             status: CacheStatus::Stale,

@@ -31,6 +31,19 @@ pub(crate) const MAX_BODY_LEN: usize = 1024 * 1024;
 /// be cached.
 pub(crate) const SESSION_CACHE_FOR: &str = "ory-session-cache-for";
 
+/// The longest `X-Request-ID` passed on to Kratos, in bytes. Request ids are UUIDs or similar
+/// (36 bytes); a longer one is not passed on, so a caller cannot make the lookup's headers too
+/// large for Kratos or a proxy in front of it to answer.
+pub(crate) const MAX_FORWARDED_REQUEST_ID_LEN: usize = 200;
+
+/// Whether a request's `X-Request-ID` is passed on to Kratos: short, and visible ASCII only.
+fn is_forwardable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_FORWARDED_REQUEST_ID_LEN
+        && bytes.iter().all(u8::is_ascii_graphic)
+}
+
 /// The longest `Retry-After` taken from Kratos; a larger value is clamped so a bogus header
 /// cannot tell clients to go away for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -184,7 +197,7 @@ impl KratosClient {
             .get(self.whoami_url.clone())
             .header(name, value)
             .header(header::ACCEPT, "application/json");
-        if let Some(request_id) = request_id {
+        if let Some(request_id) = request_id.filter(|id| is_forwardable_request_id(id)) {
             request = request.header("x-request-id", request_id.clone());
         }
         if fresh {
@@ -291,13 +304,14 @@ impl KratosClient {
             .await
     }
 
-    /// An admin `DELETE`: 204 (or a legacy 200) is done, 404 is "no such session or identity"
-    /// (API.md §d), anything else a failure.
+    /// An admin `DELETE`: 204 is done, 404 is "no such session or identity" (API.md §d),
+    /// anything else a failure. A 200 is not Kratos's answer (an error page from a proxy, say):
+    /// nothing says the session was revoked, so it is not reported as done.
     async fn admin_delete(&self, path: &[&str]) -> Result<(), LifecycleError> {
         let (request, timeout) = self.admin_request(reqwest::Method::DELETE, path)?;
         let answer = self.execute(request, timeout, MAX_BODY_LEN).await?;
         match answer.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            StatusCode::NO_CONTENT => Ok(()),
             StatusCode::NOT_FOUND => Err(LifecycleError::NotFound),
             _ => Err(failure(Api::Admin, &answer)),
         }
@@ -317,8 +331,9 @@ impl KratosClient {
         let answer = self
             .execute(request, self.request_timeout, MAX_BODY_LEN)
             .await?;
+        // Only Kratos's own 204 says the session was revoked (API.md §d).
         match answer.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            StatusCode::NO_CONTENT => Ok(()),
             StatusCode::BAD_REQUEST if refuses_current_session(&answer.body) => {
                 Err(LifecycleError::CurrentSession)
             }
@@ -406,8 +421,9 @@ impl KratosClient {
         let answer = self
             .execute(request, self.request_timeout, MAX_BODY_LEN)
             .await?;
+        // Only Kratos's own 204 says the token was logged out (API.md §e).
         match answer.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            StatusCode::NO_CONTENT => Ok(()),
             // "The provided Ory Session Token could not be found, is invalid, or otherwise
             // malformed" (API.md §e): to the caller, the same as a 401.
             StatusCode::FORBIDDEN => Err(LifecycleError::Unauthenticated),
@@ -778,6 +794,11 @@ pub(crate) fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[
             Err(_) => Outcome::Unavailable(Unavailable::InvalidBody),
         },
         StatusCode::UNAUTHORIZED => Outcome::Unauthenticated(Unauthenticated::Rejected),
+        // Kratos's Go server, or a proxy, refusing the lookup's headers: the credential cannot
+        // be checked, which says nothing about Kratos's health.
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            Outcome::Unauthenticated(Unauthenticated::TooLarge)
+        }
         StatusCode::FORBIDDEN => match aal_required(headers, body) {
             Some(step_up) => Outcome::AalRequired(step_up),
             None => Outcome::Unavailable(Unavailable::Status(status)),

@@ -39,6 +39,7 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, StatusCode};
 
 use crate::{
+    log_limit::WarnLimiter,
     outcome::Outcome,
     rejection::{json_response, LayerRejection},
     session::{KratosIdentity, KratosSession},
@@ -83,7 +84,11 @@ impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         let response = match self {
             Self::MissingLayer => {
-                tracing::error!("{MISSING_LAYER}");
+                // Every request to the route answers this, so its log line is rate-limited.
+                static MISSING_LAYER_ERRORS: WarnLimiter = WarnLimiter::new();
+                if let Some(left_out) = MISSING_LAYER_ERRORS.admit(("extract", "missing_layer")) {
+                    tracing::error!(left_out_since_last = left_out, "{MISSING_LAYER}");
+                }
                 let mut response =
                     http::Response::new(Bytes::from_static(MISSING_LAYER.as_bytes()));
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

@@ -21,7 +21,10 @@ use std::{
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::outcome::{Outcome, Unavailable};
+use crate::{
+    log_limit::WarnLimiter,
+    outcome::{Outcome, Unauthenticated, Unavailable},
+};
 
 /// The `Retry-After` given while a probe is deciding whether Kratos is back: a probe takes at
 /// most the request timeout, and callers should not all come back at once behind it.
@@ -55,12 +58,54 @@ enum Phase {
     HalfOpen { level: u32 },
 }
 
+/// What one whoami call says about Kratos's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Kratos answered (200, 401, 403 step-up).
+    Answered,
+    /// Kratos failed: a timeout, a connection error, a 5xx or other status outside whoami's
+    /// contract, a body that is not a session.
+    Failed,
+    /// 429: back off at once.
+    RateLimited(Option<Duration>),
+    /// Nothing about Kratos: the layer's own refusals and interruptions, and answers about the
+    /// request rather than about Kratos (a 4xx other than 401, 403 and 429, a 431 for headers
+    /// too large). These never count toward the back-off, so no caller can trip it for everyone
+    /// with what they send.
+    Neutral,
+}
+
+impl Verdict {
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Unavailable(Unavailable::RateLimited { retry_after }) => {
+                Self::RateLimited(*retry_after)
+            }
+            Outcome::Unavailable(Unavailable::Status(status)) if status.is_client_error() => {
+                Self::Neutral
+            }
+            Outcome::Unavailable(
+                Unavailable::Timeout
+                | Unavailable::Transport
+                | Unavailable::Status(_)
+                | Unavailable::InvalidBody,
+            ) => Self::Failed,
+            Outcome::Unavailable(_) | Outcome::Unauthenticated(Unauthenticated::TooLarge) => {
+                Self::Neutral
+            }
+            _ => Self::Answered,
+        }
+    }
+}
+
 /// The gate in front of Kratos, shared by every lookup of one layer.
 #[derive(Debug)]
 pub(crate) struct Gate {
     config: GateConfig,
     permits: Semaphore,
     phase: Mutex<Phase>,
+    /// The back-off's transitions are warnings; a flapping Kratos must not flood the log.
+    warnings: WarnLimiter,
 }
 
 /// Leave to send one whoami call: holds one of the concurrency slots until dropped.
@@ -79,6 +124,7 @@ impl Gate {
             config,
             permits: Semaphore::new(config.max_concurrent),
             phase: Mutex::new(Phase::Closed { failures: 0 }),
+            warnings: WarnLimiter::new(),
         }
     }
 
@@ -158,88 +204,115 @@ impl Gate {
         pass.recorded = true;
         let probe = pass.probe;
         let mut phase = self.phase();
-        let now = Instant::now();
-        let failure = match outcome {
-            Outcome::Unavailable(Unavailable::RateLimited { retry_after }) => {
-                let level = match *phase {
-                    Phase::Closed { .. } => 0,
-                    Phase::Open { level, .. } => level,
-                    Phase::HalfOpen { level } => level + u32::from(probe),
-                };
-                let base = retry_after
-                    .unwrap_or(Duration::ZERO)
-                    .max(self.doubled(level));
-                let until = now + self.window(base);
-                // Another call's window may already reach further: keep the later end.
-                let until = match *phase {
-                    Phase::Open { until: open, .. } => open.max(until),
-                    _ => until,
-                };
-                *phase = Phase::Open { until, level };
-                tracing::warn!(
-                    window_ms = until.saturating_duration_since(now).as_millis() as u64,
-                    kratos_retry_after_s = retry_after.map(|wait| wait.as_secs()),
-                    "Kratos rate-limited whoami (429); backing off: lookups get 503 until a probe succeeds"
-                );
-                return Some(until.saturating_duration_since(now));
+        match Verdict::of(outcome) {
+            Verdict::RateLimited(retry_after) => {
+                return Some(self.open_for_rate_limit(&mut phase, probe, retry_after));
             }
-            Outcome::Unavailable(
-                Unavailable::Timeout
-                | Unavailable::Transport
-                | Unavailable::Status(_)
-                | Unavailable::InvalidBody,
-            ) => true,
-            // The layer's own refusals and interruptions say nothing about Kratos.
-            Outcome::Unavailable(_) => {
+            Verdict::Neutral => {
                 if probe {
                     self.release_probe(&mut phase);
                 }
-                return None;
             }
-            // 200, 401, 403 step-up: Kratos is answering.
-            _ => false,
+            Verdict::Answered => self.answered(&mut phase, probe),
+            Verdict::Failed => self.failed(&mut phase, probe, outcome),
+        }
+        None
+    }
+
+    /// A 429: the back-off opens at once, for Kratos's wait when that is longer than the
+    /// doubled window. Returns how long from now the window runs.
+    fn open_for_rate_limit(
+        &self,
+        phase: &mut Phase,
+        probe: bool,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let now = Instant::now();
+        let level = match *phase {
+            Phase::Closed { .. } => 0,
+            Phase::Open { level, .. } => level,
+            Phase::HalfOpen { level } => level + u32::from(probe),
         };
-        match (*phase, failure) {
-            (Phase::Closed { .. }, false) => *phase = Phase::Closed { failures: 0 },
-            (Phase::Closed { failures }, true) => {
+        let base = retry_after
+            .unwrap_or(Duration::ZERO)
+            .max(self.doubled(level));
+        let until = now + self.window(base);
+        // Another call's window may already reach further: keep the later end.
+        let until = match *phase {
+            Phase::Open { until: open, .. } => open.max(until),
+            _ => until,
+        };
+        *phase = Phase::Open { until, level };
+        if let Some(left_out) = self.warnings.admit(("backoff", "rate_limited")) {
+            tracing::warn!(
+                window_ms = until.saturating_duration_since(now).as_millis() as u64,
+                kratos_retry_after_s = retry_after.map(|wait| wait.as_secs()),
+                left_out_since_last = left_out,
+                "Kratos rate-limited whoami (429); backing off: lookups get 503 until a probe \
+                 succeeds"
+            );
+        }
+        until.saturating_duration_since(now)
+    }
+
+    /// Kratos answered (200, 401, 403 step-up): failures no longer run in a row.
+    fn answered(&self, phase: &mut Phase, probe: bool) {
+        match *phase {
+            Phase::Closed { .. } => *phase = Phase::Closed { failures: 0 },
+            Phase::HalfOpen { .. } if probe => {
+                *phase = Phase::Closed { failures: 0 };
+                tracing::info!("Kratos answered the probe lookup; back-off over");
+            }
+            // A call sent before the back-off opened: the window (and the probe) decide, not it.
+            _ => {}
+        }
+    }
+
+    /// Kratos failed (timeout, connection error, 5xx, a body that is not a session).
+    fn failed(&self, phase: &mut Phase, probe: bool, outcome: &Outcome) {
+        let now = Instant::now();
+        match *phase {
+            Phase::Closed { failures } => {
                 let failures = failures.saturating_add(1);
-                if failures >= self.config.failure_threshold {
-                    let window = self.window(self.doubled(0));
-                    *phase = Phase::Open {
-                        until: now + window,
-                        level: 0,
-                    };
+                if failures < self.config.failure_threshold {
+                    *phase = Phase::Closed { failures };
+                    return;
+                }
+                let window = self.window(self.doubled(0));
+                *phase = Phase::Open {
+                    until: now + window,
+                    level: 0,
+                };
+                if let Some(left_out) = self.warnings.admit(("backoff", "failures")) {
                     tracing::warn!(
                         failures,
                         window_ms = window.as_millis() as u64,
                         reason = %outcome,
-                        "Kratos failed repeatedly; backing off: lookups get 503 until a probe succeeds"
+                        left_out_since_last = left_out,
+                        "Kratos failed repeatedly; backing off: lookups get 503 until a probe \
+                         succeeds"
                     );
-                } else {
-                    *phase = Phase::Closed { failures };
                 }
             }
-            (Phase::HalfOpen { .. }, false) if probe => {
-                *phase = Phase::Closed { failures: 0 };
-                tracing::info!("Kratos answered the probe lookup; back-off over");
-            }
-            (Phase::HalfOpen { level }, true) if probe => {
+            Phase::HalfOpen { level } if probe => {
                 let level = level.saturating_add(1);
                 let window = self.window(self.doubled(level));
                 *phase = Phase::Open {
                     until: now + window,
                     level,
                 };
-                tracing::warn!(
-                    window_ms = window.as_millis() as u64,
-                    reason = %outcome,
-                    "the probe lookup failed; backing off for longer"
-                );
+                if let Some(left_out) = self.warnings.admit(("backoff", "probe_failed")) {
+                    tracing::warn!(
+                        window_ms = window.as_millis() as u64,
+                        reason = %outcome,
+                        left_out_since_last = left_out,
+                        "the probe lookup failed; backing off for longer"
+                    );
+                }
             }
             // A call sent before the back-off opened: the window (and the probe) decide, not it.
-            (Phase::Open { .. } | Phase::HalfOpen { .. }, _) => {}
+            _ => {}
         }
-        None
     }
 
     /// A probe that ended without an answer: the next lookup probes instead.
@@ -306,7 +379,6 @@ fn unit_random() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::Unauthenticated;
     use http::StatusCode;
 
     fn config() -> GateConfig {
@@ -378,6 +450,45 @@ mod tests {
             gate.enter().await,
             Err(Unavailable::BackingOff { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn answers_about_the_request_never_count_toward_the_back_off() {
+        let gate = Gate::new(config());
+        for _ in 0..2 {
+            let pass = gate.enter().await.expect("closed");
+            gate.record(pass, &FAILED);
+        }
+        // A caller's oversized or odd request, refused by Kratos or a proxy in front of it, a
+        // hundred times: neither a failure nor an answer that resets the count.
+        for round in 0..100u16 {
+            let pass = gate.enter().await.expect("never opened by these");
+            let outcome = match round % 5 {
+                0 => Outcome::Unauthenticated(Unauthenticated::TooLarge),
+                1 => Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_REQUEST)),
+                2 => Outcome::Unavailable(Unavailable::Status(StatusCode::NOT_FOUND)),
+                3 => Outcome::Unavailable(Unavailable::Status(StatusCode::FORBIDDEN)),
+                _ => Outcome::Unavailable(Unavailable::Status(StatusCode::PAYLOAD_TOO_LARGE)),
+            };
+            gate.record(pass, &outcome);
+        }
+        assert!(!gate.backing_off());
+        let pass = gate.enter().await.expect("closed");
+        gate.record(pass, &FAILED);
+        assert!(
+            gate.backing_off(),
+            "the third real failure in a row opens it"
+        );
+
+        // A probe that got such an answer decides nothing: the next lookup probes instead.
+        tokio::time::sleep(open_for(&gate) + Duration::from_millis(5)).await;
+        let probe = gate.enter().await.expect("the probe");
+        gate.record(
+            probe,
+            &Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_REQUEST)),
+        );
+        let probe = gate.enter().await.expect("another probe");
+        assert!(probe.probe);
     }
 
     #[tokio::test]

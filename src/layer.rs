@@ -12,6 +12,7 @@ use crate::{
     credentials::CookieNames,
     gate::GateConfig,
     lifecycle::{Lifecycle, SessionLifecycle},
+    log_limit::WarnLimiter,
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,
 };
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) cache: SessionCache,
     pub(crate) cookie_names: CookieNames,
     pub(crate) lifecycle: Lifecycle,
+    /// Keeps outages and attacks from flooding the log with one warning per request.
+    pub(crate) warnings: WarnLimiter,
 }
 
 /// One layer's policy: the shared state plus its mode and rejection. Services and their futures
@@ -324,7 +327,9 @@ impl KratosLayerBuilder {
     }
 
     /// The app's public base URL, used to build `return_to` for browser redirects. Default: the
-    /// request's `Host` header. Set it when a proxy in front of the app terminates TLS.
+    /// request's own origin (its absolute-form target, else its `Host` header, as `http`), when
+    /// that is a plain `http`/`https` host and port; otherwise no `return_to` is sent. Set it
+    /// behind a proxy, and wherever the `Host` header is not yours to trust.
     pub fn app_url(mut self, url: &str) -> Self {
         match self.rejection.clone().with_app_url(url) {
             Ok(rejection) => self.rejection = rejection,
@@ -715,6 +720,7 @@ impl<R> KratosLayerBuilder<R> {
             cache,
             cookie_names: self.cookie_names,
             lifecycle,
+            warnings: WarnLimiter::default(),
         });
         Ok(KratosLayer {
             policy: Arc::new(Policy {

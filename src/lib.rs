@@ -82,6 +82,7 @@ mod future;
 mod gate;
 mod layer;
 pub mod lifecycle;
+mod log_limit;
 pub mod outcome;
 pub mod rejection;
 mod service;

@@ -78,6 +78,10 @@ pub enum Unauthenticated {
     Inactive,
     /// The session's `expires_at` has passed.
     Expired,
+    /// Kratos, or a proxy in front of it, refused the lookup as too large to read (431): the
+    /// credential cannot be checked, so it is not accepted. The layer never sends more than
+    /// [`MAX_FORWARDED_COOKIE_LEN`](crate::credentials::MAX_FORWARDED_COOKIE_LEN) of cookies.
+    TooLarge,
 }
 
 impl fmt::Display for Unauthenticated {
@@ -87,6 +91,7 @@ impl fmt::Display for Unauthenticated {
             Self::Rejected => f.write_str("Kratos rejected the credential"),
             Self::Inactive => f.write_str("the session is not active"),
             Self::Expired => f.write_str("the session has expired"),
+            Self::TooLarge => f.write_str("the credential is too large for Kratos to check"),
         }
     }
 }
@@ -144,6 +149,20 @@ pub enum Unavailable {
 }
 
 impl Unavailable {
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Transport => "transport",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Status(_) => "status",
+            Self::InvalidBody => "invalid_body",
+            Self::Interrupted => "interrupted",
+            Self::BackingOff { .. } => "backing_off",
+            Self::Overloaded => "overloaded",
+        }
+    }
+
     /// How long callers should wait, when that is known: Kratos's own wait after a 429, or
     /// what is left of the layer's back-off window.
     pub fn retry_after(&self) -> Option<Duration> {

@@ -15,7 +15,8 @@ use crate::{
     future::{Relay, Resolved, ResponseBody, ResponseFuture},
     layer::Policy,
     lifecycle::{extend_for_request, is_due, relayable},
-    outcome::{Outcome, Unauthenticated},
+    log_limit::WarnLimiter,
+    outcome::{Outcome, StaleSession, Unauthenticated},
     rejection::{DefaultRejection, RejectionResponse},
 };
 
@@ -136,7 +137,13 @@ where
                     let (outcome, status) = (lookup.outcome, lookup.status);
                     span.record("cache", status.as_str());
                     span.record("outcome", outcome.kind());
-                    log_outcome(&span, &outcome, status.as_str());
+                    log_outcome(
+                        &span,
+                        &outcome,
+                        status.as_str(),
+                        lookup.stale.as_ref(),
+                        &shared.warnings,
+                    );
                     let lifecycle = &shared.lifecycle;
                     let mut relay = Relay {
                         stale: lookup.stale,
@@ -214,23 +221,52 @@ fn log_hit(source: CredentialSource, outcome: &Outcome) {
     }
 }
 
-fn log_outcome(span: &tracing::Span, outcome: &Outcome, cache: &str) {
-    match outcome {
-        Outcome::Unavailable(reason) => tracing::warn!(
-            parent: span,
-            outcome = outcome.kind(),
-            cache,
-            reason = %reason,
-            "Kratos unavailable; answering 503"
-        ),
-        Outcome::Authenticated(session) => tracing::debug!(
+/// A lookup's log line. Warnings (outages, stale sessions) go through the layer's
+/// [`WarnLimiter`]: during an outage or an attack every request would write one.
+fn log_outcome(
+    span: &tracing::Span,
+    outcome: &Outcome,
+    cache: &str,
+    stale: Option<&StaleSession>,
+    warnings: &WarnLimiter,
+) {
+    match (outcome, stale) {
+        (Outcome::Unavailable(reason), _) => {
+            if let Some(left_out) = warnings.admit(("unavailable", reason.kind())) {
+                tracing::warn!(
+                    parent: span,
+                    outcome = outcome.kind(),
+                    cache,
+                    reason = %reason,
+                    left_out_since_last = left_out,
+                    "Kratos unavailable; answering 503"
+                );
+            }
+        }
+        (Outcome::Authenticated(session), Some(stale)) => {
+            if let Some(left_out) = warnings.admit(("stale", stale.cause.kind())) {
+                tracing::warn!(
+                    parent: span,
+                    outcome = outcome.kind(),
+                    cache,
+                    identity_id = session.identity_id().unwrap_or(""),
+                    age_ms = stale.age.as_millis() as u64,
+                    stale_for_ms = stale.stale_for.as_millis() as u64,
+                    reason = %stale.cause,
+                    left_out_since_last = left_out,
+                    "Kratos unavailable; serving a session it has not confirmed lately \
+                     (stale-if-error)"
+                );
+            }
+        }
+        (Outcome::Authenticated(session), None) => tracing::debug!(
             parent: span,
             outcome = outcome.kind(),
             cache,
             identity_id = session.identity_id().unwrap_or(""),
             "session accepted"
         ),
-        other => {
+        (other, _) => {
             tracing::debug!(parent: span, outcome = other.kind(), cache, reason = %other, "session refused")
         }
     }

@@ -22,6 +22,7 @@ use http::{Request, Response, StatusCode};
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder};
 use tower_kratos::{
+    credentials::MAX_FORWARDED_COOKIE_LEN,
     outcome::{Unauthenticated, Unavailable},
     testing::{Endpoint, Fault, KratosStandIn, TestSession},
     KratosLayer, KratosLayerBuilder, Outcome, StaleSession,
@@ -734,6 +735,130 @@ async fn sessions_are_served_stale_while_backing_off() {
         "{stale:?}"
     );
     assert_eq!(kratos.calls(Endpoint::Whoami), 2, "Kratos was not asked");
+}
+
+/// Whoami's headers, as Kratos received them, never carry more than the layer's own bounds.
+#[track_caller]
+fn assert_lookups_within_bounds(kratos: &KratosStandIn) {
+    for request in kratos.requests(Endpoint::Whoami) {
+        if let Some(id) = request.headers.get("x-request-id") {
+            assert!(
+                id.len() <= 200,
+                "X-Request-ID of {} bytes forwarded",
+                id.len()
+            );
+        }
+        for cookie in request.headers.get_all("cookie") {
+            assert!(
+                cookie.len() <= MAX_FORWARDED_COOKIE_LEN,
+                "a Cookie header of {} bytes forwarded",
+                cookie.len()
+            );
+        }
+    }
+}
+
+/// The attack that tripped the back-off for everyone: junk tokens with a 70,000-byte
+/// `X-Request-ID`, then four made-up 4 KiB `ory_session_*` cookies, against a Kratos behind a
+/// proxy that refuses header lines over 8 KiB. The layer makes no lookup that large, so Kratos
+/// answers each one 401 and a valid, uncached session is still served.
+#[tokio::test]
+async fn a_callers_own_headers_never_trip_the_back_off() {
+    let kratos = KratosStandIn::start().await.unwrap();
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::HeaderLimit {
+            max: 8192,
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        },
+    );
+    let layer = builder(&kratos).build().unwrap();
+    let app = app_for(&layer);
+    let huge_id = "r".repeat(70_000);
+    for attempt in 0..20 {
+        let token = format!("ory_st_junk{attempt}");
+        let reply = send(
+            &app,
+            get(&[("x-session-token", &token), ("x-request-id", &huge_id)]),
+        )
+        .await;
+        assert_unauthorized(&reply);
+    }
+    for attempt in 0..20 {
+        let cookies = ["a", "b", "c", "d"]
+            .map(|name| {
+                format!(
+                    "ory_session_{name}={}",
+                    format!("{attempt:04}").repeat(1020)
+                )
+            })
+            .join("; ");
+        assert!(cookies.len() > 4 * 4000, "{}", cookies.len());
+        assert_unauthorized(&send(&app, get(&[("cookie", &cookies)])).await);
+    }
+    assert_eq!(
+        kratos.calls(Endpoint::Whoami),
+        40,
+        "each was asked, none refused by size"
+    );
+    assert!(!layer.stats().await.backing_off);
+
+    let alice = kratos.create_session();
+    let reply = send(&app, with_token(&alice.token)).await;
+    assert_session(&reply, &alice.id, &alice.identity_id);
+    assert_lookups_within_bounds(&kratos);
+    // A request id within the bounds is passed on as it was.
+    let bob = kratos.create_session();
+    send(
+        &app,
+        get(&[("x-session-token", &bob.token), ("x-request-id", "req-1")]),
+    )
+    .await;
+    let last = kratos.requests(Endpoint::Whoami).pop().expect("a whoami");
+    assert_eq!(last.headers["x-request-id"], "req-1");
+}
+
+/// Refusals of the lookup's headers, whoever sends them, are answered on their own merits and
+/// never count as Kratos failing: a 431 is a credential that cannot be checked (401), another
+/// 4xx a fault of that request alone (503), and the layer never backs off for them.
+#[tokio::test]
+async fn refusals_of_the_lookup_itself_are_not_kratos_failing() {
+    for (status, expect_unavailable) in [
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, false),
+        (StatusCode::BAD_REQUEST, true),
+    ] {
+        let kratos = KratosStandIn::start().await.unwrap();
+        // Every lookup is refused: even `Accept: application/json` is longer than this.
+        kratos.set_fault(Endpoint::Whoami, Fault::HeaderLimit { max: 8, status });
+        let layer = builder(&kratos).backoff_after_failures(2).build().unwrap();
+        let app = app_for(&layer);
+        for _ in 0..10 {
+            let alice = kratos.create_session();
+            let reply = send(&app, with_token(&alice.token)).await;
+            if expect_unavailable {
+                assert_unavailable(&reply);
+                assert_eq!(unavailable(&reply), &Unavailable::Status(status));
+            } else {
+                assert_unauthorized(&reply);
+                assert!(matches!(
+                    reply.outcome(),
+                    Some(Outcome::Unauthenticated(Unauthenticated::TooLarge))
+                ));
+            }
+        }
+        assert_eq!(
+            kratos.calls(Endpoint::Whoami),
+            10,
+            "{status}: every lookup was sent"
+        );
+        assert!(!layer.stats().await.backing_off, "{status}");
+        // Kratos itself failing still backs off, as before.
+        kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+        for _ in 0..2 {
+            send(&app, with_token(&kratos.create_session().token)).await;
+        }
+        assert!(layer.stats().await.backing_off, "{status}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

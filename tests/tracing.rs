@@ -379,3 +379,54 @@ async fn extensions_and_revocations_are_logged_without_any_secret() {
         "the log",
     );
 }
+
+/// A sustained outage writes a bounded number of warnings: per cause, the first at once, then at
+/// most one every few seconds saying how many like ones were left out.
+#[tokio::test]
+async fn a_sustained_outage_writes_a_bounded_number_of_warnings() {
+    let (captured, _guard) = support::capture::capture(tracing::Level::WARN);
+    let kratos = kratos().await;
+    kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+    let service = builder(&kratos)
+        .backoff(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(400),
+        )
+        .build()
+        .expect("layer")
+        .layer(Recorder::new().service());
+    let started = std::time::Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < std::time::Duration::from_millis(6_500) {
+        let token = format!("ory_st_{requests}");
+        let answer = send(&service, get("/", &[("x-session-token", &token)])).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        requests += 1;
+    }
+    let log = captured.take();
+    let warnings: Vec<&str> = log.lines().filter(|line| line.contains("WARN")).collect();
+    let answering = warnings
+        .iter()
+        .filter(|line| line.contains("answering 503"))
+        .count();
+    // Two causes (Kratos's 502, and the back-off), each at most twice in 6.5 s.
+    assert!(requests > 1_000, "{requests} requests");
+    assert!(
+        (2..=4).contains(&answering),
+        "{answering} '503' warnings for {requests} requests:\n{log}"
+    );
+    // The summary says how many were left out.
+    assert!(
+        warnings.iter().any(|line| line.contains("answering 503")
+            && line
+                .split("left_out_since_last=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|count| count.parse::<u64>().ok())
+                .is_some_and(|count| count > 100)),
+        "no summary with a count in:\n{log}"
+    );
+    // Every cause is bounded alike, the back-off's own transitions (a probe failing every
+    // 200-400 ms here) included: at most two lines each in 6.5 s.
+    assert!(warnings.len() <= 10, "{} warnings:\n{log}", warnings.len());
+}

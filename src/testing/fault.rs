@@ -34,6 +34,16 @@ pub enum Fault {
     /// Close the TCP connection without writing a response; the client sees a connection error
     /// (an incomplete message).
     CloseConnection,
+    /// Refuse with `status` every request with a header line (name, `: ` and value) longer than
+    /// `max` bytes, as a server or proxy in front of Kratos does: nginx answers 400 "Request
+    /// Header Or Cookie Too Large" past its 8 KiB buffers, Go's server 431. Other requests are
+    /// answered normally.
+    HeaderLimit {
+        /// The longest header line accepted, in bytes.
+        max: usize,
+        /// The status of the refusal (431, or nginx's 400).
+        status: http::StatusCode,
+    },
 }
 
 /// What `PATCH /admin/sessions/{id}/extend` answers with.

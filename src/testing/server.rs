@@ -185,6 +185,15 @@ async fn handle(
             kill.notify_one();
             match pending::<Infallible>().await {}
         }
+        Some(Fault::HeaderLimit { max, status }) => {
+            let too_long = parts
+                .headers
+                .iter()
+                .any(|(name, value)| name.as_str().len() + 2 + value.len() > max);
+            if too_long {
+                return Ok(routes::error(&KratosError::new(status), &parts));
+            }
+        }
     }
 
     if let Some(status) = body_error {
