@@ -359,7 +359,7 @@ impl SessionLifecycle {
         let shared = &self.shared;
         let credential = caller.credential(&shared.cookie_names)?;
         if shared.client.admin().is_none() {
-            return Err(LifecycleError::AdminNotConfigured);
+            return self.logged(Err(LifecycleError::AdminNotConfigured));
         }
         let lookup = shared.cache.lookup(&credential, None, &shared.client).await;
         let relayed = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
@@ -455,11 +455,14 @@ impl SessionLifecycle {
             .client
             .revoke_my_session(&credential, &session_id)
             .await;
-        self.forget_if_refused(&credential, revoked).await?;
-        self.shared
-            .cache
-            .revoked(Revoked::Session(&session_id))
-            .await;
+        let revoked = self.forget_if_refused(&credential, revoked).await;
+        if may_have_acted(&revoked) {
+            self.shared
+                .cache
+                .revoked(Revoked::Session(&session_id))
+                .await;
+        }
+        revoked?;
         tracing::info!(session_id, "Kratos session revoked by its identity");
         Ok(())
     }
@@ -483,7 +486,10 @@ impl SessionLifecycle {
             _ => None,
         };
         let revoked = shared.client.revoke_my_other_sessions(&credential).await;
-        let count = self.forget_if_refused(&credential, revoked).await?;
+        let revoked = self.forget_if_refused(&credential, revoked).await;
+        if !may_have_acted(&revoked) {
+            return revoked;
+        }
         let identity_id = match identity_id {
             Some(identity_id) => Some(identity_id),
             // The lookup failed (Kratos busy?) but the revocation went through: ask once more,
@@ -505,6 +511,7 @@ impl SessionLifecycle {
                 shared.cache.revoked(Revoked::Credential(&credential)).await;
             }
         }
+        let count = revoked?;
         tracing::info!(
             identity_id = identity_id.as_deref().unwrap_or(""),
             count,
@@ -525,11 +532,14 @@ impl SessionLifecycle {
     pub async fn logout(&self, caller: &impl Caller) -> Result<(), LifecycleError> {
         let credential = caller.credential(&self.shared.cookie_names)?;
         let logged_out = self.shared.client.logout_api(&credential).await;
-        self.forget_if_refused(&credential, logged_out).await?;
-        self.shared
-            .cache
-            .revoked(Revoked::Credential(&credential))
-            .await;
+        let logged_out = self.forget_if_refused(&credential, logged_out).await;
+        if may_have_acted(&logged_out) {
+            self.shared
+                .cache
+                .revoked(Revoked::Credential(&credential))
+                .await;
+        }
+        logged_out?;
         tracing::info!("Kratos session logged out (API)");
         Ok(())
     }
@@ -547,13 +557,13 @@ impl SessionLifecycle {
     pub async fn disable_session(&self, session_id: &str) -> Result<(), LifecycleError> {
         let session_id = canonical_id(session_id)?;
         let disabled = self.shared.client.disable_session(&session_id).await;
-        if matches!(disabled, Ok(()) | Err(LifecycleError::NotFound)) {
+        if may_have_acted(&disabled) || matches!(disabled, Err(LifecycleError::NotFound)) {
             self.shared
                 .cache
                 .revoked(Revoked::Session(&session_id))
                 .await;
         }
-        disabled?;
+        self.logged(disabled)?;
         tracing::info!(session_id, "Kratos session disabled (admin)");
         Ok(())
     }
@@ -573,18 +583,35 @@ impl SessionLifecycle {
             .client
             .delete_identity_sessions(&identity_id)
             .await;
-        if matches!(deleted, Ok(()) | Err(LifecycleError::NotFound)) {
+        if may_have_acted(&deleted) || matches!(deleted, Err(LifecycleError::NotFound)) {
             self.shared
                 .cache
                 .revoked(Revoked::Identity(&identity_id))
                 .await;
         }
-        deleted?;
+        self.logged(deleted)?;
         tracing::info!(
             identity_id,
             "all Kratos sessions of an identity revoked (admin)"
         );
         Ok(())
+    }
+
+    /// Logs what is the operator's to fix (the admin API not configured, or refusing the API
+    /// key) at `error`, at most once per cause and window: every request to the route would.
+    fn logged<T>(&self, result: Result<T, LifecycleError>) -> Result<T, LifecycleError> {
+        if let Err(error @ (LifecycleError::AdminNotConfigured | LifecycleError::AdminRefused(_))) =
+            &result
+        {
+            if let Some(left_out) = self.shared.warnings.admit(("lifecycle", error.kind())) {
+                tracing::error!(
+                    error = %error,
+                    left_out_since_last = left_out,
+                    "Kratos session lifecycle call failed"
+                );
+            }
+        }
+        result
     }
 
     /// When Kratos says the caller's credential is no longer valid, whatever this process has
@@ -602,6 +629,13 @@ impl SessionLifecycle {
         }
         result
     }
+}
+
+/// Whether Kratos may have carried a revocation out: it said so, or its answer could not be read
+/// (a timeout after the call was sent, an answer outside the endpoint's contract). Either way,
+/// what this process has cached for the affected sessions must be checked with Kratos again.
+fn may_have_acted<T>(result: &Result<T, LifecycleError>) -> bool {
+    matches!(result, Ok(_) | Err(LifecycleError::Unavailable(_)))
 }
 
 /// The lifecycle state one layer shares: its settings, the extension attempts of the cooldown
@@ -991,9 +1025,6 @@ impl axum_core::response::IntoResponse for LifecycleError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        }
-        if matches!(self, Self::AdminNotConfigured | Self::AdminRefused(_)) {
-            tracing::error!(error = %self, "Kratos session lifecycle call failed");
         }
         response.map(axum_core::body::Body::from)
     }

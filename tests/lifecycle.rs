@@ -800,6 +800,110 @@ async fn a_refused_admin_key_does_not_fail_the_request() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// An answer that is not Kratos's own is never a success
+
+/// A lifecycle error as the response a handler returning it gives: 503 for every answer outside
+/// the endpoint's contract.
+fn assert_answers_503(error: &LifecycleError) {
+    use axum::response::IntoResponse;
+    assert!(
+        matches!(error, LifecycleError::Unavailable(_)),
+        "expected Unavailable, got {error:?}"
+    );
+    let response = error.clone().into_response();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{error:?}"
+    );
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+}
+
+/// A 200 with an HTML error page (a proxy in front of Kratos) from each endpoint: every helper
+/// answers a typed error, Kratos revoked nothing, and what this process has cached for the
+/// sessions concerned is checked with Kratos again, since nothing says what happened.
+#[tokio::test]
+async fn a_garbage_200_is_an_error_for_every_helper() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let service = layer.clone().layer(Handler::default().service());
+    let Family {
+        current,
+        phone,
+        tablet,
+    } = family(&kratos, &service).await;
+    let sessions = layer.lifecycle();
+    let caller = token_headers(&current);
+    for endpoint in [
+        Endpoint::RevokeMySession,
+        Endpoint::RevokeMyOtherSessions,
+        Endpoint::ListMySessions,
+        Endpoint::LogoutApi,
+        Endpoint::AdminDisableSession,
+        Endpoint::AdminDeleteIdentitySessions,
+        Endpoint::ExtendSession,
+    ] {
+        kratos.set_fault(endpoint, Fault::GarbageBody);
+    }
+
+    let errors = [
+        sessions
+            .revoke_session(&caller, &phone.id)
+            .await
+            .map(|_| ()),
+        sessions.revoke_other_sessions(&caller).await.map(|_| ()),
+        sessions
+            .list_sessions(&caller, &Page::first())
+            .await
+            .map(|_| ()),
+        sessions.logout(&caller).await,
+        sessions.disable_session(&tablet.id).await,
+        sessions
+            .revoke_identity_sessions(&current.identity_id)
+            .await,
+    ];
+    for (helper, result) in errors.iter().enumerate() {
+        let error = result
+            .as_ref()
+            .expect_err(&format!("helper {helper} failed"));
+        assert_answers_503(error);
+    }
+    // Extension failures are reported in the outcome, never as a success.
+    let due = kratos
+        .session()
+        .identity(&current.identity_id)
+        .expires_in(TEN_MINUTES)
+        .create();
+    let outcome = sessions
+        .extend_if_expiring(&token_headers(&due), HOUR)
+        .await
+        .expect("the session was looked up");
+    assert!(!outcome.extended());
+    match outcome.attempt() {
+        Some(SessionExtension::Failed(error)) => {
+            assert_eq!(
+                error,
+                &LifecycleError::Unavailable(Unavailable::InvalidBody)
+            );
+            assert_answers_503(error);
+        }
+        other => panic!("expected a failed extension, got {other:?}"),
+    }
+
+    for session in [&current, &phone, &tablet, &due] {
+        let state = kratos.session_state(&session.id).expect("a session");
+        assert!(state.active, "nothing was revoked");
+    }
+    // Every session a helper may have acted on is asked about again, and still served.
+    kratos.clear_faults();
+    let before = kratos.calls(Endpoint::Whoami);
+    assert_served(&send(&service, token(&current)).await);
+    assert_served(&send(&service, token(&phone)).await);
+    assert_served(&send(&service, cookie(&tablet)).await);
+    assert_eq!(kratos.calls(Endpoint::Whoami), before + 3);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Revocation: this process rejects at once, whatever the TTL
 
 /// Alice's identity with three sessions: `current` (the caller) and two others, all cached by
