@@ -114,9 +114,11 @@ impl DefaultRejection {
         Ok(self)
     }
 
-    /// The app's public base URL (e.g. `https://app.example.com`), used to build `return_to`.
-    /// By default it is taken from the request's `Host` header, with the request's scheme or
-    /// `http`: set this when the app is behind a proxy that terminates TLS.
+    /// The app's public base URL (e.g. `https://app.example.com`), used to build `return_to`
+    /// with the request's path and query. By default the request's own origin is used (its
+    /// absolute-form target, else `http://` and its `Host` header) when it is a plain
+    /// `http`/`https` host and port, and no `return_to` is sent otherwise: set this when the app
+    /// is behind a proxy that terminates TLS.
     ///
     /// # Errors
     /// When `url` is not an absolute `http`/`https` URL.
@@ -131,25 +133,26 @@ impl DefaultRejection {
         self
     }
 
-    /// The URL the request asked for, absolute, for `return_to`.
+    /// The URL the request asked for, absolute, for `return_to`: the configured app URL with the
+    /// request's path and query; without one, the request's own `http`/`https` origin (its
+    /// absolute-form target, else its `Host` header) when that is a plain host and port. Anything
+    /// else (userinfo such as `app.test@evil.com`, another scheme) gives no `return_to` at all,
+    /// so a crafted request line can never send a browser elsewhere after signing in.
     fn original_url(&self, request: &request::Parts) -> Option<Url> {
-        let path_and_query = request
-            .uri
-            .path_and_query()
-            .map_or("/", |path_and_query| path_and_query.as_str());
+        let uri = &request.uri;
         if let Some(base) = &self.app_url {
-            return base.join(path_and_query).ok();
+            return Some(with_path(base.clone(), uri.path(), uri.query()));
         }
-        if request.uri.scheme().is_some() {
-            return Url::parse(&request.uri.to_string()).ok();
-        }
-        let host = request.headers.get(header::HOST)?.to_str().ok()?;
-        // Only a plain authority (no userinfo, path or spaces) is trusted as a host.
-        let authority = Authority::from_str(host).ok()?;
-        if authority.as_str().contains('@') {
-            return None;
-        }
-        Url::parse(&format!("http://{authority}{path_and_query}")).ok()
+        let origin = match (uri.scheme_str(), uri.authority()) {
+            // Absolute form (`GET http://app.test/me`, as sent to proxies).
+            (Some(scheme), Some(authority)) => trusted_origin(scheme, authority.as_str()),
+            (None, None) => {
+                let host = request.headers.get(header::HOST)?.to_str().ok()?;
+                trusted_origin("http", host)
+            }
+            _ => None,
+        }?;
+        Some(with_path(origin, uri.path(), uri.query()))
     }
 
     fn redirect(&self, target: &Url, request: &request::Parts) -> Option<Response<Bytes>> {
@@ -196,6 +199,9 @@ impl RejectionResponse for DefaultRejection {
             Outcome::Anonymous => unauthorized("No session credential was found in the request."),
             Outcome::Unauthenticated(Unauthenticated::Malformed(_)) => {
                 unauthorized("The session credential in the request is malformed.")
+            }
+            Outcome::Unauthenticated(Unauthenticated::TooLarge) => {
+                unauthorized("The session credential in the request is too large to be checked.")
             }
             Outcome::Unauthenticated(_) => {
                 unauthorized("The session is invalid, expired or revoked.")
@@ -246,6 +252,33 @@ impl RejectionResponse for DefaultRejection {
             ),
         }
     }
+}
+
+/// `scheme://authority` when the scheme is `http`/`https` and the authority a plain host and
+/// port: no userinfo (`app.test@evil.com`), nothing a URL parser would read another way.
+fn trusted_origin(scheme: &str, authority: &str) -> Option<Url> {
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return None;
+    }
+    let authority = Authority::from_str(authority).ok()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let origin = Url::parse(&format!("{scheme}://{authority}/")).ok()?;
+    // The parsed URL must name exactly the host that was checked.
+    origin
+        .host_str()
+        .is_some_and(|host| host.eq_ignore_ascii_case(authority.host()))
+        .then_some(origin)
+}
+
+/// `base` with the request's path and query set, not joined: a path such as `//evil.com/x` stays a
+/// path on `base`'s host instead of naming another host.
+fn with_path(mut base: Url, path: &str, query: Option<&str>) -> Url {
+    base.set_path(path);
+    base.set_query(query);
+    base.set_fragment(None);
+    base
 }
 
 /// Whether the client accepts HTML (`text/html` listed without `q=0`): a browser navigation.
@@ -358,6 +391,71 @@ mod tests {
         assert_eq!(
             response.headers()[header::LOCATION],
             "https://auth.test/login?return_to=https%3A%2F%2Fapp.example.com%2Fme"
+        );
+    }
+
+    /// The `return_to` of the default rejection's redirect for this request, if any.
+    fn return_to(rejection: &DefaultRejection, request: request::Parts) -> Option<String> {
+        let response = rejection.response(&Outcome::Anonymous, &request);
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = Url::parse(response.headers()[header::LOCATION].to_str().unwrap()).unwrap();
+        let found = location
+            .query_pairs()
+            .find(|(key, _)| key == "return_to")
+            .map(|(_, value)| value.into_owned());
+        found
+    }
+
+    fn browser(uri: &str, host: Option<&str>) -> request::Parts {
+        let mut request = Request::get(uri).header("accept", "text/html");
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn return_to_never_leaves_the_app() {
+        let plain = DefaultRejection::new()
+            .with_login_url("https://auth.test/login")
+            .unwrap();
+        let with_app = plain
+            .clone()
+            .with_app_url("https://app.example.com")
+            .unwrap();
+
+        // Absolute-form targets: http(s) with a plain authority is kept, anything else is not.
+        assert_eq!(
+            return_to(&plain, browser("https://app.test/me?x=1", None)).as_deref(),
+            Some("https://app.test/me?x=1")
+        );
+        for hostile in [
+            "https://app.test@evil.com/me",
+            "http://user:pw@app.test/me",
+            "javascript://evil.com/me",
+            "ftp://app.test/me",
+        ] {
+            assert_eq!(return_to(&plain, browser(hostile, None)), None, "{hostile}");
+            assert_eq!(
+                return_to(&with_app, browser(hostile, None)).as_deref(),
+                Some("https://app.example.com/me"),
+                "{hostile}"
+            );
+        }
+        // A Host header with userinfo is no host.
+        assert_eq!(
+            return_to(&plain, browser("/me", Some("app.test@evil.com"))),
+            None
+        );
+
+        // A scheme-relative path stays a path on the app's host, whichever origin is used.
+        assert_eq!(
+            return_to(&with_app, browser("//evil.com/me", Some("app.test"))).as_deref(),
+            Some("https://app.example.com//evil.com/me")
+        );
+        assert_eq!(
+            return_to(&plain, browser("//evil.com/me", Some("app.test"))).as_deref(),
+            Some("http://app.test//evil.com/me")
         );
     }
 
