@@ -16,6 +16,7 @@
 //! | `CACHE_TTL_SECS` | 60 | session cache TTL |
 //! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
 //! | `LOGIN_URL` | none | send browsers without a session there, with `return_to` |
+//! | `APP_URL` | the request's `Host` | the app's public URL, for that `return_to` (set it behind a proxy) |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
@@ -48,6 +49,10 @@ use tower_kratos::{
 };
 use tracing_subscriber::EnvFilter;
 
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
+
 /// The most pages `GET /me/sessions` reads (100 sessions each): a bound, not a real limit.
 const MAX_PAGES: usize = 20;
 
@@ -68,6 +73,7 @@ struct Config {
     cache_ttl: Duration,
     kratos_timeout: Duration,
     login_url: Option<String>,
+    app_url: Option<String>,
     extend_within: Duration,
     stale_if_error: Option<Duration>,
     max_concurrent_lookups: usize,
@@ -83,6 +89,7 @@ impl Config {
             cache_ttl: Duration::from_secs(parse("CACHE_TTL_SECS", "60")?),
             kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
             login_url: var("LOGIN_URL"),
+            app_url: var("APP_URL"),
             extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
             stale_if_error: match var("STALE_IF_ERROR_SECS") {
                 Some(_) => Some(Duration::from_secs(parse("STALE_IF_ERROR_SECS", "0")?)),
@@ -159,6 +166,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
     if let Some(login_url) = &config.login_url {
         builder = builder.login_url(login_url);
     }
+    if let Some(app_url) = &config.app_url {
+        builder = builder.app_url(app_url);
+    }
     let kratos = builder.build()?;
     let state = AppState {
         sessions: kratos.lifecycle(),
@@ -205,7 +215,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         );
     }
     println!("listening on http://{addr}");
-    axum::serve(listener, app).await?;
+    // Not `axum::serve`: it has no header-read timeout (see `support/serve.rs`).
+    serve(listener, app).await?;
     Ok(())
 }
 

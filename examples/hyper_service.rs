@@ -12,11 +12,14 @@ use std::{convert::Infallible, env, error::Error, net::SocketAddr};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosSession};
+
+#[path = "support/serve.rs"]
+mod serve;
+use serve::serve;
 
 /// The app itself: it only reads the session the layer put in the request's extensions.
 async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -58,17 +61,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!("listening on http://{addr}");
-
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = connection {
-                eprintln!("connection error: {error}");
-            }
-        });
-    }
+    // hyper's HTTP/1.1 server with a header-read timeout, so a client trickling its headers
+    // cannot hold a connection forever; `TowerToHyperService` adapts the tower service.
+    serve(listener, service).await?;
+    Ok(())
 }
