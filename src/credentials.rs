@@ -28,8 +28,6 @@ use std::fmt;
 
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
-use crate::cache::KeyKind;
-
 /// The largest credential accepted, in bytes. Kratos's tokens are about 40 bytes and its cookies
 /// a few hundred; anything longer is refused without asking Kratos.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
@@ -74,6 +72,16 @@ pub const MAX_SESSION_COOKIES: usize = 4;
 /// caller's own cookies can never make the lookup itself too large to be answered. A browser
 /// keeps a cookie's name and value within the same 4096 bytes.
 pub const MAX_FORWARDED_COOKIE_LEN: usize = 4096;
+
+/// Which kind of secret a credential is: the cache keys the two kinds apart, so a token and a
+/// cookie of the same bytes can never share an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// Session tokens, from `X-Session-Token` or Bearer alike (Kratos treats them alike).
+    Token,
+    /// Session cookies.
+    Cookie,
+}
 
 /// A Kratos credential taken from a request. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -437,17 +445,22 @@ struct Candidates<'a> {
     count: usize,
 }
 
-impl<'a> Candidates<'a> {
-    const EMPTY: Self = Self {
-        cookies: [Candidate {
+impl Default for Candidates<'_> {
+    fn default() -> Self {
+        let empty = Candidate {
             position: 0,
             name: "",
             value: "",
             as_written: None,
-        }; MAX_SESSION_COOKIES],
-        count: 0,
-    };
+        };
+        Self {
+            cookies: [empty; MAX_SESSION_COOKIES],
+            count: 0,
+        }
+    }
+}
 
+impl<'a> Candidates<'a> {
     fn iter(&self) -> impl Iterator<Item = &Candidate<'a>> {
         self.cookies[..self.count].iter()
     }
@@ -479,114 +492,136 @@ fn session_cookies<'a>(
     headers: &'a HeaderMap,
     cookie_names: &CookieNames,
 ) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
-    let mut exact = Candidates::EMPTY;
-    let mut prefixed = Candidates::EMPTY;
-    // The first problem with an exact-named cookie, and with a prefix-matched one.
-    let mut exact_problem = None;
-    let mut first_problem = None;
-    let mut position = 0;
+    let mut seen = SeenCookies::default();
     for header_value in headers.get_all(header::COOKIE) {
         // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
         // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
         // session cookie beside it.
         for pair in header_value.as_bytes().split(|&byte| byte == b';') {
-            let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
-                continue;
-            };
-            let name = trim_ows_bytes(&pair[..equals]);
-            let Some(kind) = cookie_names.classify(name) else {
-                continue;
-            };
-            // Session cookie names are valid tokens (checked when the layer is built), so a
-            // matching name is text.
-            let Ok(name) = std::str::from_utf8(name) else {
-                continue;
-            };
-            if exact.has(name) || prefixed.has(name) {
-                continue;
+            seen.read(pair, cookie_names);
+        }
+    }
+    seen.choose()
+}
+
+/// The request's session cookies, as [`session_cookies`] reads them, before the choice.
+#[derive(Default)]
+struct SeenCookies<'a> {
+    exact: Candidates<'a>,
+    prefixed: Candidates<'a>,
+    /// The first problem with an exact-named cookie, and with a prefix-matched one.
+    exact_problem: Option<MalformedCredential>,
+    other_problem: Option<MalformedCredential>,
+    /// Well-formed session cookies seen so far: the next one's position.
+    seen: usize,
+}
+
+impl<'a> SeenCookies<'a> {
+    /// One `name=value` pair of a `Cookie` header.
+    fn read(&mut self, pair: &'a [u8], cookie_names: &CookieNames) {
+        let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
+            return;
+        };
+        let name = trim_ows_bytes(&pair[..equals]);
+        let Some(kind) = cookie_names.classify(name) else {
+            return;
+        };
+        // Session cookie names are valid tokens (checked when the layer is built), so a
+        // matching name is text.
+        let Ok(name) = std::str::from_utf8(name) else {
+            return;
+        };
+        if self.exact.has(name) || self.prefixed.has(name) {
+            return;
+        }
+        let value = trim_ows_bytes(&pair[equals + 1..]);
+        let checked = match std::str::from_utf8(value) {
+            Ok(value) => check_cookie(name, value).map(|()| value),
+            Err(_) if value.len() > MAX_CREDENTIAL_LEN => Err(MalformedCredential::TooLong),
+            Err(_) => Err(MalformedCredential::InvalidCharacters),
+        };
+        let value = match checked {
+            Ok(value) => value,
+            Err(problem) => {
+                let problems = match kind {
+                    NameMatch::Exact => &mut self.exact_problem,
+                    NameMatch::Prefix => &mut self.other_problem,
+                };
+                problems.get_or_insert(problem);
+                return;
             }
-            let value = trim_ows_bytes(&pair[equals + 1..]);
-            let checked = match std::str::from_utf8(value) {
-                Ok(value) => check_cookie(name, value).map(|()| value),
-                Err(_) if value.len() > MAX_CREDENTIAL_LEN => Err(MalformedCredential::TooLong),
-                Err(_) => Err(MalformedCredential::InvalidCharacters),
-            };
-            let value = match checked {
-                Ok(value) => value,
-                Err(problem) => {
-                    let problems = match kind {
-                        NameMatch::Exact => &mut exact_problem,
-                        NameMatch::Prefix => &mut first_problem,
-                    };
-                    problems.get_or_insert(problem);
-                    continue;
+        };
+        // `name=value` with no space around `=`: the trimmed pair is the key material.
+        let trimmed = trim_ows_bytes(pair);
+        let as_written = (trimmed.len() == name.len() + 1 + value.len())
+            .then(|| std::str::from_utf8(trimmed).ok())
+            .flatten();
+        let candidate = Candidate {
+            position: self.seen,
+            name,
+            value,
+            as_written,
+        };
+        self.seen += 1;
+        match kind {
+            NameMatch::Exact => self.exact.push(candidate),
+            NameMatch::Prefix => self.prefixed.push(candidate),
+        }
+    }
+
+    /// The cookies to send: exact-named first, then prefix-matched ones while they fit, in the
+    /// request's order.
+    fn choose(mut self) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
+        // An exact-named cookie decides when there is one: none well-formed is a refusal.
+        if self.exact.count == 0 {
+            if let Some(problem) = self.exact_problem {
+                return Err(problem);
+            }
+        }
+        let mut chosen = Candidates::default();
+        let mut length = 0;
+        let candidates = self.exact.iter().chain(self.prefixed.iter());
+        for (index, candidate) in candidates.enumerate() {
+            let separator = if chosen.count > 0 { 2 } else { 0 };
+            let added = separator + candidate.name.len() + 1 + candidate.value.len();
+            if length + added > MAX_FORWARDED_COOKIE_LEN {
+                match (index, chosen.count) {
+                    // The exact-named cookie alone is larger than Kratos is ever sent.
+                    (0, _) if self.exact.count > 0 => return Err(MalformedCredential::TooLong),
+                    (_, 0) => {
+                        self.other_problem
+                            .get_or_insert(MalformedCredential::TooLong);
+                    }
+                    _ => {}
                 }
-            };
-            // `name=value` with no space around `=`: the trimmed pair is the key material.
-            let trimmed = trim_ows_bytes(pair);
-            let whole = (trimmed.len() == name.len() + 1 + value.len())
-                .then(|| std::str::from_utf8(trimmed).ok())
-                .flatten();
-            let candidate = Candidate {
-                position,
-                name,
-                value,
-                as_written: whole,
-            };
-            position += 1;
-            match kind {
-                NameMatch::Exact => exact.push(candidate),
-                NameMatch::Prefix => prefixed.push(candidate),
+                continue;
             }
-        }
-    }
-    // An exact-named cookie decides when there is one: none well-formed is a refusal.
-    if exact.count == 0 {
-        if let Some(problem) = exact_problem {
-            return Err(problem);
-        }
-    }
-    let mut chosen = Candidates::EMPTY;
-    let mut length = 0;
-    for (index, candidate) in exact.iter().chain(prefixed.iter()).enumerate() {
-        let added =
-            candidate.name.len() + 1 + candidate.value.len() + if chosen.count > 0 { 2 } else { 0 };
-        if length + added > MAX_FORWARDED_COOKIE_LEN {
-            match (index, chosen.count) {
-                // The exact-named cookie alone is larger than Kratos is ever sent.
-                (0, _) if exact.count > 0 => return Err(MalformedCredential::TooLong),
-                (_, 0) => {
-                    first_problem.get_or_insert(MalformedCredential::TooLong);
-                }
-                _ => {}
+            if chosen.count == MAX_SESSION_COOKIES {
+                break;
             }
-            continue;
+            chosen.push(*candidate);
+            length += added;
         }
-        if chosen.count == MAX_SESSION_COOKIES {
-            break;
+        let count = chosen.count;
+        if count == 0 {
+            return self.other_problem.map_or(Ok(None), Err);
         }
-        chosen.push(*candidate);
-        length += added;
+        let chosen = &mut chosen.cookies[..count];
+        chosen.sort_unstable_by_key(|candidate| candidate.position);
+        let mut pairs = [("", ""); MAX_SESSION_COOKIES];
+        for (pair, candidate) in pairs.iter_mut().zip(chosen.iter()) {
+            *pair = (candidate.name, candidate.value);
+        }
+        let whole = chosen[0].as_written.filter(|_| count == 1);
+        Ok(Some(FoundCredential {
+            source: CredentialSource::Cookie,
+            pieces: Pieces::Cookies {
+                pairs,
+                count,
+                whole,
+            },
+        }))
     }
-    let count = chosen.count;
-    if count == 0 {
-        return first_problem.map_or(Ok(None), Err);
-    }
-    let chosen = &mut chosen.cookies[..count];
-    chosen.sort_unstable_by_key(|candidate| candidate.position);
-    let mut pairs = [("", ""); MAX_SESSION_COOKIES];
-    for (pair, candidate) in pairs.iter_mut().zip(chosen.iter()) {
-        *pair = (candidate.name, candidate.value);
-    }
-    let whole = chosen[0].as_written.filter(|_| count == 1);
-    Ok(Some(FoundCredential {
-        source: CredentialSource::Cookie,
-        pieces: Pieces::Cookies {
-            pairs,
-            count,
-            whole,
-        },
-    }))
 }
 
 fn trim_ows(text: &str) -> &str {

@@ -41,7 +41,8 @@ use http::{header, request::Parts, HeaderValue, StatusCode};
 use crate::{
     log_limit::WarnLimiter,
     outcome::Outcome,
-    rejection::{json_response, LayerRejection},
+    rejection::{DefaultRejection, LayerRejection, RejectionResponse},
+    response::ErrorBody,
     session::{KratosIdentity, KratosSession},
 };
 
@@ -105,15 +106,12 @@ impl IntoResponse for SessionRejection {
                 response.extensions_mut().insert(outcome);
                 *response
             }
-            Self::NoIdentity => json_response(
+            Self::NoIdentity => ErrorBody::new(
                 StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": {
-                    "code": 401,
-                    "status": "Unauthorized",
-                    "reason": "The session carries no identity.",
-                    "message": "The request could not be authorized",
-                }}),
-            ),
+                "The request could not be authorized",
+            )
+            .reason("The session carries no identity.")
+            .response(),
         };
         response.map(Body::from)
     }
@@ -138,11 +136,7 @@ fn not_authenticated(parts: &Parts) -> SessionRejection {
         .unwrap_or(Outcome::Anonymous);
     let response = match parts.extensions.get::<LayerRejection>() {
         Some(LayerRejection(rejection)) => rejection.response_for(&outcome, parts),
-        None => crate::rejection::RejectionResponse::response(
-            &crate::DefaultRejection::new(),
-            &outcome,
-            parts,
-        ),
+        None => DefaultRejection::new().response(&outcome, parts),
     };
     SessionRejection::NotAuthenticated {
         outcome,

@@ -1,4 +1,5 @@
-//! The response future (lookup, then the inner service or a rejection) and the response body.
+//! The response future: the lookup (when the cache could not answer at once), then the inner
+//! service or the rejection, and what the layer adds to the request and the response.
 
 use std::{
     fmt,
@@ -10,15 +11,17 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
-    layer::{Mode, Policy},
-    lifecycle::{append_set_cookies, SessionExtension},
+    body::ResponseBody,
+    config::Mode,
+    extend::SessionExtension,
     outcome::{Outcome, StaleSession},
     rejection::RejectionResponse,
+    relay::append_set_cookies,
+    shared::Policy,
 };
 
 /// A session lookup in progress (cache, then maybe Kratos, then maybe an extension).
@@ -42,6 +45,15 @@ pub(crate) struct Relay {
     /// Set when Kratos was unavailable and the session came from the stale-if-error store; put
     /// in the request's extensions.
     pub(crate) stale: Option<StaleSession>,
+}
+
+impl Relay {
+    /// `None` (no allocation) when there is nothing to add.
+    pub(crate) fn into_boxed(self) -> Option<Box<Self>> {
+        let something =
+            !self.set_cookies.is_empty() || self.extension.is_some() || self.stale.is_some();
+        something.then(|| Box::new(self))
+    }
 }
 
 pin_project! {
@@ -230,80 +242,5 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
-    }
-}
-
-pin_project! {
-    /// The response body: the inner service's, or the rejection's.
-    pub struct ResponseBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Inner { #[pin] body: B },
-        Rejection { body: Option<Bytes> },
-    }
-}
-
-impl<B> ResponseBody<B> {
-    fn inner(body: B) -> Self {
-        Self {
-            kind: Kind::Inner { body },
-        }
-    }
-
-    fn rejection(body: Bytes) -> Self {
-        Self {
-            kind: Kind::Rejection {
-                body: (!body.is_empty()).then_some(body),
-            },
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Rejection { body } => {
-                Poll::Ready(body.take().map(|data| Ok(Frame::data(data))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Rejection { body } => body.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Rejection { body } => {
-                SizeHint::with_exact(body.as_ref().map_or(0, |data| data.len() as u64))
-            }
-        }
-    }
-}
-
-impl<B> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Rejection { .. } => "rejection",
-        };
-        f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
 }

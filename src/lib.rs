@@ -41,8 +41,33 @@
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
 //! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, API logout.
-//! - `extract` (feature `axum`): extractors, `Option<…>` included.
-//! - `testing` (feature `test-util`): a Kratos stand-in for your tests.
+//! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
+//! - [`testing`] (feature `test-util`): a Kratos stand-in for your tests.
+//!
+//! # Layering
+//! A request's way through the crate reads one direction: request → credentials → cache →
+//! client → outcome → extensions or rejection. Each module uses only the modules above it in
+//! this list (CI checks that the graph has no cycle: `.ci/module-graph`):
+//!
+//! | module | what it is | uses |
+//! |---|---|---|
+//! | `config` | defaults and limits, [`Mode`], [`BuildError`], URL checks | nothing |
+//! | `log_limit` | warnings that cannot flood the log | nothing |
+//! | `session` | the Kratos session model | nothing |
+//! | `credentials` | finding the credential in a request | nothing |
+//! | `outcome` | what a lookup can end in | credentials, session |
+//! | `response` | the one JSON error body, `Retry-After` | nothing |
+//! | `relay` | passing Kratos's `Set-Cookie` on | credentials |
+//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
+//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill | client and below |
+//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
+//! | `rejection` | outcome → response | outcome, response, config |
+//! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
+//! | `lifecycle` | the public lifecycle helpers | shared and below |
+//! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
+//! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
+//! | `extract` | axum extractors | outcome, rejection, response, session |
+//! | `testing` | the Kratos stand-in | nothing of the crate |
 //!
 //! # Security
 //! - Only the chosen credential is sent to Kratos: the session cookie as `name=value` (with any
@@ -72,37 +97,45 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The layering, from the bottom up: each module uses only those listed before it (CI checks
+// the graph has no cycle: `.ci/module-graph`).
+mod body;
+mod builder;
 mod cache;
 mod client;
+mod config;
 pub mod credentials;
+mod extend;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod future;
-mod gate;
 mod layer;
 pub mod lifecycle;
 mod log_limit;
 pub mod outcome;
 pub mod rejection;
+mod relay;
+mod response;
 mod service;
 pub mod session;
+mod shared;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
 pub use crate::{
-    cache::LayerStats,
-    future::{ResponseBody, ResponseFuture},
-    layer::{
-        BuildError, KratosLayer, KratosLayerBuilder, Mode, DEFAULT_ADMIN_TIMEOUT,
-        DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
-        DEFAULT_EXTEND_COOLDOWN, DEFAULT_REQUEST_TIMEOUT, MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL,
+    body::ResponseBody,
+    builder::KratosLayerBuilder,
+    config::{
+        BuildError, Mode, DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES,
+        DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
+        DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT,
+        DEFAULT_MAX_CONCURRENT_LOOKUPS, DEFAULT_REQUEST_TIMEOUT, MAX_EXTEND_COOLDOWN,
+        MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
     },
-    layer::{
-        DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
-        DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS, MAX_STALE_IF_ERROR,
-    },
+    future::ResponseFuture,
+    layer::{KratosLayer, LayerStats},
     outcome::{Outcome, StaleSession},
     rejection::{DefaultRejection, RejectionResponse},
     service::KratosService,

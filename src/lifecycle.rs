@@ -1,7 +1,8 @@
 //! Keeping sessions alive and ending them: extension when a session is close to expiry,
 //! revocation, listing and API logout, each keeping this process's session cache honest at once.
 //!
-//! Get a [`SessionLifecycle`] from the layer with [`KratosLayer::lifecycle`] and hand it to your
+//! Get a [`SessionLifecycle`] from the layer with
+//! [`KratosLayer::lifecycle`](crate::KratosLayer::lifecycle) and hand it to your
 //! handlers (axum `State` or `Extension`); it shares the layer's HTTP client and cache. The
 //! self-service helpers act as the caller, with the credential of the request they are given
 //! (found the way the layer finds it); the admin helpers need
@@ -70,85 +71,25 @@
 //!   which refreshes the cache entry (the next request sees the new `expires_at`) and, for a
 //!   cookie session, yields the re-issued `Set-Cookie`.
 
-use std::{
-    borrow::Cow,
-    fmt,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
-use http::{header, request, HeaderMap, HeaderValue};
-use moka::future::Cache;
+use http::{request, HeaderMap, HeaderValue};
 use time::OffsetDateTime;
-use tracing::Instrument;
 
-pub use crate::client::{LifecycleError, Page, SessionList, MAX_PAGE_SIZE};
 use crate::{
     cache::Revoked,
-    client::{canonical_id, ExtendAnswer},
-    credentials::{find_credential, CookieNames, Credential, CredentialSource},
-    layer::Shared,
-    outcome::{Outcome, Unauthenticated, Unavailable},
+    client::canonical_id,
+    credentials::{find_credential, CookieNames, Credential},
+    extend::is_due,
+    outcome::Outcome,
+    relay::relayable,
     session::KratosSession,
+    shared::Shared,
 };
-
-#[cfg(doc)]
-use crate::KratosLayer;
-
-/// What one extension attempt ended in.
-///
-/// The layer (with [`extend_within`](crate::KratosLayerBuilder::extend_within)) puts it in the
-/// request's and the response's extensions when the request's session was due for extension,
-/// and only then. Requests that shared one attempt (concurrent ones, or ones within the
-/// cooldown after it) carry the same report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SessionExtension {
-    /// Kratos moved the session's expiry to this time.
-    Extended {
-        /// The new expiry.
-        expires_at: OffsetDateTime,
-    },
-    /// Kratos accepted the call but left the expiry as it was: its `earliest_possible_extend`
-    /// window has not been reached yet ("too early").
-    NotExtended {
-        /// The unchanged expiry.
-        expires_at: Option<OffsetDateTime>,
-    },
-    /// Kratos answered 404: the session no longer exists, or (Ory Network) another request is
-    /// extending it at this moment. The request goes on with the session it had; the next one
-    /// is checked with Kratos again.
-    Gone,
-    /// The admin API failed (down, slow, 429, refused key), or Kratos accepted a 204 extension
-    /// whose result the confirming whoami could not read. The request goes on with the session
-    /// it had.
-    Failed(LifecycleError),
-}
-
-impl SessionExtension {
-    /// A short, stable name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Extended { .. } => "extended",
-            Self::NotExtended { .. } => "not_extended",
-            Self::Gone => "gone",
-            Self::Failed(_) => "failed",
-        }
-    }
-}
-
-impl fmt::Display for SessionExtension {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Extended { expires_at } => write!(f, "extended until {expires_at}"),
-            Self::NotExtended { .. } => {
-                f.write_str("not extended: Kratos left the expiry unchanged (too early)")
-            }
-            Self::Gone => f.write_str("session gone or being extended elsewhere (404)"),
-            Self::Failed(error) => write!(f, "extension failed: {error}"),
-        }
-    }
-}
+pub use crate::{
+    client::{LifecycleError, Page, SessionList, MAX_PAGE_SIZE},
+    extend::SessionExtension,
+};
 
 /// The answer of [`SessionLifecycle::extend_if_expiring`].
 ///
@@ -218,23 +159,8 @@ impl axum_core::response::IntoResponseParts for ExtendOutcome {
         self,
         mut parts: axum_core::response::ResponseParts,
     ) -> Result<axum_core::response::ResponseParts, std::convert::Infallible> {
-        append_set_cookies(parts.headers_mut(), self.set_cookies);
+        crate::relay::append_set_cookies(parts.headers_mut(), self.set_cookies);
         Ok(parts)
-    }
-}
-
-/// Appends `Set-Cookie` headers (never replacing the response's own), and keeps shared caches
-/// from storing a response that carries a session cookie: `Cache-Control: private` unless the
-/// response already says how it may be cached.
-pub(crate) fn append_set_cookies(headers: &mut HeaderMap, set_cookies: Vec<HeaderValue>) {
-    if set_cookies.is_empty() {
-        return;
-    }
-    for value in set_cookies {
-        headers.append(header::SET_COOKIE, value);
-    }
-    if !headers.contains_key(header::CACHE_CONTROL) {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 
@@ -285,7 +211,7 @@ impl Caller for Credential {
 }
 
 /// The session lifecycle helpers, sharing one layer's HTTP client and cache; from
-/// [`KratosLayer::lifecycle`]. Cloning is cheap (one `Arc`).
+/// [`KratosLayer::lifecycle`](crate::KratosLayer::lifecycle). Cloning is cheap (one `Arc`).
 ///
 /// Every helper is safe to call from a request handler: bad input is a typed
 /// [`LifecycleError`] before Kratos is called, and every Kratos call has a deadline.
@@ -298,7 +224,7 @@ impl fmt::Debug for SessionLifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLifecycle")
             .field("admin", &self.shared.client.admin())
-            .field("lifecycle", &self.shared.lifecycle)
+            .field("extender", &self.shared.extender)
             .finish_non_exhaustive()
     }
 }
@@ -365,7 +291,7 @@ impl SessionLifecycle {
         let relayed = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
         let session = match lookup.outcome {
             Outcome::Authenticated(session) => session,
-            other => return Err(error_of(other)),
+            other => return Err(LifecycleError::from_outcome(other)),
         };
         if !is_due(&session, within) {
             return Ok(ExtendOutcome {
@@ -374,7 +300,10 @@ impl SessionLifecycle {
                 set_cookies: relayed,
             });
         }
-        let attempt = extend_shared(shared, &credential, &session).await;
+        let attempt = shared
+            .extender
+            .attempt(&shared.client, &shared.cache, &credential, &session)
+            .await;
         let extended = relayable(
             &credential,
             attempt.set_cookies.clone(),
@@ -636,474 +565,4 @@ impl SessionLifecycle {
 /// what this process has cached for the affected sessions must be checked with Kratos again.
 fn may_have_acted<T>(result: &Result<T, LifecycleError>) -> bool {
     matches!(result, Ok(_) | Err(LifecycleError::Unavailable(_)))
-}
-
-/// The lifecycle state one layer shares: its settings, the extension attempts of the cooldown
-/// period, and the admin back-off.
-pub(crate) struct Lifecycle {
-    /// The layer setting: extend sessions expiring within this on every authenticated request.
-    pub(crate) extend_within: Option<Duration>,
-    /// Whether the layer passes Kratos's `Set-Cookie` on to the response.
-    pub(crate) relay_set_cookie: bool,
-    cooldown: Duration,
-    /// One entry per session extended within the cooldown: concurrent callers share the one in
-    /// flight, later ones its result.
-    attempts: Cache<String, Arc<Attempt>>,
-    /// After an admin API failure, no extension is tried until then.
-    pause: Mutex<Option<Pause>>,
-}
-
-struct Pause {
-    until: Instant,
-    cause: LifecycleError,
-}
-
-impl fmt::Debug for Lifecycle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lifecycle")
-            .field("extend_within", &self.extend_within)
-            .field("relay_set_cookie", &self.relay_set_cookie)
-            .field("cooldown", &self.cooldown)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Lifecycle {
-    pub(crate) fn new(
-        extend_within: Option<Duration>,
-        relay_set_cookie: bool,
-        cooldown: Duration,
-        capacity: u64,
-    ) -> Self {
-        Self {
-            extend_within,
-            relay_set_cookie,
-            cooldown,
-            attempts: Cache::builder()
-                .name("tower-kratos extensions")
-                .max_capacity(capacity)
-                .time_to_live(cooldown)
-                .build(),
-            pause: Mutex::new(None),
-        }
-    }
-
-    /// The failure extensions are paused for, if they are.
-    fn paused(&self) -> Option<LifecycleError> {
-        let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*pause {
-            Some(current) if current.until > Instant::now() => Some(current.cause.clone()),
-            Some(_) => {
-                *pause = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Pauses extensions after an admin API failure: for Kratos's `Retry-After`, else the
-    /// cooldown. The admin API's rate limit is per project, so one 429 concerns every session.
-    fn pause_after(&self, cause: &LifecycleError) {
-        let wait = cause.retry_after().unwrap_or(self.cooldown);
-        // Both are bounded (an hour, a day); a clock that cannot add them pauses for a day.
-        let now = Instant::now();
-        let until = now
-            .checked_add(wait)
-            .or_else(|| now.checked_add(crate::MAX_EXTEND_COOLDOWN))
-            .unwrap_or(now);
-        let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
-        if pause.as_ref().is_none_or(|current| current.until < until) {
-            *pause = Some(Pause {
-                until,
-                cause: cause.clone(),
-            });
-        }
-    }
-}
-
-/// One extension attempt's result, shared by every request of the session during the cooldown.
-struct Attempt {
-    report: SessionExtension,
-    /// The session as whoami confirmed it after the extension.
-    session: Option<KratosSession>,
-    /// The `Set-Cookie` headers of that whoami.
-    set_cookies: Vec<HeaderValue>,
-}
-
-impl Attempt {
-    fn report(report: SessionExtension) -> Self {
-        Self {
-            report,
-            session: None,
-            set_cookies: Vec::new(),
-        }
-    }
-}
-
-/// What the layer's extension step gives one request.
-pub(crate) struct LayerExtension {
-    pub(crate) report: SessionExtension,
-    /// The refreshed session, when the extension was confirmed.
-    pub(crate) session: Option<KratosSession>,
-    /// Kratos's `Set-Cookie` for the extended session, already filtered for relaying.
-    pub(crate) set_cookies: Vec<HeaderValue>,
-}
-
-/// Whether a session expires within `within` from now.
-pub(crate) fn is_due(session: &KratosSession, within: Duration) -> bool {
-    session.expires_at.is_some_and(|expires_at| {
-        let left = expires_at - OffsetDateTime::now_utc();
-        left.is_negative() || left.unsigned_abs() < within
-    })
-}
-
-/// The layer's extension step for one due request: the shared attempt, waited for at most the
-/// admin timeout. Whatever happens, the request goes on; the attempt keeps running if this
-/// request stops waiting for it.
-pub(crate) async fn extend_for_request(
-    shared: &Arc<Shared>,
-    credential: &Credential,
-    session: &KratosSession,
-) -> LayerExtension {
-    let Some(admin) = shared.client.admin() else {
-        return LayerExtension {
-            report: SessionExtension::Failed(LifecycleError::AdminNotConfigured),
-            session: None,
-            set_cookies: Vec::new(),
-        };
-    };
-    match tokio::time::timeout(admin.timeout(), extend_shared(shared, credential, session)).await {
-        Ok(attempt) => LayerExtension {
-            report: attempt.report.clone(),
-            session: attempt.session.clone(),
-            set_cookies: relayable(
-                credential,
-                attempt.set_cookies.clone(),
-                &shared.cookie_names,
-            ),
-        },
-        Err(_elapsed) => LayerExtension {
-            report: SessionExtension::Failed(LifecycleError::Unavailable(Unavailable::Timeout)),
-            session: None,
-            set_cookies: Vec::new(),
-        },
-    }
-}
-
-/// The `Set-Cookie` headers worth passing to this caller: only for cookie credentials, and only
-/// those that set one of the layer's session cookies.
-pub(crate) fn relayable(
-    credential: &Credential,
-    mut set_cookies: Vec<HeaderValue>,
-    cookie_names: &CookieNames,
-) -> Vec<HeaderValue> {
-    if set_cookies.is_empty() {
-        return set_cookies;
-    }
-    if credential.source() != CredentialSource::Cookie {
-        return Vec::new();
-    }
-    set_cookies.retain(|value| {
-        value
-            .to_str()
-            .ok()
-            .and_then(|text| text.split_once('='))
-            .is_some_and(|(name, _)| cookie_names.matches(name.trim()))
-    });
-    set_cookies
-}
-
-/// Joins (or starts) the session's extension attempt. It runs on its own task, so a caller that
-/// goes away does not cancel the attempt the others wait for.
-async fn extend_shared(
-    shared: &Arc<Shared>,
-    credential: &Credential,
-    session: &KratosSession,
-) -> Arc<Attempt> {
-    if let Some(cause) = shared.lifecycle.paused() {
-        return Arc::new(Attempt::report(SessionExtension::Failed(cause)));
-    }
-    let task_shared = Arc::clone(shared);
-    let credential = credential.clone();
-    let session = session.clone();
-    let task = tokio::spawn(
-        async move {
-            let attempts = task_shared.lifecycle.attempts.clone();
-            let init = run_attempt(&task_shared, &credential, &session);
-            attempts
-                .entry(session.id.clone())
-                .or_insert_with(init)
-                .await
-                .into_value()
-        }
-        .instrument(tracing::Span::current()),
-    );
-    task.await.unwrap_or_else(|_join_error| {
-        Arc::new(Attempt::report(SessionExtension::Failed(
-            LifecycleError::Unavailable(Unavailable::Interrupted),
-        )))
-    })
-}
-
-/// One extension: the PATCH, then (when Kratos may have moved the expiry) one whoami as the
-/// caller to confirm it, refresh the cache and get the re-issued cookie.
-async fn run_attempt(
-    shared: &Shared,
-    credential: &Credential,
-    session: &KratosSession,
-) -> Arc<Attempt> {
-    let attempt = match shared.client.extend_session(&session.id).await {
-        Ok(answer) => confirm(shared, credential, session, answer).await,
-        Err(LifecycleError::NotFound) => {
-            // Deleted, or being extended by another request: what this process has cached for
-            // the session is in doubt either way, so its next request asks Kratos again.
-            shared.cache.revoked(Revoked::Session(&session.id)).await;
-            Attempt::report(SessionExtension::Gone)
-        }
-        Err(error) => {
-            shared.lifecycle.pause_after(&error);
-            Attempt::report(SessionExtension::Failed(error))
-        }
-    };
-    log_attempt(&session.id, &attempt.report);
-    Arc::new(attempt)
-}
-
-async fn confirm(
-    shared: &Shared,
-    credential: &Credential,
-    session: &KratosSession,
-    answer: ExtendAnswer,
-) -> Attempt {
-    let before = session.expires_at;
-    if let ExtendAnswer::Session(body) = &answer {
-        if !moved(before, body.expires_at) {
-            // "Too early": nothing changed, so there is nothing to confirm or re-issue.
-            return Attempt::report(SessionExtension::NotExtended { expires_at: before });
-        }
-    }
-    let asked_at = Instant::now();
-    // A fresh read: Ory Network's session cache may still hold the old expiry.
-    let whoami = shared.client.whoami(credential, None, true).await;
-    match whoami.outcome {
-        Outcome::Authenticated(confirmed) => {
-            let report = match confirmed.expires_at {
-                Some(expires_at) if moved(before, Some(expires_at)) => {
-                    SessionExtension::Extended { expires_at }
-                }
-                expires_at => SessionExtension::NotExtended { expires_at },
-            };
-            shared
-                .cache
-                .store(credential, confirmed.clone(), whoami.cache_for, asked_at)
-                .await;
-            Attempt {
-                report,
-                session: Some(confirmed),
-                set_cookies: whoami.set_cookies,
-            }
-        }
-        Outcome::Unauthenticated(_) => {
-            // Revoked or expired meanwhile: its cached entry must not be served again.
-            shared.cache.revoked(Revoked::Credential(credential)).await;
-            Attempt::report(SessionExtension::Gone)
-        }
-        unconfirmed => Attempt::report(match answer {
-            // The 200 said what the expiry is now; only the cache refresh is missed.
-            ExtendAnswer::Session(body) => match body.expires_at {
-                Some(expires_at) => SessionExtension::Extended { expires_at },
-                None => SessionExtension::NotExtended { expires_at: before },
-            },
-            ExtendAnswer::NoContent => SessionExtension::Failed(error_of(unconfirmed)),
-        }),
-    }
-}
-
-/// Whether the expiry moved later.
-fn moved(before: Option<OffsetDateTime>, after: Option<OffsetDateTime>) -> bool {
-    match (before, after) {
-        (Some(before), Some(after)) => after > before,
-        (None, Some(_)) => true,
-        (_, None) => false,
-    }
-}
-
-fn log_attempt(session_id: &str, report: &SessionExtension) {
-    match report {
-        SessionExtension::Extended { expires_at } => tracing::info!(
-            session_id,
-            extension = report.kind(),
-            %expires_at,
-            "Kratos session extended"
-        ),
-        SessionExtension::NotExtended { .. } => tracing::debug!(
-            session_id,
-            extension = report.kind(),
-            "Kratos left the session's expiry unchanged (earliest_possible_extend not reached)"
-        ),
-        SessionExtension::Gone => tracing::info!(
-            session_id,
-            extension = report.kind(),
-            "Kratos answered 404 to the extension: session gone or being extended elsewhere"
-        ),
-        SessionExtension::Failed(error) => tracing::warn!(
-            session_id,
-            extension = report.kind(),
-            reason = %error,
-            "Kratos session extension failed; the request goes on with the session it had"
-        ),
-    }
-}
-
-/// The lifecycle error for a lookup that did not end in a session.
-fn error_of(outcome: Outcome) -> LifecycleError {
-    match outcome {
-        Outcome::Anonymous => LifecycleError::NoCredential,
-        Outcome::Unauthenticated(Unauthenticated::Malformed(malformed)) => {
-            LifecycleError::Malformed(malformed)
-        }
-        Outcome::Unauthenticated(_) => LifecycleError::Unauthenticated,
-        Outcome::AalRequired(step_up) => LifecycleError::AalRequired(step_up),
-        Outcome::Unavailable(Unavailable::RateLimited { retry_after }) => {
-            LifecycleError::RateLimited { retry_after }
-        }
-        Outcome::Unavailable(unavailable) => LifecycleError::Unavailable(unavailable),
-        // Not an error; only reached if a caller passes a session here by mistake.
-        Outcome::Authenticated(_) => LifecycleError::Unavailable(Unavailable::InvalidBody),
-    }
-}
-
-#[cfg(feature = "axum")]
-impl axum_core::response::IntoResponse for LifecycleError {
-    /// A Kratos-style JSON error (`{"error": {"id": kind, "code", "status", "message"}}`):
-    /// 400 (invalid id, current session, not a token session), 401
-    /// (no or invalid credential), 403 (step-up, with `redirect_browser_to`), 404, 500 (admin
-    /// API not configured or refusing the key), 503 with `Retry-After` (Kratos unavailable or
-    /// rate limiting). Never shows a credential or the admin key.
-    fn into_response(self) -> axum_core::response::Response {
-        use http::StatusCode;
-        use serde_json::json;
-
-        let status = match &self {
-            Self::InvalidId | Self::CurrentSession | Self::NotATokenSession => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::NoCredential | Self::Malformed(_) | Self::Unauthenticated => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::AalRequired(_) => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::AdminNotConfigured | Self::AdminRefused(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::RateLimited { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        let message = match &self {
-            // The details are for the server's logs, not for the client.
-            Self::AdminNotConfigured | Self::AdminRefused(_) => {
-                "the session service is misconfigured".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mut body = json!({
-            "error": {
-                "id": self.kind(),
-                "code": status.as_u16(),
-                "status": status.canonical_reason().unwrap_or(""),
-                "message": message,
-            }
-        });
-        if let Self::AalRequired(step_up) = &self {
-            if let Some(redirect) = &step_up.redirect_browser_to {
-                body["redirect_browser_to"] = json!(redirect);
-            }
-        }
-        let mut response = crate::rejection::json_response(status, &body);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            let wait = self
-                .retry_after()
-                .unwrap_or(crate::rejection::DEFAULT_RETRY_AFTER);
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        }
-        response.map(axum_core::body::Body::from)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::credentials::CookieNames;
-
-    fn session_expiring_in(seconds: i64) -> KratosSession {
-        let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
-        let body = serde_json::json!({
-            "id": "6f5e3c4a-0000-4000-8000-000000000001",
-            "active": true,
-            "expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
-        });
-        KratosSession::new(Arc::new(serde_json::from_value(body).unwrap()))
-    }
-
-    #[test]
-    fn due_only_within_the_threshold() {
-        let hour = Duration::from_secs(3600);
-        assert!(is_due(&session_expiring_in(600), hour));
-        assert!(!is_due(&session_expiring_in(7200), hour));
-        assert!(is_due(&session_expiring_in(-5), hour));
-        // A threshold beyond what time can represent never panics.
-        assert!(is_due(&session_expiring_in(600), Duration::MAX));
-        let no_expiry = KratosSession::new(Arc::new(
-            serde_json::from_str(r#"{"id":"s","active":true}"#).unwrap(),
-        ));
-        assert!(!is_due(&no_expiry, hour));
-    }
-
-    #[test]
-    fn only_session_cookies_are_relayed_and_only_to_cookie_callers() {
-        let names = CookieNames::default();
-        let cookies = vec![
-            HeaderValue::from_static("ory_kratos_session=new; Path=/; HttpOnly"),
-            HeaderValue::from_static("tracking=1; Path=/"),
-            HeaderValue::from_static("ory_session_slug=x; Path=/"),
-            HeaderValue::from_static("garbage"),
-        ];
-        let cookie = Credential::cookie("ory_kratos_session", "old").unwrap();
-        let kept = relayable(&cookie, cookies.clone(), &names);
-        assert_eq!(kept, [cookies[0].clone(), cookies[2].clone()]);
-        let token = Credential::session_token("ory_st_x").unwrap();
-        assert!(relayable(&token, cookies, &names).is_empty());
-    }
-
-    #[test]
-    fn set_cookies_append_and_mark_the_response_private() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::SET_COOKIE, HeaderValue::from_static("app=1"));
-        append_set_cookies(
-            &mut headers,
-            vec![HeaderValue::from_static("ory_kratos_session=v")],
-        );
-        assert_eq!(headers.get_all(header::SET_COOKIE).iter().count(), 2);
-        assert_eq!(headers[header::CACHE_CONTROL], "private");
-
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        append_set_cookies(
-            &mut headers,
-            vec![HeaderValue::from_static("ory_kratos_session=v")],
-        );
-        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
-
-        let mut untouched = HeaderMap::new();
-        append_set_cookies(&mut untouched, Vec::new());
-        assert!(untouched.is_empty());
-    }
-
-    #[test]
-    fn expiry_moves_only_later() {
-        let now = OffsetDateTime::now_utc();
-        assert!(moved(Some(now), Some(now + time::Duration::SECOND)));
-        assert!(!moved(Some(now), Some(now)));
-        assert!(!moved(Some(now), None));
-    }
 }

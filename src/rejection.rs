@@ -34,9 +34,13 @@ use std::{str::FromStr, time::Duration};
 use bytes::Bytes;
 use http::{header, request, uri::Authority, HeaderValue, Response, StatusCode};
 use reqwest::Url;
-use serde_json::json;
 
-use crate::outcome::{Outcome, Unauthenticated};
+pub use crate::config::DEFAULT_RETRY_AFTER;
+use crate::{
+    config::{parse_http_url, BuildError},
+    outcome::{Outcome, Unauthenticated},
+    response::{no_store, set_retry_after, ErrorBody},
+};
 
 /// Builds the response for a request the layer does not let through.
 pub trait RejectionResponse: Clone + Send + Sync + 'static {
@@ -57,13 +61,6 @@ where
 #[cfg(feature = "axum")]
 pub(crate) trait DynRejection: Send + Sync {
     fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
-}
-
-#[cfg(feature = "axum")]
-impl<R: RejectionResponse> DynRejection for crate::layer::Policy<R> {
-    fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
-        self.rejection.response(outcome, request)
-    }
 }
 
 /// Put in the extensions of requests that optional mode lets on without a session.
@@ -95,9 +92,6 @@ pub struct DefaultRejection {
     retry_after: Option<Duration>,
 }
 
-/// How long clients are told to wait when Kratos gave no `Retry-After` of its own.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-
 impl DefaultRejection {
     /// The default: JSON only, no browser redirects.
     pub fn new() -> Self {
@@ -109,8 +103,8 @@ impl DefaultRejection {
     ///
     /// # Errors
     /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_login_url(mut self, url: &str) -> Result<Self, crate::BuildError> {
-        self.login_url = Some(crate::layer::parse_http_url("login_url", url)?);
+    pub fn with_login_url(mut self, url: &str) -> Result<Self, BuildError> {
+        self.login_url = Some(parse_http_url("login_url", url)?);
         Ok(self)
     }
 
@@ -122,8 +116,8 @@ impl DefaultRejection {
     ///
     /// # Errors
     /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_app_url(mut self, url: &str) -> Result<Self, crate::BuildError> {
-        self.app_url = Some(crate::layer::parse_http_url("app_url", url)?);
+    pub fn with_app_url(mut self, url: &str) -> Result<Self, BuildError> {
+        self.app_url = Some(parse_http_url("app_url", url)?);
         Ok(self)
     }
 
@@ -206,50 +200,39 @@ impl RejectionResponse for DefaultRejection {
             Outcome::Unauthenticated(_) => {
                 unauthorized("The session is invalid, expired or revoked.")
             }
-            Outcome::AalRequired(step_up) => {
-                let mut body = json!({
-                    "error": {
-                        "id": "session_aal2_required",
-                        "code": 403,
-                        "status": "Forbidden",
-                        "reason": "An active session was found but it does not fulfill the required \
-                                   Authenticator Assurance Level. Complete a second factor to continue.",
-                        "message": "Session does not fulfill the required Authenticator Assurance Level",
-                    }
-                });
-                if let Some(redirect) = &step_up.redirect_browser_to {
-                    body["redirect_browser_to"] = json!(redirect);
-                    body["error"]["details"] = json!({ "redirect_browser_to": redirect });
-                }
-                json_response(StatusCode::FORBIDDEN, &body)
-            }
+            Outcome::AalRequired(step_up) => ErrorBody::new(
+                StatusCode::FORBIDDEN,
+                "Session does not fulfill the required Authenticator Assurance Level",
+            )
+            .id("session_aal2_required")
+            .reason(
+                "An active session was found but it does not fulfill the required \
+                 Authenticator Assurance Level. Complete a second factor to continue.",
+            )
+            .redirect_browser_to(step_up.redirect_browser_to.as_deref())
+            .response(),
             Outcome::Unavailable(unavailable) => {
+                let reason =
+                    format!("The session service is unavailable ({unavailable}); try again later.");
+                let mut response = ErrorBody::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The session could not be checked",
+                )
+                .reason(&reason)
+                .response();
                 let wait = unavailable
                     .retry_after()
                     .or(self.retry_after)
                     .unwrap_or(DEFAULT_RETRY_AFTER);
-                let body = json!({
-                    "error": {
-                        "code": 503,
-                        "status": "Service Unavailable",
-                        "reason": format!("The session service is unavailable ({unavailable}); try again later."),
-                        "message": "The session could not be checked",
-                    }
-                });
-                let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-                // Round up: "0" would invite an immediate retry storm.
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                set_retry_after(&mut response, wait);
                 response
             }
             // Not a rejection; answer as a server error rather than let the request through.
-            Outcome::Authenticated(_) => json_response(
+            Outcome::Authenticated(_) => ErrorBody::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": {"code": 500, "status": "Internal Server Error",
-                                  "message": "an authenticated request was rejected"}}),
-            ),
+                "an authenticated request was rejected",
+            )
+            .response(),
         }
     }
 }
@@ -305,37 +288,17 @@ fn accepts_html(request: &request::Parts) -> bool {
 }
 
 fn unauthorized(reason: &str) -> Response<Bytes> {
-    let body = json!({
-        "error": {
-            "code": 401,
-            "status": "Unauthorized",
-            "reason": reason,
-            "message": "The request could not be authorized",
-        }
-    });
-    let mut response = json_response(StatusCode::UNAUTHORIZED, &body);
+    let mut response = ErrorBody::new(
+        StatusCode::UNAUTHORIZED,
+        "The request could not be authorized",
+    )
+    .reason(reason)
+    .response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"kratos\""),
     );
     response
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    no_store(&mut response);
-    response
-}
-
-fn no_store(response: &mut Response<Bytes>) {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 #[cfg(test)]

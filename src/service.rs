@@ -7,17 +7,21 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tower_service::Service;
 
+use tracing::Instrument;
+
 use crate::{
-    credentials::{CredentialSource, FoundCredential},
-    future::{Relay, Resolved, ResponseBody, ResponseFuture},
-    layer::Policy,
-    lifecycle::{extend_for_request, is_due, relayable},
+    body::ResponseBody,
+    cache::{CacheKey, Lookup},
+    credentials::{Credential, CredentialSource, FoundCredential},
+    future::{Relay, Resolved, ResponseFuture},
     log_limit::WarnLimiter,
-    outcome::{Outcome, StaleSession, Unauthenticated},
+    outcome::{Outcome, Unauthenticated},
     rejection::{DefaultRejection, RejectionResponse},
+    relay::relayable,
+    shared::{Policy, Shared},
 };
 
 /// The service [`KratosLayer`](crate::KratosLayer) wraps around yours.
@@ -86,104 +90,15 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// Finds the credential, then serves a cache hit at once, or hands the miss to
+    /// `resolve` and the response future.
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.policy.shared;
-        match FoundCredential::find(request.headers(), &shared.cookie_names) {
-            Ok(Some(found)) => {
-                // The hot path: a fresh cache entry, found without copying the credential out of
-                // the request, boxing a future or opening a span.
-                let key = shared.cache.key_for_found(&found);
-                if let Some(outcome) = shared.cache.hit_now(&key) {
-                    let due = match (&outcome, shared.lifecycle.extend_within) {
-                        (Outcome::Authenticated(session), Some(within)) => is_due(session, within),
-                        _ => false,
-                    };
-                    if !due {
-                        log_hit(found.source(), &outcome);
-                        return ResponseFuture::decided(
-                            outcome,
-                            request,
-                            &mut self.inner,
-                            &self.policy,
-                        );
-                    }
-                }
-                let credential = found.into_credential();
-                // The inner service is called only when the lookup is done: the one polled ready
-                // goes with the future, and a clone stays for the next call.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                let request_id = request.headers().get(&REQUEST_ID).cloned();
-                let policy = Arc::clone(&self.policy);
-                let lookup_policy = Arc::clone(&policy);
-                let lookup = Box::pin(async move {
-                    let span = tracing::debug_span!(
-                        "kratos_session",
-                        source = credential.source().as_str(),
-                        cache = tracing::field::Empty,
-                        outcome = tracing::field::Empty,
-                    );
-                    let shared = &lookup_policy.shared;
-                    let lookup = tracing::Instrument::instrument(
-                        shared.cache.lookup_keyed(
-                            key,
-                            &credential,
-                            request_id.as_ref(),
-                            &shared.client,
-                        ),
-                        span.clone(),
-                    )
-                    .await;
-                    let (outcome, status) = (lookup.outcome, lookup.status);
-                    span.record("cache", status.as_str());
-                    span.record("outcome", outcome.kind());
-                    log_outcome(
-                        &span,
-                        &outcome,
-                        status.as_str(),
-                        lookup.stale.as_ref(),
-                        &shared.warnings,
-                    );
-                    let lifecycle = &shared.lifecycle;
-                    let mut relay = Relay {
-                        stale: lookup.stale,
-                        ..Relay::default()
-                    };
-                    if lifecycle.relay_set_cookie {
-                        // A session extended elsewhere gets its cookie re-issued on whoami too.
-                        relay.set_cookies =
-                            relayable(&credential, lookup.set_cookies, &shared.cookie_names);
-                    }
-                    let outcome = match (lifecycle.extend_within, outcome) {
-                        (Some(within), Outcome::Authenticated(session))
-                            if is_due(&session, within) =>
-                        {
-                            // Boxed: only due requests pay for the extension's state, and the
-                            // lookup future every request allocates stays as small as before.
-                            let extension = Box::pin(tracing::Instrument::instrument(
-                                extend_for_request(shared, &credential, &session),
-                                span,
-                            ))
-                            .await;
-                            if lifecycle.relay_set_cookie && !extension.set_cookies.is_empty() {
-                                relay.set_cookies = extension.set_cookies;
-                            }
-                            relay.extension = Some(extension.report);
-                            Outcome::Authenticated(extension.session.unwrap_or(session))
-                        }
-                        (_, outcome) => outcome,
-                    };
-                    let relay = (!relay.set_cookies.is_empty()
-                        || relay.extension.is_some()
-                        || relay.stale.is_some())
-                    .then(|| Box::new(relay));
-                    Resolved { outcome, relay }
-                });
-                ResponseFuture::lookup(lookup, request, ready, policy)
-            }
+        let found = match FoundCredential::find(request.headers(), &shared.cookie_names) {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
-                ResponseFuture::decided(Outcome::Anonymous, request, &mut self.inner, &self.policy)
+                return self.decided(Outcome::Anonymous, request);
             }
             Err(malformed) => {
                 tracing::debug!(
@@ -192,10 +107,116 @@ where
                     "credential refused without asking Kratos"
                 );
                 let outcome = Outcome::Unauthenticated(Unauthenticated::Malformed(malformed));
-                ResponseFuture::decided(outcome, request, &mut self.inner, &self.policy)
+                return self.decided(outcome, request);
+            }
+        };
+        // The hot path: a fresh cache entry, found without copying the credential out of the
+        // request, boxing a future or opening a span.
+        let key = shared.cache.key_for_found(&found);
+        if let Some(outcome) = shared.cache.hit_now(&key) {
+            if !shared.extender.is_due_for_layer(&outcome) {
+                log_hit(found.source(), &outcome);
+                return self.decided(outcome, request);
             }
         }
+        let credential = found.into_credential();
+        let request_id = request.headers().get(&REQUEST_ID).cloned();
+        let lookup = Box::pin(resolve(Arc::clone(shared), key, credential, request_id));
+        // The inner service is called only when the lookup is done: the one polled ready goes
+        // with the future, and a clone stays for the next call.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::lookup(lookup, request, ready, Arc::clone(&self.policy))
     }
+}
+
+impl<S, R> KratosService<S, R> {
+    /// The outcome is known without waiting: the inner service, polled ready, is called now.
+    fn decided<ReqBody>(
+        &mut self,
+        outcome: Outcome,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+        R: RejectionResponse,
+    {
+        ResponseFuture::decided(outcome, request, &mut self.inner, &self.policy)
+    }
+}
+
+/// The miss path: the cache's lookup (Kratos, when the entry is missing or outdated), then, for
+/// a session due for extension, the layer's extension. Runs as the response future's boxed
+/// lookup; only misses pay for it.
+async fn resolve(
+    shared: Arc<Shared>,
+    key: CacheKey,
+    credential: Credential,
+    request_id: Option<HeaderValue>,
+) -> Resolved {
+    let span = tracing::debug_span!(
+        "kratos_session",
+        source = credential.source().as_str(),
+        cache = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let lookup = shared
+        .cache
+        .lookup_keyed(key, &credential, request_id.as_ref(), &shared.client)
+        .instrument(span.clone())
+        .await;
+    span.record("cache", lookup.status.as_str());
+    span.record("outcome", lookup.outcome.kind());
+    log_outcome(&span, &lookup, &shared.warnings);
+    let mut relay = Relay {
+        stale: lookup.stale,
+        ..Relay::default()
+    };
+    if shared.relay_set_cookie {
+        // A session extended elsewhere gets its cookie re-issued on whoami too.
+        relay.set_cookies = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
+    }
+    let outcome = match lookup.outcome {
+        outcome if shared.extender.is_due_for_layer(&outcome) => {
+            // Boxed: only due requests pay for the extension's state, and the lookup future
+            // every miss allocates stays as small as before.
+            Box::pin(extend(&shared, &credential, outcome, &mut relay).instrument(span)).await
+        }
+        outcome => outcome,
+    };
+    Resolved {
+        outcome,
+        relay: relay.into_boxed(),
+    }
+}
+
+/// The layer's extension of a due session: the shared attempt, its report and its cookie for
+/// the relay, and the refreshed session for the request.
+async fn extend(
+    shared: &Shared,
+    credential: &Credential,
+    outcome: Outcome,
+    relay: &mut Relay,
+) -> Outcome {
+    let Outcome::Authenticated(session) = outcome else {
+        return outcome;
+    };
+    let attempt = shared
+        .extender
+        .for_request(&shared.client, &shared.cache, credential, &session)
+        .await;
+    if shared.relay_set_cookie {
+        let set_cookies = relayable(
+            credential,
+            attempt.set_cookies.clone(),
+            &shared.cookie_names,
+        );
+        if !set_cookies.is_empty() {
+            relay.set_cookies = set_cookies;
+        }
+    }
+    relay.extension = Some(attempt.report.clone());
+    Outcome::Authenticated(attempt.session.clone().unwrap_or(session))
 }
 
 /// The header whose value is passed on to Kratos, to follow one request through both logs.
@@ -223,14 +244,9 @@ fn log_hit(source: CredentialSource, outcome: &Outcome) {
 
 /// A lookup's log line. Warnings (outages, stale sessions) go through the layer's
 /// [`WarnLimiter`]: during an outage or an attack every request would write one.
-fn log_outcome(
-    span: &tracing::Span,
-    outcome: &Outcome,
-    cache: &str,
-    stale: Option<&StaleSession>,
-    warnings: &WarnLimiter,
-) {
-    match (outcome, stale) {
+fn log_outcome(span: &tracing::Span, lookup: &Lookup, warnings: &WarnLimiter) {
+    let (outcome, cache) = (&lookup.outcome, lookup.status.as_str());
+    match (outcome, &lookup.stale) {
         (Outcome::Unavailable(reason), _) => {
             if let Some(left_out) = warnings.admit(("unavailable", reason.kind())) {
                 tracing::warn!(

@@ -22,7 +22,7 @@ use std::{
     time::Instant,
 };
 
-use super::{CacheKey, Cached};
+use super::{entry::Cached, key::CacheKey};
 
 /// The most slots a table has: enough for the sessions busy at any one moment in a large app,
 /// and small enough (112 bytes a slot on 64-bit targets: 112 KiB in all) to be little next to
@@ -155,7 +155,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cache::CachedAnswer;
+    use crate::cache::entry::CachedAnswer;
 
     fn key(first: u8, slot_bits: u64) -> CacheKey {
         let mut bytes = [first; 32];

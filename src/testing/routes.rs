@@ -196,29 +196,12 @@ fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
         return error(&KratosError::aal2_required(&config.public_url), parts);
     }
 
-    // Kratos's RefreshCookie: any session cookie in the request must decode (bug #2945 when it
-    // does not), and one issued for an older expiry is replaced.
     let session_id = session.id.clone();
     let expires_at = session.expires_at;
-    let mut set_cookie = None;
-    match extracted.cookie {
-        CookieSeen::Absent => {}
-        CookieSeen::Undecodable => {
-            let err = KratosError::new(StatusCode::INTERNAL_SERVER_ERROR)
-                .message("securecookie: the value is not valid");
-            return error(&err, parts);
-        }
-        CookieSeen::Decodable {
-            expires_at: issued_for,
-        } if issued_for < expires_at => match store.issue_cookie(&session_id) {
-            Ok(Some(value)) => {
-                set_cookie = Some(cookie_header(config, &value, expires_at, now));
-            }
-            Ok(None) => {}
-            Err(_) => return error(&KratosError::new(StatusCode::INTERNAL_SERVER_ERROR), parts),
-        },
-        CookieSeen::Decodable { .. } => {}
-    }
+    let set_cookie = match refresh_cookie(&mut store, config, extracted.cookie, &session_id, now) {
+        Ok(set_cookie) => set_cookie,
+        Err(err) => return error(&err, parts),
+    };
 
     let Some(session) = store.session(&session_id) else {
         return error(&unauthorized, parts);
@@ -251,6 +234,33 @@ fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
         insert(&mut reply, SET_COOKIE.as_str(), &cookie);
     }
     reply
+}
+
+/// Kratos's `RefreshCookie`: any session cookie in the request must decode (bug #2945 when it
+/// does not), and one issued for an older expiry than the session's is replaced: the
+/// `Set-Cookie` to send, if any.
+fn refresh_cookie(
+    store: &mut Store,
+    config: &super::shared::Config,
+    seen: CookieSeen,
+    session_id: &str,
+    now: OffsetDateTime,
+) -> Result<Option<String>, KratosError> {
+    let Some(expires_at) = store.session(session_id).map(|session| session.expires_at) else {
+        return Ok(None);
+    };
+    match seen {
+        CookieSeen::Absent => Ok(None),
+        CookieSeen::Undecodable => Err(KratosError::new(StatusCode::INTERNAL_SERVER_ERROR)
+            .message("securecookie: the value is not valid")),
+        CookieSeen::Decodable {
+            expires_at: issued_for,
+        } if issued_for < expires_at => match store.issue_cookie(session_id) {
+            Ok(value) => Ok(value.map(|value| cookie_header(config, &value, expires_at, now))),
+            Err(_) => Err(KratosError::new(StatusCode::INTERNAL_SERVER_ERROR)),
+        },
+        CookieSeen::Decodable { .. } => Ok(None),
+    }
 }
 
 /// Authenticates a `/sessions` route caller like whoami, with that family's 401 reason.

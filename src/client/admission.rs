@@ -1,5 +1,7 @@
-//! When a whoami call may be sent: after Kratos rate-limits or keeps failing, the layer leaves it
-//! alone for a jittered window (back-off), and only so many calls run at once (the lookup cap).
+//! When a whoami call may be sent (admission): after Kratos rate-limits or keeps failing, the
+//! layer leaves it alone for a jittered window (back-off), and only so many calls run at once
+//! (the lookup cap). It guards the call to Kratos only: a cached session is served whatever the
+//! back-off says.
 //!
 //! Back-off is a small state machine:
 //!
@@ -32,7 +34,7 @@ const PROBE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Back-off and lookup-cap settings, validated by the layer's builder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GateConfig {
+pub(crate) struct AdmissionConfig {
     /// At most this many whoami calls at once.
     pub(crate) max_concurrent: usize,
     /// How long a lookup waits for one of those slots before giving up (503).
@@ -98,10 +100,10 @@ impl Verdict {
     }
 }
 
-/// The gate in front of Kratos, shared by every lookup of one layer.
+/// The admission in front of Kratos, shared by every whoami call of one layer.
 #[derive(Debug)]
-pub(crate) struct Gate {
-    config: GateConfig,
+pub(crate) struct Admission {
+    config: AdmissionConfig,
     permits: Semaphore,
     phase: Mutex<Phase>,
     /// The back-off's transitions are warnings; a flapping Kratos must not flood the log.
@@ -110,16 +112,16 @@ pub(crate) struct Gate {
 
 /// Leave to send one whoami call: holds one of the concurrency slots until dropped.
 #[derive(Debug)]
-pub(crate) struct Pass<'a> {
-    gate: &'a Gate,
+pub(crate) struct Permit<'a> {
+    admission: &'a Admission,
     _permit: SemaphorePermit<'a>,
     /// This call decides whether the back-off ends.
     probe: bool,
     recorded: bool,
 }
 
-impl Gate {
-    pub(crate) fn new(config: GateConfig) -> Self {
+impl Admission {
+    pub(crate) fn new(config: AdmissionConfig) -> Self {
         Self {
             config,
             permits: Semaphore::new(config.max_concurrent),
@@ -148,8 +150,10 @@ impl Gate {
         }
     }
 
-    /// Waits (at most the queue timeout) for a slot, then asks the back-off for leave.
-    pub(crate) async fn enter(&self) -> Result<Pass<'_>, Unavailable> {
+    /// Waits (at most the queue timeout) for a slot, then asks the back-off for leave. While
+    /// backing off, refuses at once, without waiting for a slot.
+    pub(crate) async fn enter(&self) -> Result<Permit<'_>, Unavailable> {
+        self.check()?;
         let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
@@ -180,8 +184,8 @@ impl Gate {
                 })
             }
         };
-        Ok(Pass {
-            gate: self,
+        Ok(Permit {
+            admission: self,
             _permit: permit,
             probe,
             recorded: false,
@@ -198,15 +202,22 @@ impl Gate {
         !matches!(*self.phase(), Phase::Closed { .. })
     }
 
-    /// Takes what Kratos answered into account, and frees the pass's slot.
-    /// Returns, after a 429, how long from now the back-off window runs.
-    pub(crate) fn record(&self, mut pass: Pass<'_>, outcome: &Outcome) -> Option<Duration> {
-        pass.recorded = true;
-        let probe = pass.probe;
+    /// Takes what Kratos answered into account, and frees the permit's slot.
+    ///
+    /// After a 429, the outcome's `retry_after` is capped at the back-off window: clients are
+    /// told when this layer asks Kratos again, not a longer wait Kratos named (up to an hour).
+    /// Without a hint, the rejection's default stands.
+    pub(crate) fn record(&self, mut permit: Permit<'_>, outcome: &mut Outcome) {
+        permit.recorded = true;
+        let probe = permit.probe;
         let mut phase = self.phase();
         match Verdict::of(outcome) {
             Verdict::RateLimited(retry_after) => {
-                return Some(self.open_for_rate_limit(&mut phase, probe, retry_after));
+                let window = self.open_for_rate_limit(&mut phase, probe, retry_after);
+                if let Outcome::Unavailable(Unavailable::RateLimited { retry_after }) = outcome {
+                    let until_probe = window.max(Duration::from_secs(1));
+                    *retry_after = retry_after.map(|wait| wait.min(until_probe));
+                }
             }
             Verdict::Neutral => {
                 if probe {
@@ -216,7 +227,6 @@ impl Gate {
             Verdict::Answered => self.answered(&mut phase, probe),
             Verdict::Failed => self.failed(&mut phase, probe, outcome),
         }
-        None
     }
 
     /// A 429: the back-off opens at once, for Kratos's wait when that is longer than the
@@ -345,11 +355,11 @@ impl Gate {
     }
 }
 
-impl Drop for Pass<'_> {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.probe && !self.recorded {
-            let mut phase = self.gate.phase();
-            self.gate.release_probe(&mut phase);
+            let mut phase = self.admission.phase();
+            self.admission.release_probe(&mut phase);
         }
     }
 }
@@ -381,8 +391,8 @@ mod tests {
     use super::*;
     use http::StatusCode;
 
-    fn config() -> GateConfig {
-        GateConfig {
+    fn config() -> AdmissionConfig {
+        AdmissionConfig {
             max_concurrent: 2,
             queue_timeout: Duration::from_millis(10),
             backoff_min: Duration::from_millis(100),
@@ -391,11 +401,16 @@ mod tests {
         }
     }
 
-    const FAILED: Outcome = Outcome::Unavailable(Unavailable::Transport);
-    const REJECTED: Outcome = Outcome::Unauthenticated(Unauthenticated::Rejected);
+    fn failed() -> Outcome {
+        Outcome::Unavailable(Unavailable::Transport)
+    }
 
-    fn open_for(gate: &Gate) -> Duration {
-        match gate.check() {
+    fn rejected() -> Outcome {
+        Outcome::Unauthenticated(Unauthenticated::Rejected)
+    }
+
+    fn open_for(admission: &Admission) -> Duration {
+        match admission.check() {
             Err(Unavailable::BackingOff { retry_after }) => retry_after,
             other => panic!("expected back-off, got {other:?}"),
         }
@@ -426,138 +441,161 @@ mod tests {
 
     #[tokio::test]
     async fn failures_in_a_row_open_and_any_answer_resets_the_count() {
-        let gate = Gate::new(config());
+        let admission = Admission::new(config());
         for _ in 0..2 {
-            let pass = gate.enter().await.expect("closed");
-            gate.record(pass, &FAILED);
+            let permit = admission.enter().await.expect("closed");
+            admission.record(permit, &mut failed());
         }
         // A 401 is a healthy Kratos: the count starts again.
-        let pass = gate.enter().await.expect("closed");
-        gate.record(pass, &REJECTED);
+        let permit = admission.enter().await.expect("closed");
+        admission.record(permit, &mut rejected());
         for _ in 0..2 {
-            let pass = gate.enter().await.expect("closed");
-            gate.record(pass, &FAILED);
+            let permit = admission.enter().await.expect("closed");
+            admission.record(permit, &mut failed());
         }
-        assert!(gate.check().is_ok(), "two failures in a row are not three");
-        let pass = gate.enter().await.expect("closed");
-        gate.record(
-            pass,
-            &Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY)),
+        assert!(
+            admission.check().is_ok(),
+            "two failures in a row are not three"
         );
-        let left = open_for(&gate);
+        let permit = admission.enter().await.expect("closed");
+        admission.record(
+            permit,
+            &mut Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY)),
+        );
+        let left = open_for(&admission);
         assert!(left <= Duration::from_millis(125), "{left:?}");
         assert!(matches!(
-            gate.enter().await,
+            admission.enter().await,
             Err(Unavailable::BackingOff { .. })
         ));
     }
 
     #[tokio::test]
     async fn answers_about_the_request_never_count_toward_the_back_off() {
-        let gate = Gate::new(config());
+        let admission = Admission::new(config());
         for _ in 0..2 {
-            let pass = gate.enter().await.expect("closed");
-            gate.record(pass, &FAILED);
+            let permit = admission.enter().await.expect("closed");
+            admission.record(permit, &mut failed());
         }
         // A caller's oversized or odd request, refused by Kratos or a proxy in front of it, a
         // hundred times: neither a failure nor an answer that resets the count.
         for round in 0..100u16 {
-            let pass = gate.enter().await.expect("never opened by these");
-            let outcome = match round % 5 {
+            let permit = admission.enter().await.expect("never opened by these");
+            let mut outcome = match round % 5 {
                 0 => Outcome::Unauthenticated(Unauthenticated::TooLarge),
                 1 => Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_REQUEST)),
                 2 => Outcome::Unavailable(Unavailable::Status(StatusCode::NOT_FOUND)),
                 3 => Outcome::Unavailable(Unavailable::Status(StatusCode::FORBIDDEN)),
                 _ => Outcome::Unavailable(Unavailable::Status(StatusCode::PAYLOAD_TOO_LARGE)),
             };
-            gate.record(pass, &outcome);
+            admission.record(permit, &mut outcome);
         }
-        assert!(!gate.backing_off());
-        let pass = gate.enter().await.expect("closed");
-        gate.record(pass, &FAILED);
+        assert!(!admission.backing_off());
+        let permit = admission.enter().await.expect("closed");
+        admission.record(permit, &mut failed());
         assert!(
-            gate.backing_off(),
+            admission.backing_off(),
             "the third real failure in a row opens it"
         );
 
         // A probe that got such an answer decides nothing: the next lookup probes instead.
-        tokio::time::sleep(open_for(&gate) + Duration::from_millis(5)).await;
-        let probe = gate.enter().await.expect("the probe");
-        gate.record(
+        tokio::time::sleep(open_for(&admission) + Duration::from_millis(5)).await;
+        let probe = admission.enter().await.expect("the probe");
+        admission.record(
             probe,
-            &Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_REQUEST)),
+            &mut Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_REQUEST)),
         );
-        let probe = gate.enter().await.expect("another probe");
+        let probe = admission.enter().await.expect("another probe");
         assert!(probe.probe);
     }
 
     #[tokio::test]
     async fn one_probe_after_the_window_then_longer_windows_until_kratos_answers() {
-        let gate = Gate::new(GateConfig {
+        let admission = Admission::new(AdmissionConfig {
             failure_threshold: 1,
             ..config()
         });
-        let pass = gate.enter().await.expect("closed");
-        gate.record(pass, &FAILED);
-        let first = open_for(&gate);
+        let permit = admission.enter().await.expect("closed");
+        admission.record(permit, &mut failed());
+        let first = open_for(&admission);
         tokio::time::sleep(first + Duration::from_millis(5)).await;
 
-        assert!(gate.check().is_ok(), "the window is over");
-        let probe = gate.enter().await.expect("the probe");
+        assert!(admission.check().is_ok(), "the window is over");
+        let probe = admission.enter().await.expect("the probe");
         assert!(probe.probe);
         // While the probe runs, everyone else fails fast.
         assert!(matches!(
-            gate.enter().await,
+            admission.enter().await,
             Err(Unavailable::BackingOff { retry_after }) if retry_after == PROBE_RETRY_AFTER
         ));
-        gate.record(probe, &FAILED);
-        let second = open_for(&gate);
+        admission.record(probe, &mut failed());
+        let second = open_for(&admission);
         assert!(second >= Duration::from_millis(190), "doubled: {second:?}");
         tokio::time::sleep(second + Duration::from_millis(5)).await;
 
-        let probe = gate.enter().await.expect("the probe");
-        gate.record(probe, &REJECTED);
-        assert!(!gate.backing_off());
-        let pass = gate.enter().await.expect("closed again");
-        assert!(!pass.probe);
+        let probe = admission.enter().await.expect("the probe");
+        admission.record(probe, &mut rejected());
+        assert!(!admission.backing_off());
+        let permit = admission.enter().await.expect("closed again");
+        assert!(!permit.probe);
     }
 
     #[tokio::test]
     async fn a_429_opens_at_once_for_kratos_wait_and_a_lost_probe_is_replaced() {
-        let gate = Gate::new(config());
-        let pass = gate.enter().await.expect("closed");
-        let limited = Outcome::Unavailable(Unavailable::RateLimited {
+        let admission = Admission::new(config());
+        let permit = admission.enter().await.expect("closed");
+        let mut limited = Outcome::Unavailable(Unavailable::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
         });
-        gate.record(pass, &limited);
-        let left = open_for(&gate);
+        admission.record(permit, &mut limited);
+        let left = open_for(&admission);
         assert!(left > Duration::from_millis(1900) && left <= Duration::from_millis(2500));
 
+        // Clients are told when the layer asks again: never a longer wait than the window.
+        let admission = Admission::new(config());
+        let permit = admission.enter().await.expect("closed");
+        let mut limited = Outcome::Unavailable(Unavailable::RateLimited {
+            retry_after: Some(Duration::from_secs(3600)),
+        });
+        admission.record(permit, &mut limited);
+        let told = match limited {
+            Outcome::Unavailable(unavailable) => unavailable.retry_after().expect("a wait"),
+            other => panic!("{other:?}"),
+        };
+        assert!(told <= Duration::from_secs(30), "{told:?}");
+        assert!(
+            told + Duration::from_secs(1) >= open_for(&admission),
+            "{told:?}"
+        );
+
         // A probe that ends without an answer (the layer's own refusal) frees the probe slot.
-        let gate = Gate::new(GateConfig {
+        let admission = Admission::new(AdmissionConfig {
             failure_threshold: 1,
             backoff_min: Duration::from_millis(1),
             ..config()
         });
-        let pass = gate.enter().await.expect("closed");
-        gate.record(pass, &FAILED);
+        let permit = admission.enter().await.expect("closed");
+        admission.record(permit, &mut failed());
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let probe = gate.enter().await.expect("the probe");
+        let probe = admission.enter().await.expect("the probe");
         drop(probe);
-        let probe = gate.enter().await.expect("another probe");
+        let probe = admission.enter().await.expect("another probe");
         assert!(probe.probe);
     }
 
     #[tokio::test]
     async fn the_cap_bounds_calls_in_flight_and_the_wait() {
-        let gate = Gate::new(config());
-        let first = gate.enter().await.expect("slot 1");
-        let second = gate.enter().await.expect("slot 2");
-        assert_eq!(gate.in_flight(), 2);
-        assert!(matches!(gate.enter().await, Err(Unavailable::Overloaded)));
-        gate.record(first, &REJECTED);
-        let third = gate.enter().await.expect("a freed slot");
+        let admission = Admission::new(config());
+        let first = admission.enter().await.expect("slot 1");
+        let second = admission.enter().await.expect("slot 2");
+        assert_eq!(admission.in_flight(), 2);
+        assert!(matches!(
+            admission.enter().await,
+            Err(Unavailable::Overloaded)
+        ));
+        admission.record(first, &mut rejected());
+        let third = admission.enter().await.expect("a freed slot");
         drop((second, third));
-        assert_eq!(gate.in_flight(), 0);
+        assert_eq!(admission.in_flight(), 0);
     }
 }

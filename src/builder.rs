@@ -1,0 +1,673 @@
+//! [`KratosLayerBuilder`]: every setting, its default, and the checks `build` makes. Invalid
+//! configuration is refused here, at build time, never at request time.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use crate::{
+    cache::{CacheConfig, SessionCache},
+    client::{AdminApi, Admission, AdmissionConfig, KratosClient},
+    config::{
+        is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
+        DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX,
+        DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS,
+        DEFAULT_REQUEST_TIMEOUT, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF, MAX_EXTEND_COOLDOWN,
+        MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR, POOL_IDLE_TIMEOUT,
+    },
+    credentials::CookieNames,
+    extend::Extender,
+    layer::KratosLayer,
+    log_limit::WarnLimiter,
+    rejection::{DefaultRejection, RejectionResponse},
+    shared::{Policy, Shared},
+};
+
+impl KratosLayer {
+    /// Starts a builder for the Kratos public API at `public_url`
+    /// (`http://127.0.0.1:4433` self-hosted, `https://<slug>.projects.oryapis.com` on Ory Network).
+    pub fn builder(public_url: impl Into<String>) -> KratosLayerBuilder {
+        KratosLayerBuilder::new(public_url.into())
+    }
+}
+
+/// Configures a [`KratosLayer`]. Every setting has a default; [`build`](Self::build) checks them
+/// all and reports the first problem.
+pub struct KratosLayerBuilder<R = DefaultRejection> {
+    public_url: String,
+    cookie_names: CookieNames,
+    mode: Mode,
+    cache: CacheConfig,
+    admission: AdmissionConfig,
+    http: HttpSettings,
+    admin: AdminSettings,
+    extension: ExtensionSettings,
+    rejection: R,
+    error: Option<BuildError>,
+}
+
+/// How Kratos is reached: the builder's HTTP client settings.
+struct HttpSettings {
+    connect_timeout: Duration,
+    /// The deadline of every call to the public API, whoami included.
+    request_timeout: Duration,
+    client: Option<reqwest::Client>,
+    root_certificates: Vec<reqwest::Certificate>,
+}
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the client: its Debug lists default headers, which may carry an API key.
+        f.debug_struct("HttpSettings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("client", &self.client.as_ref().map(|_| "[given]"))
+            .field("root_certificates", &self.root_certificates.len())
+            .finish()
+    }
+}
+
+/// The admin API: where, with which key, within which deadline.
+#[derive(Clone)]
+struct AdminSettings {
+    url: Option<String>,
+    api_key: Option<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("url", &self.url.as_deref().map(without_userinfo))
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Extension and the `Set-Cookie` relay.
+#[derive(Clone, Copy, Debug)]
+struct ExtensionSettings {
+    within: Option<Duration>,
+    cooldown: Duration,
+    relay_set_cookie: bool,
+}
+
+impl<R> fmt::Debug for KratosLayerBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KratosLayerBuilder")
+            .field("public_url", &without_userinfo(&self.public_url))
+            .field("cookie_names", &self.cookie_names)
+            .field("mode", &self.mode)
+            .field("cache", &self.cache)
+            .field("admission", &self.admission)
+            .field("http", &self.http)
+            .field("admin", &self.admin)
+            .field("extension", &self.extension)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KratosLayerBuilder {
+    fn new(public_url: String) -> Self {
+        Self {
+            public_url,
+            cookie_names: CookieNames::default(),
+            mode: Mode::Required,
+            cache: CacheConfig {
+                ttl: DEFAULT_CACHE_TTL,
+                capacity: DEFAULT_CACHE_CAPACITY,
+                negative_ttl: None,
+                stale_grace: None,
+            },
+            admission: AdmissionConfig {
+                max_concurrent: DEFAULT_MAX_CONCURRENT_LOOKUPS,
+                queue_timeout: DEFAULT_LOOKUP_QUEUE_TIMEOUT,
+                backoff_min: DEFAULT_BACKOFF_MIN,
+                backoff_max: DEFAULT_BACKOFF_MAX,
+                failure_threshold: DEFAULT_BACKOFF_AFTER_FAILURES,
+            },
+            http: HttpSettings {
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                client: None,
+                root_certificates: Vec::new(),
+            },
+            admin: AdminSettings {
+                url: None,
+                api_key: None,
+                timeout: DEFAULT_ADMIN_TIMEOUT,
+            },
+            extension: ExtensionSettings {
+                within: None,
+                cooldown: DEFAULT_EXTEND_COOLDOWN,
+                relay_set_cookie: true,
+            },
+            rejection: DefaultRejection::new(),
+            error: None,
+        }
+    }
+
+    /// Redirect browsers (`Accept: text/html`) without a valid session to this login page, with
+    /// `return_to` set to the URL they asked for. Default: none (401 JSON for everyone).
+    pub fn login_url(mut self, url: &str) -> Self {
+        match self.rejection.clone().with_login_url(url) {
+            Ok(rejection) => self.rejection = rejection,
+            Err(error) => self.fail(error),
+        }
+        self
+    }
+
+    /// The app's public base URL, used to build `return_to` for browser redirects. Default: the
+    /// request's own origin (its absolute-form target, else its `Host` header, as `http`), when
+    /// that is a plain `http`/`https` host and port; otherwise no `return_to` is sent. Set it
+    /// behind a proxy, and wherever the `Host` header is not yours to trust.
+    pub fn app_url(mut self, url: &str) -> Self {
+        match self.rejection.clone().with_app_url(url) {
+            Ok(rejection) => self.rejection = rejection,
+            Err(error) => self.fail(error),
+        }
+        self
+    }
+}
+
+impl<R> KratosLayerBuilder<R> {
+    fn fail(&mut self, error: BuildError) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Recognise exactly this session cookie name (Kratos's `session.cookie.name`). Default:
+    /// `ory_kratos_session` and Ory Network's `ory_session_*`.
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        self.cookie_names(CookieNames::exact(name))
+    }
+
+    /// Recognise these session cookie names.
+    pub fn cookie_names(mut self, names: CookieNames) -> Self {
+        self.cookie_names = names;
+        self
+    }
+
+    /// Required (default) or optional mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long a validated session is served from the cache. Default: 60 s.
+    ///
+    /// An entry also never outlives Kratos's `Ory-Session-Cache-For` hint or the session's own
+    /// `expires_at`. Zero disables caching but keeps concurrent lookups coalesced.
+    ///
+    /// # Security
+    /// A session revoked **outside this process** (the Kratos admin UI, another replica, a
+    /// password-change hook) is still accepted here until its entry expires: up to this TTL,
+    /// 60 s by default. Revocations made through this crate take effect at once. Choose the TTL
+    /// as the longest revocation lag you accept; lower it for sensitive apps, at the cost of
+    /// more whoami calls (which Ory Network rate-limits).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// The most sessions kept in the cache; the least recently useful are evicted first.
+    /// Default: 10,000.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache.capacity = capacity;
+        self
+    }
+
+    /// Also cache Kratos's 401s, for `ttl` (at most 60 s). Off by default.
+    ///
+    /// This spares Kratos from clients that retry a dead token in a loop.
+    ///
+    /// # Security
+    /// A credential that becomes valid later (rare: Kratos tokens are valid from issue) is
+    /// refused for up to `ttl`. Outages and step-ups are never cached, whatever this says.
+    pub fn cache_rejections(mut self, ttl: Duration) -> Self {
+        if ttl.is_zero() || ttl > MAX_REJECTION_TTL {
+            self.fail(BuildError::setting(
+                "cache_rejections",
+                "must be between 1 ms and 60 s",
+            ));
+        } else {
+            self.cache.negative_ttl = Some(ttl);
+        }
+        self
+    }
+
+    /// Serve a session from its expired cache entry for up to `grace` longer when Kratos cannot
+    /// be asked (down, slower than the request timeout, 5xx, 429, a body that is not a session,
+    /// back-off, too many lookups in flight). Off by default; `grace` is at most an hour.
+    ///
+    /// Such a request reaches your service with its [`KratosSession`](crate::KratosSession) and a
+    /// [`StaleSession`](crate::StaleSession) extension saying how old the session's last
+    /// confirmation is and why Kratos could not be asked; each one is logged at `warn`. A
+    /// session is never served stale past its own `expires_at`, after a revocation made through
+    /// this process, or after Kratos refused the credential (401, step-up). Cache hits are not
+    /// slowed: the stale copies (the same shared session, not a copy of it) are read only when
+    /// Kratos is unavailable.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// use std::time::Duration;
+    /// use tower_kratos::KratosLayer;
+    ///
+    /// let layer = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .stale_if_error(Duration::from_secs(300))
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Security
+    /// During an outage, a session revoked **at Kratos** (admin API, another replica, a
+    /// password-change hook) stays accepted for up to [`cache_ttl`](Self::cache_ttl) + `grace`
+    /// after Kratos last confirmed it, instead of the TTL alone: 60 s + 5 min with the example
+    /// above. Kratos being unreachable is also when an attacker holding a stolen, since revoked
+    /// credential gains most from it. Turn it on only where keeping signed-in users working
+    /// through a Kratos outage matters more than that, keep `grace` short, and have sensitive
+    /// handlers refuse requests carrying a [`StaleSession`](crate::StaleSession).
+    pub fn stale_if_error(mut self, grace: Duration) -> Self {
+        if grace.is_zero() || grace > MAX_STALE_IF_ERROR {
+            self.fail(BuildError::setting(
+                "stale_if_error",
+                "must be between 1 ms and 1 hour",
+            ));
+        } else {
+            self.cache.stale_grace = Some(grace);
+        }
+        self
+    }
+
+    /// At most `n` whoami calls to Kratos at once, whatever arrives. Default: 32.
+    ///
+    /// Concurrent lookups of one credential share one call and one slot. A lookup that finds
+    /// every slot taken waits up to [`lookup_queue_timeout`](Self::lookup_queue_timeout), then
+    /// gets 503 with `Retry-After` ([`Unavailable::Overloaded`](crate::outcome::Unavailable)).
+    /// This bounds the connections to Kratos (one per call over HTTP/1.1) and the memory held by
+    /// calls in flight, so a flood of made-up credentials cannot exhaust either; cached sessions
+    /// are still served. 32 calls at once sustain about 900 lookups a second at Ory Network's
+    /// 35 ms latency, above every plan's burst limit, so the rate limiter (and then the back-off)
+    /// binds before this cap does; against a self-hosted Kratos, keep it at or below its database
+    /// pool size.
+    pub fn max_concurrent_lookups(mut self, n: usize) -> Self {
+        if n == 0 || n > tokio::sync::Semaphore::MAX_PERMITS {
+            self.fail(BuildError::setting(
+                "max_concurrent_lookups",
+                "must be at least 1 (and at most tokio's Semaphore::MAX_PERMITS)",
+            ));
+        } else {
+            self.admission.max_concurrent = n;
+        }
+        self
+    }
+
+    /// How long a lookup waits for a free slot (see
+    /// [`max_concurrent_lookups`](Self::max_concurrent_lookups)) before getting 503. Default:
+    /// 1 s. Zero means never wait; at most 60 s, since every waiting request holds its memory.
+    pub fn lookup_queue_timeout(mut self, timeout: Duration) -> Self {
+        if timeout > MAX_LOOKUP_QUEUE_TIMEOUT {
+            self.fail(BuildError::setting(
+                "lookup_queue_timeout",
+                "must be at most 60 s",
+            ));
+        } else {
+            self.admission.queue_timeout = timeout;
+        }
+        self
+    }
+
+    /// The bounds of the back-off windows. Default: 1 s to 30 s.
+    ///
+    /// After a 429, or after [`backoff_after_failures`](Self::backoff_after_failures) failed
+    /// whoami calls in a row, the layer stops sending lookups to Kratos for a window: requests
+    /// that need one get 503 at once, with `Retry-After` set to what is left of it
+    /// ([`Unavailable::BackingOff`](crate::outcome::Unavailable)), while cached sessions are still
+    /// served. Then one probe lookup goes to Kratos (the others still get 503): any answer from
+    /// Kratos ends the back-off, a failure opens a window twice as long. A 429's window is
+    /// Ory Network's `x-ratelimit-reset` (else `Retry-After`) when longer than that. Windows
+    /// start at `min`, get up to a quarter added at random so replicas do not come back
+    /// together, and never exceed `max` (30 s is Ory's advice for 429s). `min` must be non-zero
+    /// and at most `max`; `max` at most 5 minutes.
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        if min.is_zero() || min > max || max > MAX_BACKOFF {
+            self.fail(BuildError::setting(
+                "backoff",
+                "needs 0 < min <= max <= 5 minutes",
+            ));
+        } else {
+            self.admission.backoff_min = min;
+            self.admission.backoff_max = max;
+        }
+        self
+    }
+
+    /// How many failed whoami calls in a row (timeouts, connection errors, 5xx and other
+    /// unexpected statuses, bodies that are not sessions) open the back-off. Default: 5.
+    ///
+    /// One failure is often a blip (a pooled connection the other side just closed, one slow
+    /// query) and should not turn every lookup into a 503 for a second; five in a row with no
+    /// answer in between is an outage, reached within milliseconds under load. Any answer from
+    /// Kratos (200, 401, 403) resets the count. A 429 opens the back-off at once, whatever this
+    /// says.
+    pub fn backoff_after_failures(mut self, n: u32) -> Self {
+        if n == 0 {
+            self.fail(BuildError::setting(
+                "backoff_after_failures",
+                "must be at least 1",
+            ));
+        } else {
+            self.admission.failure_threshold = n;
+        }
+        self
+    }
+
+    /// How long to wait for a connection to Kratos. Default: 2 s. Applies to the client this
+    /// builder makes, not to one given with [`http_client`](Self::http_client).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.http.connect_timeout = timeout;
+        self
+    }
+
+    /// The deadline for a whole whoami call, answer body included. Default: 3 s. Enforced by the
+    /// layer itself, so it holds for a client given with [`http_client`](Self::http_client) too.
+    /// A request waiting on a hung Kratos gets 503 after this long.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.http.request_timeout = timeout;
+        self
+    }
+
+    /// Use this `reqwest::Client` to reach Kratos (for its proxy, TLS or pool settings).
+    ///
+    /// Give it a `connect_timeout`, and `redirect(Policy::none())`: Kratos never redirects
+    /// whoami, and following a redirect would carry the credential elsewhere.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http.client = Some(client);
+        self
+    }
+
+    /// Trust this root certificate for Kratos's HTTPS, besides the system's roots.
+    pub fn add_root_certificate(mut self, certificate: reqwest::Certificate) -> Self {
+        self.http.root_certificates.push(certificate);
+        self
+    }
+
+    // Session lifecycle: the admin API, extension, and passing Kratos's Set-Cookie on.
+
+    /// Kratos's admin API (`http://127.0.0.1:4434` self-hosted; on Ory Network the project URL,
+    /// as for the public API). Needed for extension and the admin helpers of
+    /// [`KratosLayer::lifecycle`]. Default: none (those return
+    /// [`LifecycleError::AdminNotConfigured`](crate::lifecycle::LifecycleError::AdminNotConfigured)).
+    ///
+    /// # Security
+    /// Self-hosted Kratos's admin API has no authentication: never expose it beyond your
+    /// network.
+    pub fn admin_url(mut self, url: impl Into<String>) -> Self {
+        self.admin.url = Some(url.into());
+        self
+    }
+
+    /// The API key sent as `Authorization: Bearer <key>` to the admin API (Ory Network's
+    /// `ory_pat_…` / `ory_apikey_…`). Default: none (self-hosted Kratos needs none). It never
+    /// appears in `Debug` output or logs, and is sent to the admin URL only.
+    ///
+    /// # Security
+    /// Over plain `http` to a host other than loopback the key travels in clear; the build logs
+    /// a warning then.
+    pub fn admin_api_key(mut self, key: impl Into<String>) -> Self {
+        self.admin.api_key = Some(key.into());
+        self
+    }
+
+    /// The deadline for one admin API call (extend, admin revocations). Default: 3 s. With
+    /// [`extend_within`](Self::extend_within), also the longest a request waits for an
+    /// extension before it goes on with the session it had.
+    pub fn admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin.timeout = timeout;
+        self
+    }
+
+    /// Extend every authenticated request's session when it expires within `within`. Off by
+    /// default; needs [`admin_url`](Self::admin_url).
+    ///
+    /// A session further from expiry costs nothing (no Kratos call). A due session is extended
+    /// once (`PATCH /admin/sessions/{id}/extend`), however many of its requests arrive at once,
+    /// and not again within [`extend_cooldown`](Self::extend_cooldown); one whoami confirms it,
+    /// refreshing the cache entry. The request carries a
+    /// [`SessionExtension`](crate::lifecycle::SessionExtension) in its extensions saying how it
+    /// went; admin API failures never fail the request (it goes on with the session it had).
+    ///
+    /// Choose `within` below Kratos's `session.earliest_possible_extend` window, or Kratos
+    /// answers "too early" and the session is tried again every cooldown.
+    pub fn extend_within(mut self, within: Duration) -> Self {
+        self.extension.within = Some(within);
+        self
+    }
+
+    /// After a session's extension attempt, how long before it is tried again; also how long
+    /// extensions pause after an admin API failure without `Retry-After`. Default: 60 s; at
+    /// most 24 h.
+    ///
+    /// Ory Network's admin rate limit (`kratos-admin-low`) is a few requests a second per
+    /// project: the cooldown keeps a burst of one user's requests to one extension.
+    pub fn extend_cooldown(mut self, cooldown: Duration) -> Self {
+        self.extension.cooldown = cooldown;
+        self
+    }
+
+    /// Pass on the `Set-Cookie` Kratos's whoami issues for a cookie session (after an extension,
+    /// here or elsewhere), appended to your service's response, so the browser's cookie follows
+    /// the session's new expiry. Default: on. Only the session cookie (by the configured cookie
+    /// names) is passed, and only to requests that came with a session cookie; a response
+    /// without `Cache-Control` then gets `Cache-Control: private`, so no shared cache stores it.
+    pub fn relay_set_cookie(mut self, relay: bool) -> Self {
+        self.extension.relay_set_cookie = relay;
+        self
+    }
+
+    /// Replace the rejection response (a [`RejectionResponse`] or a closure
+    /// `Fn(&Outcome, &http::request::Parts) -> http::Response<bytes::Bytes>`).
+    pub fn rejection<R2: RejectionResponse>(self, rejection: R2) -> KratosLayerBuilder<R2> {
+        KratosLayerBuilder {
+            public_url: self.public_url,
+            cookie_names: self.cookie_names,
+            mode: self.mode,
+            cache: self.cache,
+            admission: self.admission,
+            http: self.http,
+            admin: self.admin,
+            extension: self.extension,
+            rejection,
+            error: self.error,
+        }
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    /// The first invalid setting: a URL that is not absolute `http`/`https`, a zero timeout, a
+    /// zero capacity, an invalid cookie name, root certificates given together with a ready-made
+    /// client, an HTTP client that cannot be built, an admin API key that is not a plain token,
+    /// or an admin API key or `extend_within` without `admin_url`.
+    pub fn build(self) -> Result<KratosLayer<R>, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let public_url = parse_http_url("public_url", &self.public_url)?;
+        if self.cache.capacity == 0 {
+            return Err(BuildError::setting("cache_capacity", "must not be zero"));
+        }
+        if !self.cookie_names.is_valid() {
+            return Err(BuildError::setting(
+                "cookie_names",
+                "must be non-empty RFC 6265 cookie names",
+            ));
+        }
+        let lookup_deadline = self.http.request_timeout;
+        let http = http_client(self.http)?;
+        let admin = admin_api(self.admin, self.extension)?;
+        let cache = SessionCache::new(self.cache, lookup_deadline).map_err(|_| {
+            BuildError::setting(
+                "cache",
+                "the operating system provided no randomness for the cache key",
+            )
+        })?;
+        let client = KratosClient::new(
+            http,
+            &public_url,
+            lookup_deadline,
+            admin,
+            Admission::new(self.admission),
+        );
+        let extension = self.extension;
+        let shared = Arc::new(Shared {
+            client,
+            cache,
+            cookie_names: self.cookie_names,
+            extender: Extender::new(extension.within, extension.cooldown, self.cache.capacity),
+            relay_set_cookie: extension.relay_set_cookie,
+            warnings: WarnLimiter::default(),
+        });
+        Ok(KratosLayer {
+            policy: Arc::new(Policy {
+                shared,
+                mode: self.mode,
+                rejection: self.rejection,
+            }),
+        })
+    }
+}
+
+/// The HTTP client for Kratos: the user's, or one made with the builder's settings.
+fn http_client(settings: HttpSettings) -> Result<reqwest::Client, BuildError> {
+    if settings.connect_timeout.is_zero() {
+        return Err(BuildError::setting("connect_timeout", "must not be zero"));
+    }
+    if settings.request_timeout.is_zero() {
+        return Err(BuildError::setting("request_timeout", "must not be zero"));
+    }
+    match settings.client {
+        Some(client) if settings.root_certificates.is_empty() => Ok(client),
+        Some(_) => Err(BuildError::setting(
+            "add_root_certificate",
+            "cannot be combined with http_client: add the roots to that client",
+        )),
+        None => {
+            // The layer enforces the request timeout itself, for a given client too; this is
+            // the same deadline, so the pool gives up on a hung connection as well.
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                .timeout(settings.request_timeout)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("tower-kratos/", env!("CARGO_PKG_VERSION")));
+            for certificate in settings.root_certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+            builder.build().map_err(BuildError::client)
+        }
+    }
+}
+
+/// Checks the admin API settings (URL, key, deadline) and the extension settings that need it.
+fn admin_api(
+    settings: AdminSettings,
+    extension: ExtensionSettings,
+) -> Result<Option<AdminApi>, BuildError> {
+    if settings.timeout.is_zero() {
+        return Err(BuildError::setting("admin_timeout", "must not be zero"));
+    }
+    if extension.cooldown.is_zero() || extension.cooldown > MAX_EXTEND_COOLDOWN {
+        return Err(BuildError::setting(
+            "extend_cooldown",
+            "must be between 1 ms and 24 h",
+        ));
+    }
+    if extension.within.is_some_and(|within| within.is_zero()) {
+        return Err(BuildError::setting("extend_within", "must not be zero"));
+    }
+    let Some(url) = &settings.url else {
+        if settings.api_key.is_some() {
+            return Err(BuildError::setting("admin_api_key", "needs admin_url"));
+        }
+        if extension.within.is_some() {
+            return Err(BuildError::setting("extend_within", "needs admin_url"));
+        }
+        return Ok(None);
+    };
+    let base = parse_http_url("admin_url", url)?;
+    let authorization = match &settings.api_key {
+        Some(key) => {
+            let plain_http =
+                base.scheme() == "http" && !base.host_str().is_some_and(is_loopback_host);
+            if plain_http {
+                tracing::warn!(
+                    admin_url = base.as_str(),
+                    "the Kratos admin API key will be sent over plain http"
+                );
+            }
+            Some(bearer(key)?)
+        }
+        None => None,
+    };
+    Ok(Some(AdminApi::new(base, authorization, settings.timeout)))
+}
+
+/// `Bearer <key>` as a sensitive header value; the key must be a plain token.
+fn bearer(key: &str) -> Result<http::HeaderValue, BuildError> {
+    let plain = !key.is_empty()
+        && key.len() <= MAX_ADMIN_API_KEY_LEN
+        && key.bytes().all(|byte| byte.is_ascii_graphic());
+    let value = plain
+        .then(|| http::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+        .flatten();
+    let Some(mut value) = value else {
+        return Err(BuildError::setting(
+            "admin_api_key",
+            "must be 1 to 4096 visible ASCII characters without spaces",
+        ));
+    };
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_refused_at_build_time() {
+        let cases: Vec<(KratosLayerBuilder, &str)> = vec![
+            (KratosLayer::builder("not a url"), "public_url"),
+            (KratosLayer::builder("ftp://kratos"), "public_url"),
+            (KratosLayer::builder("http://user:pw@kratos"), "public_url"),
+            (
+                KratosLayer::builder("http://k").request_timeout(Duration::ZERO),
+                "request_timeout",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_capacity(0),
+                "cache_capacity",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_rejections(Duration::from_secs(61)),
+                "cache_rejections",
+            ),
+            (
+                KratosLayer::builder("http://k").cookie_name("a b"),
+                "cookie_names",
+            ),
+            (
+                KratosLayer::builder("http://k").login_url("/login"),
+                "login_url",
+            ),
+        ];
+        for (builder, setting) in cases {
+            let error = builder.build().expect_err(setting);
+            assert_eq!(error.setting_name(), setting, "{error}");
+        }
+        assert!(KratosLayer::builder("https://slug.projects.oryapis.com")
+            .build()
+            .is_ok());
+    }
+}

@@ -1,0 +1,239 @@
+//! A cache entry: the part of a whoami answer worth keeping, when its call was sent, and until
+//! when it may be served.
+
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use time::OffsetDateTime;
+
+use super::key::CacheKey;
+use crate::{
+    client::WhoamiAnswer,
+    outcome::{Outcome, Unauthenticated},
+    session::KratosSession,
+};
+
+/// A cached whoami answer, when the call that produced it was sent, and until when it may be
+/// served.
+#[derive(Clone, Debug)]
+pub(crate) struct Cached {
+    pub(super) answer: CachedAnswer,
+    /// When the whoami call (or extension) behind this answer was *sent*: a revocation made
+    /// after this instant may not be reflected in it.
+    pub(super) asked_at: Instant,
+    /// The end of the entry's lifetime, fixed when it is stored: moka expires the entry then,
+    /// and a hit checks it against one monotonic clock read instead of reading the wall clock
+    /// for the session's `expires_at` on every request.
+    pub(super) fresh_until: Instant,
+}
+
+/// The part of a whoami answer worth keeping.
+#[derive(Clone, Debug)]
+pub(super) enum CachedAnswer {
+    /// An authenticated session, with Kratos's caching hint.
+    Session {
+        session: KratosSession,
+        cache_for: Option<Duration>,
+    },
+    /// A 401, cached only when negative caching is on.
+    Rejected,
+}
+
+impl CachedAnswer {
+    /// What this answer is served as.
+    pub(super) fn into_outcome(self) -> Outcome {
+        match self {
+            Self::Session { session, .. } => Outcome::Authenticated(session),
+            Self::Rejected => Outcome::Unauthenticated(Unauthenticated::Rejected),
+        }
+    }
+
+    /// The session, when this answer is one.
+    pub(super) fn session(&self) -> Option<&KratosSession> {
+        match self {
+            Self::Session { session, .. } => Some(session),
+            Self::Rejected => None,
+        }
+    }
+}
+
+impl Cached {
+    /// An entry fresh until `ends_at` on the wall clock (read as `now`), kept as an instant of
+    /// the monotonic clock. Converted once, here: a later jump of the wall clock moves it no
+    /// more than it moves Kratos's own judgement of the session. An entry's end is stated on the
+    /// wall clock because that is the one clock other processes share.
+    pub(super) fn ending_at(
+        answer: CachedAnswer,
+        asked_at: Instant,
+        ends_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Self {
+        let left = Duration::try_from(ends_at - now).unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        Self {
+            answer,
+            asked_at,
+            // Beyond what the monotonic clock can count: as good as never.
+            fresh_until: now.checked_add(left).unwrap_or(now + FOREVER),
+        }
+    }
+}
+
+/// Far enough ahead to outlive the process, near enough for every clock to add it.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Per-entry lifetimes: the least of the TTL, Kratos's hint and the session's `expires_at`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct EntryLifetime {
+    pub(super) ttl: Duration,
+    /// For 401s; zero when they are not cached.
+    pub(super) negative_ttl: Duration,
+    pub(super) cache_rejections: bool,
+}
+
+impl EntryLifetime {
+    /// What may be cached of a whoami answer: sessions always, 401s when negative caching is on,
+    /// nothing else (outages and step-ups must be asked again next time).
+    pub(super) fn entry_for(&self, answer: WhoamiAnswer) -> Result<Cached, Outcome> {
+        let cached = match answer.outcome {
+            Outcome::Authenticated(session) => CachedAnswer::Session {
+                session,
+                cache_for: answer.cache_for,
+            },
+            Outcome::Unauthenticated(Unauthenticated::Rejected) if self.cache_rejections => {
+                CachedAnswer::Rejected
+            }
+            other => return Err(other),
+        };
+        Ok(self.entry(cached, answer.asked_at))
+    }
+
+    /// An entry for `answer`, stored now.
+    pub(super) fn entry(&self, answer: CachedAnswer, asked_at: Instant) -> Cached {
+        let now = OffsetDateTime::now_utc();
+        let ends_at = self.ends_at(&answer, now);
+        Cached::ending_at(answer, asked_at, ends_at, now)
+    }
+
+    /// When an entry for `answer` stored at `now` stops being fresh, on the wall clock.
+    fn ends_at(&self, answer: &CachedAnswer, now: OffsetDateTime) -> OffsetDateTime {
+        let after = |wait: Duration| {
+            now.saturating_add(time::Duration::try_from(wait).unwrap_or(time::Duration::MAX))
+        };
+        match answer {
+            CachedAnswer::Session { session, cache_for } => {
+                let mut ends_at = after(self.ttl);
+                if let Some(hint) = cache_for {
+                    ends_at = ends_at.min(after(*hint));
+                }
+                if let Some(expires_at) = session.expires_at {
+                    ends_at = ends_at.min(expires_at);
+                }
+                ends_at
+            }
+            CachedAnswer::Rejected => after(self.negative_ttl),
+        }
+    }
+}
+
+/// How long from now until `at` on the wall clock; zero once it has passed.
+pub(super) fn time_until(at: OffsetDateTime) -> Duration {
+    let left = at - OffsetDateTime::now_utc();
+    Duration::try_from(left).unwrap_or(Duration::ZERO)
+}
+
+/// moka expires each entry at the `fresh_until` it was stored with.
+pub(super) struct UntilFresh;
+
+impl Expiry<CacheKey, Cached> for UntilFresh {
+    fn expire_after_create(&self, _: &CacheKey, value: &Cached, now: Instant) -> Option<Duration> {
+        Some(value.fresh_until.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        value: &Cached,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        // A replaced entry (a refreshed session) gets a lifetime of its own, not the old one's.
+        Some(value.fresh_until.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn session(expires_in: i64) -> KratosSession {
+        let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(expires_in);
+        let body = serde_json::json!({
+            "id": "6f5e3c4a-0000-4000-8000-000000000001",
+            "active": true,
+            "expires_at": expires_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+        });
+        KratosSession::new(Arc::new(serde_json::from_value(body).unwrap()))
+    }
+
+    #[test]
+    fn an_entry_ends_at_the_least_of_ttl_hint_and_expiry() {
+        let lifetimes = EntryLifetime {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::ZERO,
+            cache_rejections: false,
+        };
+        let now = Instant::now();
+        let left = |answer| lifetimes.entry(answer, now).fresh_until - now;
+        let ttl = left(CachedAnswer::Session {
+            session: session(3600),
+            cache_for: None,
+        });
+        assert!(
+            ttl > Duration::from_secs(59) && ttl <= Duration::from_secs(61),
+            "{ttl:?}"
+        );
+        let hint = left(CachedAnswer::Session {
+            session: session(3600),
+            cache_for: Some(Duration::from_secs(5)),
+        });
+        assert!(
+            hint > Duration::from_secs(4) && hint <= Duration::from_secs(6),
+            "{hint:?}"
+        );
+        let expiry = left(CachedAnswer::Session {
+            session: session(10),
+            cache_for: None,
+        });
+        assert!(
+            expiry > Duration::from_secs(8) && expiry <= Duration::from_secs(11),
+            "{expiry:?}"
+        );
+    }
+
+    #[test]
+    fn a_ttl_beyond_any_clock_never_panics() {
+        let lifetimes = EntryLifetime {
+            ttl: Duration::MAX,
+            negative_ttl: Duration::MAX,
+            cache_rejections: true,
+        };
+        let no_expiry = KratosSession::new(Arc::new(
+            serde_json::from_str(r#"{"id":"s","active":true}"#).unwrap(),
+        ));
+        let now = Instant::now();
+        for answer in [
+            CachedAnswer::Session {
+                session: no_expiry,
+                cache_for: None,
+            },
+            CachedAnswer::Rejected,
+        ] {
+            assert!(lifetimes.entry(answer, now).fresh_until > now + Duration::from_secs(3600));
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The session cache: whoami answers keyed by a keyed hash of the credential ([`key`]), each
+//! entry bounded by the configured TTL, Kratos's `Ory-Session-Cache-For` hint and the session's
+//! own `expires_at` ([`entry`]). Hits are read from a small table in front of moka ([`hot`]);
+//! concurrent misses of one credential share one whoami call ([`fill`]). Revocations made
+//! through this process outdate entries at once ([`revocation`]); with stale-if-error on, a
+//! second store keeps sessions for lookups that end with Kratos unavailable ([`stale`]).
+//!
+//! A lookup, in order: the hot table, moka, then the miss path ([`SessionCache::lookup_keyed`]):
+//! one shared fill that asks Kratos through the client's admission, then stale-if-error when
+//! Kratos could not answer. A cached entry is served whatever the admission says: the back-off
+//! guards Kratos, not the cache.
+
+mod entry;
+mod fill;
+mod hot;
+mod key;
+mod revocation;
+mod stale;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http::HeaderValue;
+use moka::future::Cache;
+
+use self::{
+    entry::{CachedAnswer, EntryLifetime, UntilFresh},
+    hot::HotTable,
+    key::{HashKeys, PassThroughHash},
+    revocation::{MarkTarget, RevocationMarks},
+    stale::StaleStore,
+};
+pub(crate) use self::{fill::Lookup, key::CacheKey, revocation::Revoked};
+use crate::{
+    client::KratosClient,
+    credentials::{Credential, FoundCredential},
+    outcome::Outcome,
+    session::KratosSession,
+};
+
+/// Cache settings, validated by the layer's builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CacheConfig {
+    pub(crate) ttl: Duration,
+    pub(crate) capacity: u64,
+    pub(crate) negative_ttl: Option<Duration>,
+    /// Stale-if-error: how long past its entry a session may still be served while Kratos is
+    /// unavailable. `None`: off.
+    pub(crate) stale_grace: Option<Duration>,
+}
+
+impl CacheConfig {
+    /// How long after it was asked for an entry can still be served (stale-if-error included),
+    /// when a lookup takes up to `lookup_deadline`: the longest a revocation mark must be
+    /// remembered, since an answer read before a revocation can arrive that much later.
+    fn longest_entry_age(&self, lookup_deadline: Duration) -> Duration {
+        self.ttl.max(self.negative_ttl.unwrap_or(Duration::ZERO))
+            + self.stale_grace.unwrap_or(Duration::ZERO)
+            + lookup_deadline
+    }
+}
+
+/// What the cache holds now, for [`KratosLayer::stats`](crate::KratosLayer::stats).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CacheStats {
+    pub(crate) entries: u64,
+    pub(crate) stale_entries: u64,
+}
+
+/// The session cache. Cloning is cheap (one `Arc`): a miss hands a clone to its fill task.
+#[derive(Clone)]
+pub(crate) struct SessionCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: Cache<CacheKey, entry::Cached, PassThroughHash>,
+    /// The entries hits were served from lately, read before `entries` (see [`HotTable`]).
+    hot: HotTable,
+    lifetimes: EntryLifetime,
+    /// One key for tokens, one for cookies, so the two kinds can never share an entry.
+    keys: HashKeys,
+    revoked: RevocationMarks,
+    /// Sessions kept past their entry for stale-if-error; `None` when that is off.
+    stale: Option<StaleStore>,
+}
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCache")
+            .field("entries", &self.inner.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionCache {
+    /// A cache whose lookups take up to `lookup_deadline` (the whoami deadline), with keys of
+    /// its own.
+    ///
+    /// # Errors
+    /// When the operating system has no randomness for the hash keys.
+    pub(crate) fn new(
+        config: CacheConfig,
+        lookup_deadline: Duration,
+    ) -> Result<Self, getrandom::Error> {
+        let entries = Cache::builder()
+            .name("tower-kratos sessions")
+            .max_capacity(config.capacity)
+            .expire_after(UntilFresh)
+            .build_with_hasher(PassThroughHash);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                entries,
+                hot: HotTable::for_capacity(config.capacity),
+                lifetimes: EntryLifetime {
+                    ttl: config.ttl,
+                    negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
+                    cache_rejections: config.negative_ttl.is_some(),
+                },
+                keys: HashKeys::random()?,
+                revoked: RevocationMarks::new(
+                    config.longest_entry_age(lookup_deadline) + Duration::from_secs(1),
+                ),
+                stale: config
+                    .stale_grace
+                    .map(|grace| StaleStore::new(grace, config.capacity)),
+            }),
+        })
+    }
+
+    pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
+        self.inner.keys.key_for(credential)
+    }
+
+    /// The same key as [`SessionCache::key_for`], from the credential still in the request's
+    /// headers: a cache hit copies nothing out of the request.
+    pub(crate) fn key_for_found(&self, found: &FoundCredential<'_>) -> CacheKey {
+        self.inner.keys.key_for_found(found)
+    }
+
+    /// The cached outcome for this key when it can be served now, found without waiting: from
+    /// the hot table, else from moka, whose `get` is polled once (it is ready at once unless
+    /// the cache is busy with maintenance; then `None`, and the caller takes the ordinary
+    /// path). This lets a cache hit skip boxing a lookup future.
+    pub(crate) fn hit_now(&self, key: &CacheKey) -> Option<Outcome> {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        if let Some(cached) = inner.hot.get(key, now) {
+            if self.serves(key, &cached, now) {
+                return Some(cached.answer.into_outcome());
+            }
+            // Outdated by a revocation; the lookup the caller falls back on replaces it.
+            inner.hot.remove(key);
+            return None;
+        }
+        let mut get = std::pin::pin!(inner.entries.get(key));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match get.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(Some(cached)) if self.serves(key, &cached, now) => {
+                inner.hot.offer(*key, &cached);
+                Some(cached.answer.into_outcome())
+            }
+            _ => None,
+        }
+    }
+
+    /// The outcome for this credential: from the cache while it is fresh, else from one whoami
+    /// call shared by every concurrent lookup of the same credential.
+    pub(crate) async fn lookup(
+        &self,
+        credential: &Credential,
+        request_id: Option<&HeaderValue>,
+        client: &KratosClient,
+    ) -> Lookup {
+        self.lookup_keyed(self.key_for(credential), credential, request_id, client)
+            .await
+    }
+
+    /// [`SessionCache::lookup`] with the key already computed (the layer hashed the credential
+    /// for its hit check): moka, then the miss path.
+    pub(crate) async fn lookup_keyed(
+        &self,
+        key: CacheKey,
+        credential: &Credential,
+        request_id: Option<&HeaderValue>,
+        client: &KratosClient,
+    ) -> Lookup {
+        let inner = &*self.inner;
+        // After a revocation made here, Kratos's own session cache (Ory Network) may not know
+        // it yet: that whoami asks for a fresh read.
+        let mut fresh = false;
+        if let Some(cached) = inner.entries.get(&key).await {
+            if self.serves(&key, &cached, Instant::now()) {
+                inner.hot.offer(key, &cached);
+                return Lookup::hit(cached.answer.into_outcome());
+            }
+            fresh = inner.revoked.outdates(&key, &cached);
+            self.forget(&key).await;
+        }
+        let fresh = fresh || inner.revoked.marks_credential(&key);
+        let (lookup, cached) = self.fill(key, credential, request_id, client, fresh).await;
+        let lookup = match cached {
+            // The call may have been sent before a revocation that has returned since: ask once
+            // more (whoever revoked it has marked it, so this is not a loop).
+            Some(cached) if inner.revoked.outdates(&key, &cached) => {
+                self.forget(&key).await;
+                self.fill(key, credential, request_id, client, true).await.0
+            }
+            _ => lookup,
+        };
+        self.or_stale(&key, lookup).await
+    }
+
+    /// A lookup that ended with Kratos unavailable, answered from the stale store when
+    /// stale-if-error is on and the session may still be served.
+    async fn or_stale(&self, key: &CacheKey, lookup: Lookup) -> Lookup {
+        let (Some(stale), Outcome::Unavailable(cause)) = (&self.inner.stale, &lookup.outcome)
+        else {
+            return lookup;
+        };
+        match stale.serve(key, cause, &self.inner.revoked).await {
+            Some((session, marker)) => Lookup::stale(session, marker),
+            None => lookup,
+        }
+    }
+
+    /// Whether a cached entry may be served at `now`; if not, it must be asked for again (past
+    /// its lifetime, which ends by the session's `expires_at` at the latest: the session may
+    /// have been extended elsewhere; or outdated by a revocation made through this process).
+    /// A check, not a copy: the caller moves the entry it holds into the outcome.
+    fn serves(&self, key: &CacheKey, cached: &entry::Cached, now: Instant) -> bool {
+        let live = match &cached.answer {
+            CachedAnswer::Session { session, .. } => session.active,
+            CachedAnswer::Rejected => true,
+        };
+        live && now < cached.fresh_until && !self.inner.revoked.outdates(key, cached)
+    }
+
+    /// Drops this key's entry from the cache and from the hot table.
+    async fn forget(&self, key: &CacheKey) {
+        self.inner.hot.remove(key);
+        self.inner.entries.invalidate(key).await;
+    }
+
+    /// Records a revocation made through this process: from now on no entry asked for before it
+    /// is served for the affected session, identity or credential, whatever its TTL.
+    pub(crate) async fn revoked(&self, target: Revoked<'_>) {
+        let mark = match target {
+            Revoked::Session(id) => MarkTarget::Session(id.into()),
+            Revoked::Identity(id) => MarkTarget::Identity(id.into()),
+            Revoked::Credential(credential) => {
+                let key = self.key_for(credential);
+                self.forget(&key).await;
+                if let Some(stale) = &self.inner.stale {
+                    stale.forget(&key).await;
+                }
+                MarkTarget::Credential(key)
+            }
+        };
+        self.inner.revoked.mark(mark);
+    }
+
+    /// Puts a session Kratos has just confirmed (after an extension) in the cache for this
+    /// credential, replacing the entry and its lifetime. `asked_at` is when that confirmation
+    /// was asked for.
+    pub(crate) async fn store(
+        &self,
+        credential: &Credential,
+        session: KratosSession,
+        cache_for: Option<Duration>,
+        asked_at: Instant,
+    ) {
+        let inner = &*self.inner;
+        let key = self.key_for(credential);
+        let cached = inner
+            .lifetimes
+            .entry(CachedAnswer::Session { session, cache_for }, asked_at);
+        if inner.revoked.outdates(&key, &cached) {
+            return;
+        }
+        if let Some(stale) = &inner.stale {
+            stale.keep(key, &cached).await;
+        }
+        // The hot table too, or hits would go on being served the session as it was before.
+        inner.hot.put(key, &cached);
+        inner.entries.insert(key, cached).await;
+    }
+
+    /// A snapshot for [`KratosLayer::stats`](crate::KratosLayer::stats): runs the stores'
+    /// pending maintenance first, so inserts and removals are counted.
+    pub(crate) async fn stats(&self) -> CacheStats {
+        self.inner.entries.run_pending_tasks().await;
+        let stale_entries = match &self.inner.stale {
+            Some(stale) => stale.len().await,
+            None => 0,
+        };
+        CacheStats {
+            entries: self.inner.entries.entry_count(),
+            stale_entries,
+        }
+    }
+}
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use super::{fill::CacheStatus, *};
+    use crate::{
+        client::{Admission, AdmissionConfig},
+        credentials::{find_credential, CookieNames},
+        outcome::Unavailable,
+        testing::{Endpoint, Fault, KratosStandIn, TestSession},
+    };
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    const TTL: Duration = Duration::from_millis(100);
+
+    const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
+
+    fn config(stale_grace: Option<Duration>) -> CacheConfig {
+        CacheConfig {
+            ttl: TTL,
+            capacity: 100,
+            negative_ttl: None,
+            stale_grace,
+        }
+    }
+
+    fn admission() -> Admission {
+        Admission::new(AdmissionConfig {
+            max_concurrent: 4,
+            queue_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            // Every lookup below must reach Kratos.
+            failure_threshold: 100,
+        })
+    }
+
+    fn credential(session: &TestSession) -> Credential {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-session-token",
+            HeaderValue::from_str(&session.token).unwrap(),
+        );
+        find_credential(&headers, &CookieNames::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    struct Setup {
+        kratos: KratosStandIn,
+        cache: SessionCache,
+        client: KratosClient,
+    }
+
+    impl Setup {
+        async fn new(stale_grace: Option<Duration>) -> Self {
+            let kratos = KratosStandIn::start().await.unwrap();
+            let url = reqwest::Url::parse(&kratos.public_url()).unwrap();
+            let client = KratosClient::new(
+                reqwest::Client::new(),
+                &url,
+                LOOKUP_DEADLINE,
+                None,
+                admission(),
+            );
+            let cache = SessionCache::new(config(stale_grace), LOOKUP_DEADLINE).unwrap();
+            Self {
+                kratos,
+                cache,
+                client,
+            }
+        }
+
+        async fn lookup(&self, credential: &Credential) -> Lookup {
+            self.cache.lookup(credential, None, &self.client).await
+        }
+
+        /// Looks the session up (Kratos up), then lets its entry expire and takes Kratos down.
+        async fn cached_then_outage(&self, session: &TestSession) -> Credential {
+            let credential = credential(session);
+            let lookup = self.lookup(&credential).await;
+            assert!(matches!(lookup.outcome, Outcome::Authenticated(_)));
+            tokio::time::sleep(TTL + Duration::from_millis(50)).await;
+            self.kratos
+                .set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+            credential
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_serves_the_stale_copy_with_its_age() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        let lookup = setup.lookup(&credential).await;
+
+        assert_eq!(lookup.status, CacheStatus::Stale);
+        assert_eq!(
+            lookup.outcome.session().map(|s| s.id.as_str()),
+            Some(alice.id.as_str())
+        );
+        let stale = lookup.stale.expect("marked stale");
+        assert_eq!(stale.cause, Unavailable::Status(StatusCode::BAD_GATEWAY));
+        assert!(stale.age >= TTL && stale.stale_for < stale.age, "{stale:?}");
+        assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_revoked_through_this_process_is_never_served_stale() {
+        for target in ["session", "identity", "credential"] {
+            let setup = Setup::new(Some(Duration::from_secs(60))).await;
+            let alice = setup.kratos.create_session();
+            let credential = setup.cached_then_outage(&alice).await;
+
+            match target {
+                "session" => setup.cache.revoked(Revoked::Session(&alice.id)).await,
+                "identity" => {
+                    setup
+                        .cache
+                        .revoked(Revoked::Identity(&alice.identity_id))
+                        .await
+                }
+                _ => setup.cache.revoked(Revoked::Credential(&credential)).await,
+            }
+            let lookup = setup.lookup(&credential).await;
+
+            assert!(
+                matches!(
+                    lookup.outcome,
+                    Outcome::Unavailable(Unavailable::Status(StatusCode::BAD_GATEWAY))
+                ),
+                "{target}: {:?}",
+                lookup.outcome
+            );
+            assert!(lookup.stale.is_none(), "{target}");
+            assert_eq!(setup.kratos.calls(Endpoint::Whoami), 2, "{target}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_of_another_session_leaves_the_stale_copy_alone() {
+        let setup = Setup::new(Some(Duration::from_secs(60))).await;
+        let alice = setup.kratos.create_session();
+        let bob = setup.kratos.create_session();
+        let credential = setup.cached_then_outage(&alice).await;
+
+        setup.cache.revoked(Revoked::Session(&bob.id)).await;
+        setup
+            .cache
+            .revoked(Revoked::Identity(&bob.identity_id))
+            .await;
+
+        assert_eq!(setup.lookup(&credential).await.status, CacheStatus::Stale);
+    }
+
+    #[test]
+    fn revocation_marks_outlive_every_entry_that_predates_them() {
+        // A mark forgotten while a stale copy asked for before it can still be served would let
+        // that copy through: stale-if-error lengthens how long marks are kept.
+        let without = config(None).longest_entry_age(LOOKUP_DEADLINE);
+        let with = config(Some(Duration::from_secs(600))).longest_entry_age(LOOKUP_DEADLINE);
+        assert_eq!(with - without, Duration::from_secs(600));
+        assert!(without >= TTL + LOOKUP_DEADLINE);
+    }
+}

@@ -1,0 +1,143 @@
+//! One request to Kratos and its complete, bounded answer, within a deadline; and what an answer
+//! outside an endpoint's contract means.
+
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use reqwest::Url;
+
+use super::{whoami::aal_required, LifecycleError};
+use crate::outcome::Unavailable;
+
+/// The largest answer body read from Kratos for one session (whoami, extend). A whoami body is a
+/// few KiB; identities with large traits stay far below this.
+pub(super) const MAX_BODY_LEN: usize = 1024 * 1024;
+
+/// The largest session-list answer read from Kratos: a full page (500 sessions with their
+/// identities and devices) stays well below it.
+pub(super) const MAX_LIST_BODY_LEN: usize = 16 * 1024 * 1024;
+
+/// The longest `Retry-After` taken from Kratos; a larger value is clamped so a bogus header
+/// cannot tell clients to go away for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A complete answer, body read.
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Vec<u8>,
+}
+
+/// Sends the request and reads at most `limit` bytes of the answer, all within `deadline`.
+pub(super) async fn exchange(
+    request: reqwest::RequestBuilder,
+    deadline: Duration,
+    limit: usize,
+) -> Result<Answer, Unavailable> {
+    let call = async {
+        let mut response = request.send().await.map_err(|error| classify(&error))?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(Unavailable::InvalidBody);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| classify(&error))? {
+            if body.len() + chunk.len() > limit {
+                return Err(Unavailable::InvalidBody);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or(Err(Unavailable::Timeout))
+}
+
+fn classify(error: &reqwest::Error) -> Unavailable {
+    if error.is_timeout() {
+        Unavailable::Timeout
+    } else {
+        Unavailable::Transport
+    }
+}
+
+/// Which API a call went to, for what its 401 and 403 mean.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Api {
+    /// The public API, called with the caller's credential: a 401 is about the caller.
+    Public,
+    /// The admin API, called with this process's API key: a 401 or 403 is about that key.
+    Admin,
+}
+
+/// What an answer outside an endpoint's own contract means.
+pub(super) fn failure(api: Api, answer: &Answer) -> LifecycleError {
+    match answer.status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if api == Api::Admin => {
+            LifecycleError::AdminRefused(answer.status)
+        }
+        StatusCode::UNAUTHORIZED => LifecycleError::Unauthenticated,
+        StatusCode::FORBIDDEN => match aal_required(&answer.headers, &answer.body) {
+            Some(step_up) => LifecycleError::AalRequired(step_up),
+            None => LifecycleError::Unavailable(Unavailable::Status(answer.status)),
+        },
+        StatusCode::TOO_MANY_REQUESTS => LifecycleError::RateLimited {
+            retry_after: retry_after(&answer.headers, &["retry-after"]),
+        },
+        other => LifecycleError::Unavailable(Unavailable::Status(other)),
+    }
+}
+
+/// How long a 429 asks callers to wait: the first of these headers that holds whole seconds,
+/// capped at an hour.
+pub(super) fn retry_after(headers: &HeaderMap, names: &[&str]) -> Option<Duration> {
+    names
+        .iter()
+        .find_map(|name| parse_seconds(headers, name))
+        .map(|wait| wait.min(MAX_RETRY_AFTER))
+}
+
+/// Whole seconds from a header (`Retry-After`'s delta-seconds form, `Ory-Session-Cache-For`).
+pub(super) fn parse_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let text = headers.get(name)?.to_str().ok()?.trim();
+    text.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// `base` + path segments, each percent-encoded as one segment (so no id can add a segment).
+pub(super) fn with_segments(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_and_prefixes_kept() {
+        let base = Url::parse("https://x.example/kratos/?q=1").unwrap();
+        assert_eq!(
+            with_segments(&base, &["admin", "sessions", "a/b?c", "extend"]).as_str(),
+            "https://x.example/kratos/admin/sessions/a%2Fb%3Fc/extend"
+        );
+        let base = Url::parse("http://127.0.0.1:4434").unwrap();
+        assert_eq!(
+            with_segments(&base, &["sessions"]).as_str(),
+            "http://127.0.0.1:4434/sessions"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The Kratos HTTP API over one pooled `reqwest` client: whoami, guarded by the [`Admission`]
+//! (back-off and a cap on calls in flight), and the session lifecycle calls on the public and
+//! admin APIs, with their typed errors.
+//!
+//! Every call has a hard deadline (enforced here, so it holds for a client the user supplied
+//! too), never follows redirects (a 3xx from Kratos is a misconfiguration, and following it
+//! would carry the credential elsewhere), and reads a bounded answer body.
+//!
+//! - [`whoami`](KratosClient::whoami) (`whoami.rs`): what whoami answered, as an [`Outcome`].
+//! - `self_service.rs`: the caller's own sessions: list, revoke, API logout.
+//! - `admin.rs`: the admin API: extend, disable, delete an identity's sessions.
+//! - `exchange.rs`: one request and its bounded answer; what an unexpected answer means.
+//! - `error.rs`, `page.rs`: the public [`LifecycleError`], [`Page`] and [`SessionList`].
+//!
+//! [`Outcome`]: crate::outcome::Outcome
+
+mod admin;
+mod admission;
+mod error;
+mod exchange;
+mod page;
+mod self_service;
+mod whoami;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use reqwest::Url;
+
+pub(crate) use self::{
+    admin::{AdminApi, ExtendAnswer},
+    admission::{Admission, AdmissionConfig},
+    whoami::WhoamiAnswer,
+};
+pub use self::{
+    error::LifecycleError,
+    page::{Page, SessionList, MAX_PAGE_SIZE},
+};
+
+/// The Kratos APIs as this crate uses them. Cloning is cheap (one `Arc`): a whoami miss hands a
+/// clone to the task that makes the call.
+#[derive(Clone)]
+pub(crate) struct KratosClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    public_url: Url,
+    whoami_url: Url,
+    /// The deadline of a whole call to the public API, answer body included.
+    request_timeout: Duration,
+    admin: Option<AdminApi>,
+    /// When whoami may be sent.
+    admission: Admission,
+}
+
+impl fmt::Debug for KratosClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the reqwest client: its Debug lists default headers, where a user-supplied client
+        // may carry an API key.
+        let inner = &self.inner;
+        f.debug_struct("KratosClient")
+            .field("whoami_url", &inner.whoami_url.as_str())
+            .field("request_timeout", &inner.request_timeout)
+            .field("admin", &inner.admin)
+            .field("admission", &inner.admission)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KratosClient {
+    /// `request_timeout` bounds every call to the public API; the admin API has its own.
+    pub(crate) fn new(
+        http: reqwest::Client,
+        public_url: &Url,
+        request_timeout: Duration,
+        admin: Option<AdminApi>,
+        admission: Admission,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                http,
+                public_url: public_url.clone(),
+                whoami_url: join(public_url, "sessions/whoami"),
+                request_timeout,
+                admin,
+                admission,
+            }),
+        }
+    }
+
+    /// The admin API, when configured.
+    pub(crate) fn admin(&self) -> Option<&AdminApi> {
+        self.inner.admin.as_ref()
+    }
+
+    /// When whoami may be sent: for [`KratosLayer::stats`](crate::KratosLayer::stats).
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+}
+
+/// A Kratos id (session or identity) in canonical form: a UUID, lowercase, hyphenated.
+///
+/// Kratos itself answers 400 for anything that is not a UUID; refusing it here keeps a
+/// caller-supplied id from ever shaping a Kratos URL, and the lowercase form is what Kratos
+/// writes, so revocation marks match cached sessions.
+pub(crate) fn canonical_id(id: &str) -> Result<String, LifecycleError> {
+    let bytes = id.as_bytes();
+    let well_formed = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(index, byte)| match index {
+            8 | 13 | 18 | 23 => *byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        });
+    if well_formed {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(LifecycleError::InvalidId)
+    }
+}
+
+/// `base` + `path`, keeping any path prefix `base` has (Kratos behind `/kratos/`, say).
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}/{path}"));
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_canonical_uuids_and_become_lowercase() {
+        assert_eq!(
+            canonical_id("6F5E3C4A-0000-4000-8000-00000000000A").unwrap(),
+            "6f5e3c4a-0000-4000-8000-00000000000a"
+        );
+        for bad in [
+            "",
+            "whoami",
+            "6f5e3c4a00004000800000000000000a",
+            "6f5e3c4a-0000-4000-8000-00000000000a/",
+            "6f5e3c4a-0000-4000-8000-0000000000%2F",
+            "../../admin/identities/x/sessions",
+            "6f5e3c4a-0000-4000-8000-00000000000\u{e9}",
+        ] {
+            assert_eq!(canonical_id(bad), Err(LifecycleError::InvalidId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn join_keeps_prefixes() {
+        let base = Url::parse("https://x.example/kratos/").unwrap();
+        assert_eq!(
+            join(&base, "sessions/whoami").as_str(),
+            "https://x.example/kratos/sessions/whoami"
+        );
+        let base = Url::parse("http://127.0.0.1:4433").unwrap();
+        assert_eq!(
+            join(&base, "sessions/whoami").as_str(),
+            "http://127.0.0.1:4433/sessions/whoami"
+        );
+    }
+}

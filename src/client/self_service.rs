@@ -1,0 +1,191 @@
+//! The caller's own sessions on the public API, called with the caller's credential (and only
+//! it): list them, revoke one or all but the current one, log an API client out.
+
+use http::{header, StatusCode};
+use serde::Deserialize;
+
+use super::{
+    exchange::{exchange, failure, with_segments, Answer, Api, MAX_BODY_LEN, MAX_LIST_BODY_LEN},
+    page::next_page,
+    KratosClient, LifecycleError, Page, SessionList,
+};
+use crate::{
+    credentials::{Credential, CredentialSource, MalformedCredential},
+    outcome::Unavailable,
+    session::Session,
+};
+
+/// Kratos's answer to `DELETE /sessions/{id}` for the caller's own session (API.md §d).
+const CANNOT_REVOKE_CURRENT: &str = "current session";
+
+impl KratosClient {
+    /// `DELETE {public}/sessions/{id}` as the caller: revoke another of the caller's sessions.
+    pub(crate) async fn revoke_my_session(
+        &self,
+        credential: &Credential,
+        session_id: &str,
+    ) -> Result<(), LifecycleError> {
+        let url = self.public_url(&["sessions", session_id]);
+        let request = self.inner.http.delete(url);
+        let answer = self.as_caller(request, credential, MAX_BODY_LEN).await?;
+        // Only Kratos's own 204 says the session was revoked (API.md §d).
+        match answer.status {
+            StatusCode::NO_CONTENT => Ok(()),
+            StatusCode::BAD_REQUEST if refuses_current_session(&answer.body) => {
+                Err(LifecycleError::CurrentSession)
+            }
+            _ => Err(failure(Api::Public, &answer)),
+        }
+    }
+
+    /// `DELETE {public}/sessions` as the caller: revoke all the caller's other sessions.
+    pub(crate) async fn revoke_my_other_sessions(
+        &self,
+        credential: &Credential,
+    ) -> Result<u64, LifecycleError> {
+        #[derive(Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let request = self.inner.http.delete(self.public_url(&["sessions"]));
+        let answer = self.as_caller(request, credential, MAX_BODY_LEN).await?;
+        match answer.status {
+            StatusCode::OK => serde_json::from_slice::<Count>(&answer.body)
+                .map(|count| count.count)
+                .map_err(|_| LifecycleError::Unavailable(Unavailable::InvalidBody)),
+            _ => Err(failure(Api::Public, &answer)),
+        }
+    }
+
+    /// `GET {public}/sessions` as the caller: one page of the caller's other active sessions.
+    pub(crate) async fn list_my_sessions(
+        &self,
+        credential: &Credential,
+        page: &Page,
+    ) -> Result<SessionList, LifecycleError> {
+        let mut url = self.public_url(&["sessions"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(size) = page.size() {
+                query.append_pair("page_size", &size.to_string());
+            }
+            if let Some(token) = page.token() {
+                query.append_pair("page_token", token);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let request = self.inner.http.get(url);
+        let answer = self
+            .as_caller(request, credential, MAX_LIST_BODY_LEN)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(failure(Api::Public, &answer));
+        }
+        let sessions = serde_json::from_slice::<Vec<Session>>(&answer.body)
+            .map_err(|_| LifecycleError::Unavailable(Unavailable::InvalidBody))?;
+        let total = answer
+            .headers
+            .get("x-total-count")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.trim().parse().ok());
+        let next = next_page(&answer.headers, page.size());
+        Ok(SessionList {
+            sessions,
+            total,
+            next,
+        })
+    }
+
+    /// `DELETE {public}/self-service/logout/api` with `{"session_token": …}`.
+    pub(crate) async fn logout_api(&self, credential: &Credential) -> Result<(), LifecycleError> {
+        if credential.source() == CredentialSource::Cookie {
+            return Err(LifecycleError::NotATokenSession);
+        }
+        let token = std::str::from_utf8(credential.key_material().1)
+            .map_err(|_| LifecycleError::Malformed(MalformedCredential::NotText))?;
+        let body = serde_json::json!({ "session_token": token }).to_string();
+        let inner = &self.inner;
+        let request = inner
+            .http
+            .delete(self.public_url(&["self-service", "logout", "api"]))
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let answer = exchange(request, inner.request_timeout, MAX_BODY_LEN)
+            .await
+            .map_err(LifecycleError::Unavailable)?;
+        // Only Kratos's own 204 says the token was logged out (API.md §e).
+        match answer.status {
+            StatusCode::NO_CONTENT => Ok(()),
+            // "The provided Ory Session Token could not be found, is invalid, or otherwise
+            // malformed" (API.md §e): to the caller, the same as a 401.
+            StatusCode::FORBIDDEN => Err(LifecycleError::Unauthenticated),
+            _ => Err(failure(Api::Public, &answer)),
+        }
+    }
+
+    fn public_url(&self, segments: &[&str]) -> reqwest::Url {
+        with_segments(&self.inner.public_url, segments)
+    }
+
+    /// Sends a public API call with the caller's credential (only it) and
+    /// `Accept: application/json`, within the request timeout.
+    async fn as_caller(
+        &self,
+        request: reqwest::RequestBuilder,
+        credential: &Credential,
+        limit: usize,
+    ) -> Result<Answer, LifecycleError> {
+        // Unreachable for credentials built by this crate (they are validated).
+        let (name, value) = credential
+            .to_kratos_header()
+            .ok_or(LifecycleError::Malformed(
+                MalformedCredential::InvalidCharacters,
+            ))?;
+        let request = request
+            .header(name, value)
+            .header(header::ACCEPT, "application/json");
+        exchange(request, self.inner.request_timeout, limit)
+            .await
+            .map_err(LifecycleError::Unavailable)
+    }
+}
+
+/// Whether a 400 is Kratos's "cannot revoke current session".
+fn refuses_current_session(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Message,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        reason: String,
+    }
+    serde_json::from_slice::<Envelope>(body).is_ok_and(|envelope| {
+        let Message { message, reason } = envelope.error;
+        [message, reason]
+            .iter()
+            .any(|text| text.to_ascii_lowercase().contains(CANNOT_REVOKE_CURRENT))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kratoss_current_session_400_is_current_session() {
+        assert!(refuses_current_session(
+            br#"{"error":{"code":400,"status":"Bad Request","message":"cannot revoke current session"}}"#
+        ));
+        assert!(!refuses_current_session(
+            br#"{"error":{"code":400,"message":"invalid UUID length: 3"}}"#
+        ));
+        assert!(!refuses_current_session(b"current session"));
+    }
+}

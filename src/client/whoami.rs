@@ -1,0 +1,370 @@
+//! `GET /sessions/whoami`: the one call a cache miss makes, admitted by the [`Admission`], and
+//! what its answer means (API.md §a).
+
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{
+    exchange::{exchange, parse_seconds, retry_after, MAX_BODY_LEN},
+    KratosClient,
+};
+use crate::{
+    credentials::Credential,
+    outcome::{AalRequired, Outcome, Unauthenticated, Unavailable},
+    session::{KratosSession, Session},
+};
+
+#[cfg(doc)]
+use super::Admission;
+
+/// The header Kratos (with Ory Network's `cacheable_sessions`) uses to say how long an answer may
+/// be cached.
+const SESSION_CACHE_FOR: &str = "ory-session-cache-for";
+
+/// The longest `X-Request-ID` passed on to Kratos, in bytes. Request ids are UUIDs or similar
+/// (36 bytes); a longer one is not passed on, so a caller cannot make the lookup's headers too
+/// large for Kratos or a proxy in front of it to answer.
+const MAX_FORWARDED_REQUEST_ID_LEN: usize = 200;
+
+/// What whoami answered, with the caching hint that came with it.
+#[derive(Debug)]
+pub(crate) struct WhoamiAnswer {
+    pub(crate) outcome: Outcome,
+    /// `Ory-Session-Cache-For`, when Kratos sent it.
+    pub(crate) cache_for: Option<Duration>,
+    /// When the call was sent (or refused): a revocation made after this instant may not be
+    /// reflected in the answer.
+    pub(crate) asked_at: Instant,
+    /// The `Set-Cookie` headers of a 200: Kratos re-issues the session cookie when the one sent
+    /// carries an older expiry than the session's (after an extension, API.md §a).
+    pub(crate) set_cookies: Vec<HeaderValue>,
+}
+
+impl WhoamiAnswer {
+    fn unanswered(outcome: Outcome, asked_at: Instant) -> Self {
+        Self {
+            outcome,
+            cache_for: None,
+            asked_at,
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+impl KratosClient {
+    /// `GET /sessions/whoami` with this credential alone, when the admission lets it go (else
+    /// the answer is [`Unavailable`]). `fresh` asks Ory Network's session cache ("Edge
+    /// Sessions") for a fresh read (`Cache-Control: max-age=0`, API.md §f): for a session this
+    /// process has just revoked or extended, whose cached answer would be stale.
+    pub(crate) async fn whoami(
+        &self,
+        credential: &Credential,
+        request_id: Option<&HeaderValue>,
+        fresh: bool,
+    ) -> WhoamiAnswer {
+        let admission = &self.inner.admission;
+        let permit = match admission.enter().await {
+            Ok(permit) => permit,
+            Err(refused) => {
+                return WhoamiAnswer::unanswered(Outcome::Unavailable(refused), Instant::now())
+            }
+        };
+        let asked_at = Instant::now();
+        let mut answer = self.ask(credential, request_id, fresh, asked_at).await;
+        admission.record(permit, &mut answer.outcome);
+        tracing::debug!(
+            outcome = answer.outcome.kind(),
+            kratos_latency_us = asked_at.elapsed().as_micros() as u64,
+            "whoami answered"
+        );
+        answer
+    }
+
+    async fn ask(
+        &self,
+        credential: &Credential,
+        request_id: Option<&HeaderValue>,
+        fresh: bool,
+        asked_at: Instant,
+    ) -> WhoamiAnswer {
+        let Some((name, value)) = credential.to_kratos_header() else {
+            // Unreachable for credentials built by this crate (they are validated); refuse anyway.
+            let refused = Outcome::Unauthenticated(Unauthenticated::Rejected);
+            return WhoamiAnswer::unanswered(refused, asked_at);
+        };
+        let inner = &self.inner;
+        let mut request = inner
+            .http
+            .get(inner.whoami_url.clone())
+            .header(name, value)
+            .header(header::ACCEPT, "application/json");
+        if let Some(request_id) = request_id.filter(|id| is_forwardable_request_id(id)) {
+            request = request.header("x-request-id", request_id.clone());
+        }
+        if fresh {
+            request = request.header(header::CACHE_CONTROL, "max-age=0");
+        }
+        let answer = match exchange(request, inner.request_timeout, MAX_BODY_LEN).await {
+            Ok(answer) => answer,
+            Err(unavailable) => {
+                return WhoamiAnswer::unanswered(Outcome::Unavailable(unavailable), asked_at)
+            }
+        };
+        let outcome = interpret_whoami(answer.status, &answer.headers, &answer.body);
+        // Only a session's own cookie is worth passing on; whatever came with an error is not.
+        // The values are session secrets: marked sensitive, `Debug` shows none of them.
+        let set_cookies = if matches!(outcome, Outcome::Authenticated(_)) {
+            answer
+                .headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|value| {
+                    let mut value = value.clone();
+                    value.set_sensitive(true);
+                    value
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        WhoamiAnswer {
+            outcome,
+            cache_for: parse_seconds(&answer.headers, SESSION_CACHE_FOR),
+            asked_at,
+            set_cookies,
+        }
+    }
+}
+
+/// Whether a request's `X-Request-ID` is passed on to Kratos: short, and visible ASCII only.
+fn is_forwardable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_FORWARDED_REQUEST_ID_LEN
+        && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Maps whoami's answer to an outcome, per API.md §a.
+fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
+    match status {
+        StatusCode::OK => match serde_json::from_slice::<Session>(body) {
+            Ok(session) if !session.active => Outcome::Unauthenticated(Unauthenticated::Inactive),
+            Ok(session) if !session.is_valid_at(OffsetDateTime::now_utc()) => {
+                Outcome::Unauthenticated(Unauthenticated::Expired)
+            }
+            Ok(session) => Outcome::Authenticated(KratosSession::new(session.into())),
+            Err(_) => Outcome::Unavailable(Unavailable::InvalidBody),
+        },
+        StatusCode::UNAUTHORIZED => Outcome::Unauthenticated(Unauthenticated::Rejected),
+        // Kratos's Go server, or a proxy, refusing the lookup's headers: the credential cannot
+        // be checked, which says nothing about Kratos's health.
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            Outcome::Unauthenticated(Unauthenticated::TooLarge)
+        }
+        StatusCode::FORBIDDEN => match aal_required(headers, body) {
+            Some(step_up) => Outcome::AalRequired(step_up),
+            None => Outcome::Unavailable(Unavailable::Status(status)),
+        },
+        // Ory's guidance is to prefer `x-ratelimit-reset` (API.md §f).
+        StatusCode::TOO_MANY_REQUESTS => Outcome::Unavailable(Unavailable::RateLimited {
+            retry_after: retry_after(headers, &["x-ratelimit-reset", "retry-after"]),
+        }),
+        other => Outcome::Unavailable(Unavailable::Status(other)),
+    }
+}
+
+/// Kratos's error envelope, as far as this crate reads it.
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    error: Option<ErrorObject>,
+    #[serde(default)]
+    redirect_browser_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    details: Option<serde_json::Value>,
+}
+
+const AAL2_REQUIRED: &str = "session_aal2_required";
+
+pub(super) fn aal_required(headers: &HeaderMap, body: &[u8]) -> Option<AalRequired> {
+    let envelope: Option<ErrorEnvelope> = serde_json::from_slice(body).ok();
+    let error = envelope
+        .as_ref()
+        .and_then(|envelope| envelope.error.as_ref());
+    let id_in_body = error.and_then(|error| error.id.as_deref()) == Some(AAL2_REQUIRED);
+    let id_in_header = headers
+        .get("ory-error-id")
+        .is_some_and(|value| value.as_bytes() == AAL2_REQUIRED.as_bytes());
+    if !(id_in_body || id_in_header) {
+        return None;
+    }
+    let from_details = || {
+        error
+            .and_then(|error| error.details.as_ref())
+            .and_then(|details| details.get("redirect_browser_to"))
+            .and_then(|value| value.as_str())
+            .map(str::to_owned)
+    };
+    let redirect = envelope
+        .as_ref()
+        .and_then(|envelope| envelope.redirect_browser_to.clone())
+        .or_else(from_details);
+    Some(AalRequired::new(redirect))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_200_is_trusted_only_for_an_active_unexpired_session() {
+        let fixture = include_str!("../../tests/fixtures/whoami-docs-example.json");
+        // The docs example expired in 2022: a 200 carrying it is not a session to serve.
+        assert!(matches!(
+            outcome_of(200, &[], fixture),
+            Outcome::Unauthenticated(Unauthenticated::Expired)
+        ));
+        assert!(matches!(
+            outcome_of(200, &[], r#"{"id":"s","active":false}"#),
+            Outcome::Unauthenticated(Unauthenticated::Inactive)
+        ));
+        assert!(matches!(
+            outcome_of(
+                200,
+                &[],
+                r#"{"id":"s","active":true,"expires_at":"2999-01-01T00:00:00Z"}"#
+            ),
+            Outcome::Authenticated(_)
+        ));
+        for garbage in ["", "{", "[]", r#"{"active":true}"#] {
+            assert!(
+                matches!(
+                    outcome_of(200, &[], garbage),
+                    Outcome::Unavailable(Unavailable::InvalidBody)
+                ),
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes_never_collapsed() {
+        assert!(matches!(
+            outcome_of(401, &[], "{}"),
+            Outcome::Unauthenticated(Unauthenticated::Rejected)
+        ));
+        match outcome_of(429, &[("retry-after", "12")], "") {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(12)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Ory Network's x-ratelimit-reset (seconds until the window resets) wins over Retry-After.
+        match outcome_of(
+            429,
+            &[("retry-after", "12"), ("x-ratelimit-reset", "3")],
+            "",
+        ) {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(3)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match outcome_of(
+            429,
+            &[("retry-after", "12"), ("x-ratelimit-reset", "soon")],
+            "",
+        ) {
+            Outcome::Unavailable(unavailable) => {
+                assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(12)))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // An HTTP-date Retry-After is not understood: the default applies later.
+        match outcome_of(429, &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], "") {
+            Outcome::Unavailable(unavailable) => assert_eq!(unavailable.retry_after(), None),
+            other => panic!("unexpected {other:?}"),
+        }
+        for status in [500, 502, 503, 302, 404, 400] {
+            assert!(
+                matches!(
+                    outcome_of(status, &[], ""),
+                    Outcome::Unavailable(Unavailable::Status(_))
+                ),
+                "{status}"
+            );
+        }
+        // The Ory-Error-Id header alone identifies a step-up.
+        assert!(matches!(
+            outcome_of(
+                403,
+                &[("ory-error-id", "session_aal2_required")],
+                "not json"
+            ),
+            Outcome::AalRequired(AalRequired {
+                redirect_browser_to: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn step_up_is_recognised_from_the_real_body() {
+        let body = br#"{"error":{"id":"session_aal2_required","code":403,"status":"Forbidden","details":{"redirect_browser_to":"https://k/self-service/login/browser?aal=aal2"},"message":"m"},"redirect_browser_to":"https://k/self-service/login/browser?aal=aal2"}"#;
+        match interpret_whoami(StatusCode::FORBIDDEN, &HeaderMap::new(), body) {
+            Outcome::AalRequired(step_up) => assert_eq!(
+                step_up.redirect_browser_to.as_deref(),
+                Some("https://k/self-service/login/browser?aal=aal2")
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        let other_403 = br#"{"error":{"code":403,"message":"nope"}}"#;
+        assert!(matches!(
+            interpret_whoami(StatusCode::FORBIDDEN, &HeaderMap::new(), other_403),
+            Outcome::Unavailable(Unavailable::Status(StatusCode::FORBIDDEN))
+        ));
+    }
+
+    fn outcome_of(status: u16, headers: &[(&str, &str)], body: &str) -> Outcome {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        interpret_whoami(StatusCode::from_u16(status).unwrap(), &map, body.as_bytes())
+    }
+
+    #[test]
+    fn only_short_visible_request_ids_are_forwarded() {
+        for (id, forwarded) in [
+            ("req-1", true),
+            ("6f5e3c4a-0000-4000-8000-00000000000a", true),
+            ("", false),
+            ("two words", false),
+        ] {
+            let value = HeaderValue::from_str(id).unwrap();
+            assert_eq!(is_forwardable_request_id(&value), forwarded, "{id:?}");
+        }
+        let longest = "r".repeat(MAX_FORWARDED_REQUEST_ID_LEN);
+        assert!(is_forwardable_request_id(
+            &HeaderValue::from_str(&longest).unwrap()
+        ));
+        let longer = format!("{longest}r");
+        assert!(!is_forwardable_request_id(
+            &HeaderValue::from_str(&longer).unwrap()
+        ));
+        let obs_text = HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
+        assert!(!is_forwardable_request_id(&obs_text));
+    }
+}

@@ -1,0 +1,42 @@
+//! What every service made by one builder shares ([`Shared`]), and one layer's [`Policy`]: the
+//! shared state with that layer's mode and rejection.
+
+use std::sync::Arc;
+
+use crate::{
+    cache::SessionCache, client::KratosClient, config::Mode, credentials::CookieNames,
+    extend::Extender, log_limit::WarnLimiter,
+};
+
+/// What every service made by one builder shares: the client, the cache, the settings.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: KratosClient,
+    pub(crate) cache: SessionCache,
+    pub(crate) cookie_names: CookieNames,
+    pub(crate) extender: Extender,
+    /// Whether Kratos's re-issued session cookie is passed on to the response.
+    pub(crate) relay_set_cookie: bool,
+    /// Keeps outages and attacks from flooding the log with one warning per request.
+    pub(crate) warnings: WarnLimiter,
+}
+
+/// One layer's policy: the shared state plus its mode and rejection. Services and their futures
+/// hold it behind one `Arc`, so a request clones a pointer, never the settings.
+#[derive(Debug)]
+pub(crate) struct Policy<R> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) mode: Mode,
+    pub(crate) rejection: R,
+}
+
+#[cfg(feature = "axum")]
+impl<R: crate::rejection::RejectionResponse> crate::rejection::DynRejection for Policy<R> {
+    fn response_for(
+        &self,
+        outcome: &crate::outcome::Outcome,
+        request: &http::request::Parts,
+    ) -> http::Response<bytes::Bytes> {
+        self.rejection.response(outcome, request)
+    }
+}
