@@ -2,13 +2,12 @@
 //! `hyper_util::service::TowerToHyperService`, in front of a `service_fn` answering
 //! `Full<Bytes>`, reached by hyper-util's client over real TCP.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
-use common::{assert_kratos_got_cookie_only, assert_kratos_got_token_only, whoami_headers};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
+use support::{assert_kratos_got_cookie_only, assert_kratos_got_token_only, whoami_headers};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
