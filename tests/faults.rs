@@ -19,8 +19,8 @@ use std::{
 
 use http::{Request, Response, StatusCode};
 use support::{
-    assert_session, assert_unauthorized, assert_unavailable, echo_session, get, send,
-    wait_for_whoami_calls, with_token, Answer, App,
+    assert_session, assert_unauthorized, assert_unavailable, builder, default_layer, echo_session,
+    get, send, wait_for_whoami_calls, with_token, Answer, App, GUARD, KRATOS_TIMEOUT,
 };
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder};
@@ -31,8 +31,6 @@ use tower_kratos::{
     KratosLayer, KratosLayerBuilder, Outcome, StaleSession,
 };
 
-/// The layer's whoami deadline here: short, so slow-Kratos cells end quickly.
-const TIMEOUT: Duration = Duration::from_millis(300);
 /// The cache TTL of cells whose entry must have expired by the time the fault hits.
 const SHORT_TTL: Duration = Duration::from_millis(200);
 /// The stale-if-error grace when it is on: far longer than any cell takes.
@@ -58,11 +56,6 @@ fn app_for(layer: &KratosLayer) -> App {
             .layer(layer.clone())
             .service_fn(echo_with_staleness),
     )
-}
-
-/// A builder for this stand-in with the short deadline.
-fn builder(kratos: &KratosStandIn) -> KratosLayerBuilder {
-    KratosLayer::builder(kratos.public_url()).request_timeout(TIMEOUT)
 }
 
 fn stale_of(reply: &Answer) -> Option<&StaleSession> {
@@ -185,7 +178,7 @@ impl Failure {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 return None;
             }
-            Self::Slow => Fault::Delay(TIMEOUT * 5),
+            Self::Slow => Fault::Delay(KRATOS_TIMEOUT * 5),
             Self::ServerError => Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
             Self::RateLimited => Fault::RateLimited {
                 retry_after: Some(KRATOS_RETRY_AFTER),
@@ -264,7 +257,7 @@ async fn cell(failure: Failure, entry: Entry, stale_if_error: bool) {
     }
     let kratos = failure.inject(kratos).await;
 
-    let reply = tokio::time::timeout(Duration::from_secs(5), send(&app, with_token("/", &alice)))
+    let reply = tokio::time::timeout(GUARD, send(&app, with_token("/", &alice)))
         .await
         .unwrap_or_else(|_| panic!("{context}: the layer answers within its deadline"));
 
@@ -1029,9 +1022,7 @@ async fn dropped_request_futures_do_not_break_the_lookup_for_the_rest() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
     kratos.set_latency(Duration::from_millis(300));
-    let layer = KratosLayer::builder(kratos.public_url())
-        .build()
-        .expect("layer");
+    let layer = default_layer(&kratos);
     let app = app_for(&layer);
 
     // Six requests for one credential, each polled once: the first starts the lookup, the
