@@ -4,10 +4,13 @@
 //! Each test drives the layer with `oneshot` against a stand-in on loopback and checks both the
 //! response and the whoami requests Kratos received.
 
-mod common;
+mod support;
 
-use common::*;
 use http::{HeaderValue, Request};
+use support::{
+    app, assert_kratos_got_cookie_only, assert_kratos_got_token_only, assert_session,
+    assert_unauthorized, default_app, get, send, values, whoami_headers, with_token, Answer,
+};
 use tower_kratos::credentials::{
     MalformedCredential, MAX_CREDENTIAL_LEN, MAX_FORWARDED_COOKIE_LEN,
 };
@@ -21,7 +24,7 @@ fn bearer(token: &str) -> String {
 
 /// A request with one raw (possibly non-UTF-8) header value.
 fn get_raw(name: &str, value: &[u8]) -> Request<String> {
-    let mut request = get(&[]);
+    let mut request = get("/", &[]);
     request.headers_mut().insert(
         http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
         HeaderValue::from_bytes(value).expect("a value HTTP allows"),
@@ -30,12 +33,12 @@ fn get_raw(name: &str, value: &[u8]) -> Request<String> {
 }
 
 #[track_caller]
-fn assert_malformed(reply: &Reply, why: MalformedCredential) {
+fn assert_malformed(reply: &Answer, why: MalformedCredential) {
     assert_unauthorized(reply);
     assert!(
         matches!(
             reply.outcome(),
-            Some(Outcome::Unauthenticated(Unauthenticated::Malformed(found))) if *found == why
+            Outcome::Unauthenticated(Unauthenticated::Malformed(found)) if *found == why
         ),
         "expected Malformed({why:?}), got {:?}",
         reply.outcome()
@@ -51,7 +54,7 @@ async fn session_token_header_authenticates() {
     let alice = kratos.create_session();
     let app = default_app(&kratos);
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls(Endpoint::Whoami), 1);
@@ -69,7 +72,7 @@ async fn kratos_cookie_among_other_cookies_authenticates_and_only_it_is_forwarde
         alice.cookie_header()
     );
 
-    let reply = send(&app, get(&[("cookie", &cookies)])).await;
+    let reply = send(&app, get("/", &[("cookie", &cookies)])).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls(Endpoint::Whoami), 1);
@@ -91,7 +94,7 @@ async fn session_cookie_in_a_second_cookie_header_is_found() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
     let app = default_app(&kratos);
-    let mut request = get(&[("cookie", "theme=dark")]);
+    let mut request = get("/", &[("cookie", "theme=dark")]);
     request.headers_mut().append(
         "cookie",
         HeaderValue::from_str(&format!("lang=en; {}", alice.cookie_header())).expect("value"),
@@ -116,7 +119,7 @@ async fn ory_network_session_cookie_is_recognised_by_its_prefix() {
     let app = default_app(&kratos);
     let cookies = format!("ory_kratos_session_not=1; {}; x=y", alice.cookie_header());
 
-    let reply = send(&app, get(&[("cookie", &cookies)])).await;
+    let reply = send(&app, get("/", &[("cookie", &cookies)])).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);
@@ -136,25 +139,28 @@ async fn custom_cookie_name_on_the_layer_is_the_one_recognised() {
         .build()
         .expect("layer"));
 
-    let reply = send(&custom, get(&[("cookie", &alice.cookie_header())])).await;
+    let reply = send(&custom, get("/", &[("cookie", &alice.cookie_header())])).await;
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_kratos_got_cookie_only(&whoami_headers(&kratos, 0), &alice.cookie_header());
 
     // The default layer does not know that name: no credential, Kratos not asked.
     let reply = send(
         &default_app(&kratos),
-        get(&[("cookie", &alice.cookie_header())]),
+        get("/", &[("cookie", &alice.cookie_header())]),
     )
     .await;
     assert_unauthorized(&reply);
-    assert!(matches!(reply.outcome(), Some(Outcome::Anonymous)));
+    assert!(matches!(reply.outcome(), Outcome::Anonymous));
     // And the custom layer no longer takes the default name.
     let reply = send(
         &custom,
-        get(&[(
-            "cookie",
-            &format!("ory_kratos_session={}", alice.cookie_value),
-        )]),
+        get(
+            "/",
+            &[(
+                "cookie",
+                &format!("ory_kratos_session={}", alice.cookie_value),
+            )],
+        ),
     )
     .await;
     assert_unauthorized(&reply);
@@ -167,7 +173,7 @@ async fn bearer_token_authenticates_and_is_sent_as_session_token() {
     let alice = kratos.create_session();
     let app = default_app(&kratos);
 
-    let reply = send(&app, get(&[("authorization", &bearer(&alice.token))])).await;
+    let reply = send(&app, get("/", &[("authorization", &bearer(&alice.token))])).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls(Endpoint::Whoami), 1);
@@ -179,7 +185,10 @@ async fn bearer_token_authenticates_and_is_sent_as_session_token() {
     let fresh = default_app(&kratos);
     let reply = send(
         &fresh,
-        get(&[("authorization", &format!("bEaReR {}", alice.token))]),
+        get(
+            "/",
+            &[("authorization", &format!("bEaReR {}", alice.token))],
+        ),
     )
     .await;
     assert_session(&reply, &alice.id, &alice.identity_id);
@@ -201,11 +210,14 @@ async fn session_token_beats_cookie_and_bearer() {
 
     let reply = send(
         &app,
-        get(&[
-            ("cookie", &b.cookie_header()),
-            ("authorization", &bearer(&c.token)),
-            ("x-session-token", &a.token),
-        ]),
+        get(
+            "/",
+            &[
+                ("cookie", &b.cookie_header()),
+                ("authorization", &bearer(&c.token)),
+                ("x-session-token", &a.token),
+            ],
+        ),
     )
     .await;
 
@@ -225,10 +237,13 @@ async fn cookie_beats_bearer() {
 
     let reply = send(
         &app,
-        get(&[
-            ("authorization", &bearer(&b.token)),
-            ("cookie", &format!("theme=dark; {}", a.cookie_header())),
-        ]),
+        get(
+            "/",
+            &[
+                ("authorization", &bearer(&b.token)),
+                ("cookie", &format!("theme=dark; {}", a.cookie_header())),
+            ],
+        ),
     )
     .await;
 
@@ -248,18 +263,21 @@ async fn an_invalid_session_token_is_not_rescued_by_a_valid_cookie() {
 
     let reply = send(
         &app,
-        get(&[
-            ("x-session-token", "ory_st_doesnotexist"),
-            ("cookie", &a.cookie_header()),
-            ("authorization", &bearer(&a.token)),
-        ]),
+        get(
+            "/",
+            &[
+                ("x-session-token", "ory_st_doesnotexist"),
+                ("cookie", &a.cookie_header()),
+                ("authorization", &bearer(&a.token)),
+            ],
+        ),
     )
     .await;
 
     assert_unauthorized(&reply);
     assert!(matches!(
         reply.outcome(),
-        Some(Outcome::Unauthenticated(Unauthenticated::Rejected))
+        Outcome::Unauthenticated(Unauthenticated::Rejected)
     ));
     assert_eq!(kratos.calls(Endpoint::Whoami), 1);
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &a.id), 0);
@@ -274,7 +292,10 @@ async fn an_empty_session_token_falls_through_to_cookie_and_bearer() {
 
     let reply = send(
         &app,
-        get(&[("x-session-token", ""), ("cookie", &a.cookie_header())]),
+        get(
+            "/",
+            &[("x-session-token", ""), ("cookie", &a.cookie_header())],
+        ),
     )
     .await;
     assert_session(&reply, &a.id, &a.identity_id);
@@ -282,10 +303,13 @@ async fn an_empty_session_token_falls_through_to_cookie_and_bearer() {
 
     let reply = send(
         &app,
-        get(&[
-            ("x-session-token", ""),
-            ("authorization", &bearer(&b.token)),
-        ]),
+        get(
+            "/",
+            &[
+                ("x-session-token", ""),
+                ("authorization", &bearer(&b.token)),
+            ],
+        ),
     )
     .await;
     assert_session(&reply, &b.id, &b.identity_id);
@@ -301,10 +325,10 @@ async fn an_empty_session_token_alone_is_no_credential() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let app = default_app(&kratos);
 
-    let reply = send(&app, get(&[("x-session-token", "")])).await;
+    let reply = send(&app, get("/", &[("x-session-token", "")])).await;
 
     assert_unauthorized(&reply);
-    assert!(matches!(reply.outcome(), Some(Outcome::Anonymous)));
+    assert!(matches!(reply.outcome(), Outcome::Anonymous));
     assert_eq!(kratos.calls(Endpoint::Whoami), 0);
 }
 
@@ -321,10 +345,10 @@ async fn bearer_with_two_spaces_is_not_a_credential() {
         "Bearer".to_owned(),
         "Bearer ".to_owned(),
     ] {
-        let reply = send(&app, get(&[("authorization", &header)])).await;
+        let reply = send(&app, get("/", &[("authorization", &header)])).await;
         assert_unauthorized(&reply);
         assert!(
-            matches!(reply.outcome(), Some(Outcome::Anonymous)),
+            matches!(reply.outcome(), Outcome::Anonymous),
             "{header:?}: {:?}",
             reply.outcome()
         );
@@ -355,7 +379,7 @@ async fn a_token_with_a_stray_unknown_session_cookie_still_succeeds() {
     let app = default_app(&kratos);
     let reply = send(
         &app,
-        get(&[("x-session-token", &a.token), ("cookie", stray)]),
+        get("/", &[("x-session-token", &a.token), ("cookie", stray)]),
     )
     .await;
 
@@ -372,10 +396,13 @@ async fn a_bearer_token_with_other_cookies_sends_no_cookie() {
 
     let reply = send(
         &app,
-        get(&[
-            ("authorization", &bearer(&a.token)),
-            ("cookie", "theme=dark; csrf=abc"),
-        ]),
+        get(
+            "/",
+            &[
+                ("authorization", &bearer(&a.token)),
+                ("cookie", "theme=dark; csrf=abc"),
+            ],
+        ),
     )
     .await;
 
@@ -391,19 +418,25 @@ async fn x_request_id_is_passed_on_to_kratos() {
 
     let reply = send(
         &app,
-        get(&[
-            ("x-session-token", &a.token),
-            ("x-request-id", "req-7f3a9c"),
-        ]),
+        get(
+            "/",
+            &[
+                ("x-session-token", &a.token),
+                ("x-request-id", "req-7f3a9c"),
+            ],
+        ),
     )
     .await;
     assert_session(&reply, &a.id, &a.identity_id);
     let reply = send(
         &app,
-        get(&[
-            ("cookie", &b.cookie_header()),
-            ("x-request-id", "req-cookie-2"),
-        ]),
+        get(
+            "/",
+            &[
+                ("cookie", &b.cookie_header()),
+                ("x-request-id", "req-cookie-2"),
+            ],
+        ),
     )
     .await;
     assert_session(&reply, &b.id, &b.identity_id);
@@ -430,23 +463,26 @@ async fn credentials_over_4096_bytes_are_refused_without_asking_kratos() {
     let long = format!("ory_st_{}", "a".repeat(MAX_CREDENTIAL_LEN + 1 - 7));
     assert_eq!(long.len(), 4097);
 
-    let reply = send(&app, with_token(&long)).await;
+    let reply = send(&app, get("/", &[("x-session-token", &long)])).await;
     assert_malformed(&reply, MalformedCredential::TooLong);
 
     let reply = send(
         &app,
-        get(&[("cookie", &format!("ory_kratos_session={long}"))]),
+        get("/", &[("cookie", &format!("ory_kratos_session={long}"))]),
     )
     .await;
     assert_malformed(&reply, MalformedCredential::TooLong);
 
-    let reply = send(&app, get(&[("authorization", &bearer(&long))])).await;
+    let reply = send(&app, get("/", &[("authorization", &bearer(&long))])).await;
     assert_malformed(&reply, MalformedCredential::TooLong);
 
     // A too-long token decides alone: a valid cookie next to it does not help.
     let reply = send(
         &app,
-        get(&[("x-session-token", &long), ("cookie", &a.cookie_header())]),
+        get(
+            "/",
+            &[("x-session-token", &long), ("cookie", &a.cookie_header())],
+        ),
     )
     .await;
     assert_malformed(&reply, MalformedCredential::TooLong);
@@ -463,30 +499,31 @@ async fn credentials_at_the_limits_are_sent() {
     // A cookie's name and value within the 4096 bytes a browser keeps for one cookie.
     let cookie_value = "c".repeat(MAX_FORWARDED_COOKIE_LEN - "ory_kratos_session=".len());
     let one_more = format!("ory_kratos_session={cookie_value}c");
-    let reply = send(&app, get(&[("cookie", &one_more)])).await;
+    let reply = send(&app, get("/", &[("cookie", &one_more)])).await;
     assert_unauthorized(&reply);
     assert!(matches!(
         reply.outcome(),
-        Some(Outcome::Unauthenticated(Unauthenticated::Malformed(
-            MalformedCredential::TooLong
-        )))
+        Outcome::Unauthenticated(Unauthenticated::Malformed(MalformedCredential::TooLong))
     ));
 
     // Unknown to Kratos, so 401 from Kratos; the point is that Kratos was asked with them whole.
-    let reply = send(&app, with_token(&token)).await;
+    let reply = send(&app, get("/", &[("x-session-token", &token)])).await;
     assert_unauthorized(&reply);
     let reply = send(
         &app,
-        get(&[("cookie", &format!("ory_kratos_session={cookie_value}"))]),
+        get(
+            "/",
+            &[("cookie", &format!("ory_kratos_session={cookie_value}"))],
+        ),
     )
     .await;
     assert_unauthorized(&reply);
     let bearer_token = format!("ory_st_{}", "d".repeat(MAX_CREDENTIAL_LEN - 7));
-    let reply = send(&app, get(&[("authorization", &bearer(&bearer_token))])).await;
+    let reply = send(&app, get("/", &[("authorization", &bearer(&bearer_token))])).await;
     assert_unauthorized(&reply);
     assert!(matches!(
         reply.outcome(),
-        Some(Outcome::Unauthenticated(Unauthenticated::Rejected))
+        Outcome::Unauthenticated(Unauthenticated::Rejected)
     ));
 
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
@@ -526,7 +563,7 @@ async fn credentials_with_invalid_bytes_are_refused_without_asking_kratos() {
     for value in ["a\\b", "a\"b", "a,b", "a b"] {
         let reply = send(
             &app,
-            get(&[("cookie", &format!("ory_kratos_session={value}"))]),
+            get("/", &[("cookie", &format!("ory_kratos_session={value}"))]),
         )
         .await;
         assert_malformed(&reply, MalformedCredential::InvalidCharacters);
@@ -548,7 +585,7 @@ async fn a_quoted_cookie_value_is_forwarded_as_sent() {
     let app = default_app(&kratos);
     let quoted = format!("{}=\"{}\"", a.cookie_name, a.cookie_value);
 
-    let reply = send(&app, get(&[("cookie", &quoted)])).await;
+    let reply = send(&app, get("/", &[("cookie", &quoted)])).await;
 
     assert_session(&reply, &a.id, &a.identity_id);
     assert_kratos_got_cookie_only(&whoami_headers(&kratos, 0), &quoted);
@@ -571,7 +608,7 @@ async fn another_projects_ory_session_cookie_does_not_hide_this_projects_cookie(
         alice.cookie_header()
     );
 
-    let reply = send(&app, get(&[("cookie", &cookies)])).await;
+    let reply = send(&app, get("/", &[("cookie", &cookies)])).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);

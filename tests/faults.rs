@@ -7,7 +7,7 @@
 //! Sleeps only wait for an entry or a back-off window to pass (all configured short here);
 //! nothing asserts on speed.
 
-mod common;
+mod support;
 
 use std::{
     convert::Infallible,
@@ -17,8 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
 use http::{Request, Response, StatusCode};
+use support::{
+    assert_session, assert_unauthorized, assert_unavailable, builder, default_layer, echo_session,
+    get, send, wait_for_whoami_calls, with_token, Answer, App, GUARD, KRATOS_TIMEOUT,
+};
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder};
 use tower_kratos::{
@@ -28,8 +31,6 @@ use tower_kratos::{
     KratosLayer, KratosLayerBuilder, Outcome, StaleSession,
 };
 
-/// The layer's whoami deadline here: short, so slow-Kratos cells end quickly.
-const TIMEOUT: Duration = Duration::from_millis(300);
 /// The cache TTL of cells whose entry must have expired by the time the fault hits.
 const SHORT_TTL: Duration = Duration::from_millis(200);
 /// The stale-if-error grace when it is on: far longer than any cell takes.
@@ -57,26 +58,21 @@ fn app_for(layer: &KratosLayer) -> App {
     )
 }
 
-/// A builder for this stand-in with the short deadline.
-fn builder(kratos: &KratosStandIn) -> KratosLayerBuilder {
-    KratosLayer::builder(kratos.public_url()).request_timeout(TIMEOUT)
-}
-
-fn stale_of(reply: &Reply) -> Option<&StaleSession> {
+fn stale_of(reply: &Answer) -> Option<&StaleSession> {
     reply.extensions.get::<StaleSession>()
 }
 
 /// The outage's reason, as the rejection carried it.
-fn unavailable(reply: &Reply) -> &Unavailable {
+fn unavailable(reply: &Answer) -> &Unavailable {
     match reply.outcome() {
-        Some(Outcome::Unavailable(reason)) => reason,
+        Outcome::Unavailable(reason) => reason,
         other => panic!("expected an Unavailable outcome, got {other:?}"),
     }
 }
 
 /// A 503 whose outcome is `BackingOff`: how long the layer said is left.
 #[track_caller]
-fn assert_backing_off(reply: &Reply) -> Duration {
+fn assert_backing_off(reply: &Answer) -> Duration {
     assert_unavailable(reply);
     match unavailable(reply) {
         Unavailable::BackingOff { retry_after } => *retry_after,
@@ -182,7 +178,7 @@ impl Failure {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 return None;
             }
-            Self::Slow => Fault::Delay(TIMEOUT * 5),
+            Self::Slow => Fault::Delay(KRATOS_TIMEOUT * 5),
             Self::ServerError => Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
             Self::RateLimited => Fault::RateLimited {
                 retry_after: Some(KRATOS_RETRY_AFTER),
@@ -252,7 +248,7 @@ async fn cell(failure: Failure, entry: Entry, stale_if_error: bool) {
     let app = app_for(&layer);
 
     if entry != Entry::Missing {
-        let reply = send(&app, with_token(&alice.token)).await;
+        let reply = send(&app, with_token("/", &alice)).await;
         assert_session(&reply, &alice.id, &alice.identity_id);
         assert_eq!(kratos.calls(Endpoint::Whoami), 1, "{context}: warm-up");
     }
@@ -261,12 +257,12 @@ async fn cell(failure: Failure, entry: Entry, stale_if_error: bool) {
     }
     let kratos = failure.inject(kratos).await;
 
-    let reply = tokio::time::timeout(Duration::from_secs(5), send(&app, with_token(&alice.token)))
+    let reply = tokio::time::timeout(GUARD, send(&app, with_token("/", &alice)))
         .await
         .unwrap_or_else(|_| panic!("{context}: the layer answers within its deadline"));
 
     let want = expected(failure, entry, stale_if_error);
-    assert_eq!(reply.status, want.status, "{context}: {}", reply.body);
+    assert_eq!(reply.status, want.status, "{context}: {}", reply.text());
     if want.status == StatusCode::OK {
         assert_session(&reply, &alice.id, &alice.identity_id);
         match (stale_of(&reply), want.stale) {
@@ -405,11 +401,11 @@ async fn stale_if_error_is_off_by_default() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
     kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_unavailable(&reply);
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
@@ -427,18 +423,18 @@ async fn a_session_is_not_served_stale_past_the_grace() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
 
     // Within the grace: served stale.
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(50)).await;
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert!(stale_of(&reply).is_some());
 
     // Past it: 503.
     tokio::time::sleep(grace).await;
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_unavailable(&reply);
     assert!(stale_of(&reply).is_none());
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
@@ -456,13 +452,13 @@ async fn a_session_is_never_served_stale_past_its_expiry() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
 
     let left = Duration::try_from(alice.expires_at - time::OffsetDateTime::now_utc())
         .unwrap_or(Duration::ZERO);
     tokio::time::sleep(left + Duration::from_millis(100)).await;
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_unavailable(&reply);
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
@@ -479,17 +475,17 @@ async fn a_credential_kratos_refused_is_never_served_stale() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     assert_eq!(layer.stats().await.stale_entries, 1);
     assert!(kratos.revoke_session(&alice.id));
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_unauthorized(&reply);
     assert_eq!(layer.stats().await.stale_entries, 0);
 
     kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_unavailable(&reply);
     assert!(stale_of(&reply).is_none());
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
@@ -508,7 +504,7 @@ async fn a_step_up_answer_drops_the_stale_copy() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     kratos
         .session()
         .identity(&alice.identity_id)
@@ -516,12 +512,12 @@ async fn a_step_up_answer_drops_the_stale_copy() {
         .create();
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
 
-    let reply = send(&app, with_token(&alice.token)).await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    let reply = send(&app, with_token("/", &alice)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
     assert_eq!(layer.stats().await.stale_entries, 0);
 
     kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_unavailable(&reply);
     assert!(stale_of(&reply).is_none());
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 3);
@@ -543,7 +539,7 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
         .expect("layer");
     let app = app_for(&layer);
     assert_session(
-        &send(&app, with_token(&alice.token)).await,
+        &send(&app, with_token("/", alice)).await,
         &alice.id,
         &alice.identity_id,
     );
@@ -554,7 +550,7 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
             retry_after: Some(1),
         },
     );
-    let limited = send(&app, with_token(&bob.token)).await;
+    let limited = send(&app, with_token("/", bob)).await;
     assert_unavailable(&limited);
     assert_eq!(limited.header("retry-after"), Some("1"));
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
@@ -562,7 +558,7 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
 
     // A lookup now is answered at once, without Kratos; what is left of the window is at least
     // Kratos's second.
-    let refused = send(&app, with_token(&carol.token)).await;
+    let refused = send(&app, with_token("/", carol)).await;
     let left = assert_backing_off(&refused);
     assert!(
         left <= Duration::from_millis(1250),
@@ -571,7 +567,7 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
     assert!(matches!(refused.header("retry-after"), Some("1" | "2")));
     // A cached session is still served.
     assert_session(
-        &send(&app, with_token(&alice.token)).await,
+        &send(&app, with_token("/", alice)).await,
         &alice.id,
         &alice.identity_id,
     );
@@ -585,12 +581,8 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
     for session in &sessions[1..] {
         let app = app.clone();
         let session = session.clone();
-        lookups.spawn(async move {
-            (
-                session.clone(),
-                send(&app, with_token(&session.token)).await,
-            )
-        });
+        lookups
+            .spawn(async move { (session.clone(), send(&app, with_token("/", &session)).await) });
     }
     let mut answered = 0;
     for (session, reply) in lookups.join_all().await {
@@ -608,7 +600,7 @@ async fn a_429_backs_off_new_lookups_serves_cached_sessions_and_one_probe_recove
     assert!(!layer.stats().await.backing_off);
     for session in &sessions[1..] {
         assert_session(
-            &send(&app, with_token(&session.token)).await,
+            &send(&app, with_token("/", session)).await,
             &session.id,
             &session.identity_id,
         );
@@ -636,33 +628,33 @@ async fn failures_in_a_row_back_off_and_a_failed_probe_backs_off_again() {
     );
 
     for session in &sessions[..3] {
-        let reply = send(&app, with_token(&session.token)).await;
+        let reply = send(&app, with_token("/", session)).await;
         assert_unavailable(&reply);
         assert_eq!(
             unavailable(&reply),
             &Unavailable::Status(StatusCode::SERVICE_UNAVAILABLE)
         );
     }
-    let left = assert_backing_off(&send(&app, with_token(&sessions[3].token)).await);
+    let left = assert_backing_off(&send(&app, with_token("/", &sessions[3])).await);
     assert!(left <= Duration::from_millis(190), "{left:?}");
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
 
     // The probe fails: backed off again, Kratos asked once more.
     tokio::time::sleep(left + Duration::from_millis(30)).await;
-    let probe = send(&app, with_token(&sessions[3].token)).await;
+    let probe = send(&app, with_token("/", &sessions[3])).await;
     assert_eq!(
         unavailable(&probe),
         &Unavailable::Status(StatusCode::SERVICE_UNAVAILABLE)
     );
     assert_eq!(kratos.calls(Endpoint::Whoami), 4);
-    let left = assert_backing_off(&send(&app, with_token(&sessions[4].token)).await);
+    let left = assert_backing_off(&send(&app, with_token("/", &sessions[4])).await);
     assert_eq!(kratos.calls(Endpoint::Whoami), 4);
 
     // The next probe succeeds: lookups flow again.
     kratos.clear_faults();
     tokio::time::sleep(left + Duration::from_millis(30)).await;
     for session in &sessions[4..] {
-        let reply = send(&app, with_token(&session.token)).await;
+        let reply = send(&app, with_token("/", session)).await;
         assert_session(&reply, &session.id, &session.identity_id);
     }
     assert_eq!(kratos.calls(Endpoint::Whoami), 6);
@@ -681,7 +673,11 @@ async fn answers_from_kratos_reset_the_failure_count() {
     let fail_twice = || async {
         kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
         for n in 0..2 {
-            let reply = send(&app, with_token(&format!("ory_st_fails{n}"))).await;
+            let reply = send(
+                &app,
+                get("/", &[("x-session-token", &format!("ory_st_fails{n}"))]),
+            )
+            .await;
             assert_eq!(
                 unavailable(&reply),
                 &Unavailable::Status(StatusCode::BAD_GATEWAY)
@@ -692,11 +688,11 @@ async fn answers_from_kratos_reset_the_failure_count() {
 
     fail_twice().await;
     // A 401 is Kratos answering.
-    assert_unauthorized(&send(&app, with_token("ory_st_unknown")).await);
+    assert_unauthorized(&send(&app, get("/", &[("x-session-token", "ory_st_unknown")])).await);
     fail_twice().await;
     // ... and so is a 200.
     assert_session(
-        &send(&app, with_token(&alice.token)).await,
+        &send(&app, with_token("/", &alice)).await,
         &alice.id,
         &alice.identity_id,
     );
@@ -716,17 +712,23 @@ async fn sessions_are_served_stale_while_backing_off() {
         .build()
         .expect("layer");
     let app = app_for(&layer);
-    send(&app, with_token(&alice.token)).await;
+    send(&app, with_token("/", &alice)).await;
     kratos.set_fault(
         Endpoint::Whoami,
         Fault::RateLimited {
             retry_after: Some(5),
         },
     );
-    assert_unavailable(&send(&app, with_token("ory_st_someone_else")).await);
+    assert_unavailable(
+        &send(
+            &app,
+            get("/", &[("x-session-token", "ory_st_someone_else")]),
+        )
+        .await,
+    );
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(100)).await;
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     let stale = stale_of(&reply).expect("served stale");
@@ -779,7 +781,10 @@ async fn a_callers_own_headers_never_trip_the_back_off() {
         let token = format!("ory_st_junk{attempt}");
         let reply = send(
             &app,
-            get(&[("x-session-token", &token), ("x-request-id", &huge_id)]),
+            get(
+                "/",
+                &[("x-session-token", &token), ("x-request-id", &huge_id)],
+            ),
         )
         .await;
         assert_unauthorized(&reply);
@@ -794,7 +799,7 @@ async fn a_callers_own_headers_never_trip_the_back_off() {
             })
             .join("; ");
         assert!(cookies.len() > 4 * 4000, "{}", cookies.len());
-        assert_unauthorized(&send(&app, get(&[("cookie", &cookies)])).await);
+        assert_unauthorized(&send(&app, get("/", &[("cookie", &cookies)])).await);
     }
     assert_eq!(
         kratos.calls(Endpoint::Whoami),
@@ -804,14 +809,17 @@ async fn a_callers_own_headers_never_trip_the_back_off() {
     assert!(!layer.stats().await.backing_off);
 
     let alice = kratos.create_session();
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_lookups_within_bounds(&kratos);
     // A request id within the bounds is passed on as it was.
     let bob = kratos.create_session();
     send(
         &app,
-        get(&[("x-session-token", &bob.token), ("x-request-id", "req-1")]),
+        get(
+            "/",
+            &[("x-session-token", &bob.token), ("x-request-id", "req-1")],
+        ),
     )
     .await;
     let last = kratos.requests(Endpoint::Whoami).pop().expect("a whoami");
@@ -834,7 +842,7 @@ async fn refusals_of_the_lookup_itself_are_not_kratos_failing() {
         let app = app_for(&layer);
         for _ in 0..10 {
             let alice = kratos.create_session();
-            let reply = send(&app, with_token(&alice.token)).await;
+            let reply = send(&app, with_token("/", &alice)).await;
             if expect_unavailable {
                 assert_unavailable(&reply);
                 assert_eq!(unavailable(&reply), &Unavailable::Status(status));
@@ -842,7 +850,7 @@ async fn refusals_of_the_lookup_itself_are_not_kratos_failing() {
                 assert_unauthorized(&reply);
                 assert!(matches!(
                     reply.outcome(),
-                    Some(Outcome::Unauthenticated(Unauthenticated::TooLarge))
+                    Outcome::Unauthenticated(Unauthenticated::TooLarge)
                 ));
             }
         }
@@ -855,7 +863,7 @@ async fn refusals_of_the_lookup_itself_are_not_kratos_failing() {
         // Kratos itself failing still backs off, as before.
         kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
         for _ in 0..2 {
-            send(&app, with_token(&kratos.create_session().token)).await;
+            send(&app, with_token("/", &kratos.create_session())).await;
         }
         assert!(layer.stats().await.backing_off, "{status}");
     }
@@ -880,12 +888,8 @@ async fn lookups_beyond_the_cap_wait_for_a_slot() {
     for session in &sessions {
         let app = app.clone();
         let session = session.clone();
-        lookups.spawn(async move {
-            (
-                session.clone(),
-                send(&app, with_token(&session.token)).await,
-            )
-        });
+        lookups
+            .spawn(async move { (session.clone(), send(&app, with_token("/", &session)).await) });
     }
     for (session, reply) in lookups.join_all().await {
         assert_session(&reply, &session.id, &session.identity_id);
@@ -910,11 +914,11 @@ async fn a_lookup_that_cannot_get_a_slot_in_time_gets_503() {
 
     let first = {
         let app = app.clone();
-        let token = alice.token.clone();
-        tokio::spawn(async move { send(&app, with_token(&token)).await })
+        let alice = alice.clone();
+        tokio::spawn(async move { send(&app, with_token("/", &alice)).await })
     };
     wait_for_whoami_calls(&kratos, 1).await;
-    let reply = send(&app, with_token(&bob.token)).await;
+    let reply = send(&app, with_token("/", &bob)).await;
 
     assert_unavailable(&reply);
     assert_eq!(unavailable(&reply), &Unavailable::Overloaded);
@@ -945,8 +949,8 @@ async fn waiters_for_one_credential_share_one_slot() {
     let mut requests = JoinSet::new();
     for _ in 0..20 {
         let app = app.clone();
-        let token = alice.token.clone();
-        requests.spawn(async move { send(&app, with_token(&token)).await });
+        let alice = alice.clone();
+        requests.spawn(async move { send(&app, with_token("/", &alice)).await });
     }
     for reply in requests.join_all().await {
         assert_session(&reply, &alice.id, &alice.identity_id);
@@ -1018,15 +1022,13 @@ async fn dropped_request_futures_do_not_break_the_lookup_for_the_rest() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
     kratos.set_latency(Duration::from_millis(300));
-    let layer = KratosLayer::builder(kratos.public_url())
-        .build()
-        .expect("layer");
+    let layer = default_layer(&kratos);
     let app = app_for(&layer);
 
     // Six requests for one credential, each polled once: the first starts the lookup, the
     // others wait on it.
-    let mut requests: Vec<Pin<Box<dyn Future<Output = Reply> + Send>>> = (0..6)
-        .map(|_| Box::pin(send(&app, with_token(&alice.token))) as Pin<Box<_>>)
+    let mut requests: Vec<Pin<Box<dyn Future<Output = Answer> + Send>>> = (0..6)
+        .map(|_| Box::pin(send(&app, with_token("/", &alice))) as Pin<Box<_>>)
         .collect();
     for request in &mut requests {
         assert!(poll_once(request).await.is_pending());
@@ -1047,7 +1049,7 @@ async fn dropped_request_futures_do_not_break_the_lookup_for_the_rest() {
 
     // The lookup's answer was cached too.
     assert_session(
-        &send(&app, with_token(&alice.token)).await,
+        &send(&app, with_token("/", &alice)).await,
         &alice.id,
         &alice.identity_id,
     );
@@ -1079,7 +1081,7 @@ async fn a_flood_of_bogus_tokens_is_bounded() {
         .expect("layer");
     let app = app_for(&layer);
     assert_session(
-        &send(&app, with_token(&alice.token)).await,
+        &send(&app, with_token("/", &alice)).await,
         &alice.id,
         &alice.identity_id,
     );
@@ -1093,15 +1095,19 @@ async fn a_flood_of_bogus_tokens_is_bounded() {
         clients.spawn(async move {
             let (mut rejected, mut overloaded) = (0usize, 0usize);
             for n in (client..FLOOD_TOKENS).step_by(FLOOD_CLIENTS) {
-                let reply = send(&app, with_token(&format!("ory_st_flood{n:08}"))).await;
+                let reply = send(
+                    &app,
+                    get("/", &[("x-session-token", &format!("ory_st_flood{n:08}"))]),
+                )
+                .await;
                 match reply.outcome() {
-                    Some(Outcome::Unauthenticated(Unauthenticated::Rejected)) => rejected += 1,
-                    Some(Outcome::Unavailable(Unavailable::Overloaded)) => overloaded += 1,
+                    Outcome::Unauthenticated(Unauthenticated::Rejected) => rejected += 1,
+                    Outcome::Unavailable(Unavailable::Overloaded) => overloaded += 1,
                     other => panic!("a made-up token got {} {other:?}", reply.status),
                 }
                 // The real user keeps being served from the cache throughout.
                 if n % 1000 == client {
-                    let reply = send(&app, with_token(&alice.token)).await;
+                    let reply = send(&app, with_token("/", &alice)).await;
                     assert_session(&reply, &alice.id, &alice.identity_id);
                 }
             }
@@ -1155,7 +1161,7 @@ async fn a_429_tells_clients_the_layers_window_not_kratoss_longer_wait() {
         },
     );
 
-    let limited = send(&app, with_token(&alice.token)).await;
+    let limited = send(&app, with_token("/", &alice)).await;
     assert_unavailable(&limited);
     let told: u64 = limited
         .header("retry-after")

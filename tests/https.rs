@@ -2,10 +2,13 @@
 //! CA added as a root the layer validates sessions; without it, or for a certificate naming
 //! another host, the TLS handshake fails and the caller gets 503 (an outage), never 401.
 
-mod common;
+mod support;
 
-use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use support::{
+    app, assert_kratos_got_cookie_only, assert_kratos_got_token_only, assert_session,
+    assert_unavailable, default_app, get, send, whoami_headers, with_token, Answer, App,
+};
 use tower_kratos::outcome::Unavailable;
 use tower_kratos::testing::{Endpoint, KratosStandIn};
 use tower_kratos::{KratosLayer, Outcome};
@@ -68,12 +71,12 @@ fn trusting(public_url: String, pki: &Pki) -> App {
 }
 
 #[track_caller]
-fn assert_tls_outage(reply: &Reply) {
+fn assert_tls_outage(reply: &Answer) {
     assert_unavailable(reply);
     assert!(
         matches!(
             reply.outcome(),
-            Some(Outcome::Unavailable(Unavailable::Transport))
+            Outcome::Unavailable(Unavailable::Transport)
         ),
         "{:?}",
         reply.outcome()
@@ -87,7 +90,7 @@ async fn a_trusted_https_kratos_validates_sessions() {
     let alice = kratos.create_session();
     let app = trusting(kratos.public_url(), &pki);
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     // The stand-in records a request only after the TLS handshake: this call came over HTTPS.
@@ -104,7 +107,7 @@ async fn a_trusted_https_kratos_is_reached_by_host_name() {
     let by_name = format!("https://localhost:{}", kratos.addr().port());
     let app = trusting(by_name, &pki);
 
-    let reply = send(&app, get(&[("cookie", &alice.cookie_header())])).await;
+    let reply = send(&app, get("/", &[("cookie", &alice.cookie_header())])).await;
 
     assert_session(&reply, &alice.id, &alice.identity_id);
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &alice.id), 1);
@@ -118,7 +121,7 @@ async fn an_untrusted_https_kratos_is_an_outage_not_a_401() {
     let alice = kratos.create_session();
     let app = default_app(&kratos);
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_tls_outage(&reply);
     assert_eq!(kratos.calls(Endpoint::Whoami), 0, "no request got past TLS");
@@ -137,7 +140,7 @@ async fn a_certificate_for_another_host_is_an_outage_not_a_401() {
     let alice = kratos.create_session();
     let app = trusting(kratos.public_url(), &pki);
 
-    let reply = send(&app, with_token(&alice.token)).await;
+    let reply = send(&app, with_token("/", &alice)).await;
 
     assert_tls_outage(&reply);
     assert_eq!(kratos.calls(Endpoint::Whoami), 0);

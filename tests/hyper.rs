@@ -2,13 +2,12 @@
 //! `hyper_util::service::TowerToHyperService`, in front of a `service_fn` answering
 //! `Full<Bytes>`, reached by hyper-util's client over real TCP.
 
-mod common;
+mod support;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
-use common::{assert_kratos_got_cookie_only, assert_kratos_got_token_only, whoami_headers};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -16,7 +15,11 @@ use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::{
+    assert_503_with_retry_after, assert_kratos_got_cookie_only, assert_kratos_got_token_only,
+    default_layer, whoami_headers, Answer,
+};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
@@ -68,28 +71,7 @@ async fn serve(layer: KratosLayer) -> SocketAddr {
 
 /// The app server for this stand-in, with a default layer.
 async fn serve_for(kratos: &KratosStandIn) -> SocketAddr {
-    serve(
-        KratosLayer::builder(kratos.public_url())
-            .build()
-            .expect("layer"),
-    )
-    .await
-}
-
-struct HttpReply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl HttpReply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ASCII"))
-    }
+    serve(default_layer(kratos)).await
 }
 
 /// A real HTTP request to the app server.
@@ -98,7 +80,7 @@ async fn request(
     method: &str,
     headers: &[(&str, &str)],
     body: &'static str,
-) -> HttpReply {
+) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut builder = Request::builder()
         .method(method)
@@ -114,29 +96,11 @@ async fn request(
         )
         .await
         .expect("the app server answers");
-    let (parts, body) = response.into_parts();
-    HttpReply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+    Answer::read(response).await
 }
 
-async fn get(addr: SocketAddr, headers: &[(&str, &str)]) -> HttpReply {
+async fn get(addr: SocketAddr, headers: &[(&str, &str)]) -> Answer {
     request(addr, "GET", headers, "").await
-}
-
-#[track_caller]
-fn assert_503_with_retry_after(reply: &HttpReply) {
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.header("content-type"), Some("application/json"));
-    assert_eq!(reply.json()["error"]["code"], 503);
-    let seconds: u64 = reply
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("Retry-After in seconds");
-    assert!(seconds >= 1);
 }
 
 #[tokio::test]

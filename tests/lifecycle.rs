@@ -23,7 +23,7 @@ use tower_kratos::{
     KratosLayer, KratosLayerBuilder, KratosSession,
 };
 
-use support::{get, send, Answer};
+use support::{assert_unauthorized, default_layer, get, send, values, with_token, Answer};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Far from expiry: never due for [`HOUR`].
@@ -118,10 +118,6 @@ impl Handler {
     }
 }
 
-fn token(session: &TestSession) -> Request<String> {
-    get("/", &[("x-session-token", &session.token)])
-}
-
 fn cookie(session: &TestSession) -> Request<String> {
     get("/", &[("cookie", &session.cookie_header())])
 }
@@ -140,12 +136,7 @@ fn token_headers(session: &TestSession) -> HeaderMap {
 }
 
 fn set_cookies(answer: &Answer) -> Vec<String> {
-    answer
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|value| value.to_str().expect("ASCII").to_owned())
-        .collect()
+    values(&answer.headers, "set-cookie")
 }
 
 fn extension(answer: &Answer) -> Option<&SessionExtension> {
@@ -157,12 +148,6 @@ fn extension(answer: &Answer) -> Option<&SessionExtension> {
 fn assert_served(answer: &Answer) {
     assert_eq!(answer.status, StatusCode::OK, "body: {}", answer.text());
     assert_eq!(answer.text(), "inner");
-}
-
-/// The layer's 401.
-#[track_caller]
-fn assert_rejected(answer: &Answer) {
-    answer.assert_json_error(StatusCode::UNAUTHORIZED);
 }
 
 fn expires_at(kratos: &KratosStandIn, session: &TestSession) -> OffsetDateTime {
@@ -203,7 +188,7 @@ async fn a_session_far_from_expiry_is_never_extended() {
         .layer(handler.service());
 
     for _ in 0..5 {
-        let answer = send(&service, token(&alice)).await;
+        let answer = send(&service, with_token("/", &alice)).await;
         assert_served(&answer);
         assert!(extension(&answer).is_none());
         assert!(set_cookies(&answer).is_empty());
@@ -241,7 +226,7 @@ async fn fifty_concurrent_requests_of_a_nearly_expired_session_make_one_patch() 
     let mut tasks = JoinSet::new();
     for _ in 0..50 {
         let service = service.clone();
-        let request = token(&alice);
+        let request = with_token("/", &alice);
         tasks.spawn(async move { send(&service, request).await });
     }
     let answers = tasks.join_all().await;
@@ -266,7 +251,7 @@ async fn fifty_concurrent_requests_of_a_nearly_expired_session_make_one_patch() 
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
 
     // The next request sees the new expiry from the cache: not due, nothing asked.
-    let answer = send(&service, token(&alice)).await;
+    let answer = send(&service, with_token("/", &alice)).await;
     assert_served(&answer);
     assert!(extension(&answer).is_none());
     assert_eq!(handler.last().session.expires_at, Some(extended_to));
@@ -289,7 +274,7 @@ async fn extension_refreshes_the_cache(style: ExtendResponse) {
         .expect("layer")
         .layer(handler.service());
 
-    let first = send(&service, token(&alice)).await;
+    let first = send(&service, with_token("/", &alice)).await;
 
     assert_served(&first);
     let extended_to = expires_at(&kratos, &alice);
@@ -322,7 +307,7 @@ async fn extension_refreshes_the_cache(style: ExtendResponse) {
     assert!(whoamis[0].headers.get(header::CACHE_CONTROL).is_none());
     assert_eq!(whoamis[1].headers[header::CACHE_CONTROL], "max-age=0");
 
-    let second = send(&service, token(&alice)).await;
+    let second = send(&service, with_token("/", &alice)).await;
     assert_served(&second);
     assert!(extension(&second).is_none());
     assert_eq!(handler.last().session.expires_at, Some(extended_to));
@@ -358,7 +343,7 @@ async fn the_admin_api_key_goes_to_the_admin_api_only_and_never_into_debug() {
     assert!(!format!("{:?}", extending(&kratos).admin_api_key(key)).contains("secret"));
     let service = layer.layer(Handler::default().service());
 
-    let answer = send(&service, token(&alice)).await;
+    let answer = send(&service, with_token("/", &alice)).await;
 
     assert_served(&answer);
     assert!(matches!(
@@ -389,7 +374,7 @@ async fn a_404_is_reported_as_gone_and_the_request_is_served() {
         .expect("layer")
         .layer(handler.service());
 
-    let answer = send(&service, token(&alice)).await;
+    let answer = send(&service, with_token("/", &alice)).await;
 
     assert_served(&answer);
     assert_eq!(extension(&answer), Some(&SessionExtension::Gone));
@@ -399,7 +384,7 @@ async fn a_404_is_reported_as_gone_and_the_request_is_served() {
 
     // The session's cached entry is in doubt: the next request asks Kratos again (which still
     // knows it), and within the cooldown the extension is not tried again.
-    let again = send(&service, token(&alice)).await;
+    let again = send(&service, with_token("/", &alice)).await;
     assert_served(&again);
     assert_eq!(extension(&again), Some(&SessionExtension::Gone));
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
@@ -421,7 +406,7 @@ async fn too_early(style: ExtendResponse, whoami_calls: usize) {
         .expect("layer")
         .layer(Handler::default().service());
 
-    let answer = send(&service, token(&alice)).await;
+    let answer = send(&service, with_token("/", &alice)).await;
 
     assert_served(&answer);
     assert_eq!(
@@ -435,7 +420,7 @@ async fn too_early(style: ExtendResponse, whoami_calls: usize) {
     assert_eq!(kratos.calls(Endpoint::Whoami), whoami_calls);
 
     // Still due, but within the cooldown: the same report, no second PATCH.
-    let again = send(&service, token(&alice)).await;
+    let again = send(&service, with_token("/", &alice)).await;
     assert!(matches!(
         extension(&again),
         Some(SessionExtension::NotExtended { .. })
@@ -508,7 +493,7 @@ async fn a_token_session_never_gets_a_cookie() {
         .layer(Handler::default().service());
 
     for request in [
-        token(&alice),
+        with_token("/", &alice),
         get(
             "/",
             &[("authorization", &format!("Bearer {}", alice.token))],
@@ -675,10 +660,7 @@ async fn the_helper_refuses_what_it_cannot_extend_without_calling_the_admin_api(
             .unwrap_err(),
         LifecycleError::Unauthenticated
     );
-    let without_admin = KratosLayer::builder(kratos.public_url())
-        .build()
-        .expect("layer")
-        .lifecycle();
+    let without_admin = default_layer(&kratos).lifecycle();
     assert_eq!(
         without_admin
             .extend_if_expiring(&token_headers(&alice), HOUR)
@@ -721,7 +703,7 @@ async fn admin_failure(fault: Fault, expected: LifecycleError) {
     assert_eq!(kratos.calls(Endpoint::ExtendSession), 1);
 
     for session in [&alice, &bob] {
-        let answer = send(&service, token(session)).await;
+        let answer = send(&service, with_token("/", session)).await;
         assert_served(&answer);
         assert_eq!(extension(&answer), Some(&report));
     }
@@ -787,7 +769,7 @@ async fn a_refused_admin_key_does_not_fail_the_request() {
         .expect("layer")
         .layer(Handler::default().service());
 
-    let answer = send(&service, token(&alice)).await;
+    let answer = send(&service, with_token("/", &alice)).await;
 
     assert_served(&answer);
     assert_eq!(
@@ -897,8 +879,8 @@ async fn a_garbage_200_is_an_error_for_every_helper() {
     // Every session a helper may have acted on is asked about again, and still served.
     kratos.clear_faults();
     let before = kratos.calls(Endpoint::Whoami);
-    assert_served(&send(&service, token(&current)).await);
-    assert_served(&send(&service, token(&phone)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
+    assert_served(&send(&service, with_token("/", &phone)).await);
     assert_served(&send(&service, cookie(&tablet)).await);
     assert_eq!(kratos.calls(Endpoint::Whoami), before + 3);
 }
@@ -925,8 +907,8 @@ where
     let phone = kratos.session().identity(&current.identity_id).create();
     let tablet = kratos.session().identity(&current.identity_id).create();
     for _ in 0..2 {
-        assert_served(&send(service, token(&current)).await);
-        assert_served(&send(service, token(&phone)).await);
+        assert_served(&send(service, with_token("/", &current)).await);
+        assert_served(&send(service, with_token("/", &phone)).await);
         assert_served(&send(service, cookie(&tablet)).await);
     }
     assert_eq!(kratos.calls(Endpoint::Whoami), 3);
@@ -950,8 +932,8 @@ async fn revoking_another_session_rejects_it_at_once() {
         .await
         .expect("revoked");
 
-    assert_rejected(&send(&service, token(&phone)).await);
-    assert_served(&send(&service, token(&current)).await);
+    assert_unauthorized(&send(&service, with_token("/", &phone)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
     let deletes = kratos.requests(Endpoint::RevokeMySession);
     assert_eq!(deletes.len(), 1);
     assert_eq!(deletes[0].uri.path(), format!("/sessions/{}", phone.id));
@@ -979,7 +961,7 @@ async fn revoking_the_current_session_is_refused_and_it_stays_usable() {
     assert_eq!(refused, Err(LifecycleError::CurrentSession));
     assert_eq!(kratos.calls(Endpoint::RevokeMySession), 1);
     assert!(kratos.session_state(&current.id).expect("session").active);
-    assert_served(&send(&service, token(&current)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
     assert_eq!(kratos.calls(Endpoint::Whoami), 3, "nothing was invalidated");
 }
 
@@ -1001,13 +983,13 @@ async fn revoking_the_other_sessions_rejects_them_at_once_and_counts_them() {
         .expect("revoked");
 
     assert_eq!(count, 2);
-    assert_rejected(&send(&service, token(&phone)).await);
-    assert_rejected(&send(&service, cookie(&tablet)).await);
-    assert_served(&send(&service, token(&current)).await);
+    assert_unauthorized(&send(&service, with_token("/", &phone)).await);
+    assert_unauthorized(&send(&service, cookie(&tablet)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
     assert_eq!(kratos.calls(Endpoint::RevokeMyOtherSessions), 1);
     // Marked by identity: each of the three asked again once.
     assert_eq!(kratos.calls(Endpoint::Whoami), 6);
-    assert_served(&send(&service, token(&current)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
     assert_eq!(kratos.calls(Endpoint::Whoami), 6);
 }
 
@@ -1089,8 +1071,8 @@ async fn disabling_a_session_through_the_admin_api_rejects_it_at_once() {
         .await
         .expect("disabled");
 
-    assert_rejected(&send(&service, cookie(&tablet)).await);
-    assert_served(&send(&service, token(&current)).await);
+    assert_unauthorized(&send(&service, cookie(&tablet)).await);
+    assert_served(&send(&service, with_token("/", &current)).await);
     // The re-check asks past Ory Network's session cache, which may not know of an admin
     // revocation yet; the ordinary lookups did not.
     let whoamis = kratos.requests(Endpoint::Whoami);
@@ -1120,7 +1102,7 @@ async fn revoking_an_identitys_sessions_rejects_them_all_at_once() {
         tablet,
     } = family(&kratos, &service).await;
     let stranger = kratos.create_session();
-    assert_served(&send(&service, token(&stranger)).await);
+    assert_served(&send(&service, with_token("/", &stranger)).await);
     let sessions = layer.lifecycle();
 
     sessions
@@ -1128,10 +1110,10 @@ async fn revoking_an_identitys_sessions_rejects_them_all_at_once() {
         .await
         .expect("revoked");
 
-    assert_rejected(&send(&service, token(&current)).await);
-    assert_rejected(&send(&service, token(&phone)).await);
-    assert_rejected(&send(&service, cookie(&tablet)).await);
-    assert_served(&send(&service, token(&stranger)).await);
+    assert_unauthorized(&send(&service, with_token("/", &current)).await);
+    assert_unauthorized(&send(&service, with_token("/", &phone)).await);
+    assert_unauthorized(&send(&service, cookie(&tablet)).await);
+    assert_served(&send(&service, with_token("/", &stranger)).await);
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &stranger.id), 1);
 
     // Nothing left to revoke: Kratos's 404, typed.
@@ -1160,8 +1142,8 @@ async fn api_logout_rejects_the_token_at_once_in_either_header() {
         .await
         .expect("logged out");
 
-    assert_rejected(&send(&service, token(&current)).await);
-    assert_rejected(&send(&service, get("/", &[("authorization", &bearer)])).await);
+    assert_unauthorized(&send(&service, with_token("/", &current)).await);
+    assert_unauthorized(&send(&service, get("/", &[("authorization", &bearer)])).await);
     let last = kratos.requests(Endpoint::Whoami).pop().expect("a whoami");
     assert_eq!(last.headers[header::CACHE_CONTROL], "max-age=0");
     let logout = &kratos.requests(Endpoint::LogoutApi)[0];
@@ -1224,17 +1206,14 @@ async fn ids_are_checked_before_kratos_is_called_and_case_does_not_matter() {
         .disable_session(&phone.id.to_uppercase())
         .await
         .expect("disabled");
-    assert_rejected(&send(&service, token(&phone)).await);
+    assert_unauthorized(&send(&service, with_token("/", &phone)).await);
 }
 
 #[tokio::test]
 async fn admin_helpers_need_an_admin_url_and_callers_need_a_credential() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
-    let sessions = KratosLayer::builder(kratos.public_url())
-        .build()
-        .expect("layer")
-        .lifecycle();
+    let sessions = default_layer(&kratos).lifecycle();
 
     assert_eq!(
         sessions.disable_session(&alice.id).await,
@@ -1391,7 +1370,7 @@ async fn an_answer_read_before_a_revocation_is_not_served_after_it() {
 
     let in_flight = tokio::spawn({
         let service = service.clone();
-        let request = token(&alice);
+        let request = with_token("/", &alice);
         async move { send(&service, request).await }
     });
     // Kratos has read the session as active; now revoke it through the crate.
@@ -1406,7 +1385,7 @@ async fn an_answer_read_before_a_revocation_is_not_served_after_it() {
     kratos.clear_fault(Endpoint::Whoami);
 
     let answer = in_flight.await.expect("the request");
-    assert_rejected(&answer);
+    assert_unauthorized(&answer);
     // The late "active" answer, then the second look that Kratos refused.
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
 }

@@ -6,7 +6,7 @@
 //! a call to an instance that was not polled ready since its last call is answered 500 and
 //! counted, so a test fails on the assertion, not on a panic inside the layer's future.
 
-mod common;
+mod support;
 
 use std::{
     convert::Infallible,
@@ -19,8 +19,8 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use http::{Request, Response, StatusCode};
+use support::{default_layer, get, with_token};
 use tower::{Layer, Service, ServiceExt};
 use tower_kratos::testing::{Endpoint, KratosStandIn};
 
@@ -92,21 +92,24 @@ async fn the_inner_service_is_called_only_after_it_was_polled_ready() {
 
     // A miss (alice) waits for whoami; meanwhile the same service instance takes a request
     // without a credential, which it decides at once.
-    let miss = call(&mut service, with_token(&alice.token)).await;
-    let anonymous = call(&mut service, get(&[])).await.await.expect("response");
+    let miss = call(&mut service, with_token("/", &alice)).await;
+    let anonymous = call(&mut service, get("/", &[]))
+        .await
+        .await
+        .expect("response");
     assert_eq!(anonymous.status(), StatusCode::OK);
     assert_eq!(miss.await.expect("response").status(), StatusCode::OK);
 
     // Hits on the same instance, then a miss (bob) and a hit interleaved.
     for _ in 0..3 {
-        let hit = call(&mut service, with_token(&alice.token))
+        let hit = call(&mut service, with_token("/", &alice))
             .await
             .await
             .expect("response");
         assert_eq!(hit.status(), StatusCode::OK);
     }
-    let miss = call(&mut service, with_token(&bob.token)).await;
-    let hit = call(&mut service, with_token(&alice.token))
+    let miss = call(&mut service, with_token("/", &bob)).await;
+    let hit = call(&mut service, with_token("/", &alice))
         .await
         .await
         .expect("response");
