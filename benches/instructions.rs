@@ -1,0 +1,154 @@
+//! Cache-hit cost in CPU instructions, counted by valgrind's callgrind: the same every run on the
+//! same binary, whatever else the machine is doing, so two versions of the layer can be compared
+//! on a shared, noisy machine where nanoseconds cannot.
+//!
+//! ```text
+//! cargo bench --bench instructions        # needs valgrind (Debian's `valgrind` package)
+//! ```
+//!
+//! The bench runs itself under `valgrind --tool=callgrind` for each side (the bare service and the
+//! layer, with a cached `X-Session-Token` and with a cached session cookie among 4 cookies),
+//! twice: with `REQUESTS` and with twice as many requests. The difference of the two counts is
+//! what `REQUESTS` requests cost, start-up and the first, uncached request cancelled out; the
+//! instructions the layer adds per request are the difference to the bare side.
+
+use std::{convert::Infallible, process::Command, time::Instant};
+
+mod support;
+
+use http::{Request, Response};
+use support::{trivial, with_cookie, with_token};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_kratos::{testing::KratosStandIn, KratosLayer};
+
+/// Requests of the shorter run of each side; the longer one sends twice as many.
+const REQUESTS: u64 = 20_000;
+
+/// The sides, as the child process is told them: each credential through the bare service and
+/// through the layer, since the two credentials' requests cost differently to build.
+const SIDES: [&str; 4] = ["bare-token", "layer-token", "bare-cookie", "layer-cookie"];
+
+/// Sends `count` requests through the service as a server connection does (`ready`, then
+/// `call`).
+fn counted_requests<S, B>(
+    runtime: &tokio::runtime::Runtime,
+    mut service: S,
+    request: &dyn Fn() -> Request<String>,
+    count: u64,
+) where
+    S: Service<Request<String>, Response = Response<B>, Error = Infallible>,
+{
+    runtime.block_on(async {
+        for _ in 0..count {
+            let ready = service.ready().await.expect("infallible");
+            let response = ready.call(request()).await.expect("infallible");
+            std::hint::black_box(response);
+        }
+    });
+}
+
+/// One side, in this process: the stand-in, a warm cache, then `count` requests.
+fn run_side(side: &str, count: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (kratos, layer) = runtime.block_on(async {
+        let kratos = KratosStandIn::start().await.expect("stand-in");
+        let layer = KratosLayer::builder(kratos.public_url())
+            .build()
+            .expect("layer");
+        (kratos, layer)
+    });
+    let session = kratos.create_session();
+    let cookie = session.cookie_header();
+    let token = || with_token(&session.token);
+    let cookie = || with_cookie(&cookie);
+    let request: &dyn Fn() -> Request<String> = if side.ends_with("cookie") {
+        &cookie
+    } else {
+        &token
+    };
+    if side.starts_with("bare") {
+        counted_requests(&runtime, tower::service_fn(trivial), request, count);
+        return;
+    }
+    let service = ServiceBuilder::new().layer(layer).service_fn(trivial);
+    // The first request fills the cache; only hits are counted.
+    let first = runtime.block_on(service.clone().oneshot(request()));
+    assert_eq!(
+        first.expect("infallible").status(),
+        200,
+        "the session is valid"
+    );
+    counted_requests(&runtime, service, request, count);
+}
+
+/// The instructions callgrind counted in a run of `side` with `count` requests.
+fn instructions(binary: &std::path::Path, side: &str, count: u64) -> u64 {
+    let output = std::env::temp_dir().join(format!(
+        "tower-kratos-callgrind-{side}-{count}-{}",
+        std::process::id()
+    ));
+    let run = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", output.display()))
+        .arg(binary)
+        .arg(format!("--side={side}"))
+        .arg(format!("--requests={count}"))
+        .output();
+    match run {
+        Ok(done) if done.status.success() => {}
+        Ok(done) => panic!(
+            "valgrind failed for {side}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        ),
+        Err(error) => panic!("valgrind could not be started ({error}): install valgrind"),
+    }
+    let text = std::fs::read_to_string(&output).expect("callgrind's output");
+    let _ = std::fs::remove_file(&output);
+    text.lines()
+        .find_map(|line| line.strip_prefix("summary:"))
+        .and_then(|total| total.trim().parse().ok())
+        .expect("callgrind's summary line")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(side) = args.iter().find_map(|arg| arg.strip_prefix("--side=")) {
+        let count = args
+            .iter()
+            .find_map(|arg| arg.strip_prefix("--requests="))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(REQUESTS);
+        run_side(side, count);
+        return;
+    }
+    if support::smoke_test() {
+        // `cargo test --benches`: check that each side runs, without valgrind.
+        for side in SIDES {
+            let started = Instant::now();
+            run_side(side, REQUESTS);
+            println!("{side}: {REQUESTS} requests in {:?}", started.elapsed());
+        }
+        return;
+    }
+    let binary = std::env::current_exe().expect("this bench's path");
+    let per_request: Vec<f64> = SIDES
+        .iter()
+        .map(|side| {
+            let short = instructions(&binary, side, REQUESTS);
+            let long = instructions(&binary, side, 2 * REQUESTS);
+            long.saturating_sub(short) as f64 / REQUESTS as f64
+        })
+        .collect();
+    println!("\ninstructions per request (callgrind; runs of {REQUESTS} and {} requests per side, the difference divided by {REQUESTS}; warm cache):", 2 * REQUESTS);
+    println!("| credential | bare service | with the layer | added by the layer |");
+    println!("|---|---:|---:|---:|");
+    for (label, bare, with) in [
+        ("X-Session-Token", per_request[0], per_request[1]),
+        ("cookie among 4", per_request[2], per_request[3]),
+    ] {
+        println!("| {label} | {bare:.0} | {with:.0} | {:.0} |", with - bare);
+    }
+}
