@@ -273,8 +273,14 @@ impl CookieNames {
 
     /// Whether every name is a valid cookie name.
     pub(crate) fn is_valid(&self) -> bool {
-        let names_ok = self.exact.iter().all(|name| is_cookie_name(name));
-        let prefixes_ok = self.prefixes.iter().all(|prefix| is_cookie_name(prefix));
+        let names_ok = self
+            .exact
+            .iter()
+            .all(|name| is_cookie_name(name.as_bytes()));
+        let prefixes_ok = self
+            .prefixes
+            .iter()
+            .all(|prefix| is_cookie_name(prefix.as_bytes()));
         names_ok && prefixes_ok && !(self.exact.is_empty() && self.prefixes.is_empty())
     }
 }
@@ -308,11 +314,13 @@ pub(crate) struct FoundCredential<'a> {
 enum Pieces<'a> {
     Token(&'a str),
     Cookies {
-        pairs: [(&'a str, &'a str); MAX_SESSION_COOKIES],
+        /// `(name, value)`, checked: a cookie name and RFC 6265 cookie octets, so ASCII. Bytes,
+        /// not text: a hit hashes them and needs no UTF-8 check.
+        pairs: [(&'a [u8], &'a [u8]); MAX_SESSION_COOKIES],
         count: usize,
         /// The one session cookie exactly as the request wrote it (`name=value`), when that is
         /// its key material: hashed in one piece, without a streaming hasher.
-        whole: Option<&'a str>,
+        whole: Option<&'a [u8]>,
     },
 }
 
@@ -378,7 +386,7 @@ impl<'a> FoundCredential<'a> {
     pub(crate) fn key_whole(&self) -> Option<&'a [u8]> {
         match self.pieces {
             Pieces::Token(token) => Some(token.as_bytes()),
-            Pieces::Cookies { whole, .. } => whole.map(str::as_bytes),
+            Pieces::Cookies { whole, .. } => whole,
         }
     }
 
@@ -392,9 +400,9 @@ impl<'a> FoundCredential<'a> {
                     if index > 0 {
                         update(b"; ");
                     }
-                    update(name.as_bytes());
+                    update(name);
                     update(b"=");
-                    update(value.as_bytes());
+                    update(value);
                 }
             }
         }
@@ -432,10 +440,10 @@ enum NameMatch {
 struct Candidate<'a> {
     /// Its place among the request's session cookies: what they are sent to Kratos in.
     position: usize,
-    name: &'a str,
-    value: &'a str,
+    name: &'a [u8],
+    value: &'a [u8],
     /// The pair as the request wrote it, when that is exactly `name=value`.
-    as_written: Option<&'a str>,
+    as_written: Option<&'a [u8]>,
 }
 
 /// Well-formed session cookies of one kind, in the order the request sent them.
@@ -449,8 +457,8 @@ impl Default for Candidates<'_> {
     fn default() -> Self {
         let empty = Candidate {
             position: 0,
-            name: "",
-            value: "",
+            name: b"",
+            value: b"",
             as_written: None,
         };
         Self {
@@ -465,7 +473,7 @@ impl<'a> Candidates<'a> {
         self.cookies[..self.count].iter()
     }
 
-    fn has(&self, name: &str) -> bool {
+    fn has(&self, name: &[u8]) -> bool {
         self.iter().any(|seen| seen.name == name)
     }
 
@@ -518,6 +526,7 @@ struct SeenCookies<'a> {
 
 impl<'a> SeenCookies<'a> {
     /// One `name=value` pair of a `Cookie` header.
+    #[inline]
     fn read(&mut self, pair: &'a [u8], cookie_names: &CookieNames) {
         let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
             return;
@@ -526,41 +535,32 @@ impl<'a> SeenCookies<'a> {
         let Some(kind) = cookie_names.classify(name) else {
             return;
         };
-        // Session cookie names are valid tokens (checked when the layer is built), so a
-        // matching name is text.
-        let Ok(name) = std::str::from_utf8(name) else {
-            return;
-        };
         if self.exact.has(name) || self.prefixed.has(name) {
             return;
         }
         let value = trim_ows_bytes(&pair[equals + 1..]);
-        let checked = match std::str::from_utf8(value) {
-            Ok(value) => check_cookie(name, value).map(|()| value),
-            Err(_) if value.len() > MAX_CREDENTIAL_LEN => Err(MalformedCredential::TooLong),
-            Err(_) => Err(MalformedCredential::InvalidCharacters),
+        // An exact name is valid (checked when the layer is built); a prefix's suffix is the
+        // request's.
+        let checked = match kind {
+            NameMatch::Exact => check_cookie_value(value),
+            NameMatch::Prefix if is_cookie_name(name) => check_cookie_value(value),
+            NameMatch::Prefix => Err(MalformedCredential::InvalidCharacters),
         };
-        let value = match checked {
-            Ok(value) => value,
-            Err(problem) => {
-                let problems = match kind {
-                    NameMatch::Exact => &mut self.exact_problem,
-                    NameMatch::Prefix => &mut self.other_problem,
-                };
-                problems.get_or_insert(problem);
-                return;
-            }
-        };
+        if let Err(problem) = checked {
+            let problems = match kind {
+                NameMatch::Exact => &mut self.exact_problem,
+                NameMatch::Prefix => &mut self.other_problem,
+            };
+            problems.get_or_insert(problem);
+            return;
+        }
         // `name=value` with no space around `=`: the trimmed pair is the key material.
         let trimmed = trim_ows_bytes(pair);
-        let as_written = (trimmed.len() == name.len() + 1 + value.len())
-            .then(|| std::str::from_utf8(trimmed).ok())
-            .flatten();
         let candidate = Candidate {
             position: self.seen,
             name,
             value,
-            as_written,
+            as_written: (trimmed.len() == name.len() + 1 + value.len()).then_some(trimmed),
         };
         self.seen += 1;
         match kind {
@@ -571,7 +571,7 @@ impl<'a> SeenCookies<'a> {
 
     /// The cookies to send: exact-named first, then prefix-matched ones while they fit, in the
     /// request's order.
-    fn choose(mut self) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
+    fn choose(&mut self) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
         // An exact-named cookie decides when there is one: none well-formed is a refusal.
         if self.exact.count == 0 {
             if let Some(problem) = self.exact_problem {
@@ -608,7 +608,7 @@ impl<'a> SeenCookies<'a> {
         }
         let chosen = &mut chosen.cookies[..count];
         chosen.sort_unstable_by_key(|candidate| candidate.position);
-        let mut pairs = [("", ""); MAX_SESSION_COOKIES];
+        let mut pairs: [(&[u8], &[u8]); MAX_SESSION_COOKIES] = [(b"", b""); MAX_SESSION_COOKIES];
         for (pair, candidate) in pairs.iter_mut().zip(chosen.iter()) {
             *pair = (candidate.name, candidate.value);
         }
@@ -661,32 +661,52 @@ fn check_token(token: &str) -> Result<(), MalformedCredential> {
 /// RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
 fn check_cookie(name: &str, value: &str) -> Result<(), MalformedCredential> {
     check_len(value)?;
-    if !is_cookie_name(name) {
+    if !is_cookie_name(name.as_bytes()) {
         return Err(MalformedCredential::InvalidCharacters);
     }
+    check_cookie_value(value.as_bytes())
+}
+
+/// [`check_cookie`]'s check of the value, on the request's bytes.
+fn check_cookie_value(value: &[u8]) -> Result<(), MalformedCredential> {
+    if value.is_empty() {
+        return Err(MalformedCredential::Empty);
+    }
+    if value.len() > MAX_CREDENTIAL_LEN {
+        return Err(MalformedCredential::TooLong);
+    }
     let inner = value
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
+        .strip_prefix(b"\"")
+        .and_then(|rest| rest.strip_suffix(b"\""))
         .unwrap_or(value);
-    if !inner.is_empty() && inner.bytes().all(is_cookie_octet) {
-        Ok(())
-    } else if inner.is_empty() {
+    if inner.is_empty() {
         Err(MalformedCredential::Empty)
+    } else if inner.iter().all(|&byte| COOKIE_OCTETS[usize::from(byte)]) {
+        Ok(())
     } else {
         Err(MalformedCredential::InvalidCharacters)
     }
 }
 
-fn is_cookie_octet(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
-}
+/// RFC 6265 cookie-octets (`%x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`), one entry per byte
+/// value: a session cookie of hundreds of bytes is checked on every request, a table lookup per
+/// byte.
+const COOKIE_OCTETS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0x21;
+    while byte <= 0x7E {
+        table[byte] = !matches!(byte, 0x22 | 0x2C | 0x3B | 0x5C);
+        byte += 1;
+    }
+    table
+};
 
 /// RFC 6265 cookie-name: an HTTP token.
-fn is_cookie_name(name: &str) -> bool {
+fn is_cookie_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
 /// A header map from name/value pairs, in order (repeats kept), for unit tests here and in

@@ -152,6 +152,7 @@ impl Extender {
 
     /// Whether the layer extends this request's session: the setting is on and the session
     /// expires within it.
+    #[inline]
     pub(crate) fn is_due_for_layer(&self, outcome: &Outcome) -> bool {
         match (outcome, self.inner.within) {
             (Outcome::Authenticated(session), Some(within)) => is_due(session, within),
