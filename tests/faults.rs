@@ -173,9 +173,8 @@ impl Failure {
     async fn inject(self, kratos: KratosStandIn) -> Option<KratosStandIn> {
         let fault = match self {
             Self::Down => {
-                drop(kratos);
-                // Let the runtime finish the aborted server task, closing the listener.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Down for good once this returns, whatever clones the test still holds.
+                kratos.stop().await;
                 return None;
             }
             Self::Slow => Fault::Delay(KRATOS_TIMEOUT * 5),

@@ -198,7 +198,7 @@ async fn a_kratos_that_is_gone_gets_503_with_retry_after_over_http() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
     let addr = serve_for(&kratos).await;
-    drop(kratos);
+    kratos.stop().await;
 
     let reply = get(addr, &[("x-session-token", &alice.token)]).await;
 

@@ -613,9 +613,7 @@ async fn stopped_kratos_is_503() {
     let kratos = kratos().await;
     let session = kratos.create_session();
     let old_url = kratos.public_url();
-    drop(kratos);
-    // Let the runtime run the aborted accept loop's cancellation, closing the listener.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    kratos.stop().await;
     let recorder = Recorder::new();
     let service = KratosLayer::builder(old_url)
         .request_timeout(support::KRATOS_TIMEOUT)

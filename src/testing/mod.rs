@@ -64,9 +64,10 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A running Kratos stand-in.
 ///
-/// Cloning is cheap and every clone talks to the same server. The server stops when the last
-/// clone is dropped: the listener closes and every open connection, hung requests included, is
-/// dropped. It runs on the Tokio runtime that started it.
+/// Cloning is cheap and every clone talks to the same server. The server stops with
+/// [`stop`](Self::stop), whatever clones exist, or when the last clone is dropped: the listener
+/// closes and every open connection, hung requests included, is dropped. It runs on the Tokio
+/// runtime that started it.
 ///
 /// # Routes
 ///
@@ -148,13 +149,25 @@ pub struct KratosStandIn {
 struct Running {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    server: JoinHandle<()>,
+    /// The accept loop; `None` once stopped.
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Running {
+    fn take_server(&self) -> Option<JoinHandle<()>> {
+        self.server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         // The accept loop owns the connection tasks, so this ends them too.
-        self.server.abort();
+        if let Some(server) = self.take_server() {
+            server.abort();
+        }
     }
 }
 
@@ -185,6 +198,32 @@ impl KratosStandIn {
     /// A builder for a stand-in with other settings (TLS, cookie name, lifespan, admin token ...).
     pub fn builder() -> StandInBuilder {
         StandInBuilder::default()
+    }
+
+    /// Stops the server now, whatever clones of this handle exist: Kratos is down. Once this
+    /// returns, the port refuses connections and every open connection (a client's pooled
+    /// keep-alive ones, hung requests) is closed. The counters and recorded requests stay
+    /// readable. Stopping twice is a no-op; a stopped stand-in does not start again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_kratos::testing::KratosStandIn;
+    ///
+    /// let kratos = KratosStandIn::start().await?;
+    /// let held_elsewhere = kratos.clone();
+    /// kratos.stop().await;
+    /// let refused = reqwest::get(format!("{}/sessions/whoami", kratos.public_url())).await;
+    /// assert!(refused.is_err_and(|error| error.is_connect()));
+    /// # drop(held_elsewhere);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stop(&self) {
+        if let Some(server) = self.inner.take_server() {
+            server.abort();
+            // Dropped (the listener and the connections with it) once the task is done.
+            let _ = server.await;
+        }
     }
 
     /// `http://127.0.0.1:PORT` (`https://` with TLS), without a trailing slash.
@@ -478,7 +517,7 @@ impl StandInBuilder {
             inner: Arc::new(Running {
                 shared,
                 addr,
-                server,
+                server: std::sync::Mutex::new(Some(server)),
             }),
         })
     }
