@@ -18,7 +18,8 @@ use crate::{
     extend::Extender,
     layer::KratosLayer,
     log_limit::WarnLimiter,
-    rejection::{DefaultRejection, RejectionResponse},
+    outcome::Outcome,
+    rejection::{Bytes, DefaultRejection, Parts, RejectionFn, RejectionResponse, Response},
     shared::{Policy, Shared},
 };
 
@@ -465,8 +466,9 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
-    /// Replace the rejection response (a [`RejectionResponse`] or a closure
-    /// `Fn(&Outcome, &http::request::Parts) -> http::Response<bytes::Bytes>`).
+    /// Replace the rejection response: a [`RejectionResponse`] of your own (or a closure
+    /// with its argument types written out; without them, use
+    /// [`rejection_fn`](Self::rejection_fn)).
     pub fn rejection<R2: RejectionResponse>(self, rejection: R2) -> KratosLayerBuilder<R2> {
         KratosLayerBuilder {
             public_url: self.public_url,
@@ -480,6 +482,32 @@ impl<R> KratosLayerBuilder<R> {
             rejection,
             error: self.error,
         }
+    }
+
+    /// Replace the rejection response with a closure `|outcome, request| -> Response<Bytes>`,
+    /// written without type annotations: its argument types are inferred here (through
+    /// [`rejection`](Self::rejection), a closure compiles only with them written out). The
+    /// types it needs are re-exported in [`rejection`](crate::rejection).
+    ///
+    /// ```
+    /// use tower_kratos::{rejection::{Bytes, Response}, KratosLayer};
+    ///
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// let layer = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .rejection_fn(|outcome, _request| {
+    ///         let mut response = Response::new(Bytes::from_static(b"sign in first"));
+    ///         *response.status_mut() = outcome.status();
+    ///         response
+    ///     })
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    pub fn rejection_fn<F>(self, rejection: F) -> KratosLayerBuilder<RejectionFn<F>>
+    where
+        F: Fn(&Outcome, &Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
+    {
+        self.rejection(RejectionFn(rejection))
     }
 
     /// Checks the configuration and builds the layer.

@@ -230,7 +230,7 @@ impl Extender {
     /// Pauses extensions after an admin API failure: for Kratos's `Retry-After`, else the
     /// cooldown. The admin API's rate limit is per project, so one 429 concerns every session.
     fn pause_after(&self, cause: &LifecycleError) {
-        let wait = cause.retry_after().unwrap_or(self.inner.cooldown);
+        let wait = cause.named_retry_after().unwrap_or(self.inner.cooldown);
         // Both are bounded (an hour, a day); a clock that cannot add them pauses for a day.
         let now = Instant::now();
         let until = now

@@ -1,11 +1,19 @@
-//! axum extractors (feature `axum`): the session, its identity, and `Option<…>` of both.
+//! axum extractors (feature `axum`): the session, its identity, the identity's traits as your
+//! own type ([`KratosTraits`]), and `Option<…>` of each.
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use tower_kratos::{KratosIdentity, KratosLayer, KratosSession};
+//! use tower_kratos::{KratosIdentity, KratosLayer, KratosSession, KratosTraits};
 //!
 //! async fn me(session: KratosSession) -> String {
 //!     format!("session {}", session.id)
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Traits { email: String }
+//!
+//! async fn email(KratosTraits(traits): KratosTraits<Traits>) -> String {
+//!     traits.email
 //! }
 //!
 //! async fn home(identity: Option<KratosIdentity>) -> String {
@@ -19,6 +27,7 @@
 //! let kratos = KratosLayer::builder("http://127.0.0.1:4433").build()?;
 //! let app: Router = Router::new()
 //!     .route("/me", get(me).layer(kratos.required()))
+//!     .route("/me/email", get(email).layer(kratos.required()))
 //!     .route("/", get(home).layer(kratos.optional()));
 //! # let _ = app;
 //! # Ok(())
@@ -27,8 +36,10 @@
 //!
 //! Used on a route the layer does not cover, they answer 500 with a message naming the missing
 //! layer, so the mistake shows in the first test rather than as a silent "signed out".
+//! `KratosTraits<T>` whose `T` does not match the identity's traits is a 500 naming `T`: the
+//! identity schema and the type disagree, which is the server's to fix.
 
-use std::fmt;
+use std::{borrow::Cow, fmt, time::Duration};
 
 use axum_core::{
     body::Body,
@@ -38,11 +49,13 @@ use axum_core::{
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, StatusCode};
 
+use serde::de::DeserializeOwned;
+
 use crate::{
     log_limit::WarnLimiter,
     outcome::Outcome,
     rejection::{DefaultRejection, LayerRejection, RejectionResponse},
-    response::ErrorBody,
+    response::{refusal_response, Refusal},
     session::{KratosIdentity, KratosSession},
 };
 
@@ -67,6 +80,13 @@ pub enum SessionRejection {
     /// The session carries no identity (Kratos sends none until a session is fully
     /// authenticated): 401.
     NoIdentity,
+    /// The identity's traits do not match the type a [`KratosTraits`] asked for: the identity
+    /// schema and the type disagree, a server bug (500). Neither the response nor the log shows
+    /// the traits: they are personal data.
+    TraitsMismatch {
+        /// The type the traits were read as.
+        type_name: &'static str,
+    },
 }
 
 impl fmt::Display for SessionRejection {
@@ -75,11 +95,58 @@ impl fmt::Display for SessionRejection {
             Self::MissingLayer => f.write_str(MISSING_LAYER),
             Self::NotAuthenticated { outcome, .. } => write!(f, "no session: {outcome}"),
             Self::NoIdentity => f.write_str("the session carries no identity"),
+            Self::TraitsMismatch { type_name } => {
+                write!(f, "the identity's traits do not match `{type_name}`")
+            }
         }
     }
 }
 
 impl std::error::Error for SessionRejection {}
+
+impl Refusal for SessionRejection {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingLayer | Self::TraitsMismatch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotAuthenticated { outcome, .. } => outcome.status(),
+            Self::NoIdentity => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            // The server's to fix; what exactly is in its log.
+            Self::MissingLayer | Self::TraitsMismatch { .. } => "misconfigured",
+            Self::NotAuthenticated { outcome, .. } => outcome.kind(),
+            Self::NoIdentity => "no_identity",
+        }
+    }
+
+    fn reason(&self) -> Cow<'_, str> {
+        match self {
+            Self::NotAuthenticated { outcome, .. } => outcome.reason(),
+            Self::NoIdentity => Cow::Borrowed("The session carries no identity."),
+            // The server's to fix; what exactly is in its log.
+            Self::MissingLayer | Self::TraitsMismatch { .. } => {
+                Cow::Borrowed("the session service is misconfigured")
+            }
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::NotAuthenticated { outcome, .. } => outcome.retry_after(),
+            _ => None,
+        }
+    }
+
+    fn redirect_browser_to(&self) -> Option<&str> {
+        match self {
+            Self::NotAuthenticated { outcome, .. } => outcome.redirect_browser_to(),
+            _ => None,
+        }
+    }
+}
 
 impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
@@ -106,12 +173,19 @@ impl IntoResponse for SessionRejection {
                 response.extensions_mut().insert(outcome);
                 *response
             }
-            Self::NoIdentity => ErrorBody::new(
-                StatusCode::UNAUTHORIZED,
-                "The request could not be authorized",
-            )
-            .reason("The session carries no identity.")
-            .response(),
+            Self::TraitsMismatch { type_name } => {
+                static MISMATCH_ERRORS: WarnLimiter = WarnLimiter::new();
+                if let Some(left_out) = MISMATCH_ERRORS.admit(("extract", type_name)) {
+                    tracing::error!(
+                        type_name,
+                        left_out_since_last = left_out,
+                        "tower-kratos: the identity's traits do not match the type KratosTraits \
+                         asked for; does it follow the identity schema?"
+                    );
+                }
+                refusal_response(&self)
+            }
+            Self::NoIdentity => refusal_response(&self),
         };
         response.map(Body::from)
     }
@@ -180,5 +254,87 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for KratosIdentity {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(session_from(parts)?.as_ref().and_then(Self::of))
+    }
+}
+
+/// The identity's traits, read as your own type `T` (`serde::Deserialize`), from the session the
+/// layer found: no copy of the session, one deserialization per request.
+///
+/// Without a session, it answers as [`KratosSession`] does (the layer's rejection);
+/// `Option<KratosTraits<T>>` is `None` then. Traits that do not match `T` are a
+/// [`SessionRejection::TraitsMismatch`] (500): the identity schema and `T` disagree.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_kratos::{KratosLayer, KratosTraits};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Traits {
+///     email: String,
+/// }
+///
+/// async fn me(KratosTraits(traits): KratosTraits<Traits>) -> String {
+///     format!("signed in as {}", traits.email)
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+/// let app: Router = Router::new()
+///     .route("/me", get(me))
+///     .layer(KratosLayer::builder(kratos.public_url()).build()?);
+/// # let session = kratos.session().traits(serde_json::json!({"email": "ada@example.org"})).create();
+/// # use tower::ServiceExt;
+/// # let request = http::Request::get("/me").header("x-session-token", &session.token)
+/// #     .body(axum::body::Body::empty())?;
+/// # let response = app.oneshot(request).await?;
+/// # assert_eq!(response.status(), 200);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct KratosTraits<T>(pub T);
+
+/// The traits of the request's identity as `T`; `Ok(None)` when the request has no identity.
+fn traits_from<T: DeserializeOwned>(
+    parts: &Parts,
+) -> Result<Option<KratosTraits<T>>, SessionRejection> {
+    let Some(session) = parts.extensions.get::<KratosSession>() else {
+        return match parts.extensions.get::<Outcome>() {
+            Some(_) => Ok(None),
+            None => Err(SessionRejection::MissingLayer),
+        };
+    };
+    let Some(identity) = session.identity.as_ref() else {
+        return Ok(None);
+    };
+    identity
+        .traits_as()
+        .map(|traits| Some(KratosTraits(traits)))
+        .map_err(|_| SessionRejection::TraitsMismatch {
+            type_name: std::any::type_name::<T>(),
+        })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for KratosTraits<T> {
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match traits_from(parts)? {
+            Some(traits) => Ok(traits),
+            None if parts.extensions.get::<KratosSession>().is_some() => {
+                Err(SessionRejection::NoIdentity)
+            }
+            None => Err(not_authenticated(parts)),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequestParts<S> for KratosTraits<T> {
+    type Rejection = SessionRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        traits_from(parts)
     }
 }

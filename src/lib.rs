@@ -131,8 +131,8 @@ pub use crate::{
         BuildError, Mode, DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES,
         DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT,
-        DEFAULT_MAX_CONCURRENT_LOOKUPS, DEFAULT_REQUEST_TIMEOUT, MAX_EXTEND_COOLDOWN,
-        MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
+        DEFAULT_MAX_CONCURRENT_LOOKUPS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER,
+        MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
     },
     future::ResponseFuture,
     layer::{KratosLayer, LayerStats},
@@ -143,7 +143,7 @@ pub use crate::{
 };
 
 #[cfg(feature = "axum")]
-pub use crate::extract::SessionRejection;
+pub use crate::extract::{KratosTraits, SessionRejection};
 
 /// The README's Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -1,11 +1,14 @@
 //! What a session lookup can end in. Each real situation has its own variant, so an outage is
 //! never mistaken for "logged out" and a step-up is never mistaken for "denied".
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use http::StatusCode;
 
-use crate::{credentials::MalformedCredential, session::KratosSession};
+use crate::{
+    config::DEFAULT_RETRY_AFTER, credentials::MalformedCredential, response::Refusal,
+    session::KratosSession,
+};
 
 /// The result of checking a request's credential.
 ///
@@ -39,6 +42,73 @@ impl Outcome {
         }
     }
 
+    /// The status a rejection answers this outcome with: 401 (no credential, or not a valid
+    /// one), 403 (a second factor is required), 503 (Kratos unavailable: never a 401, which would
+    /// sign the user out). `Authenticated` is no refusal: 200.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_kratos::{outcome::Unavailable, Outcome};
+    ///
+    /// assert_eq!(Outcome::Anonymous.status(), StatusCode::UNAUTHORIZED);
+    /// let down = Outcome::Unavailable(Unavailable::Timeout);
+    /// assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// // A default for outages whose cause named no delay of its own.
+    /// assert_eq!(down.retry_after(), Some(tower_kratos::DEFAULT_RETRY_AFTER));
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Authenticated(_) => StatusCode::OK,
+            Self::Anonymous | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::AalRequired(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// For Kratos unavailable, how long a client should wait before trying again: what Kratos
+    /// (after a 429) or the back-off said, else [`DEFAULT_RETRY_AFTER`]. `None` for the other
+    /// outcomes. ([`Unavailable::retry_after`] is only the named delay.)
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable(unavailable) => {
+                Some(unavailable.retry_after().unwrap_or(DEFAULT_RETRY_AFTER))
+            }
+            _ => None,
+        }
+    }
+
+    /// Where Kratos wants the browser sent to complete a second factor, for a step-up.
+    pub fn redirect_browser_to(&self) -> Option<&str> {
+        match self {
+            Self::AalRequired(step_up) => step_up.redirect_browser_to.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What happened, in a sentence safe to show the client.
+    pub fn reason(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Self::Authenticated(_) => "The session is valid.",
+            Self::Anonymous => "No session credential was found in the request.",
+            Self::Unauthenticated(Unauthenticated::Malformed(_)) => {
+                "The session credential in the request is malformed."
+            }
+            Self::Unauthenticated(Unauthenticated::TooLarge) => {
+                "The session credential in the request is too large to be checked."
+            }
+            Self::Unauthenticated(_) => "The session is invalid, expired or revoked.",
+            Self::AalRequired(_) => {
+                "An active session was found but it does not fulfill the required \
+                 Authenticator Assurance Level. Complete a second factor to continue."
+            }
+            Self::Unavailable(unavailable) => {
+                return Cow::Owned(format!(
+                    "The session service is unavailable ({unavailable}); try again later."
+                ))
+            }
+        })
+    }
+
     /// A short, stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -62,6 +132,28 @@ impl fmt::Display for Outcome {
             }
             Self::Unavailable(reason) => write!(f, "Kratos unavailable: {reason}"),
         }
+    }
+}
+
+impl Refusal for Outcome {
+    fn status(&self) -> StatusCode {
+        Outcome::status(self)
+    }
+
+    fn kind(&self) -> &'static str {
+        Outcome::kind(self)
+    }
+
+    fn reason(&self) -> Cow<'_, str> {
+        Outcome::reason(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Outcome::retry_after(self)
+    }
+
+    fn redirect_browser_to(&self) -> Option<&str> {
+        Outcome::redirect_browser_to(self)
     }
 }
 

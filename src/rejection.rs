@@ -2,23 +2,22 @@
 //!
 //! The layer calls a [`RejectionResponse`] for every such outcome. The default,
 //! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
-//! browsers to the login page; any `Fn(&Outcome, &request::Parts) -> Response<Bytes>` closure can
-//! replace it:
+//! browsers to the login page. A closure replaces it, with no type annotations, through
+//! [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn); everything it needs is here (no
+//! `http` or `bytes` dependency of your own), and the [`Outcome`] says its status, its retry
+//! delay and its step-up page:
 //!
 //! ```
-//! use bytes::Bytes;
-//! use http::{request, Response, StatusCode};
-//! use tower_kratos::{KratosLayer, Outcome};
+//! use tower_kratos::{rejection::{Bytes, Response}, KratosLayer};
 //!
 //! # fn main() -> Result<(), tower_kratos::BuildError> {
 //! let layer = KratosLayer::builder("http://127.0.0.1:4433")
-//!     .rejection(|outcome: &Outcome, _request: &request::Parts| {
-//!         let status = match outcome {
-//!             Outcome::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-//!             _ => StatusCode::UNAUTHORIZED,
-//!         };
-//!         let mut response = Response::new(Bytes::from_static(b"sign in first"));
-//!         *response.status_mut() = status;
+//!     .rejection_fn(|outcome, _request| {
+//!         let mut response = Response::new(Bytes::from(format!("no entry: {}", outcome.kind())));
+//!         *response.status_mut() = outcome.status();
+//!         if let Some(wait) = outcome.retry_after() {
+//!             response.headers_mut().insert("retry-after", wait.as_secs().into());
+//!         }
 //!         response
 //!     })
 //!     .build()?;
@@ -27,40 +26,64 @@
 //! # }
 //! ```
 //!
-//! Whatever produces the response, the layer attaches the [`Outcome`] to its extensions.
+//! Whatever produces the response, the layer attaches the [`Outcome`] to its extensions. To give
+//! lifecycle errors and extractor refusals the same shape, build them all from [`Refusal`].
 
 use std::{str::FromStr, time::Duration};
 
-use bytes::Bytes;
-use http::{header, request, uri::Authority, HeaderValue, Response, StatusCode};
+/// What a rejection is made of, re-exported so that writing one needs no dependency of your own.
+pub use bytes::Bytes;
+use http::uri::Authority;
+pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use reqwest::Url;
 
-pub use crate::config::DEFAULT_RETRY_AFTER;
+pub use crate::{config::DEFAULT_RETRY_AFTER, response::Refusal};
 use crate::{
     config::{parse_http_url, BuildError},
-    outcome::{Outcome, Unauthenticated},
-    response::{no_store, set_retry_after, ErrorBody},
+    outcome::Outcome,
+    response::{no_store, refusal_response, set_retry_after, ErrorBody},
 };
 
 /// Builds the response for a request the layer does not let through.
 pub trait RejectionResponse: Clone + Send + Sync + 'static {
     /// The response for this outcome. `request` is the rejected request's head.
-    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
+    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes>;
 }
 
 impl<F> RejectionResponse for F
 where
-    F: Fn(&Outcome, &request::Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
+    F: Fn(&Outcome, &Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
 {
-    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
+    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
         self(outcome, request)
+    }
+}
+
+/// A closure as the rejection, from
+/// [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn): there the closure's argument
+/// types are known, so it needs no annotations.
+#[derive(Clone)]
+pub struct RejectionFn<F>(pub(crate) F);
+
+impl<F> std::fmt::Debug for RejectionFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RejectionFn(..)")
+    }
+}
+
+impl<F> RejectionResponse for RejectionFn<F>
+where
+    F: Fn(&Outcome, &Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
+{
+    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
+        (self.0)(outcome, request)
     }
 }
 
 /// A layer's rejection, without its type, for the extractors.
 #[cfg(feature = "axum")]
 pub(crate) trait DynRejection: Send + Sync {
-    fn response_for(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes>;
+    fn response_for(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes>;
 }
 
 /// Put in the extensions of requests that optional mode lets on without a session.
@@ -132,7 +155,7 @@ impl DefaultRejection {
     /// absolute-form target, else its `Host` header) when that is a plain host and port. Anything
     /// else (userinfo such as `app.test@evil.com`, another scheme) gives no `return_to` at all,
     /// so a crafted request line can never send a browser elsewhere after signing in.
-    fn original_url(&self, request: &request::Parts) -> Option<Url> {
+    fn original_url(&self, request: &Parts) -> Option<Url> {
         let uri = &request.uri;
         if let Some(base) = &self.app_url {
             return Some(with_path(base.clone(), uri.path(), uri.query()));
@@ -149,7 +172,7 @@ impl DefaultRejection {
         Some(with_path(origin, uri.path(), uri.query()))
     }
 
-    fn redirect(&self, target: &Url, request: &request::Parts) -> Option<Response<Bytes>> {
+    fn redirect(&self, target: &Url, request: &Parts) -> Option<Response<Bytes>> {
         let mut location = target.clone();
         if let Some(original) = self.original_url(request) {
             location
@@ -164,11 +187,7 @@ impl DefaultRejection {
         Some(response)
     }
 
-    fn browser_redirect(
-        &self,
-        outcome: &Outcome,
-        request: &request::Parts,
-    ) -> Option<Response<Bytes>> {
+    fn browser_redirect(&self, outcome: &Outcome, request: &Parts) -> Option<Response<Bytes>> {
         let login_url = self.login_url.as_ref()?;
         if !accepts_html(request) {
             return None;
@@ -185,55 +204,36 @@ impl DefaultRejection {
 }
 
 impl RejectionResponse for DefaultRejection {
-    fn response(&self, outcome: &Outcome, request: &request::Parts) -> Response<Bytes> {
+    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
         if let Some(redirect) = self.browser_redirect(outcome, request) {
             return redirect;
         }
-        match outcome {
-            Outcome::Anonymous => unauthorized("No session credential was found in the request."),
-            Outcome::Unauthenticated(Unauthenticated::Malformed(_)) => {
-                unauthorized("The session credential in the request is malformed.")
-            }
-            Outcome::Unauthenticated(Unauthenticated::TooLarge) => {
-                unauthorized("The session credential in the request is too large to be checked.")
-            }
-            Outcome::Unauthenticated(_) => {
-                unauthorized("The session is invalid, expired or revoked.")
-            }
-            Outcome::AalRequired(step_up) => ErrorBody::new(
-                StatusCode::FORBIDDEN,
-                "Session does not fulfill the required Authenticator Assurance Level",
-            )
-            .id("session_aal2_required")
-            .reason(
-                "An active session was found but it does not fulfill the required \
-                 Authenticator Assurance Level. Complete a second factor to continue.",
-            )
-            .redirect_browser_to(step_up.redirect_browser_to.as_deref())
-            .response(),
-            Outcome::Unavailable(unavailable) => {
-                let reason =
-                    format!("The session service is unavailable ({unavailable}); try again later.");
-                let mut response = ErrorBody::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The session could not be checked",
-                )
-                .reason(&reason)
-                .response();
-                let wait = unavailable
-                    .retry_after()
-                    .or(self.retry_after)
-                    .unwrap_or(DEFAULT_RETRY_AFTER);
-                set_retry_after(&mut response, wait);
-                response
-            }
-            // Not a rejection; answer as a server error rather than let the request through.
+        let mut response = match outcome {
+            // Not a refusal; answer as a server error rather than let the request through.
             Outcome::Authenticated(_) => ErrorBody::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "an authenticated request was rejected",
             )
             .response(),
+            refusal => refusal_response(refusal),
+        };
+        match outcome {
+            Outcome::Anonymous | Outcome::Unauthenticated(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"kratos\""),
+                );
+            }
+            Outcome::Unavailable(unavailable) => {
+                let wait = unavailable
+                    .retry_after()
+                    .or(self.retry_after)
+                    .unwrap_or(DEFAULT_RETRY_AFTER);
+                set_retry_after(&mut response, wait);
+            }
+            _ => {}
         }
+        response
     }
 }
 
@@ -265,7 +265,7 @@ fn with_path(mut base: Url, path: &str, query: Option<&str>) -> Url {
 }
 
 /// Whether the client accepts HTML (`text/html` listed without `q=0`): a browser navigation.
-fn accepts_html(request: &request::Parts) -> bool {
+fn accepts_html(request: &Parts) -> bool {
     request
         .headers
         .get_all(header::ACCEPT)
@@ -287,27 +287,13 @@ fn accepts_html(request: &request::Parts) -> bool {
         })
 }
 
-fn unauthorized(reason: &str) -> Response<Bytes> {
-    let mut response = ErrorBody::new(
-        StatusCode::UNAUTHORIZED,
-        "The request could not be authorized",
-    )
-    .reason(reason)
-    .response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"kratos\""),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outcome::{AalRequired, Unavailable};
     use http::Request;
 
-    fn parts(uri: &str, accept: &str) -> request::Parts {
+    fn parts(uri: &str, accept: &str) -> Parts {
         Request::get(uri)
             .header("host", "app.test:8080")
             .header("accept", accept)
@@ -358,7 +344,7 @@ mod tests {
     }
 
     /// The `return_to` of the default rejection's redirect for this request, if any.
-    fn return_to(rejection: &DefaultRejection, request: request::Parts) -> Option<String> {
+    fn return_to(rejection: &DefaultRejection, request: Parts) -> Option<String> {
         let response = rejection.response(&Outcome::Anonymous, &request);
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let location = Url::parse(response.headers()[header::LOCATION].to_str().unwrap()).unwrap();
@@ -369,7 +355,7 @@ mod tests {
         found
     }
 
-    fn browser(uri: &str, host: Option<&str>) -> request::Parts {
+    fn browser(uri: &str, host: Option<&str>) -> Parts {
         let mut request = Request::get(uri).header("accept", "text/html");
         if let Some(host) = host {
             request = request.header("host", host);

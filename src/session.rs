@@ -203,9 +203,10 @@ pub struct Identity {
     /// `active` or `inactive`; an open set.
     #[serde(default)]
     pub state: Option<String>,
-    /// The identity's traits, as the schema defines them. Read them typed with [`Identity::traits`].
-    #[serde(default, rename = "traits")]
-    pub traits_json: serde_json::Value,
+    /// The identity's traits, as the schema defines them, as JSON. Read them as your own type
+    /// with [`Identity::traits_as`] (or the `KratosTraits<T>` extractor).
+    #[serde(default)]
+    pub traits: serde_json::Value,
     /// Public metadata; `null` when unset.
     #[serde(default)]
     pub metadata_public: serde_json::Value,
@@ -230,7 +231,8 @@ impl Identity {
     /// The traits deserialized into your own type.
     ///
     /// # Errors
-    /// When the traits do not match `T`.
+    /// When the traits do not match `T`. The error may quote a trait's value: it is the
+    /// identity's personal data, so keep it out of responses and logs.
     ///
     /// ```
     /// # use tower_kratos::session::Session;
@@ -240,11 +242,11 @@ impl Identity {
     /// let session: Session = serde_json::from_str(
     ///     r#"{"id": "s", "identity": {"id": "i", "traits": {"email": "ada@example.org"}}}"#,
     /// ).unwrap();
-    /// let traits: Traits = session.identity.unwrap().traits().unwrap();
+    /// let traits: Traits = session.identity.unwrap().traits_as().unwrap();
     /// assert_eq!(traits.email, "ada@example.org");
     /// ```
-    pub fn traits<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.traits_json)
+    pub fn traits_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.traits)
     }
 }
 

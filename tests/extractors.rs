@@ -35,7 +35,7 @@ async fn session(session: KratosSession) -> Json<Value> {
 
 async fn identity(identity: KratosIdentity) -> Result<Json<Value>, StatusCode> {
     let traits: Traits = identity
-        .traits()
+        .traits_as()
         .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
     Ok(Json(json!({
         "identity": identity.id,
@@ -382,4 +382,110 @@ async fn without_the_layer_every_extractor_answers_500_naming_it() {
         assert_missing_layer(&send(&app, get(route, &[])).await, route);
     }
     assert_eq!(kratos.calls(Endpoint::Whoami), 0, "nothing asked Kratos");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The traits as your own type
+
+#[derive(Debug, Deserialize)]
+struct Phone {
+    // Ada's traits have no phone: a type that does not follow the identity schema.
+    #[allow(dead_code)]
+    phone: u64,
+}
+
+async fn email(tower_kratos::KratosTraits(traits): tower_kratos::KratosTraits<Traits>) -> String {
+    format!("{} {}", traits.email, traits.name.first)
+}
+
+async fn maybe_email(traits: Option<tower_kratos::KratosTraits<Traits>>) -> String {
+    traits.map_or("anonymous".to_owned(), |traits| traits.0.email)
+}
+
+async fn phone(tower_kratos::KratosTraits(phone): tower_kratos::KratosTraits<Phone>) -> String {
+    format!("{phone:?}")
+}
+
+#[tokio::test]
+async fn traits_are_read_as_your_type_and_a_mismatch_is_a_500_naming_it() {
+    let kratos = kratos().await;
+    let ada = ada(&kratos);
+    let layer = layer(&kratos);
+    let app = Router::new()
+        .route("/email", get_route(email))
+        .route("/phone", get_route(phone))
+        .layer(layer.required())
+        .merge(
+            Router::new()
+                .route("/maybe-email", get_route(maybe_email))
+                .layer(layer.optional()),
+        );
+
+    let answer = send(&app, with_token("/email", &ada)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.text(), "ada@example.org Ada");
+    let answer = send(&app, with_token("/maybe-email", &ada)).await;
+    assert_eq!(answer.text(), "ada@example.org");
+    let answer = send(&app, get("/maybe-email", &[])).await;
+    assert_eq!(answer.text(), "anonymous");
+
+    // The identity schema and the type disagree: the server's to fix, never a panic, and the
+    // traits (personal data) are in neither the answer nor the log.
+    let (captured, _guard) = support::capture::capture(tracing::Level::TRACE);
+    let answer = send(&app, with_token("/phone", &ada)).await;
+    let body = answer.assert_json_error(StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["error"]["id"], "misconfigured");
+    assert!(!answer.everything().contains("ada@example.org"));
+    let log = captured.take();
+    assert!(
+        log.contains("ERROR") && log.contains("extractors::Phone"),
+        "the log names the type:\n{log}"
+    );
+    assert!(!log.contains("ada@example.org"), "{log}");
+
+    // Without a session, the layer's own rejection, as for KratosSession.
+    let answer = send(&app, get("/email", &[])).await;
+    answer.assert_json_error(StatusCode::UNAUTHORIZED);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 1);
+}
+
+#[tokio::test]
+async fn every_refusal_has_a_status_and_answers_one_shape() {
+    use tower_kratos::{lifecycle::LifecycleError, rejection::Refusal, SessionRejection};
+
+    let refusals: [(&dyn Refusal, StatusCode); 5] = [
+        (&Outcome::Anonymous, StatusCode::UNAUTHORIZED),
+        (
+            &Outcome::Unavailable(tower_kratos::outcome::Unavailable::Transport),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (&LifecycleError::CurrentSession, StatusCode::BAD_REQUEST),
+        (&LifecycleError::NotFound, StatusCode::NOT_FOUND),
+        (&SessionRejection::NoIdentity, StatusCode::UNAUTHORIZED),
+    ];
+    for (refusal, status) in refusals {
+        assert_eq!(refusal.status(), status, "{}", refusal.kind());
+        assert!(!refusal.reason().is_empty());
+        // Every outage has a delay to retry after, whether or not its cause named one.
+        assert_eq!(
+            refusal.retry_after().is_some(),
+            status == StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            refusal.kind()
+        );
+    }
+    // The crate's own answers share the envelope.
+    for response in [
+        axum::response::IntoResponse::into_response(LifecycleError::NotFound),
+        axum::response::IntoResponse::into_response(SessionRejection::NoIdentity),
+    ] {
+        let answer = Answer::read(response).await;
+        let body = answer.json();
+        for field in ["id", "code", "status", "reason", "message"] {
+            assert!(
+                body["error"][field].is_string() || body["error"][field].is_number(),
+                "{field}: {body}"
+            );
+        }
+    }
 }

@@ -224,7 +224,7 @@ async fn echo(session: KratosSession, identity: KratosIdentity) -> Json<Value> {
     Json(json!({
         "session_id": session.id,
         "identity_id": identity.id,
-        "email": identity.traits_json["email"],
+        "email": identity.traits["email"],
     }))
 }
 

@@ -1187,8 +1187,8 @@ fn exercise(session: &Session) -> Result<(), TestCaseError> {
         let _ = method.aal.as_ref().map(ToString::to_string);
     }
     if let Some(identity) = &session.identity {
-        let _ = identity.traits::<Value>();
-        let _ = identity.traits::<BTreeMap<String, String>>();
+        let _ = identity.traits_as::<Value>();
+        let _ = identity.traits_as::<BTreeMap<String, String>>();
     }
     let _ = format!("{session:?}");
     // What the model serializes parses back to the same session. (Not byte for byte: serde_json

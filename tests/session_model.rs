@@ -61,7 +61,7 @@ fn docs_example_has_every_field_typed() {
         email: String,
         name: String,
     }
-    let traits: Traits = identity.traits().unwrap();
+    let traits: Traits = identity.traits_as().unwrap();
     assert_eq!(
         (traits.email.as_str(), traits.name.as_str()),
         ("user@example.org", "User")

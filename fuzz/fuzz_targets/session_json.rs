@@ -44,8 +44,8 @@ fn exercise(session: Session) {
         let _ = method.aal.as_ref().map(ToString::to_string);
     }
     if let Some(identity) = &session.identity {
-        let _ = identity.traits::<serde_json::Value>();
-        let _ = identity.traits::<std::collections::BTreeMap<String, String>>();
+        let _ = identity.traits_as::<serde_json::Value>();
+        let _ = identity.traits_as::<std::collections::BTreeMap<String, String>>();
     }
 
     let json = serde_json::to_vec(&session).expect("a parsed session serializes");

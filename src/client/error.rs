@@ -1,12 +1,14 @@
 //! Why a session lifecycle call did not succeed, and the response each reason is.
 
-use std::{fmt, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use http::StatusCode;
 
 use crate::{
+    config::DEFAULT_RETRY_AFTER,
     credentials::MalformedCredential,
     outcome::{AalRequired, Outcome, Unauthenticated, Unavailable},
+    response::Refusal,
 };
 
 /// Why a session lifecycle call did not succeed.
@@ -101,11 +103,31 @@ impl LifecycleError {
         }
     }
 
-    /// How long Kratos asked callers to wait, when it said.
+    /// For a 503, how long a client should wait: what Kratos (after a 429) or the layer's
+    /// back-off said, else [`DEFAULT_RETRY_AFTER`](crate::DEFAULT_RETRY_AFTER). `None` for every
+    /// other error.
     pub fn retry_after(&self) -> Option<Duration> {
+        (self.status() == StatusCode::SERVICE_UNAVAILABLE)
+            .then(|| self.named_retry_after().unwrap_or(DEFAULT_RETRY_AFTER))
+    }
+
+    /// The wait Kratos or the back-off named, if either did.
+    pub(crate) fn named_retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
+            Self::Unavailable(unavailable) => unavailable.retry_after(),
             _ => None,
+        }
+    }
+
+    /// What went wrong, in a sentence safe to show the client: the admin API's failures are
+    /// the server's to fix and are described only as a misconfiguration (the log says more).
+    pub fn reason(&self) -> Cow<'_, str> {
+        match self {
+            Self::AdminNotConfigured | Self::AdminRefused(_) => {
+                Cow::Borrowed("the session service is misconfigured")
+            }
+            other => Cow::Owned(other.to_string()),
         }
     }
 
@@ -157,35 +179,43 @@ impl fmt::Display for LifecycleError {
 
 impl std::error::Error for LifecycleError {}
 
-#[cfg(feature = "axum")]
-impl axum_core::response::IntoResponse for LifecycleError {
-    /// A Kratos-style JSON error (`{"error": {"id": kind, "code", "status", "message"}}`) with
-    /// [`status`](Self::status); a step-up carries `redirect_browser_to`, a 503 `Retry-After`
-    /// (Kratos's own, else [`DEFAULT_RETRY_AFTER`](crate::rejection::DEFAULT_RETRY_AFTER)).
-    /// Never shows a credential or the admin key: the admin API's failures are the server's to
-    /// fix, and are described only in its log.
-    fn into_response(self) -> axum_core::response::Response {
-        let status = self.status();
-        let message = match &self {
-            Self::AdminNotConfigured | Self::AdminRefused(_) => {
-                "the session service is misconfigured".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let redirect = match &self {
+impl Refusal for LifecycleError {
+    fn status(&self) -> StatusCode {
+        LifecycleError::status(self)
+    }
+
+    /// As [`LifecycleError::kind`], but the admin API's failures are `misconfigured`: which
+    /// part of the server's configuration is at fault is for its log, not its clients.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::AdminNotConfigured | Self::AdminRefused(_) => "misconfigured",
+            other => other.kind(),
+        }
+    }
+
+    fn reason(&self) -> Cow<'_, str> {
+        LifecycleError::reason(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        LifecycleError::retry_after(self)
+    }
+
+    fn redirect_browser_to(&self) -> Option<&str> {
+        match self {
             Self::AalRequired(step_up) => step_up.redirect_browser_to.as_deref(),
             _ => None,
-        };
-        let mut response = crate::response::ErrorBody::new(status, &message)
-            .id(self.kind())
-            .redirect_browser_to(redirect)
-            .response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            let wait = self
-                .retry_after()
-                .unwrap_or(crate::config::DEFAULT_RETRY_AFTER);
-            crate::response::set_retry_after(&mut response, wait);
         }
-        response.map(axum_core::body::Body::from)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for LifecycleError {
+    /// The crate's JSON error ([`Refusal`]: `{"error": {"id": kind, "code", "status", "reason",
+    /// "message"}}`) with [`status`](Self::status); a step-up carries `redirect_browser_to`, a
+    /// 503 `Retry-After`. Never shows a credential or the admin key. For a shape of your own,
+    /// answer your [`Refusal`] response instead (see [`Refusal`]).
+    fn into_response(self) -> axum_core::response::Response {
+        crate::response::refusal_response(&self).map(axum_core::body::Body::from)
     }
 }
