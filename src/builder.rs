@@ -52,6 +52,7 @@ struct HttpSettings {
     /// The deadline of every call to the public API, whoami included.
     request_timeout: Duration,
     client: Option<reqwest::Client>,
+    #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
     root_certificates: Vec<reqwest::Certificate>,
 }
 
@@ -62,8 +63,7 @@ impl fmt::Debug for HttpSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("client", &self.client.as_ref().map(|_| "[given]"))
-            .field("root_certificates", &self.root_certificates.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,6 +131,7 @@ impl KratosLayerBuilder {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 client: None,
+                #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
                 root_certificates: Vec::new(),
             },
             admin: AdminSettings {
@@ -388,6 +389,8 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// Trust this root certificate for Kratos's HTTPS, besides the system's roots.
+    #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))))]
     pub fn add_root_certificate(mut self, certificate: reqwest::Certificate) -> Self {
         self.http.root_certificates.push(certificate);
         self
@@ -521,7 +524,10 @@ impl<R> KratosLayerBuilder<R> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let public_url = parse_http_url("public_url", &self.public_url)?;
+        let public_url = reachable(
+            "public_url",
+            parse_http_url("public_url", &self.public_url)?,
+        )?;
         if self.cache.capacity == 0 {
             return Err(BuildError::setting("cache_capacity", "must not be zero"));
         }
@@ -574,8 +580,12 @@ fn http_client(settings: HttpSettings) -> Result<reqwest::Client, BuildError> {
     if settings.request_timeout.is_zero() {
         return Err(BuildError::setting("request_timeout", "must not be zero"));
     }
+    #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
+    let roots = settings.root_certificates;
+    #[cfg(not(any(feature = "tls-aws-lc-rs", feature = "tls-ring")))]
+    let roots: Vec<std::convert::Infallible> = Vec::new();
     match settings.client {
-        Some(client) if settings.root_certificates.is_empty() => Ok(client),
+        Some(client) if roots.is_empty() => Ok(client),
         Some(_) => Err(BuildError::setting(
             "add_root_certificate",
             "cannot be combined with http_client: add the roots to that client",
@@ -583,18 +593,40 @@ fn http_client(settings: HttpSettings) -> Result<reqwest::Client, BuildError> {
         None => {
             // The layer enforces the request timeout itself, for a given client too; this is
             // the same deadline, so the pool gives up on a hung connection as well.
-            let mut builder = reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .connect_timeout(settings.connect_timeout)
                 .timeout(settings.request_timeout)
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("tower-kratos/", env!("CARGO_PKG_VERSION")));
-            for certificate in settings.root_certificates {
-                builder = builder.add_root_certificate(certificate);
+            #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
+            let builder = roots
+                .into_iter()
+                .fold(builder, reqwest::ClientBuilder::add_root_certificate);
+            #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+            {
+                // reqwest without a provider of its own takes the process's default, which the
+                // application may have chosen; else ring, as this feature asks.
+                let _ = rustls::crypto::ring::default_provider().install_default();
             }
             builder.build().map_err(BuildError::client)
         }
     }
+}
+
+/// Whether this build can speak HTTPS to Kratos: one of the TLS features is on.
+const HTTPS: bool = cfg!(any(feature = "tls-aws-lc-rs", feature = "tls-ring"));
+
+/// A URL setting this build can reach: `https` needs a TLS feature.
+fn reachable(setting: &'static str, url: reqwest::Url) -> Result<reqwest::Url, BuildError> {
+    if url.scheme() == "https" && !HTTPS {
+        return Err(BuildError::setting(
+            setting,
+            "is https, and tower-kratos was built without a TLS feature \
+             (tls-aws-lc-rs or tls-ring)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Checks the admin API settings (URL, key, deadline) and the extension settings that need it.
@@ -623,7 +655,7 @@ fn admin_api(
         }
         return Ok(None);
     };
-    let base = parse_http_url("admin_url", url)?;
+    let base = reachable("admin_url", parse_http_url("admin_url", url)?)?;
     let authorization = match &settings.api_key {
         Some(key) => {
             let plain_http =
