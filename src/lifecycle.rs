@@ -5,7 +5,9 @@
 //! [`KratosLayer::lifecycle`](crate::KratosLayer::lifecycle) and hand it to your
 //! handlers (axum `State` or `Extension`); it shares the layer's HTTP client and cache. The
 //! self-service helpers act as the caller, with the credential of the request they are given
-//! (found the way the layer finds it); the admin helpers need
+//! (found the way the layer finds it): they take the request's headers rather than the session,
+//! since Kratos acts only on the caller's own credential and a session holds none (see
+//! [`Caller`]). The admin helpers need
 //! [`admin_url`](crate::KratosLayerBuilder::admin_url).
 //!
 //! ```
@@ -166,6 +168,12 @@ impl axum_core::response::IntoResponseParts for ExtendOutcome {
 
 /// Whose session a self-service helper acts on: the caller's request headers (the credential is
 /// found as the layer finds it, with its cookie names), the request head, or a [`Credential`].
+///
+/// Why the headers and not the [`KratosSession`]: Kratos answers the self-service calls
+/// (`GET /sessions`, `DELETE /sessions/{id}`, API logout) only for the caller's own credential,
+/// and a session holds none (Kratos never sends a token back, and the layer keeps no credential
+/// past the request). So a handler that reads the session and acts on it extracts both: the
+/// session to read, the headers to act with.
 ///
 /// Implemented for [`HeaderMap`], [`http::request::Parts`] and [`Credential`]; sealed.
 pub trait Caller: Sync + sealed::Sealed {
