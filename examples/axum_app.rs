@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Without `KRATOS_PUBLIC_URL` it starts the built-in Kratos stand-in, creates a demo session and
-//! prints a `curl` line to try it. Environment:
+//! prints a `curl` line to try it. Environment (the Kratos settings are every reference app's,
+//! `examples/support/kratos.rs`):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -31,7 +32,7 @@
 //! | `DELETE /me/sessions/{id}` | 204; 400 for the caller's own session (it stays usable) |
 //! | `DELETE /me/sessions` | 200 `{"count": n}`: all the caller's other sessions revoked |
 
-use std::{env, error::Error, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     extract::{Path, State},
@@ -44,13 +45,15 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio::net::TcpListener;
 use tower_kratos::{
     lifecycle::{ExtendOutcome, LifecycleError, Page, SessionLifecycle},
-    testing::KratosStandIn,
-    KratosLayer, KratosSession,
+    KratosSession,
 };
 use tracing_subscriber::EnvFilter;
 
+#[path = "support/kratos.rs"]
+mod kratos;
 #[path = "support/serve.rs"]
 mod serve;
+use kratos::{parse, var, Kratos, Settings};
 use serve::serve;
 
 /// The most pages `GET /me/sessions` reads (100 sessions each): a bound, not a real limit.
@@ -63,58 +66,24 @@ struct AppState {
     extend_within: Duration,
 }
 
-/// The app's settings, read from the environment; a bad value stops the app with a clear error.
+/// This app's own settings, besides the Kratos ones every reference app reads.
 #[derive(Debug)]
 struct Config {
-    kratos_public_url: Option<String>,
-    kratos_admin_url: Option<String>,
-    kratos_admin_token: Option<String>,
+    kratos: Settings,
     bind_addr: SocketAddr,
-    cache_ttl: Duration,
-    kratos_timeout: Duration,
     login_url: Option<String>,
     app_url: Option<String>,
-    extend_within: Duration,
-    stale_if_error: Option<Duration>,
-    max_concurrent_lookups: usize,
 }
 
 impl Config {
     fn from_env() -> Result<Self, String> {
         Ok(Self {
-            kratos_public_url: var("KRATOS_PUBLIC_URL"),
-            kratos_admin_url: var("KRATOS_ADMIN_URL"),
-            kratos_admin_token: var("KRATOS_ADMIN_TOKEN"),
+            kratos: Settings::from_env()?,
             bind_addr: parse("BIND_ADDR", "127.0.0.1:3000")?,
-            cache_ttl: Duration::from_secs(parse("CACHE_TTL_SECS", "60")?),
-            kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
             login_url: var("LOGIN_URL"),
             app_url: var("APP_URL"),
-            extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
-            stale_if_error: match var("STALE_IF_ERROR_SECS") {
-                Some(_) => Some(Duration::from_secs(parse("STALE_IF_ERROR_SECS", "0")?)),
-                None => None,
-            },
-            max_concurrent_lookups: parse(
-                "MAX_CONCURRENT_LOOKUPS",
-                &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
-            )?,
         })
     }
-}
-
-fn var(name: &str) -> Option<String> {
-    env::var(name).ok().filter(|value| !value.trim().is_empty())
-}
-
-fn parse<T: std::str::FromStr>(name: &str, default: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let text = var(name).unwrap_or_else(|| default.to_owned());
-    text.trim()
-        .parse()
-        .map_err(|error| format!("{name}={text:?} is not valid: {error}"))
 }
 
 #[tokio::main]
@@ -135,34 +104,8 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn Error>> {
     let config = Config::from_env()?;
-
-    // Without a Kratos URL, run against the stand-in, with one demo session to try (and a
-    // second session of the same user, so `GET /me/sessions` has something to list).
-    let (kratos_public_url, stand_in) = match &config.kratos_public_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let stand_in = KratosStandIn::start().await?;
-            let demo = stand_in.create_session();
-            stand_in.session().identity(&demo.identity_id).create();
-            (stand_in.public_url(), Some((stand_in, demo)))
-        }
-    };
-    let kratos_admin_url = config
-        .kratos_admin_url
-        .clone()
-        .unwrap_or_else(|| kratos_public_url.clone());
-
-    let mut builder = KratosLayer::builder(&kratos_public_url)
-        .cache_ttl(config.cache_ttl)
-        .request_timeout(config.kratos_timeout)
-        .max_concurrent_lookups(config.max_concurrent_lookups)
-        .admin_url(&kratos_admin_url);
-    if let Some(grace) = config.stale_if_error {
-        builder = builder.stale_if_error(grace);
-    }
-    if let Some(token) = &config.kratos_admin_token {
-        builder = builder.admin_api_key(token);
-    }
+    let kratos_api = Kratos::start(&config.kratos).await?;
+    let mut builder = kratos_api.layer(&config.kratos);
     if let Some(login_url) = &config.login_url {
         builder = builder.login_url(login_url);
     }
@@ -172,7 +115,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let kratos = builder.build()?;
     let state = AppState {
         sessions: kratos.lifecycle(),
-        extend_within: config.extend_within,
+        extend_within: config.kratos.extend_within,
     };
 
     let lifecycle_routes = Router::new()
@@ -192,18 +135,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
 
     let listener = TcpListener::bind(config.bind_addr).await?;
     let addr = listener.local_addr()?;
-    println!("kratos public API: {kratos_public_url}");
-    println!(
-        "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
-        kratos_admin_url,
-        if config.kratos_admin_token.is_some() {
-            "set"
-        } else {
-            "not set"
-        },
-        config.extend_within.as_secs(),
-    );
-    if let Some((_, demo)) = &stand_in {
+    kratos_api.describe(&config.kratos);
+    if let Some(demo) = kratos_api.demo() {
         println!("built-in Kratos stand-in with a demo session; try:");
         println!(
             "  curl -H 'X-Session-Token: {}' http://{addr}/me",

@@ -42,6 +42,7 @@
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
 //! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, API logout.
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
+//! - [`tonic`](mod@tonic) (feature `tonic`): the session in a gRPC handler, errors as statuses.
 //! - [`testing`] (feature `test-util`): a Kratos stand-in for your tests.
 //!
 //! # Layering
@@ -61,12 +62,13 @@
 //! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
 //! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill | client and below |
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
-//! | `rejection` | outcome → response | outcome, response, config |
+//! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | outcome, response, config |
 //! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
 //! | `lifecycle` | the public lifecycle helpers | shared and below |
 //! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
 //! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
 //! | `extract` | axum extractors | outcome, rejection, response, session |
+//! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service and below |
 //! | `testing` | the Kratos stand-in | nothing of the crate |
 //!
 //! # Security
@@ -123,6 +125,9 @@ mod shared;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use crate::{
     body::ResponseBody,

@@ -183,7 +183,7 @@ pub trait Caller: Sync + sealed::Sealed {
         -> Result<Cow<'_, Credential>, LifecycleError>;
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for http::HeaderMap {}
     impl Sealed for http::request::Parts {}

@@ -1,155 +1,14 @@
-//! Turning an outcome the request cannot go on with into a response.
-//!
-//! The layer calls a [`RejectionResponse`] for every such outcome. The default,
-//! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
-//! browsers to the login page. A closure replaces it, with no type annotations, through
-//! [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn); everything it needs is here (no
-//! `http` or `bytes` dependency of your own), and the [`Outcome`] says its status, its retry
-//! delay and its step-up page:
-//!
-//! ```
-//! use tower_kratos::{rejection::{Bytes, Response}, KratosLayer};
-//!
-//! # fn main() -> Result<(), tower_kratos::BuildError> {
-//! let layer = KratosLayer::builder("http://127.0.0.1:4433")
-//!     .rejection_fn(|outcome, _request| {
-//!         let mut response = Response::new(Bytes::from(format!("no entry: {}", outcome.kind())));
-//!         *response.status_mut() = outcome.status();
-//!         if let Some(wait) = outcome.retry_after() {
-//!             response.headers_mut().insert("retry-after", wait.as_secs().into());
-//!         }
-//!         response
-//!     })
-//!     .build()?;
-//! # let _ = layer;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Whatever produces the response, the layer attaches the [`Outcome`] to its extensions. To give
-//! lifecycle errors and extractor refusals the same shape, build them all from [`Refusal`].
+//! Browsers without a session: a 303 to the login page (or to Kratos's step-up page), with a
+//! `return_to` that never leaves the app.
 
-use std::{str::FromStr, time::Duration};
-
-/// What a rejection is made of, re-exported so that writing one needs no dependency of your own.
-pub use bytes::Bytes;
-use http::uri::Authority;
-pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
+use http::{header, uri::Authority, HeaderValue, Response, StatusCode};
 use reqwest::Url;
+use std::str::FromStr;
 
-pub use crate::{config::DEFAULT_RETRY_AFTER, response::Refusal};
-use crate::{
-    config::{parse_http_url, BuildError},
-    outcome::Outcome,
-    response::{no_store, refusal_response, set_retry_after, ErrorBody},
-};
-
-/// Builds the response for a request the layer does not let through.
-pub trait RejectionResponse: Clone + Send + Sync + 'static {
-    /// The response for this outcome. `request` is the rejected request's head.
-    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes>;
-}
-
-impl<F> RejectionResponse for F
-where
-    F: Fn(&Outcome, &Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
-{
-    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
-        self(outcome, request)
-    }
-}
-
-/// A closure as the rejection, from
-/// [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn): there the closure's argument
-/// types are known, so it needs no annotations.
-#[derive(Clone)]
-pub struct RejectionFn<F>(pub(crate) F);
-
-impl<F> std::fmt::Debug for RejectionFn<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RejectionFn(..)")
-    }
-}
-
-impl<F> RejectionResponse for RejectionFn<F>
-where
-    F: Fn(&Outcome, &Parts) -> Response<Bytes> + Clone + Send + Sync + 'static,
-{
-    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
-        (self.0)(outcome, request)
-    }
-}
-
-/// A layer's rejection, without its type, for the extractors.
-#[cfg(feature = "axum")]
-pub(crate) trait DynRejection: Send + Sync {
-    fn response_for(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes>;
-}
-
-/// Put in the extensions of requests that optional mode lets on without a session.
-#[cfg(feature = "axum")]
-#[derive(Clone)]
-pub(crate) struct LayerRejection(pub(crate) std::sync::Arc<dyn DynRejection>);
-
-#[cfg(feature = "axum")]
-impl std::fmt::Debug for LayerRejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LayerRejection")
-    }
-}
-
-/// The default rejection.
-///
-/// | outcome | API client | browser (`Accept: text/html`), login URL set |
-/// |---|---|---|
-/// | no credential, or invalid | 401 JSON | 303 to the login URL with `return_to` |
-/// | step-up required | 403 JSON with `redirect_browser_to` | 303 to Kratos's step-up page with `return_to` |
-/// | Kratos unavailable | 503 JSON with `Retry-After` | the same |
-///
-/// Never a 401 for an outage: a 401 makes clients drop their session.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct DefaultRejection {
-    login_url: Option<Url>,
-    app_url: Option<Url>,
-    retry_after: Option<Duration>,
-}
+use super::{Bytes, DefaultRejection, Parts};
+use crate::{outcome::Outcome, response::no_store};
 
 impl DefaultRejection {
-    /// The default: JSON only, no browser redirects.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Send browsers without a valid session to this login page, with `return_to` set to the
-    /// URL they asked for. Off by default (401 JSON for everyone).
-    ///
-    /// # Errors
-    /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_login_url(mut self, url: &str) -> Result<Self, BuildError> {
-        self.login_url = Some(parse_http_url("login_url", url)?);
-        Ok(self)
-    }
-
-    /// The app's public base URL (e.g. `https://app.example.com`), used to build `return_to`
-    /// with the request's path and query. By default the request's own origin is used (its
-    /// absolute-form target, else `http://` and its `Host` header) when it is a plain
-    /// `http`/`https` host and port, and no `return_to` is sent otherwise: set this when the app
-    /// is behind a proxy that terminates TLS.
-    ///
-    /// # Errors
-    /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_app_url(mut self, url: &str) -> Result<Self, BuildError> {
-        self.app_url = Some(parse_http_url("app_url", url)?);
-        Ok(self)
-    }
-
-    /// The `Retry-After` sent with 503 when Kratos gave none. Default: [`DEFAULT_RETRY_AFTER`].
-    pub fn with_retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = Some(wait);
-        self
-    }
-
     /// The URL the request asked for, absolute, for `return_to`: the configured app URL with the
     /// request's path and query; without one, the request's own `http`/`https` origin (its
     /// absolute-form target, else its `Host` header) when that is a plain host and port. Anything
@@ -187,7 +46,11 @@ impl DefaultRejection {
         Some(response)
     }
 
-    fn browser_redirect(&self, outcome: &Outcome, request: &Parts) -> Option<Response<Bytes>> {
+    pub(super) fn browser_redirect(
+        &self,
+        outcome: &Outcome,
+        request: &Parts,
+    ) -> Option<Response<Bytes>> {
         let login_url = self.login_url.as_ref()?;
         if !accepts_html(request) {
             return None;
@@ -200,40 +63,6 @@ impl DefaultRejection {
             }
             _ => None,
         }
-    }
-}
-
-impl RejectionResponse for DefaultRejection {
-    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
-        if let Some(redirect) = self.browser_redirect(outcome, request) {
-            return redirect;
-        }
-        let mut response = match outcome {
-            // Not a refusal; answer as a server error rather than let the request through.
-            Outcome::Authenticated(_) => ErrorBody::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "an authenticated request was rejected",
-            )
-            .response(),
-            refusal => refusal_response(refusal),
-        };
-        match outcome {
-            Outcome::Anonymous | Outcome::Unauthenticated(_) => {
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"kratos\""),
-                );
-            }
-            Outcome::Unavailable(unavailable) => {
-                let wait = unavailable
-                    .retry_after()
-                    .or(self.retry_after)
-                    .unwrap_or(DEFAULT_RETRY_AFTER);
-                set_retry_after(&mut response, wait);
-            }
-            _ => {}
-        }
-        response
     }
 }
 
@@ -290,7 +119,7 @@ fn accepts_html(request: &Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{AalRequired, Unavailable};
+    use crate::rejection::RejectionResponse;
     use http::Request;
 
     fn parts(uri: &str, accept: &str) -> Parts {
@@ -406,36 +235,5 @@ mod tests {
             return_to(&plain, browser("//evil.com/me", Some("app.test"))).as_deref(),
             Some("http://app.test//evil.com/me")
         );
-    }
-
-    #[test]
-    fn outage_is_503_with_retry_after_never_401() {
-        let rejection = DefaultRejection::new();
-        let outcome = Outcome::Unavailable(Unavailable::RateLimited {
-            retry_after: Some(Duration::from_secs(7)),
-        });
-        let response = rejection.response(&outcome, &parts("/", "*/*"));
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-        let response = rejection.response(
-            &Outcome::Unavailable(Unavailable::Timeout),
-            &parts("/", "*/*"),
-        );
-        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
-    }
-
-    #[test]
-    fn step_up_keeps_redirect_browser_to() {
-        let outcome = Outcome::AalRequired(AalRequired::new(Some(
-            "http://k/self-service/login/browser?aal=aal2".into(),
-        )));
-        let response = DefaultRejection::new().response(&outcome, &parts("/", "application/json"));
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
-        assert_eq!(
-            body["redirect_browser_to"],
-            "http://k/self-service/login/browser?aal=aal2"
-        );
-        assert_eq!(body["error"]["id"], "session_aal2_required");
     }
 }

@@ -1,0 +1,138 @@
+//! What the reference apps share: their Kratos settings from the environment, the built-in
+//! Kratos stand-in when no Kratos is configured, and the layer built from both.
+#![allow(dead_code)] // each app uses a part
+
+use std::{env, error::Error, time::Duration};
+
+use tower_kratos::{
+    testing::{KratosStandIn, TestSession},
+    KratosLayer, KratosLayerBuilder,
+};
+
+/// The environment every reference app reads; a bad value stops the app with a clear error.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `KRATOS_PUBLIC_URL` | the stand-in | Kratos's public API |
+/// | `KRATOS_ADMIN_URL` | `KRATOS_PUBLIC_URL` | Kratos's admin API (extension, revocation) |
+/// | `KRATOS_ADMIN_TOKEN` | none | bearer token for the admin API (Ory Network API key) |
+/// | `CACHE_TTL_SECS` | 60 | session cache TTL |
+/// | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
+/// | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
+/// | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
+/// | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
+#[derive(Debug)]
+pub struct Settings {
+    pub kratos_public_url: Option<String>,
+    pub kratos_admin_url: Option<String>,
+    pub kratos_admin_token: Option<String>,
+    pub cache_ttl: Duration,
+    pub kratos_timeout: Duration,
+    pub extend_within: Duration,
+    pub stale_if_error: Option<Duration>,
+    pub max_concurrent_lookups: usize,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, String> {
+        Ok(Self {
+            kratos_public_url: var("KRATOS_PUBLIC_URL"),
+            kratos_admin_url: var("KRATOS_ADMIN_URL"),
+            kratos_admin_token: var("KRATOS_ADMIN_TOKEN"),
+            cache_ttl: Duration::from_secs(parse("CACHE_TTL_SECS", "60")?),
+            kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
+            extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
+            stale_if_error: match var("STALE_IF_ERROR_SECS") {
+                Some(_) => Some(Duration::from_secs(parse("STALE_IF_ERROR_SECS", "0")?)),
+                None => None,
+            },
+            max_concurrent_lookups: parse(
+                "MAX_CONCURRENT_LOOKUPS",
+                &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
+            )?,
+        })
+    }
+}
+
+/// A variable's value, unless unset or blank.
+pub fn var(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+/// A variable parsed, or its default; a value that does not parse is an error naming it.
+pub fn parse<T: std::str::FromStr>(name: &str, default: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let text = var(name).unwrap_or_else(|| default.to_owned());
+    text.trim()
+        .parse()
+        .map_err(|error| format!("{name}={text:?} is not valid: {error}"))
+}
+
+/// The Kratos an app talks to: the configured one, or the stand-in with a demo session (and a
+/// second session of the same user, so there is another session to list and revoke).
+pub struct Kratos {
+    pub public_url: String,
+    pub admin_url: String,
+    pub stand_in: Option<(KratosStandIn, TestSession)>,
+}
+
+impl Kratos {
+    pub async fn start(settings: &Settings) -> Result<Self, Box<dyn Error>> {
+        let (public_url, stand_in) = match &settings.kratos_public_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let stand_in = KratosStandIn::start().await?;
+                let demo = stand_in.create_session();
+                stand_in.session().identity(&demo.identity_id).create();
+                (stand_in.public_url(), Some((stand_in, demo)))
+            }
+        };
+        let admin_url = settings
+            .kratos_admin_url
+            .clone()
+            .unwrap_or_else(|| public_url.clone());
+        Ok(Self {
+            public_url,
+            admin_url,
+            stand_in,
+        })
+    }
+
+    /// The layer's builder with the settings every app shares.
+    pub fn layer(&self, settings: &Settings) -> KratosLayerBuilder {
+        let mut builder = KratosLayer::builder(&self.public_url)
+            .cache_ttl(settings.cache_ttl)
+            .request_timeout(settings.kratos_timeout)
+            .max_concurrent_lookups(settings.max_concurrent_lookups)
+            .admin_url(&self.admin_url);
+        if let Some(grace) = settings.stale_if_error {
+            builder = builder.stale_if_error(grace);
+        }
+        if let Some(token) = &settings.kratos_admin_token {
+            builder = builder.admin_api_key(token);
+        }
+        builder
+    }
+
+    /// The lines every app prints at start, before `listening on …`.
+    pub fn describe(&self, settings: &Settings) {
+        println!("kratos public API: {}", self.public_url);
+        println!(
+            "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
+            self.admin_url,
+            if settings.kratos_admin_token.is_some() {
+                "set"
+            } else {
+                "not set"
+            },
+            settings.extend_within.as_secs(),
+        );
+    }
+
+    /// The demo session, when running against the stand-in.
+    pub fn demo(&self) -> Option<&TestSession> {
+        self.stand_in.as_ref().map(|(_, demo)| demo)
+    }
+}
