@@ -1538,3 +1538,337 @@ async fn dropping_the_last_handle_stops_the_server() {
         }
     }
 }
+
+// ---- Browser flows: the login page, step-up, refresh, browser logout ----
+
+/// A client that shows redirects instead of following them, as a test of a flow must.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    header(response, "location")
+        .unwrap_or_else(|| panic!("no Location on a {}", response.status()))
+        .to_owned()
+}
+
+/// The `name=value` a `Set-Cookie` sets.
+fn set_cookie_pair(response: &reqwest::Response) -> String {
+    let set_cookie = header(response, "set-cookie").expect("a Set-Cookie");
+    set_cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// Starts a login flow (with `query`, carrying `cookie` if any) and returns the login page's
+/// URL.
+async fn begin_login(kratos: &KratosStandIn, query: &str, cookie: Option<&str>) -> String {
+    let mut request = no_redirects().get(format!(
+        "{}/self-service/login/browser{query}",
+        kratos.public_url()
+    ));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = send(request).await;
+    assert_eq!(response.status(), 303, "starting a login flow");
+    let page = location(&response);
+    assert!(
+        page.starts_with(&format!("{}/login?flow=", kratos.public_url())),
+        "not the login page: {page}"
+    );
+    page
+}
+
+/// Posts the login page's form for `method`; the answer (a 303 with the cookie).
+async fn post_login(page: &str, method: &str, cookie: Option<&str>) -> reqwest::Response {
+    let action = page.replacen("/login?", "/self-service/login?", 1);
+    let mut request = no_redirects()
+        .post(action)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("method={method}"));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    send(request).await
+}
+
+async fn whoami_json(kratos: &KratosStandIn, cookie: &str) -> Value {
+    let response = whoami(kratos, &[("cookie", cookie)]).await;
+    assert_eq!(response.status(), 200, "whoami with the browser's cookie");
+    json_body(response).await
+}
+
+#[tokio::test]
+async fn the_login_page_signs_the_demo_user_in_and_goes_back() {
+    let kratos = KratosStandIn::start().await.expect("start");
+    let return_to = "http://127.0.0.1:3000/me?tab=1";
+    let query = format!(
+        "?return_to={}",
+        "http%3A%2F%2F127.0.0.1%3A3000%2Fme%3Ftab%3D1"
+    );
+    let page = begin_login(&kratos, &query, None).await;
+
+    let shown = send(no_redirects().get(&page)).await;
+    assert_eq!(shown.status(), 200);
+    assert_eq!(
+        header(&shown, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = text(shown).await;
+    assert!(
+        html.contains("id=\"sign-in\"") && html.contains("id=\"sign-in-aal2\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script"),
+        "the page needs no JavaScript: {html}"
+    );
+
+    let signed_in = post_login(&page, "password", None).await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(location(&signed_in), return_to);
+    let cookie = set_cookie_pair(&signed_in);
+    assert!(cookie.starts_with("ory_kratos_session="), "{cookie}");
+    let session = whoami_json(&kratos, &cookie).await;
+    assert_eq!(session["authenticator_assurance_level"], "aal1");
+    assert_eq!(
+        session["identity"]["id"],
+        kratos.demo_identity_id().as_str()
+    );
+    assert_eq!(session["identity"]["traits"]["email"], "demo@example.org");
+    assert_eq!(kratos.calls(Endpoint::Login), 1);
+
+    // A flow is used once.
+    let again = post_login(&page, "password", None).await;
+    assert_eq!(again.status(), 410);
+
+    // With a second factor from the start: aal2, and no return_to goes to the welcome page.
+    let page = begin_login(&kratos, "", None).await;
+    let signed_in = post_login(&page, "totp", None).await;
+    assert_eq!(
+        location(&signed_in),
+        format!("{}/welcome", kratos.public_url())
+    );
+    let cookie = set_cookie_pair(&signed_in);
+    let session = whoami_json(&kratos, &cookie).await;
+    assert_eq!(session["authenticator_assurance_level"], "aal2");
+    let welcome = send(client().get(location(&signed_in)).header("cookie", &cookie)).await;
+    assert!(text(welcome)
+        .await
+        .contains("Signed in as demo@example.org (aal2)"));
+}
+
+#[tokio::test]
+async fn step_up_and_refresh_change_the_same_session() {
+    let kratos = KratosStandIn::start().await.expect("start");
+    let page = begin_login(&kratos, "", None).await;
+    let cookie = set_cookie_pair(&post_login(&page, "password", None).await);
+    let before = whoami_json(&kratos, &cookie).await;
+
+    // aal=aal2 for an aal1 session: the second-factor page, then the same session at aal2.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let page = begin_login(
+        &kratos,
+        "?aal=aal2&return_to=http://localhost:3000/billing",
+        Some(&cookie),
+    )
+    .await;
+    let html = text(send(no_redirects().get(&page)).await).await;
+    assert!(
+        html.contains("id=\"second-factor\"") && !html.contains("id=\"sign-in\""),
+        "{html}"
+    );
+    let refused = post_login(&page, "password", Some(&cookie)).await;
+    assert_eq!(
+        refused.status(),
+        400,
+        "a step-up flow takes only the second factor"
+    );
+    let stepped_up = post_login(&page, "totp", Some(&cookie)).await;
+    assert_eq!(location(&stepped_up), "http://localhost:3000/billing");
+    let new_cookie = set_cookie_pair(&stepped_up);
+    assert_ne!(new_cookie, cookie, "Kratos writes the cookie anew");
+    let after = whoami_json(&kratos, &new_cookie).await;
+    assert_eq!(after["id"], before["id"], "the same session");
+    assert_eq!(after["authenticator_assurance_level"], "aal2");
+    assert_eq!(after["issued_at"], before["issued_at"]);
+    assert!(parse_time(&after["authenticated_at"]) > parse_time(&before["authenticated_at"]));
+    assert_eq!(
+        after["authentication_methods"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // The old cookie value is the same session, now aal2.
+    assert_eq!(
+        whoami_json(&kratos, &cookie).await["authenticator_assurance_level"],
+        "aal2"
+    );
+
+    // Already aal2: straight back, no page.
+    let response = send(
+        no_redirects()
+            .get(format!(
+                "{}/self-service/login/browser?aal=aal2&return_to=http://127.0.0.1:1/x",
+                kratos.public_url()
+            ))
+            .header("cookie", &new_cookie),
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "http://127.0.0.1:1/x");
+
+    // refresh=true: a new sign-in in the same session moves authenticated_at.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let page = begin_login(&kratos, "?refresh=true", Some(&new_cookie)).await;
+    let html = text(send(no_redirects().get(&page)).await).await;
+    assert!(html.contains("id=\"sign-in-again\""), "{html}");
+    let refreshed = post_login(&page, "password", Some(&new_cookie)).await;
+    let refreshed_cookie = set_cookie_pair(&refreshed);
+    let last = whoami_json(&kratos, &refreshed_cookie).await;
+    assert_eq!(last["id"], before["id"]);
+    assert!(parse_time(&last["authenticated_at"]) > parse_time(&after["authenticated_at"]));
+    assert_eq!(last["issued_at"], before["issued_at"]);
+
+    // A flow for another session (the cookie changed hands, or signed out) is not completed.
+    let page = begin_login(&kratos, "?refresh=true", Some(&new_cookie)).await;
+    assert_eq!(post_login(&page, "password", None).await.status(), 410);
+}
+
+#[tokio::test]
+async fn login_flows_refuse_what_kratos_refuses() {
+    let kratos = KratosStandIn::start().await.expect("start");
+    let start = |query: &str| {
+        no_redirects().get(format!(
+            "{}/self-service/login/browser{query}",
+            kratos.public_url()
+        ))
+    };
+    for evil in [
+        "https://evil.example/",
+        "http://127.0.0.1@evil.example/",
+        "javascript://127.0.0.1/%250aalert(1)",
+        "/relative",
+    ] {
+        let response = send(start(&format!("?return_to={evil}"))).await;
+        assert_eq!(response.status(), 400, "return_to={evil}");
+        assert_eq!(
+            header(&response, "content-type"),
+            Some("text/html; charset=utf-8")
+        );
+    }
+    let json =
+        send(start("?return_to=https://evil.example/").header("accept", "application/json")).await;
+    assert_eq!(json.status(), 400);
+    let body = json_body(json).await;
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not allowed"),
+        "{body}"
+    );
+    assert_eq!(send(start("?aal=aal3")).await.status(), 400);
+    assert_eq!(
+        send(start("?aal=aal2")).await.status(),
+        401,
+        "aal2 needs a session first"
+    );
+    let unknown =
+        send(no_redirects().get(format!("{}/login?flow=nope", kratos.public_url()))).await;
+    assert_eq!(unknown.status(), 410);
+    let page = begin_login(&kratos, "", None).await;
+    assert_eq!(post_login(&page, "magic", None).await.status(), 400);
+}
+
+#[tokio::test]
+async fn browser_logout_revokes_the_session_and_clears_the_cookie() {
+    let kratos = KratosStandIn::start().await.expect("start");
+    let session = kratos.create_session();
+    let cookie = session.cookie_header();
+    let flow_url = format!("{}/self-service/logout/browser", kratos.public_url());
+
+    let flow = send(no_redirects().get(&flow_url).header("cookie", &cookie)).await;
+    assert_eq!(flow.status(), 200);
+    let flow = json_body(flow).await;
+    let token = flow["logout_token"]
+        .as_str()
+        .expect("logout_token")
+        .to_owned();
+    assert!(token.starts_with("ory_lo_"), "{token}");
+    assert_eq!(
+        flow["logout_url"],
+        format!("{}/self-service/logout?token={token}", kratos.public_url()).as_str()
+    );
+
+    let logout = |token: &str| {
+        no_redirects()
+            .get(format!(
+                "{}/self-service/logout?token={token}",
+                kratos.public_url()
+            ))
+            .header("cookie", &cookie)
+    };
+    assert_eq!(send(logout("")).await.status(), 400);
+    assert_eq!(
+        send(logout("ory_lo_other").header("accept", "application/json"))
+            .await
+            .status(),
+        403
+    );
+    assert!(
+        kratos.session_state(&session.id).expect("state").active,
+        "a wrong token changes nothing"
+    );
+
+    let done = send(logout(&token).header("accept", "application/json")).await;
+    assert_eq!(done.status(), 204);
+    let clearing = header(&done, "set-cookie")
+        .expect("the clearing Set-Cookie")
+        .to_owned();
+    assert!(
+        clearing.starts_with("ory_kratos_session=; Path=/;") && clearing.contains("Max-Age=0"),
+        "{clearing}"
+    );
+    assert!(!kratos.session_state(&session.id).expect("state").active);
+    assert_eq!(whoami(&kratos, &[("cookie", &cookie)]).await.status(), 401);
+    assert_eq!(
+        send(no_redirects().get(&flow_url).header("cookie", &cookie))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        send(logout(&token).header("accept", "application/json"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(kratos.calls(Endpoint::Logout), 4);
+
+    // A browser (no JSON) is sent to return_to, else the welcome page.
+    let other = kratos.create_session();
+    let token = json_body(
+        send(
+            no_redirects()
+                .get(&flow_url)
+                .header("cookie", other.cookie_header()),
+        )
+        .await,
+    )
+    .await["logout_token"]
+        .as_str()
+        .expect("logout_token")
+        .to_owned();
+    let done = send(
+        no_redirects()
+            .get(format!(
+                "{}/self-service/logout?token={token}&return_to=http://127.0.0.1:3000/",
+                kratos.public_url()
+            ))
+            .header("cookie", other.cookie_header()),
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(location(&done), "http://127.0.0.1:3000/");
+}

@@ -1,8 +1,9 @@
 //! A Kratos stand-in for tests: a real HTTP(S) server on loopback that answers like Ory Kratos's
 //! session API.
 //!
-//! It serves `/sessions/whoami`, the self-service `/sessions` routes, API logout and the admin
-//! session routes, with Kratos's exact status codes, headers and JSON (herodot error bodies,
+//! It serves `/sessions/whoami`, the self-service `/sessions` routes, API and browser logout,
+//! a browser login flow with a plain login page (a first run you can click through), and the
+//! admin session routes, with Kratos's exact status codes, headers and JSON (herodot error bodies,
 //! session JSON with the identity expanded). Tests create sessions, then drive their code
 //! against [`KratosStandIn::public_url`] and assert on what Kratos saw
 //! ([`calls`](KratosStandIn::calls), [`requests`](KratosStandIn::requests)). Faults, latency,
@@ -29,11 +30,13 @@
 //!
 //! What follows Kratos exactly and what is simplified is listed on [`KratosStandIn`].
 
+mod browser;
 mod credentials;
 mod fault;
 mod ids;
 mod json;
 mod record;
+mod reply;
 mod routes;
 mod server;
 mod shared;
@@ -85,6 +88,12 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// | `DELETE /admin/sessions/{id}` | 204; 400; 404 |
 /// | `DELETE /admin/identities/{id}/sessions` | 204; 400; 404 when the identity has no sessions |
 /// | `DELETE /self-service/logout/api` | 204; 400 bad body; 403 unknown token |
+/// | `GET /self-service/login/browser?aal=&refresh=&return_to=` | 303 to the login page (`/login?flow=…`), or to `return_to` when the session already has what is asked; 400 bad `aal` or `return_to`; 401 `aal=aal2` without a session |
+/// | `GET /login?flow=…` | the login page (HTML, no JavaScript): sign in as the demo user, with or without a second factor; complete a second factor (`aal=aal2`); sign in again (`refresh=true`); 410 for an unknown, used or expired flow |
+/// | `POST /self-service/login?flow=…` | the page's form (`method=password` or `totp`): a new session, or the flow's session upgraded to aal2 or re-authenticated (`authenticated_at` now, `issued_at` kept); `Set-Cookie`, 303 to `return_to` (else `/welcome`) |
+/// | `GET /welcome` | who is signed in, with a sign-out link |
+/// | `GET /self-service/logout/browser` | 200 `{"logout_url", "logout_token"}`; 401 without a session |
+/// | `GET /self-service/logout?token=…&return_to=` | revokes the session and clears the cookie: 204 for JSON requests, else 303 to `return_to` (else `/welcome`); 400 no token; 401 no session; 403 another session's token |
 /// | anything else | 404 |
 ///
 /// # Credentials
@@ -103,7 +112,9 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// # Simplifications
 ///
-/// One identity schema (`default`); no `tokenize_as`; `page_token` is the decimal offset; bad-UUID
+/// One identity schema (`default`); no `tokenize_as`; the login page signs in only the demo user,
+/// with made-up factors and no CSRF token (it is for loopback tests and demos), and takes
+/// `return_to` only to loopback addresses; login flows answer browsers only (no JSON flow); `page_token` is the decimal offset; bad-UUID
 /// messages imitate Kratos's UUID library. Only the most recent 10 000 requests per endpoint are
 /// kept for [`requests`](Self::requests); the counters are exact.
 ///
@@ -250,6 +261,32 @@ impl KratosStandIn {
     /// Only if the operating system's random number generator fails.
     pub fn create_session(&self) -> TestSession {
         self.session().create()
+    }
+
+    /// Kratos's browser login flow, `{public_url}/self-service/login/browser`: the
+    /// [`login_url`](crate::KratosLayerBuilder::login_url) for an app in front of the
+    /// stand-in. It leads to the stand-in's login page, which signs in the demo user
+    /// ([`demo_identity_id`](Self::demo_identity_id)) with one factor or two, then back to
+    /// `return_to`.
+    pub fn login_url(&self) -> String {
+        format!("{}{}", self.public_url(), browser::LOGIN_FLOW_PATH)
+    }
+
+    /// The demo user the login page signs in (traits `{"email": "demo@example.org"}`), created
+    /// on first use: give it sessions of your own with
+    /// `kratos.session().identity(&kratos.demo_identity_id())`. It has a second factor to
+    /// complete, yet whoami accepts its aal1 sessions (Kratos's `session.whoami.required_aal:
+    /// aal1`, which routes asking for a second factor themselves need).
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random number generator fails.
+    pub fn demo_identity_id(&self) -> String {
+        let mut store = self.inner.shared.store();
+        match store.demo_identity(OffsetDateTime::now_utc()) {
+            Ok(id) => id,
+            Err(err) => panic!("Kratos stand-in: the OS random number generator failed: {err}"),
+        }
     }
 
     /// Describes a session to create (aal2, expiry, identity, traits ...); finish with

@@ -26,6 +26,16 @@ pub enum Endpoint {
     AdminDeleteIdentitySessions,
     /// `DELETE /self-service/logout/api`.
     LogoutApi,
+    /// `GET /self-service/login/browser`: a browser login flow begins.
+    LoginBrowser,
+    /// The stand-in's own login UI pages: `GET /login` and `GET /welcome`.
+    LoginUi,
+    /// `POST /self-service/login`: the login page's form, posted.
+    Login,
+    /// `GET /self-service/logout/browser`: a browser logout flow (its URL and token).
+    LogoutBrowser,
+    /// `GET /self-service/logout?token=…`: a browser logout completed.
+    Logout,
     /// Any other route (answered 404).
     Other,
 }

@@ -6,22 +6,23 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::header::{LOCATION, SET_COOKIE};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use time::OffsetDateTime;
 
+use super::browser;
 use super::credentials::{bearer_token, lossy, Presented};
 use super::fault::ExtendResponse;
 use super::ids;
 use super::json::{self, Expand, IdentityView, KratosError};
 use super::record::Endpoint;
+use super::reply::{
+    cookie_header, error, insert, json_reply, no_content, percent_decode, query_pairs, Reply,
+};
 use super::shared::Shared;
 use super::store::{CookieSeen, Session, Store};
-
-/// What the server sends back.
-pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// whoami's 401 reason (`session/error.go` `ErrNoSessionFound`).
 const NO_SESSION_REASON: &str = "No valid session credentials found in the request.";
@@ -47,6 +48,12 @@ pub(crate) enum Route {
     AdminDisableSession(String),
     AdminDeleteIdentitySessions(String),
     LogoutApi,
+    LoginBrowser,
+    LoginPage,
+    Login,
+    Welcome,
+    LogoutBrowser,
+    Logout,
     NotFound,
 }
 
@@ -75,6 +82,12 @@ impl Route {
                 id(iid).map(Self::AdminDeleteIdentitySessions)
             }
             (&Method::DELETE, ["self-service", "logout", "api"]) => Some(Self::LogoutApi),
+            (&Method::GET, ["self-service", "login", "browser"]) => Some(Self::LoginBrowser),
+            (&Method::GET, ["login"]) => Some(Self::LoginPage),
+            (&Method::POST, ["self-service", "login"]) => Some(Self::Login),
+            (&Method::GET, ["welcome"]) => Some(Self::Welcome),
+            (&Method::GET, ["self-service", "logout", "browser"]) => Some(Self::LogoutBrowser),
+            (&Method::GET, ["self-service", "logout"]) => Some(Self::Logout),
             _ => None,
         };
         route.unwrap_or(Self::NotFound)
@@ -91,8 +104,21 @@ impl Route {
             Self::AdminDisableSession(_) => Endpoint::AdminDisableSession,
             Self::AdminDeleteIdentitySessions(_) => Endpoint::AdminDeleteIdentitySessions,
             Self::LogoutApi => Endpoint::LogoutApi,
+            Self::LoginBrowser => Endpoint::LoginBrowser,
+            Self::LoginPage | Self::Welcome => Endpoint::LoginUi,
+            Self::Login => Endpoint::Login,
+            Self::LogoutBrowser => Endpoint::LogoutBrowser,
+            Self::Logout => Endpoint::Logout,
             Self::NotFound => Endpoint::Other,
         }
+    }
+
+    /// A flow browsers go through: its errors are pages for them (JSON for JSON requests).
+    fn is_browser_flow(&self) -> bool {
+        matches!(
+            self,
+            Self::LoginBrowser | Self::LoginPage | Self::Login | Self::Welcome | Self::Logout
+        )
     }
 
     fn is_admin(&self) -> bool {
@@ -118,7 +144,12 @@ pub(crate) fn session_of(
         Route::Whoami
         | Route::ListMySessions
         | Route::RevokeMyOtherSessions
-        | Route::RevokeMySession(_) => {
+        | Route::RevokeMySession(_)
+        | Route::LoginBrowser
+        | Route::Login
+        | Route::Welcome
+        | Route::LogoutBrowser
+        | Route::Logout => {
             let presented = Presented::from_headers(&parts.headers, &shared.config.cookie_name);
             let store = shared.store();
             let token = store.extract(&presented).token?;
@@ -132,7 +163,7 @@ pub(crate) fn session_of(
         | Route::AdminGetSession(id)
         | Route::AdminDisableSession(id)
         | Route::AdminDeleteIdentitySessions(id) => Some(ids::canonical(id)),
-        Route::NotFound => None,
+        Route::LoginPage | Route::NotFound => None,
     }
 }
 
@@ -152,9 +183,21 @@ pub(crate) fn respond(shared: &Shared, route: &Route, parts: &Parts, body: &Byte
         Route::AdminDisableSession(id) => admin_disable_session(shared, id),
         Route::AdminDeleteIdentitySessions(id) => admin_delete_identity_sessions(shared, id),
         Route::LogoutApi => logout_api(shared, body),
+        Route::LoginBrowser => browser::create_login_flow(shared, parts, now),
+        Route::LoginPage => Ok(browser::login_page(shared, parts, now)),
+        Route::Login => browser::complete_login(shared, parts, body, now),
+        Route::Welcome => Ok(browser::welcome_page(shared, parts, now)),
+        Route::LogoutBrowser => browser::create_logout_flow(shared, parts, now),
+        Route::Logout => browser::complete_logout(shared, parts, now),
         Route::NotFound => Err(KratosError::new(StatusCode::NOT_FOUND)),
     };
-    result.unwrap_or_else(|err| error(&err, parts))
+    result.unwrap_or_else(|err| {
+        if route.is_browser_flow() {
+            browser::refusal(shared, &err, parts)
+        } else {
+            error(&err, parts)
+        }
+    })
 }
 
 fn admin_authorized(shared: &Shared, parts: &Parts) -> bool {
@@ -272,10 +315,7 @@ fn caller<'s>(
 ) -> Result<&'s Session, KratosError> {
     let presented = Presented::from_headers(&parts.headers, &shared.config.cookie_name);
     store
-        .extract(&presented)
-        .token
-        .and_then(|token| store.by_token(&token))
-        .filter(|session| store.is_active(session, now))
+        .usable_session(&presented, now)
         .ok_or_else(|| KratosError::new(StatusCode::UNAUTHORIZED).reason(NO_COOKIE_REASON))
 }
 
@@ -545,137 +585,6 @@ impl Page {
     }
 }
 
-/// `key=value` pairs of a query string, percent-decoded (`+` is a space).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                percent_decode(k, true).into_owned(),
-                percent_decode(v, true).into_owned(),
-            )
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes (and `+` when `plus_is_space`); malformed escapes stay as they are.
-fn percent_decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
-    if !(input.contains('%') || plus_is_space && input.contains('+')) {
-        return Cow::Borrowed(input);
-    }
-    let bytes = input.as_bytes();
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex);
-                let lo = bytes.get(i + 2).copied().and_then(hex);
-                if let (Some(hi), Some(lo)) = (hi, lo) {
-                    // Two hex digits make a value below 256.
-                    out.push((hi * 16 + lo) as u8);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// The `Set-Cookie` value Kratos writes through gorilla/sessions and Go's `http.Cookie`.
-fn cookie_header(
-    config: &super::shared::Config,
-    value: &str,
-    expires_at: OffsetDateTime,
-    now: OffsetDateTime,
-) -> String {
-    let mut cookie = format!("{}={value}; Path=/", config.cookie_name);
-    if let Some(date) = http_date(expires_at) {
-        cookie.push_str("; Expires=");
-        cookie.push_str(&date);
-    }
-    let max_age = (expires_at - now).whole_seconds().max(0);
-    cookie.push_str(&format!("; Max-Age={max_age}; HttpOnly"));
-    if config.tls {
-        cookie.push_str("; Secure");
-    }
-    cookie.push_str("; SameSite=Lax");
-    cookie
-}
-
-/// `Mon, 02 Jan 2006 15:04:05 GMT`; `None` where Go omits `Expires` (years outside 1601..=9999).
-fn http_date(t: OffsetDateTime) -> Option<String> {
-    if !(1601..=9999).contains(&t.year()) {
-        return None;
-    }
-    let weekday = t.weekday().to_string();
-    let month = t.month().to_string();
-    Some(format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        weekday.get(..3)?,
-        t.day(),
-        month.get(..3)?,
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    ))
-}
-
-/// A JSON reply.
-pub(crate) fn json_reply(status: StatusCode, body: Vec<u8>) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
-    *reply.status_mut() = status;
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    reply
-}
-
-/// A herodot error reply, with the request's `X-Request-ID` in the body and `Ory-Error-Id` when
-/// the error has an id.
-pub(crate) fn error(err: &KratosError, parts: &Parts) -> Reply {
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .map(|v| lossy(v.as_bytes()));
-    let mut reply = if matches!(err.status.as_u16(), 204 | 304) {
-        let mut reply = Response::new(Full::new(Bytes::new()));
-        *reply.status_mut() = err.status;
-        reply
-    } else {
-        json_reply(err.status, err.body(request_id.as_deref()))
-    };
-    if let Some(id) = err.id {
-        insert(&mut reply, "ory-error-id", id);
-    }
-    reply
-}
-
-fn no_content() -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::new()));
-    *reply.status_mut() = StatusCode::NO_CONTENT;
-    reply
-}
-
-/// Sets a header, skipping values that are not valid header text (a cookie name configured with
-/// odd characters must not turn into a panic).
-pub(crate) fn insert(reply: &mut Reply, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        reply
-            .headers_mut()
-            .insert(HeaderName::from_static(name), value);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,23 +660,6 @@ mod tests {
              <http://k/sessions?page=0&page_size=2&page_token=0&per_page=2>; rel=\"prev\",\
              <http://k/sessions?page=2&page_size=2&page_token=4&per_page=2>; rel=\"next\",\
              <http://k/sessions?page=2&page_size=2&page_token=4&per_page=2>; rel=\"last\""
-        );
-    }
-
-    #[test]
-    fn percent_decoding_never_panics() {
-        assert_eq!(percent_decode("a%20b+c", true), "a b c");
-        assert_eq!(percent_decode("a%2", false), "a%2");
-        assert_eq!(percent_decode("%zz%", false), "%zz%");
-        assert_eq!(percent_decode("%ff", false), "\u{fffd}");
-    }
-
-    #[test]
-    fn http_dates_look_like_go() {
-        let t = OffsetDateTime::from_unix_timestamp(1_136_214_245).expect("t");
-        assert_eq!(
-            http_date(t).as_deref(),
-            Some("Mon, 02 Jan 2006 15:04:05 GMT")
         );
     }
 }

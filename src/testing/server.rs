@@ -24,7 +24,8 @@ use tokio_rustls::TlsAcceptor;
 use super::fault::Fault;
 use super::json::KratosError;
 use super::record::{Endpoint, RecordedRequest};
-use super::routes::{self, Reply, Route};
+use super::reply::{self, Reply};
+use super::routes::{self, Route};
 use super::shared::Shared;
 
 /// Request bodies above this size are answered 413 (the only bodies Kratos reads here are tiny).
@@ -176,7 +177,7 @@ async fn handle(
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
         Some(Fault::AnswerLate(delay)) => {
             let answer = match body_error {
-                Some(status) => routes::error(&KratosError::new(status), &parts),
+                Some(status) => reply::error(&KratosError::new(status), &parts),
                 None => routes::respond(&shared, &route, &parts, &body),
             };
             tokio::time::sleep(delay).await;
@@ -188,13 +189,13 @@ async fn handle(
             } else {
                 status
             };
-            return Ok(routes::error(&KratosError::new(status), &parts));
+            return Ok(reply::error(&KratosError::new(status), &parts));
         }
         Some(Fault::RateLimited { retry_after }) => return Ok(rate_limited(retry_after, &parts)),
         Some(Fault::Hang) => match pending::<Infallible>().await {},
         Some(Fault::GarbageBody) => {
             let body = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n".to_vec();
-            return Ok(routes::json_reply(StatusCode::OK, body));
+            return Ok(reply::json_reply(StatusCode::OK, body));
         }
         Some(Fault::CloseConnection) => {
             kill.notify_one();
@@ -206,13 +207,13 @@ async fn handle(
                 .iter()
                 .any(|(name, value)| name.as_str().len() + 2 + value.len() > max);
             if too_long {
-                return Ok(routes::error(&KratosError::new(status), &parts));
+                return Ok(reply::error(&KratosError::new(status), &parts));
             }
         }
     }
 
     if let Some(status) = body_error {
-        return Ok(routes::error(&KratosError::new(status), &parts));
+        return Ok(reply::error(&KratosError::new(status), &parts));
     }
     Ok(routes::respond(&shared, &route, &parts, &body))
 }
@@ -239,13 +240,13 @@ impl Drop for InFlight<'_> {
 
 /// Ory Network's 429: herodot body plus the rate-limit headers.
 fn rate_limited(retry_after: Option<u64>, parts: &http::request::Parts) -> Reply {
-    let mut reply = routes::error(&KratosError::new(StatusCode::TOO_MANY_REQUESTS), parts);
+    let mut reply = reply::error(&KratosError::new(StatusCode::TOO_MANY_REQUESTS), parts);
     if let Some(seconds) = retry_after {
-        routes::insert(&mut reply, "retry-after", &seconds.to_string());
+        reply::insert(&mut reply, "retry-after", &seconds.to_string());
     }
-    routes::insert(&mut reply, "x-ratelimit-limit", "10, 10;w=1, 300;w=60");
-    routes::insert(&mut reply, "x-ratelimit-remaining", "0");
-    routes::insert(
+    reply::insert(&mut reply, "x-ratelimit-limit", "10, 10;w=1, 300;w=60");
+    reply::insert(&mut reply, "x-ratelimit-remaining", "0");
+    reply::insert(
         &mut reply,
         "x-ratelimit-reset",
         &retry_after.unwrap_or(1).to_string(),

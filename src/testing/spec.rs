@@ -105,6 +105,21 @@ impl<'a> SessionSpec<'a> {
         self
     }
 
+    /// The session began at this time (its `issued_at`, and its first factor's `completed_at`),
+    /// for tests of a maximum session age; its `authenticated_at` too, unless
+    /// [`authenticated_at`](Self::authenticated_at) says otherwise. Default: now.
+    pub fn issued_at(mut self, at: OffsetDateTime) -> Self {
+        self.new.issued_at = Some(at);
+        self
+    }
+
+    /// The session last authenticated at this time (its `authenticated_at`), for tests of a
+    /// recent sign-in. Default: when it was issued.
+    pub fn authenticated_at(mut self, at: OffsetDateTime) -> Self {
+        self.new.authenticated_at = Some(at);
+        self
+    }
+
     /// The session is revoked (`active: false`) from the start.
     pub fn inactive(mut self) -> Self {
         self.new.inactive = true;

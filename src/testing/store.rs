@@ -107,6 +107,8 @@ pub(crate) struct Session {
     pub(crate) issued_at: OffsetDateTime,
     /// Creation order, for "newest first" listings.
     pub(crate) seq: u64,
+    /// The browser logout flow's token (`ory_lo_…`, a hidden field in Kratos).
+    pub(crate) logout_token: String,
 }
 
 /// What a cookie value decodes to. Real Kratos cookies carry exactly this, signed and encrypted.
@@ -147,6 +149,10 @@ pub(crate) struct NewSession {
     pub(crate) inactive: bool,
     pub(crate) identity_id: Option<String>,
     pub(crate) traits: Option<serde_json::Value>,
+    /// When the session began (`issued_at`, its first factor); default now.
+    pub(crate) issued_at: Option<OffsetDateTime>,
+    /// When it last authenticated; default `issued_at`.
+    pub(crate) authenticated_at: Option<OffsetDateTime>,
 }
 
 /// When a new session expires.
@@ -168,6 +174,41 @@ pub(crate) struct Store {
     cookies: HashMap<String, IssuedCookie>,
     next_seq: u64,
     next_user: u64,
+    /// Browser login flows started and not yet completed, by flow id.
+    login_flows: HashMap<String, LoginFlow>,
+    /// The identity the login page signs in, once it exists.
+    demo_identity: Option<String>,
+}
+
+/// The most login flows kept at once: an abandoned flow is dropped after its lifespan, and
+/// the oldest are dropped before this many pile up.
+const MAX_LOGIN_FLOWS: usize = 1000;
+/// How long a login flow can be completed: Kratos's `selfservice.flows.login.lifespan`
+/// default is an hour; ten minutes is plenty for a page a person clicks.
+pub(crate) const LOGIN_FLOW_LIFESPAN: Duration = Duration::from_secs(600);
+/// The demo user's e-mail, its only trait.
+pub(crate) const DEMO_EMAIL: &str = "demo@example.org";
+
+/// A browser login flow (`GET /self-service/login/browser`), until the login page posts it.
+#[derive(Clone, Debug)]
+pub(crate) struct LoginFlow {
+    pub(crate) id: String,
+    /// `aal=aal2`: a second factor for the session it was started in.
+    pub(crate) second_factor: bool,
+    /// `refresh=true`: a new sign-in in the session it was started in.
+    pub(crate) refresh: bool,
+    /// The session the flow upgrades or refreshes; `None` for a first sign-in.
+    pub(crate) session_id: Option<String>,
+    /// Where the browser goes afterwards (validated when the flow began).
+    pub(crate) return_to: Option<String>,
+    pub(crate) expires_at: OffsetDateTime,
+}
+
+/// A factor the login page lets the demo user complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Factor {
+    Password,
+    Totp,
 }
 
 impl Store {
@@ -195,19 +236,14 @@ impl Store {
             Some(Expiry::In(d)) => add(now, d),
             None => add(now, lifespan),
         };
-        let mut methods = vec![AuthMethod {
-            method: "password",
-            aal: "aal1",
-            completed_at: now,
-        }];
+        let issued_at = spec.issued_at.map_or(now, to_utc);
+        let authenticated_at = spec.authenticated_at.map_or(issued_at, to_utc);
+        let mut methods = vec![Factor::Password.method(issued_at)];
         if spec.aal2 {
-            methods.push(AuthMethod {
-                method: "totp",
-                aal: "aal2",
-                completed_at: now,
-            });
+            methods.push(Factor::Totp.method(issued_at));
         }
         let token = format!("ory_st_{}", ids::random_alphanumeric(TOKEN_RANDOM_LEN)?);
+        let logout_token = format!("ory_lo_{}", ids::random_alphanumeric(TOKEN_RANDOM_LEN)?);
         let cookie = ids::random_alphanumeric(COOKIE_VALUE_LEN)?;
         let session = Session {
             id: ids::new_uuid()?,
@@ -225,9 +261,10 @@ impl Store {
                 location: Some(String::new()),
             }],
             expires_at,
-            authenticated_at: now,
-            issued_at: now,
+            authenticated_at,
+            issued_at,
             seq: self.next_seq,
+            logout_token,
         };
         self.next_seq += 1;
         self.cookies.insert(
@@ -267,6 +304,79 @@ impl Store {
         identity.set_traits(serde_json::json!({ "email": email }), now)?;
         self.identities.insert(id.clone(), identity);
         Ok(id)
+    }
+
+    /// The demo user's identity (`demo@example.org`), created on first use. It has a second
+    /// factor to complete, yet whoami accepts its aal1 sessions: Kratos's
+    /// `session.whoami.required_aal: aal1`, which routes that ask for a second factor
+    /// themselves need.
+    pub(crate) fn demo_identity(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> Result<String, getrandom::Error> {
+        if let Some(id) = self
+            .demo_identity
+            .as_ref()
+            .filter(|id| self.identities.contains_key(*id))
+        {
+            return Ok(id.clone());
+        }
+        let id = self.new_identity(None, now)?;
+        if let Some(identity) = self.identities.get_mut(&id) {
+            identity.set_traits(serde_json::json!({ "email": DEMO_EMAIL }), now)?;
+        }
+        self.demo_identity = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Starts a login flow, dropping expired ones (and the oldest, past [`MAX_LOGIN_FLOWS`]).
+    pub(crate) fn begin_login(&mut self, flow: LoginFlow, now: OffsetDateTime) {
+        self.login_flows.retain(|_, kept| kept.expires_at > now);
+        while self.login_flows.len() >= MAX_LOGIN_FLOWS {
+            let Some(oldest) = self
+                .login_flows
+                .values()
+                .min_by_key(|kept| kept.expires_at)
+                .map(|kept| kept.id.clone())
+            else {
+                break;
+            };
+            self.login_flows.remove(&oldest);
+        }
+        self.login_flows.insert(flow.id.clone(), flow);
+    }
+
+    /// A login flow that can still be completed.
+    pub(crate) fn login_flow(&self, id: &str, now: OffsetDateTime) -> Option<&LoginFlow> {
+        self.login_flows
+            .get(id)
+            .filter(|flow| flow.expires_at > now)
+    }
+
+    /// Ends a login flow: it cannot be posted twice.
+    pub(crate) fn end_login(&mut self, id: &str) {
+        self.login_flows.remove(id);
+    }
+
+    /// The factors completed again in an existing session: `authenticated_at` moves to now
+    /// (a refresh, a step-up), a second factor raises it to aal2. `issued_at` stays.
+    pub(crate) fn authenticate(
+        &mut self,
+        session_id: &str,
+        factors: &[Factor],
+        now: OffsetDateTime,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return false;
+        };
+        for factor in factors {
+            session.methods.push(factor.method(now));
+            if *factor == Factor::Totp {
+                session.aal = Aal::Aal2;
+            }
+        }
+        session.authenticated_at = now;
+        true
     }
 
     /// Issues a new cookie value for the session's current expiry and makes it the session's
@@ -309,6 +419,19 @@ impl Store {
             .or_else(|| decoded.map(|issued| issued.session_token.clone()))
             .or_else(|| presented.bearer.clone());
         Extracted { token, cookie }
+    }
+
+    /// The usable session the presented credentials resolve to (Kratos's
+    /// `FetchFromRequest`): extracted by Kratos's precedence, found, and active at `now`.
+    pub(crate) fn usable_session(
+        &self,
+        presented: &Presented,
+        now: OffsetDateTime,
+    ) -> Option<&Session> {
+        self.extract(presented)
+            .token
+            .and_then(|token| self.by_token(&token))
+            .filter(|session| self.is_active(session, now))
     }
 
     pub(crate) fn by_token(&self, token: &str) -> Option<&Session> {
@@ -494,6 +617,21 @@ impl Identity {
         self.traits = traits;
         self.updated_at = now;
         Ok(())
+    }
+}
+
+impl Factor {
+    /// Its `authentication_methods` entry, completed at `now`.
+    fn method(self, now: OffsetDateTime) -> AuthMethod {
+        let (method, aal) = match self {
+            Self::Password => ("password", "aal1"),
+            Self::Totp => ("totp", "aal2"),
+        };
+        AuthMethod {
+            method,
+            aal,
+            completed_at: now,
+        }
     }
 }
 
