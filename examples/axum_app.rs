@@ -4,8 +4,10 @@
 //! cargo run --example axum_app
 //! ```
 //!
-//! Without `KRATOS_PUBLIC_URL` it starts the built-in Kratos stand-in, creates a demo session and
-//! prints a `curl` line to try it. Environment (the Kratos settings are every reference app's,
+//! Without `KRATOS_PUBLIC_URL` it starts the built-in Kratos stand-in and sends browsers to the
+//! stand-in's login page: open `http://127.0.0.1:3000/` and click through (sign in as the demo
+//! user, step up to a second factor for `/billing`, sign out). It also creates a demo session and
+//! prints `curl` lines to try it without a browser. Environment (the Kratos settings are every reference app's,
 //! `examples/support/kratos.rs`):
 //!
 //! | variable | default | meaning |
@@ -16,17 +18,22 @@
 //! | `BIND_ADDR` | `127.0.0.1:3000` | where the app listens |
 //! | `CACHE_TTL_SECS` | 60 | session cache TTL |
 //! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
-//! | `LOGIN_URL` | none | send browsers without a session there, with `return_to` |
+//! | `LOGIN_URL` | the stand-in's login flow (none with `KRATOS_PUBLIC_URL`) | send browsers without a session there, with `return_to` |
+//! | `RECENT_AUTH_SECS` | 300 | `GET /settings` needs a sign-in within this |
 //! | `APP_URL` | the request's `Host` | the app's public URL, for that `return_to` (set it behind a proxy) |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
 //!
-//! Routes: `GET /health` (no session needed), `GET /` (optional session), `GET /me` (required),
-//! and the session lifecycle routes (required):
+//! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
+//! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout, and the
+//! session lifecycle routes (required):
 //!
 //! | route | answer |
 //! |---|---|
+//! | `GET /settings` | 200 JSON with a sign-in within `RECENT_AUTH_SECS`; else browsers go to Kratos's `refresh=true` flow, API clients get 403 `recent_sign_in_required` |
+//! | `GET /billing` | 200 JSON at `aal2`; else browsers go to Kratos's `aal=aal2` flow, API clients get 403 `second_factor_required` |
+//! | `POST /logout` | Kratos's browser logout, completed here; 303 to `/` clearing the session cookie, which is refused at once |
 //! | `POST /me/extend` | 200 `{"extended": bool, "expires_at": …}`, with Kratos's re-issued `Set-Cookie` |
 //! | `GET /me/sessions` | 200 `[{"id": …, "expires_at": …}]`: the caller's other sessions |
 //! | `DELETE /me/sessions/{id}` | 204; 400 for the caller's own session (it stays usable) |
@@ -36,15 +43,18 @@ use std::{error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
     routing::{delete, get, post},
     Json, Router,
 };
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_kratos::{
-    lifecycle::{ExtendOutcome, LifecycleError, Page, SessionLifecycle},
+    lifecycle::{BrowserLogout, ExtendOutcome, LifecycleError, Page, SessionLifecycle},
+    require::Requirement,
     KratosSession,
 };
 use tracing_subscriber::EnvFilter;
@@ -73,6 +83,7 @@ struct Config {
     bind_addr: SocketAddr,
     login_url: Option<String>,
     app_url: Option<String>,
+    recent_auth: Duration,
 }
 
 impl Config {
@@ -82,6 +93,7 @@ impl Config {
             bind_addr: parse("BIND_ADDR", "127.0.0.1:3000")?,
             login_url: var("LOGIN_URL"),
             app_url: var("APP_URL"),
+            recent_auth: Duration::from_secs(parse("RECENT_AUTH_SECS", "300")?),
         })
     }
 }
@@ -106,7 +118,12 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let config = Config::from_env()?;
     let kratos_api = Kratos::start(&config.kratos).await?;
     let mut builder = kratos_api.layer(&config.kratos);
-    if let Some(login_url) = &config.login_url {
+    // Against the stand-in, browsers sign in on its login page unless told otherwise.
+    let login_url = config
+        .login_url
+        .clone()
+        .or_else(|| kratos_api.stand_in_login_url());
+    if let Some(login_url) = &login_url {
         builder = builder.login_url(login_url);
     }
     if let Some(app_url) = &config.app_url {
@@ -126,9 +143,28 @@ async fn run() -> Result<(), Box<dyn Error>> {
         )
         .route("/me/sessions/{id}", delete(revoke_session))
         .route_layer(kratos.required());
+    let recent = Requirement::new().signed_in_within(config.recent_auth);
     let app = Router::new()
         .route("/", get(home).layer(kratos.optional()))
         .route("/me", get(me).layer(kratos.required()))
+        // Outer first: the layer finds the session, then the requirement reads it.
+        .route(
+            "/settings",
+            get(settings).layer(
+                ServiceBuilder::new()
+                    .layer(kratos.required())
+                    .layer(kratos.require(recent)),
+            ),
+        )
+        .route(
+            "/billing",
+            get(billing).layer(
+                ServiceBuilder::new()
+                    .layer(kratos.required())
+                    .layer(kratos.require(Requirement::new().second_factor())),
+            ),
+        )
+        .route("/logout", post(logout))
         .route("/health", get(|| async { "ok" }))
         .merge(lifecycle_routes)
         .with_state(state);
@@ -137,7 +173,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let addr = listener.local_addr()?;
     kratos_api.describe(&config.kratos);
     if let Some(demo) = kratos_api.demo() {
-        println!("built-in Kratos stand-in with a demo session; try:");
+        println!("built-in Kratos stand-in: open http://{addr}/ in a browser and sign in as the demo user");
+        println!("or, with its demo session:");
         println!(
             "  curl -H 'X-Session-Token: {}' http://{addr}/me",
             demo.token
@@ -153,12 +190,92 @@ async fn run() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// `GET /`: works with or without a session.
-async fn home(session: Option<KratosSession>) -> Json<Value> {
+/// `GET /`: works with or without a session; a page for browsers, JSON for everyone else.
+async fn home(headers: HeaderMap, session: Option<KratosSession>) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_html {
+        return Json(json!({
+            "authenticated": session.is_some(),
+            "identity_id": session.as_ref().and_then(|session| session.identity_id()),
+        }))
+        .into_response();
+    }
+    let who = match &session {
+        Some(session) => {
+            let email = session
+                .identity
+                .as_ref()
+                .and_then(|identity| identity.traits.get("email"))
+                .and_then(|email| email.as_str())
+                .unwrap_or("(no e-mail)");
+            let aal = session.authenticator_assurance_level.as_ref();
+            format!(
+                "<p id=\"who\">Signed in as {} ({}).</p>\n\
+                 <form method=\"post\" action=\"/logout\"><button type=\"submit\" \
+                 id=\"sign-out\">Sign out</button></form>",
+                escape_html(email),
+                aal.map_or("?", |aal| aal.as_str()),
+            )
+        }
+        None => "<p id=\"who\">Not signed in: any link below takes you to sign in.</p>".to_owned(),
+    };
+    Html(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>tower-kratos reference app</title></head>\n<body>\n\
+         <h1>tower-kratos reference app</h1>\n{who}\n<ul>\n\
+         <li><a href=\"/me\">/me</a>: your session (needs one)</li>\n\
+         <li><a href=\"/settings\">/settings</a>: needs a recent sign-in</li>\n\
+         <li><a href=\"/billing\">/billing</a>: needs a second factor</li>\n\
+         </ul>\n</body></html>\n"
+    ))
+    .into_response()
+}
+
+/// Text for HTML: identity traits are the user's own input.
+fn escape_html(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `GET /settings`: only reached with a sign-in within `RECENT_AUTH_SECS`.
+async fn settings(session: KratosSession) -> Json<Value> {
     Json(json!({
-        "authenticated": session.is_some(),
-        "identity_id": session.as_ref().and_then(|session| session.identity_id()),
+        "page": "settings",
+        "session_id": session.id,
+        "authenticated_at": rfc3339(session.authenticated_at),
     }))
+}
+
+/// `GET /billing`: only reached at `aal2`.
+async fn billing(session: KratosSession) -> Json<Value> {
+    let aal = session.authenticator_assurance_level.as_ref();
+    Json(json!({
+        "page": "billing",
+        "session_id": session.id,
+        "aal": aal.map(|aal| aal.as_str()),
+    }))
+}
+
+/// `POST /logout`: Kratos's browser logout, completed by this server (the cookie is refused
+/// here at once), then back home with Kratos's clearing `Set-Cookie`. A `POST`, and the session
+/// cookie is `SameSite=Lax`, so another site cannot sign a user out with a link or a form.
+async fn logout(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<(BrowserLogout, Redirect), LifecycleError> {
+    let logged_out = app.sessions.logout_browser(&headers).await?;
+    Ok((logged_out, Redirect::to("/")))
 }
 
 /// `GET /me`: only reached with a valid session; the layer answers everything else.

@@ -119,6 +119,7 @@ impl KratosLayerBuilder {
                 capacity: DEFAULT_CACHE_CAPACITY,
                 negative_ttl: None,
                 stale_grace: None,
+                max_session_age: None,
             },
             admission: AdmissionConfig {
                 max_concurrent: DEFAULT_MAX_CONCURRENT_LOOKUPS,
@@ -208,6 +209,24 @@ impl<R> KratosLayerBuilder<R> {
     /// more whoami calls (which Ory Network rate-limits).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache.ttl = ttl;
+        self
+    }
+
+    /// Refuse sessions older than `max`, counted from their `issued_at` (else, for legacy data,
+    /// their first factor), whatever Kratos says: an absolute cap on how long one sign-in
+    /// lasts, which Kratos's rolling `lifespan` does not give (an extended session can live
+    /// forever). Off by default. Such a session is refused like an expired one
+    /// (`Unauthenticated::TooOld`: 401, or the login page for browsers), a cached entry ends
+    /// when its session reaches the age, and with [`extend_within`](Self::extend_within) no
+    /// session is extended once its present expiry reaches the cap. A session whose age cannot
+    /// be told is refused. For one route only, see
+    /// [`Requirement::max_session_age`](crate::require::Requirement::max_session_age).
+    pub fn max_session_age(mut self, max: Duration) -> Self {
+        if max.is_zero() {
+            self.fail(BuildError::setting("max_session_age", "must not be zero"));
+        } else {
+            self.cache.max_session_age = Some(max);
+        }
         self
     }
 
@@ -558,7 +577,12 @@ impl<R> KratosLayerBuilder<R> {
             client,
             cache,
             cookie_names: self.cookie_names,
-            extender: Extender::new(extension.within, extension.cooldown, self.cache.capacity),
+            extender: Extender::new(
+                extension.within,
+                self.cache.max_session_age,
+                extension.cooldown,
+                self.cache.capacity,
+            ),
             relay_set_cookie: extension.relay_set_cookie,
             warnings: WarnLimiter::default(),
         });

@@ -111,6 +111,8 @@ pub(crate) struct Extender {
 struct Inner {
     /// The layer setting: extend sessions expiring within this on every authenticated request.
     within: Option<Duration>,
+    /// No session is extended past this age (from its `issued_at`): the layer refuses it then.
+    max_session_age: Option<Duration>,
     cooldown: Duration,
     /// One entry per session extended within the cooldown: concurrent callers share the one in
     /// flight, later ones its result.
@@ -134,11 +136,18 @@ impl fmt::Debug for Extender {
 }
 
 impl Extender {
-    /// `within`: the layer setting (`None`: only the handler helper extends).
-    pub(crate) fn new(within: Option<Duration>, cooldown: Duration, capacity: u64) -> Self {
+    /// `within`: the layer setting (`None`: only the handler helper extends);
+    /// `max_session_age`: the layer's absolute cap, past which no extension helps.
+    pub(crate) fn new(
+        within: Option<Duration>,
+        max_session_age: Option<Duration>,
+        cooldown: Duration,
+        capacity: u64,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 within,
+                max_session_age,
                 cooldown,
                 attempts: Cache::builder()
                     .name("tower-kratos extensions")
@@ -155,9 +164,24 @@ impl Extender {
     #[inline]
     pub(crate) fn is_due_for_layer(&self, outcome: &Outcome) -> bool {
         match (outcome, self.inner.within) {
-            (Outcome::Authenticated(session), Some(within)) => is_due(session, within),
+            (Outcome::Authenticated(session), Some(within)) => {
+                self.worth_extending(session, within)
+            }
             _ => false,
         }
+    }
+
+    /// Whether a session expiring within `within` is worth extending: it is due, and the
+    /// layer's maximum age (if any) comes after its present expiry, so an extension would give
+    /// it time the layer accepts.
+    pub(crate) fn worth_extending(&self, session: &KratosSession, within: Duration) -> bool {
+        is_due(session, within)
+            && self.inner.max_session_age.is_none_or(|max| {
+                match (session.reaches_age_at(max), session.expires_at) {
+                    (Some(cap), Some(expires_at)) => expires_at < cap,
+                    _ => false,
+                }
+            })
     }
 
     /// Joins (or starts) the session's extension attempt. It runs on its own task, so a caller

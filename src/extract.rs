@@ -87,6 +87,17 @@ pub enum SessionRejection {
         /// The type the traits were read as.
         type_name: &'static str,
     },
+    /// The session does not meet a [`Requirement`](crate::require::Requirement) the handler
+    /// checked ([`Requirement::check`](crate::require::Requirement::check) with `?`): 403 naming
+    /// what is missing, or 401 past the maximum age.
+    Requirement(Outcome),
+}
+
+impl From<Outcome> for SessionRejection {
+    /// A requirement's refusal, from [`Requirement::check`](crate::require::Requirement::check).
+    fn from(outcome: Outcome) -> Self {
+        Self::Requirement(outcome)
+    }
 }
 
 impl fmt::Display for SessionRejection {
@@ -98,6 +109,7 @@ impl fmt::Display for SessionRejection {
             Self::TraitsMismatch { type_name } => {
                 write!(f, "the identity's traits do not match `{type_name}`")
             }
+            Self::Requirement(outcome) => write!(f, "{outcome}"),
         }
     }
 }
@@ -108,7 +120,7 @@ impl Refusal for SessionRejection {
     fn status(&self) -> StatusCode {
         match self {
             Self::MissingLayer | Self::TraitsMismatch { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotAuthenticated { outcome, .. } => outcome.status(),
+            Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => outcome.status(),
             Self::NoIdentity => StatusCode::UNAUTHORIZED,
         }
     }
@@ -117,14 +129,14 @@ impl Refusal for SessionRejection {
         match self {
             // The server's to fix; what exactly is in its log.
             Self::MissingLayer | Self::TraitsMismatch { .. } => "misconfigured",
-            Self::NotAuthenticated { outcome, .. } => outcome.kind(),
+            Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => outcome.kind(),
             Self::NoIdentity => "no_identity",
         }
     }
 
     fn reason(&self) -> Cow<'_, str> {
         match self {
-            Self::NotAuthenticated { outcome, .. } => outcome.reason(),
+            Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => outcome.reason(),
             Self::NoIdentity => Cow::Borrowed("The session carries no identity."),
             // The server's to fix; what exactly is in its log.
             Self::MissingLayer | Self::TraitsMismatch { .. } => {
@@ -135,14 +147,18 @@ impl Refusal for SessionRejection {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::NotAuthenticated { outcome, .. } => outcome.retry_after(),
+            Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => {
+                outcome.retry_after()
+            }
             _ => None,
         }
     }
 
     fn redirect_browser_to(&self) -> Option<&str> {
         match self {
-            Self::NotAuthenticated { outcome, .. } => outcome.redirect_browser_to(),
+            Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => {
+                outcome.redirect_browser_to()
+            }
             _ => None,
         }
     }
@@ -186,6 +202,11 @@ impl IntoResponse for SessionRejection {
                 refusal_response(&self)
             }
             Self::NoIdentity => refusal_response(&self),
+            Self::Requirement(ref outcome) => {
+                let mut response = refusal_response(&self);
+                response.extensions_mut().insert(outcome.clone());
+                response
+            }
         };
         response.map(Body::from)
     }

@@ -6,7 +6,11 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use crate::{
-    config::Mode, lifecycle::SessionLifecycle, rejection::DefaultRejection, service::KratosService,
+    config::Mode,
+    lifecycle::SessionLifecycle,
+    rejection::DefaultRejection,
+    require::{RequireLayer, Requirement},
+    service::KratosService,
     shared::Policy,
 };
 
@@ -107,6 +111,13 @@ impl<R> KratosLayer<R> {
             lookups_in_flight: admission.in_flight(),
             backing_off: admission.backing_off(),
         }
+    }
+
+    /// A [`Requirement`] as a layer for a route or a group of routes, inside this one: it
+    /// answers through this layer's rejection, and asks Kratos again after a step-up. See
+    /// [`require`](crate::require).
+    pub fn require(&self, requirement: Requirement) -> RequireLayer<R> {
+        RequireLayer::new(Arc::clone(&self.policy), requirement)
     }
 
     /// The session lifecycle helpers (extend, revoke, list, log out), sharing this layer's HTTP

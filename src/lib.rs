@@ -40,7 +40,8 @@
 //! - [`session`]: the lenient Kratos session model.
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
-//! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, API logout.
+//! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, logging out.
+//! - [`require`]: asking more of a session per route (second factor, recent sign-in, age).
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
 //! - [`tonic`](mod@tonic) (feature `tonic`): the session in a gRPC handler, errors as statuses.
 //! - [`testing`] (feature `test-util`): a Kratos stand-in for your tests.
@@ -56,7 +57,7 @@
 //! | `log_limit` | warnings that cannot flood the log | nothing |
 //! | `session` | the Kratos session model | nothing |
 //! | `credentials` | finding the credential in a request | nothing |
-//! | `outcome` | what a lookup can end in | credentials, session |
+//! | `outcome` | what a lookup can end in | config, credentials, response, session |
 //! | `response` | the one JSON error body, `Retry-After` | nothing |
 //! | `relay` | passing Kratos's `Set-Cookie` on | credentials |
 //! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
@@ -64,7 +65,8 @@
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
 //! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | outcome, response, config |
 //! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
-//! | `lifecycle` | the public lifecycle helpers | shared and below |
+//! | `lifecycle` | the public lifecycle helpers, browser logout included | shared and below |
+//! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | shared and below |
 //! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
 //! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
 //! | `extract` | axum extractors | outcome, rejection, response, session |
@@ -81,7 +83,11 @@
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
 //!   default ([`KratosLayerBuilder::cache_ttl`]); with stale-if-error on, up to TTL + grace while
 //!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]). Revocations made through
-//!   [`lifecycle`] are enforced by this process at once.
+//!   [`lifecycle`] are enforced by this process at once, browser logout included
+//!   ([`SessionLifecycle::logout_browser`](lifecycle::SessionLifecycle::logout_browser)).
+//! - Kratos's session lifespan rolls forward with every extension; for an absolute cap on how
+//!   long one sign-in lasts, set [`KratosLayerBuilder::max_session_age`] (or a route's
+//!   [`Requirement::max_session_age`](require::Requirement::max_session_age)).
 //! - While Kratos rate-limits or fails, the layer backs off and answers 503 without asking it;
 //!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`] whoami calls run at once
 //!   ([`KratosLayerBuilder::max_concurrent_lookups`]), so made-up credentials cannot open
@@ -99,8 +105,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The layering, from the bottom up: each module uses only those listed before it (CI checks
-// the graph has no cycle: `.ci/module-graph`).
+// The layering is in the crate docs above ("Layering"); `.ci/module-graph` checks it.
 mod body;
 mod builder;
 mod cache;
@@ -118,6 +123,7 @@ mod log_limit;
 pub mod outcome;
 pub mod rejection;
 mod relay;
+pub mod require;
 mod response;
 mod service;
 pub mod session;

@@ -1,5 +1,6 @@
 //! Keeping sessions alive and ending them: extension when a session is close to expiry,
-//! revocation, listing and API logout, each keeping this process's session cache honest at once.
+//! revocation, listing, API logout and browser logout, each keeping this process's session cache
+//! honest at once.
 //!
 //! Get a [`SessionLifecycle`] from the layer with
 //! [`KratosLayer::lifecycle`](crate::KratosLayer::lifecycle) and hand it to your
@@ -81,10 +82,9 @@ use time::OffsetDateTime;
 use crate::{
     cache::Revoked,
     client::canonical_id,
-    credentials::{find_credential, CookieNames, Credential},
-    extend::is_due,
+    credentials::{find_credential, CookieNames, Credential, CredentialSource},
     outcome::Outcome,
-    relay::relayable,
+    relay::{relayable, set_cookies_as_response_parts},
     session::KratosSession,
     shared::Shared,
 };
@@ -153,18 +153,56 @@ impl fmt::Debug for ExtendOutcome {
     }
 }
 
-#[cfg(feature = "axum")]
-impl axum_core::response::IntoResponseParts for ExtendOutcome {
-    type Error = std::convert::Infallible;
+set_cookies_as_response_parts!(ExtendOutcome);
 
-    fn into_response_parts(
-        self,
-        mut parts: axum_core::response::ResponseParts,
-    ) -> Result<axum_core::response::ResponseParts, std::convert::Infallible> {
-        crate::relay::append_set_cookies(parts.headers_mut(), self.set_cookies);
-        Ok(parts)
+/// The answer of [`SessionLifecycle::logout_browser`]: the browser is signed out at Kratos.
+///
+/// With the `axum` feature it is axum's `IntoResponseParts`: returned with a response (a
+/// redirect, typically), it appends Kratos's `Set-Cookie` that clears the session cookie, so the
+/// browser forgets it.
+#[derive(Clone)]
+#[must_use]
+pub struct BrowserLogout {
+    was_signed_in: bool,
+    set_cookies: Vec<HeaderValue>,
+}
+
+impl BrowserLogout {
+    fn nothing() -> Self {
+        Self {
+            was_signed_in: false,
+            set_cookies: Vec::new(),
+        }
+    }
+
+    /// Whether Kratos signed a session out now; `false` when the request had no session
+    /// cookie, or one Kratos no longer accepted (nothing was left to sign out).
+    pub fn was_signed_in(&self) -> bool {
+        self.was_signed_in
+    }
+
+    /// The `Set-Cookie` headers to pass on to the browser: Kratos's clearing of the session
+    /// cookie (empty when nothing was signed out).
+    pub fn set_cookies(&self) -> &[HeaderValue] {
+        &self.set_cookies
+    }
+
+    /// The `Set-Cookie` headers, owned.
+    pub fn into_set_cookies(self) -> Vec<HeaderValue> {
+        self.set_cookies
     }
 }
+
+impl fmt::Debug for BrowserLogout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrowserLogout")
+            .field("was_signed_in", &self.was_signed_in)
+            .field("set_cookies", &self.set_cookies.len())
+            .finish()
+    }
+}
+
+set_cookies_as_response_parts!(BrowserLogout);
 
 /// Whose session a self-service helper acts on: the caller's request headers (the credential is
 /// found as the layer finds it, with its cookie names), the request head, or a [`Credential`].
@@ -301,7 +339,7 @@ impl SessionLifecycle {
             Outcome::Authenticated(session) => session,
             other => return Err(LifecycleError::from_outcome(other)),
         };
-        if !is_due(&session, within) {
+        if !shared.extender.worth_extending(&session, within) {
             return Ok(ExtendOutcome {
                 attempt: None,
                 session,
@@ -479,6 +517,90 @@ impl SessionLifecycle {
         logged_out?;
         tracing::info!("Kratos session logged out (API)");
         Ok(())
+    }
+
+    /// Logs a browser out: completes Kratos's browser logout for the request's session cookie
+    /// and returns Kratos's clearing `Set-Cookie` to pass on. From then on, requests carrying
+    /// that cookie are refused by this process at once, whatever the cache TTL. For an app's
+    /// logout route (a `POST`, so no other site can sign your users out with a link).
+    ///
+    /// Why the server completes the logout rather than sending the browser to Kratos's logout
+    /// URL: Kratos has revoked the session before this returns, and this process has marked
+    /// the cookie before the response leaves, so no moment exists in which the browser was told
+    /// it is signed out while the cookie still opens a page here. Sending the browser to Kratos
+    /// instead leaves a window: a request that comes back before Kratos has signed the session
+    /// out (or a browser that never follows the redirect) asks Kratos again, hears "active",
+    /// and caches the session anew. A lookup still in flight when the logout returns (its
+    /// whoami sent before it) is asked again once its answer arrives, and refused too.
+    ///
+    /// A request without a session cookie, or with one Kratos no longer accepts, succeeds with
+    /// nothing signed out ([`BrowserLogout::was_signed_in`] is `false`): the browser is signed
+    /// out either way.
+    ///
+    /// # Errors
+    /// [`NotACookieSession`](LifecycleError::NotACookieSession) for a session token (use
+    /// [`logout`](Self::logout)), [`Malformed`](LifecycleError::Malformed),
+    /// [`RateLimited`](LifecycleError::RateLimited) and
+    /// [`Unavailable`](LifecycleError::Unavailable): the session may still be signed in at
+    /// Kratos (this process asks Kratos again about the cookie all the same).
+    ///
+    /// ```
+    /// use axum::{extract::State, http::HeaderMap, response::Redirect, routing::post, Router};
+    /// use tower_kratos::lifecycle::{BrowserLogout, LifecycleError, SessionLifecycle};
+    ///
+    /// async fn logout(
+    ///     State(sessions): State<SessionLifecycle>,
+    ///     headers: HeaderMap,
+    /// ) -> Result<(BrowserLogout, Redirect), LifecycleError> {
+    ///     Ok((sessions.logout_browser(&headers).await?, Redirect::to("/")))
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+    /// let layer = tower_kratos::KratosLayer::builder(kratos.public_url()).build()?;
+    /// let app: Router = Router::new()
+    ///     .route("/logout", post(logout))
+    ///     .with_state(layer.lifecycle());
+    /// # let alice = kratos.create_session();
+    /// # use tower::ServiceExt;
+    /// # let request = http::Request::post("/logout")
+    /// #     .header("cookie", alice.cookie_header())
+    /// #     .body(axum::body::Body::empty())?;
+    /// # let response = app.oneshot(request).await?;
+    /// # assert_eq!(response.status(), 303);
+    /// # assert!(response.headers()["set-cookie"].to_str()?.starts_with("ory_kratos_session=;"));
+    /// # assert!(!kratos.session_state(&alice.id).unwrap().active);
+    /// # Ok(()) }
+    /// ```
+    pub async fn logout_browser(
+        &self,
+        caller: &impl Caller,
+    ) -> Result<BrowserLogout, LifecycleError> {
+        let shared = &self.shared;
+        let credential = match caller.credential(&shared.cookie_names) {
+            Ok(credential) => credential,
+            Err(LifecycleError::NoCredential) => return Ok(BrowserLogout::nothing()),
+            Err(error) => return Err(error),
+        };
+        if credential.source() != CredentialSource::Cookie {
+            return Err(LifecycleError::NotACookieSession);
+        }
+        let logged_out = shared.client.logout_browser(&credential).await;
+        if may_have_acted(&logged_out) || matches!(logged_out, Err(LifecycleError::Unauthenticated))
+        {
+            shared.cache.revoked(Revoked::Credential(&credential)).await;
+        }
+        let set_cookies = match logged_out {
+            Ok(set_cookies) => set_cookies,
+            // Kratos no longer accepts the cookie (signed out elsewhere, expired, revoked).
+            Err(LifecycleError::Unauthenticated) => return Ok(BrowserLogout::nothing()),
+            Err(error) => return Err(error),
+        };
+        tracing::info!("Kratos session logged out (browser)");
+        Ok(BrowserLogout {
+            was_signed_in: true,
+            set_cookies: relayable(&credential, set_cookies, &shared.cookie_names),
+        })
     }
 
     /// Deactivates a session through the admin API (`DELETE /admin/sessions/{id}`). From then

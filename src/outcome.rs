@@ -28,6 +28,10 @@ pub enum Outcome {
     /// The session is valid but Kratos requires a higher assurance level (403
     /// `session_aal2_required`): the user must complete a second factor.
     AalRequired(AalRequired),
+    /// The session is valid, but the route asks more of it
+    /// ([`Requirement`](crate::require::Requirement)): a second factor, a recent sign-in, a
+    /// condition of the app's. The user is signed in: never answered as a 401.
+    Insufficient(Insufficient),
     /// Kratos could not give an answer: down, slow, rate limited, or answered nonsense. The
     /// caller may well be signed in; this must not be treated as "logged out".
     Unavailable(Unavailable),
@@ -60,7 +64,7 @@ impl Outcome {
         match self {
             Self::Authenticated(_) => StatusCode::OK,
             Self::Anonymous | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::AalRequired(_) => StatusCode::FORBIDDEN,
+            Self::AalRequired(_) | Self::Insufficient(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -81,6 +85,7 @@ impl Outcome {
     pub fn redirect_browser_to(&self) -> Option<&str> {
         match self {
             Self::AalRequired(step_up) => step_up.redirect_browser_to.as_deref(),
+            Self::Insufficient(insufficient) => insufficient.redirect_browser_to.as_deref(),
             _ => None,
         }
     }
@@ -95,6 +100,15 @@ impl Outcome {
             }
             Self::Unauthenticated(Unauthenticated::TooLarge) => {
                 "The session credential in the request is too large to be checked."
+            }
+            Self::Unauthenticated(Unauthenticated::TooOld) => {
+                "The session is older than this app accepts: sign in again."
+            }
+            Self::Insufficient(insufficient) => {
+                return Cow::Owned(format!(
+                    "The session does not meet this route's requirement: {}.",
+                    insufficient.unmet
+                ))
             }
             Self::Unauthenticated(_) => "The session is invalid, expired or revoked.",
             Self::AalRequired(_) => {
@@ -116,6 +130,8 @@ impl Outcome {
             Self::Anonymous => "anonymous",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::AalRequired(_) => "aal_required",
+            // Named by what is missing: the JSON error's `id`, for clients to act on.
+            Self::Insufficient(insufficient) => insufficient.unmet.kind(),
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -129,6 +145,13 @@ impl fmt::Display for Outcome {
             Self::Unauthenticated(reason) => write!(f, "unauthenticated: {reason}"),
             Self::AalRequired(_) => {
                 f.write_str("a higher authenticator assurance level is required")
+            }
+            Self::Insufficient(insufficient) => {
+                write!(
+                    f,
+                    "the route's requirement is not met: {}",
+                    insufficient.unmet
+                )
             }
             Self::Unavailable(reason) => write!(f, "Kratos unavailable: {reason}"),
         }
@@ -170,6 +193,11 @@ pub enum Unauthenticated {
     Inactive,
     /// The session's `expires_at` has passed.
     Expired,
+    /// The session is older than the most the app accepts
+    /// ([`KratosLayerBuilder::max_session_age`](crate::KratosLayerBuilder::max_session_age), or a
+    /// route's [`Requirement::max_session_age`](crate::require::Requirement::max_session_age)),
+    /// counted from its `issued_at`: signing in again is the only remedy.
+    TooOld,
     /// Kratos, or a proxy in front of it, refused the lookup as too large to read (431): the
     /// credential cannot be checked, so it is not accepted. The layer never sends more than
     /// [`MAX_FORWARDED_COOKIE_LEN`](crate::credentials::MAX_FORWARDED_COOKIE_LEN) of cookies.
@@ -184,6 +212,7 @@ impl fmt::Display for Unauthenticated {
             Self::Inactive => f.write_str("the session is not active"),
             Self::Expired => f.write_str("the session has expired"),
             Self::TooLarge => f.write_str("the credential is too large for Kratos to check"),
+            Self::TooOld => f.write_str("the session is older than the app accepts"),
         }
     }
 }
@@ -202,6 +231,60 @@ impl AalRequired {
     pub fn new(redirect_browser_to: Option<String>) -> Self {
         Self {
             redirect_browser_to,
+        }
+    }
+}
+
+/// A session that does not meet what a route asks of it: which requirement, and where a
+/// browser meets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Insufficient {
+    /// What is missing.
+    pub unmet: Unmet,
+    /// Kratos's browser login flow that meets it: `aal=aal2` for a second factor,
+    /// `refresh=true` for a recent sign-in; `None` for a condition of the app's, which no flow
+    /// meets.
+    pub redirect_browser_to: Option<String>,
+}
+
+/// Which of a route's requirements a session did not meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unmet {
+    /// A second factor: the session's assurance level is below `aal2`.
+    SecondFactor,
+    /// A sign-in within this long: the session's last authentication is older.
+    RecentSignIn {
+        /// The route's window.
+        within: Duration,
+    },
+    /// A condition of the app's, by the name it was given.
+    Condition {
+        /// The condition's name.
+        name: &'static str,
+    },
+}
+
+impl Unmet {
+    /// A short, stable name for logs, metrics and custom rejections.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SecondFactor => "second_factor_required",
+            Self::RecentSignIn { .. } => "recent_sign_in_required",
+            Self::Condition { .. } => "condition_unmet",
+        }
+    }
+}
+
+impl fmt::Display for Unmet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SecondFactor => f.write_str("a second factor"),
+            Self::RecentSignIn { within } => {
+                write!(f, "a sign-in within the last {} s", within.as_secs())
+            }
+            Self::Condition { name } => write!(f, "{name}"),
         }
     }
 }

@@ -48,6 +48,26 @@ pub(crate) fn append_set_cookies(headers: &mut HeaderMap, set_cookies: Vec<Heade
     }
 }
 
+/// axum's `IntoResponseParts` for a lifecycle answer with a `set_cookies: Vec<HeaderValue>`
+/// field: returned with a response, it appends them (see [`append_set_cookies`]).
+macro_rules! set_cookies_as_response_parts {
+    ($answer:ty) => {
+        #[cfg(feature = "axum")]
+        impl axum_core::response::IntoResponseParts for $answer {
+            type Error = std::convert::Infallible;
+
+            fn into_response_parts(
+                self,
+                mut parts: axum_core::response::ResponseParts,
+            ) -> Result<axum_core::response::ResponseParts, std::convert::Infallible> {
+                crate::relay::append_set_cookies(parts.headers_mut(), self.set_cookies);
+                Ok(parts)
+            }
+        }
+    };
+}
+pub(crate) use set_cookies_as_response_parts;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 //! assert!(session.identity.is_none());
 //! ```
 
-use std::{fmt, ops::Deref, sync::Arc};
+use std::{fmt, ops::Deref, sync::Arc, time::Duration};
 
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -94,6 +94,30 @@ impl Session {
     /// The identity's id, when the identity was sent.
     pub fn identity_id(&self) -> Option<&str> {
         self.identity.as_ref().map(|identity| identity.id.as_str())
+    }
+
+    /// When the session began: its `issued_at`, else (legacy data without one) when its first
+    /// factor was completed. Extending a session or re-authenticating in it moves neither, so
+    /// an age counted from here bounds how long one sign-in lasts.
+    pub fn began_at(&self) -> Option<OffsetDateTime> {
+        self.issued_at.or_else(|| {
+            self.authentication_methods
+                .first()
+                .and_then(|method| method.completed_at)
+        })
+    }
+
+    /// When the session reaches `max` of age, counted from [`began_at`](Self::began_at);
+    /// `None` when its start is unknown.
+    pub(crate) fn reaches_age_at(&self, max: Duration) -> Option<OffsetDateTime> {
+        let max = time::Duration::try_from(max).unwrap_or(time::Duration::MAX);
+        self.began_at().map(|began| began.saturating_add(max))
+    }
+
+    /// Whether the session began less than `max` before `now` (`false` when that cannot be
+    /// told).
+    pub(crate) fn younger_than(&self, max: Duration, now: OffsetDateTime) -> bool {
+        self.reaches_age_at(max).is_some_and(|cap| now < cap)
     }
 
     /// Whether the session is active and not past `expires_at` at `now`.

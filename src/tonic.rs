@@ -143,3 +143,11 @@ impl<S: tonic::server::NamedService, R> tonic::server::NamedService
 {
     const NAME: &'static str = S::NAME;
 }
+
+/// A service behind a route's [`Requirement`](crate::require::Requirement) keeps its gRPC name
+/// too: `kratos.required().layer(kratos.require(..).layer(BillingServer::new(...)))`.
+impl<S: tonic::server::NamedService, R> tonic::server::NamedService
+    for crate::require::RequireService<S, R>
+{
+    const NAME: &'static str = S::NAME;
+}

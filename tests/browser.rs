@@ -197,3 +197,102 @@ fn parse_time(value: &Value, what: &str) -> OffsetDateTime {
         .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok())
         .unwrap_or_else(|| panic!("{what} is not an RFC 3339 time: {value}"))
 }
+
+/// `curl` a page of the app with this cookie, as someone who copied it would: the status.
+fn curl_status(url: &str, cookie: &str) -> u16 {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Cookie: {cookie}"))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("running curl (Debian's `curl`; .ci/run installs it): {error}")
+        });
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed no status: {output:?}"))
+}
+
+/// The README's first run, clicked through: no Kratos and no `LOGIN_URL` configured, so the app
+/// sends the browser to the built-in stand-in's login page and back; a second factor for
+/// `/billing`, a new sign-in for `/settings`, and a logout after which a copy of the cookie is
+/// refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_clicks_through_sign_in_step_up_and_logout() {
+    if skip_requested() {
+        return;
+    }
+    // A short window for /settings, so the test can outwait it.
+    let app = App::first_run(&[("RECENT_AUTH_SECS", "2")]);
+    let browser = Browser::launch().await;
+    within(async {
+        let login_page = format!("{}/login?flow=", app.kratos_url);
+
+        // /me without a session: the stand-in's login page, then back on /me signed in.
+        browser.goto(&app.url("/me")).await;
+        let shown = browser.current_url().await;
+        assert!(
+            shown.starts_with(&login_page),
+            "not the login page: {shown}"
+        );
+        assert_eq!(browser.title().await, "Sign in");
+        browser.click("#sign-in").await;
+        assert_eq!(browser.current_url().await, app.url("/me"));
+        let me = browser.json_page().await;
+        assert_eq!(me["aal"], "aal1", "/me: {me}");
+        let session_id = me["session_id"].clone();
+
+        // /billing needs a second factor: Kratos's aal2 flow, then back on /billing.
+        browser.goto(&app.url("/billing")).await;
+        let shown = browser.current_url().await;
+        assert!(
+            shown.starts_with(&login_page),
+            "not the step-up page: {shown}"
+        );
+        assert_eq!(browser.title().await, "Second factor");
+        browser.click("#second-factor").await;
+        assert_eq!(browser.current_url().await, app.url("/billing"));
+        let billing = browser.json_page().await;
+        assert_eq!(billing["aal"], "aal2", "/billing: {billing}");
+        assert_eq!(
+            billing["session_id"], session_id,
+            "the same session, stepped up"
+        );
+
+        // /settings needs a sign-in within 2 s: past that, Kratos's refresh flow.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        browser.goto(&app.url("/settings")).await;
+        assert_eq!(browser.title().await, "Confirm it is you");
+        browser.click("#sign-in-again").await;
+        assert_eq!(browser.current_url().await, app.url("/settings"));
+        let settings = browser.json_page().await;
+        assert_eq!(settings["session_id"], session_id, "/settings: {settings}");
+
+        // The cookie as it is now, copied out of the browser; it opens /me (and is cached).
+        let cookies = browser.cookies_named(&app.cookie_name).await;
+        assert_eq!(cookies.len(), 1, "one session cookie: {cookies:?}");
+        let copied = format!("{}={}", cookies[0].name(), cookies[0].value());
+        assert_eq!(curl_status(&app.url("/me"), &copied), 200);
+
+        // Sign out from the home page: back home, signed out, the cookie gone.
+        browser.goto(&app.url("/")).await;
+        assert!(browser.text_of("#who").await.contains("demo@example.org"));
+        browser.click("#sign-out").await;
+        assert_eq!(browser.current_url().await, app.url("/"));
+        assert!(browser.text_of("#who").await.starts_with("Not signed in"));
+        assert!(
+            browser.cookies_named(&app.cookie_name).await.is_empty(),
+            "the cookie was cleared"
+        );
+
+        // The copy is refused at once, not when the app's cache entry (60 s) ends.
+        assert_eq!(curl_status(&app.url("/me"), &copied), 401);
+        browser.goto(&app.url("/me")).await;
+        assert!(
+            browser.current_url().await.starts_with(&login_page),
+            "signed out"
+        );
+    })
+    .await;
+}

@@ -609,3 +609,65 @@ async fn a_custom_rejection_still_answers_grpc_clients() {
         Some(Outcome::Anonymous)
     ));
 }
+
+/// Per-service requirements: an unmet second factor or recent sign-in is PERMISSION_DENIED
+/// naming it, with the Kratos flow that meets it in `kratos-redirect-browser-to`; met, the call
+/// reaches the handler; past the maximum age, UNAUTHENTICATED.
+#[tokio::test]
+async fn unmet_requirements_are_permission_denied_with_the_flow() {
+    use tower_kratos::require::Requirement;
+
+    let kratos = support::kratos().await;
+    let layer = layer_for(&kratos);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let recent = Requirement::new()
+        .second_factor()
+        .signed_in_within(Duration::from_secs(300))
+        .max_session_age(Duration::from_secs(24 * 3600));
+    let router = Server::builder().add_service(
+        layer.required().layer(
+            layer
+                .require(recent)
+                .layer(IdentityServer::new(IdentityService)),
+        ),
+    );
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    let ago = |seconds: i64| time::OffsetDateTime::now_utc() - time::Duration::seconds(seconds);
+
+    let aal1 = kratos.create_session();
+    let status = who_am_i(addr, &token(&aal1)).await.expect_err("aal1");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("a second factor"), "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(REDIRECT_BROWSER_TO)
+            .expect("the flow"),
+        format!("{}?aal=aal2", kratos.login_url()).as_str()
+    );
+
+    let stale = kratos.session().aal2().issued_at(ago(3600)).create();
+    let status = who_am_i(addr, &token(&stale)).await.expect_err("stale");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(REDIRECT_BROWSER_TO)
+            .expect("the flow"),
+        format!("{}?refresh=true", kratos.login_url()).as_str()
+    );
+
+    let old = kratos
+        .session()
+        .aal2()
+        .issued_at(ago(2 * 24 * 3600))
+        .authenticated_at(ago(10))
+        .create();
+    let status = who_am_i(addr, &token(&old)).await.expect_err("old");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    let ready = kratos.session().aal2().create();
+    let reply = who_am_i(addr, &token(&ready)).await.expect("met");
+    assert_eq!(reply.session_id, ready.id);
+}

@@ -23,7 +23,7 @@ use tower_kratos::{
     KratosLayer, KratosLayerBuilder, KratosSession,
 };
 
-use support::{assert_unauthorized, default_layer, get, send, values, with_token, Answer};
+use support::{assert_unauthorized, default_layer, get, post, send, values, with_token, Answer};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Far from expiry: never due for [`HOUR`].
@@ -591,21 +591,17 @@ fn helper_app(layer: KratosLayer) -> axum::Router {
         .with_state(layer.lifecycle())
 }
 
-fn post_extend(headers: &[(&str, &str)]) -> Request<String> {
-    let mut request = Request::post("/me/extend");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.body(String::new()).expect("request")
-}
-
 #[tokio::test]
 async fn the_helper_extends_once_and_relays_the_cookie_in_the_handlers_response() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.session().expires_in(TEN_MINUTES).create();
     let app = helper_app(builder(&kratos).build().expect("layer"));
 
-    let answer = send(&app, post_extend(&[("cookie", &alice.cookie_header())])).await;
+    let answer = send(
+        &app,
+        post("/me/extend", &[("cookie", &alice.cookie_header())]),
+    )
+    .await;
 
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     let now = kratos.session_state(&alice.id).expect("session");
@@ -618,7 +614,11 @@ async fn the_helper_extends_once_and_relays_the_cookie_in_the_handlers_response(
     assert!(cookies[0].starts_with(&format!("{}; ", now.cookie_header())));
 
     // Asked again with the new cookie: no longer due, no Kratos call, no cookie.
-    let again = send(&app, post_extend(&[("cookie", &now.cookie_header())])).await;
+    let again = send(
+        &app,
+        post("/me/extend", &[("cookie", &now.cookie_header())]),
+    )
+    .await;
     assert_eq!(again.json()["extended"], false);
     assert!(set_cookies(&again).is_empty());
     assert_eq!(kratos.calls(Endpoint::ExtendSession), 1);
@@ -630,7 +630,11 @@ async fn the_helper_gives_token_sessions_no_cookie() {
     let alice = kratos.session().expires_in(TEN_MINUTES).create();
     let app = helper_app(builder(&kratos).build().expect("layer"));
 
-    let answer = send(&app, post_extend(&[("x-session-token", &alice.token)])).await;
+    let answer = send(
+        &app,
+        post("/me/extend", &[("x-session-token", &alice.token)]),
+    )
+    .await;
 
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     assert_eq!(answer.json()["extended"], true);
@@ -1395,4 +1399,174 @@ async fn an_answer_read_before_a_revocation_is_not_served_after_it() {
     assert_unauthorized(&answer);
     // The late "active" answer, then the second look that Kratos refused.
     assert_eq!(kratos.calls(Endpoint::Whoami), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser logout: Kratos's browser flow completed by the server, the cookie refused at once
+
+/// An app with `POST /logout` (the helper, then a 303 to `/`) and the layer on `/`.
+fn logout_app(layer: &KratosLayer) -> axum::Router {
+    use axum::{extract::State, response::Redirect, routing};
+    use tower_kratos::lifecycle::BrowserLogout;
+
+    async fn logout(
+        State(sessions): State<SessionLifecycle>,
+        headers: HeaderMap,
+    ) -> Result<(BrowserLogout, Redirect), LifecycleError> {
+        Ok((sessions.logout_browser(&headers).await?, Redirect::to("/")))
+    }
+    axum::Router::new()
+        .route(
+            "/",
+            routing::get(|| async { "inner" }).layer(layer.required()),
+        )
+        .route("/logout", routing::post(logout))
+        .with_state(layer.lifecycle())
+}
+
+#[tokio::test]
+async fn browser_logout_clears_the_cookie_and_refuses_it_at_once() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let app = logout_app(&layer);
+    let alice = kratos.create_session();
+    let cookie = alice.cookie_header();
+    // Cached for the hour.
+    assert_served(&send(&app, get("/", &[("cookie", &cookie)])).await);
+
+    let answer = send(&app, post("/logout", &[("cookie", &cookie)])).await;
+
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+    assert_eq!(answer.header(header::LOCATION), Some("/"));
+    let cleared = set_cookies(&answer);
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert!(
+        cleared[0].starts_with("ory_kratos_session=; Path=/;"),
+        "{cleared:?}"
+    );
+    assert_eq!(answer.header(header::CACHE_CONTROL), Some("private"));
+    assert!(!kratos.session_state(&alice.id).expect("session").active);
+    // Kratos got the cookie (only) and was asked for JSON both times.
+    for endpoint in [Endpoint::LogoutBrowser, Endpoint::Logout] {
+        let seen = kratos.requests(endpoint);
+        assert_eq!(seen.len(), 1, "{endpoint:?}");
+        assert_eq!(
+            values(&seen[0].headers, "cookie"),
+            [cookie.as_str()],
+            "{endpoint:?}"
+        );
+        assert_eq!(
+            values(&seen[0].headers, "accept"),
+            ["application/json"],
+            "{endpoint:?}"
+        );
+    }
+
+    // The copy of the old cookie is refused now, not when the hour is up: Kratos was asked.
+    let replay = send(&app, get("/", &[("cookie", &cookie)])).await;
+    assert_unauthorized(&replay);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 2);
+
+    // Logging out again, or without a cookie, succeeds with nothing signed out.
+    let sessions = layer.lifecycle();
+    let again = sessions
+        .logout_browser(&headers_with("cookie", &cookie))
+        .await
+        .expect("already signed out");
+    assert!(!again.was_signed_in() && again.set_cookies().is_empty());
+    let none = sessions
+        .logout_browser(&HeaderMap::new())
+        .await
+        .expect("no cookie");
+    assert!(!none.was_signed_in());
+    // A token session logs out through API logout; Kratos is not asked.
+    let calls = kratos.calls(Endpoint::LogoutBrowser);
+    assert_eq!(
+        sessions
+            .logout_browser(&token_headers(&kratos.create_session()))
+            .await
+            .map(|_| ()),
+        Err(LifecycleError::NotACookieSession)
+    );
+    assert_eq!(kratos.calls(Endpoint::LogoutBrowser), calls);
+}
+
+#[tokio::test]
+async fn a_browser_logout_kratos_could_not_confirm_is_an_error_and_asks_again() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let app = logout_app(&layer);
+    let alice = kratos.create_session();
+    let cookie = alice.cookie_header();
+    assert_served(&send(&app, get("/", &[("cookie", &cookie)])).await);
+    kratos.set_fault(Endpoint::Logout, Fault::Status(StatusCode::BAD_GATEWAY));
+
+    let answer = send(&app, post("/logout", &[("cookie", &cookie)])).await;
+
+    answer.assert_json_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        set_cookies(&answer).is_empty(),
+        "nothing to clear: not signed out"
+    );
+    assert!(kratos.session_state(&alice.id).expect("session").active);
+    // Whether Kratos acted is unknown: the cookie is checked with Kratos again (still valid).
+    assert_served(&send(&app, get("/", &[("cookie", &cookie)])).await);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 2);
+
+    // A logout flow answered with something that is not Kratos's is no logout either.
+    kratos.clear_faults();
+    kratos.set_fault(Endpoint::LogoutBrowser, Fault::GarbageBody);
+    let garbage = send(&app, post("/logout", &[("cookie", &cookie)])).await;
+    garbage.assert_json_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(kratos.calls(Endpoint::Logout), 1, "no token, no completion");
+}
+
+#[tokio::test]
+async fn the_browser_coming_back_during_the_logout_is_never_served_after_it() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let app = logout_app(&layer);
+    let alice = kratos.create_session();
+    let cookie = alice.cookie_header();
+
+    // Kratos slow to sign the session out: the browser comes back meanwhile.
+    kratos.set_fault(Endpoint::Logout, Fault::Delay(Duration::from_millis(300)));
+    let logout = tokio::spawn(send(&app, post("/logout", &[("cookie", &cookie)])));
+    support::wait_for_calls(&kratos, Endpoint::Logout, 1).await;
+    let meanwhile = send(&app, get("/", &[("cookie", &cookie)])).await;
+    // Kratos has not signed it out yet, and the browser has not been told it is: served, and
+    // cached for the hour.
+    assert_served(&meanwhile);
+    let logged_out = logout.await.expect("the logout");
+    assert_eq!(
+        logged_out.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        logged_out.text()
+    );
+    // From the logout's answer on, the cookie opens nothing.
+    assert_unauthorized(&send(&app, get("/", &[("cookie", &cookie)])).await);
+
+    // A lookup whose whoami Kratos answered "active" before the logout, arriving after it.
+    let bob = kratos.create_session();
+    let cookie = bob.cookie_header();
+    let whoami_calls = kratos.calls(Endpoint::Whoami);
+    kratos.clear_faults();
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::AnswerLate(Duration::from_millis(400)),
+    );
+    let in_flight = tokio::spawn(send(&app, get("/", &[("cookie", &cookie)])));
+    support::wait_for_whoami_calls(&kratos, whoami_calls + 1).await;
+    kratos.clear_fault(Endpoint::Whoami);
+    let logged_out = send(&app, post("/logout", &[("cookie", &cookie)])).await;
+    assert_eq!(
+        logged_out.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        logged_out.text()
+    );
+    // Asked again once its answer came: refused.
+    assert_unauthorized(&in_flight.await.expect("the request in flight"));
+    assert_eq!(kratos.calls(Endpoint::Whoami), whoami_calls + 2);
 }

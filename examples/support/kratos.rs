@@ -70,8 +70,9 @@ where
         .map_err(|error| format!("{name}={text:?} is not valid: {error}"))
 }
 
-/// The Kratos an app talks to: the configured one, or the stand-in with a demo session (and a
-/// second session of the same user, so there is another session to list and revoke).
+/// The Kratos an app talks to: the configured one, or the stand-in with a demo session of its
+/// demo user (the one its login page signs in) and a second session of that user, so there is
+/// another session to list and revoke.
 pub struct Kratos {
     pub public_url: String,
     pub admin_url: String,
@@ -84,8 +85,9 @@ impl Kratos {
             Some(url) => (url.clone(), None),
             None => {
                 let stand_in = KratosStandIn::start().await?;
-                let demo = stand_in.create_session();
-                stand_in.session().identity(&demo.identity_id).create();
+                let demo_user = stand_in.demo_identity_id();
+                let demo = stand_in.session().identity(&demo_user).create();
+                stand_in.session().identity(&demo_user).create();
                 (stand_in.public_url(), Some((stand_in, demo)))
             }
         };
@@ -129,6 +131,14 @@ impl Kratos {
             },
             settings.extend_within.as_secs(),
         );
+    }
+
+    /// The stand-in's browser login flow (its login page), when running against the stand-in:
+    /// the default `LOGIN_URL`.
+    pub fn stand_in_login_url(&self) -> Option<String> {
+        self.stand_in
+            .as_ref()
+            .map(|(stand_in, _)| stand_in.login_url())
     }
 
     /// The demo session, when running against the stand-in.

@@ -86,6 +86,9 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[derive(Clone, Copy, Debug)]
 pub(super) struct EntryLifetime {
     pub(super) ttl: Duration,
+    /// The layer's absolute cap on a session's age: an older one is refused, a younger one's
+    /// entry ends when it reaches it.
+    pub(super) max_session_age: Option<Duration>,
     /// For 401s; zero when they are not cached.
     pub(super) negative_ttl: Duration,
     pub(super) cache_rejections: bool,
@@ -96,6 +99,9 @@ impl EntryLifetime {
     /// nothing else (outages and step-ups must be asked again next time).
     pub(super) fn entry_for(&self, answer: WhoamiAnswer) -> Result<Cached, Outcome> {
         let cached = match answer.outcome {
+            Outcome::Authenticated(session) if self.too_old(&session) => {
+                return Err(Outcome::Unauthenticated(Unauthenticated::TooOld))
+            }
             Outcome::Authenticated(session) => CachedAnswer::Session {
                 session,
                 cache_for: answer.cache_for,
@@ -106,6 +112,12 @@ impl EntryLifetime {
             other => return Err(other),
         };
         Ok(self.entry(cached, answer.asked_at))
+    }
+
+    /// Whether a session is past the layer's maximum age (or of an age that cannot be told).
+    fn too_old(&self, session: &KratosSession) -> bool {
+        self.max_session_age
+            .is_some_and(|max| !session.younger_than(max, OffsetDateTime::now_utc()))
     }
 
     /// An entry for `answer`, stored now.
@@ -128,6 +140,12 @@ impl EntryLifetime {
                 }
                 if let Some(expires_at) = session.expires_at {
                     ends_at = ends_at.min(expires_at);
+                }
+                if let Some(cap) = self
+                    .max_session_age
+                    .and_then(|max| session.reaches_age_at(max))
+                {
+                    ends_at = ends_at.min(cap);
                 }
                 ends_at
             }
@@ -184,6 +202,7 @@ mod tests {
     fn an_entry_ends_at_the_least_of_ttl_hint_and_expiry() {
         let lifetimes = EntryLifetime {
             ttl: Duration::from_secs(60),
+            max_session_age: None,
             negative_ttl: Duration::ZERO,
             cache_rejections: false,
         };
@@ -219,6 +238,7 @@ mod tests {
     fn a_ttl_beyond_any_clock_never_panics() {
         let lifetimes = EntryLifetime {
             ttl: Duration::MAX,
+            max_session_age: None,
             negative_ttl: Duration::MAX,
             cache_rejections: true,
         };

@@ -50,6 +50,8 @@ pub(crate) struct CacheConfig {
     /// Stale-if-error: how long past its entry a session may still be served while Kratos is
     /// unavailable. `None`: off.
     pub(crate) stale_grace: Option<Duration>,
+    /// The most a session may have of age (from its `issued_at`). `None`: no cap.
+    pub(crate) max_session_age: Option<Duration>,
 }
 
 impl CacheConfig {
@@ -117,6 +119,7 @@ impl SessionCache {
                 hot: HotTable::for_capacity(config.capacity),
                 lifetimes: EntryLifetime {
                     ttl: config.ttl,
+                    max_session_age: config.max_session_age,
                     negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
                     cache_rejections: config.negative_ttl.is_some(),
                 },
@@ -325,6 +328,7 @@ mod tests {
             capacity: 100,
             negative_ttl: None,
             stale_grace,
+            max_session_age: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub enum LifecycleError {
     /// API logout needs a session token (`X-Session-Token` or `Authorization: Bearer`); this
     /// caller has a browser session cookie, which logs out through Kratos's browser flow.
     NotATokenSession,
+    /// Browser logout needs the session cookie; this caller has a session token, which logs
+    /// out through API logout ([`SessionLifecycle::logout`](crate::lifecycle::SessionLifecycle::logout)).
+    NotACookieSession,
     /// Kratos does not accept the caller's credential (401, or 403 on API logout): no, expired
     /// or revoked session.
     Unauthenticated,
@@ -58,7 +61,7 @@ pub enum LifecycleError {
 
 impl LifecycleError {
     /// The status this error answers with: 400 (an invalid id, the current session, not a
-    /// token session), 401 (no or invalid credential), 403 (step-up), 404, 500 (the admin API
+    /// token session, not a cookie session), 401 (no or invalid credential), 403 (step-up), 404, 500 (the admin API
     /// not configured or refusing the key: the server's fault), 503 (Kratos unavailable or rate
     /// limiting).
     ///
@@ -72,9 +75,10 @@ impl LifecycleError {
     /// ```
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidId | Self::CurrentSession | Self::NotATokenSession => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::InvalidId
+            | Self::CurrentSession
+            | Self::NotATokenSession
+            | Self::NotACookieSession => StatusCode::BAD_REQUEST,
             Self::NoCredential | Self::Malformed(_) | Self::Unauthenticated => {
                 StatusCode::UNAUTHORIZED
             }
@@ -98,8 +102,11 @@ impl LifecycleError {
                 Self::RateLimited { retry_after }
             }
             Outcome::Unavailable(unavailable) => Self::Unavailable(unavailable),
-            // Not an error; only reached if a caller passes a session here by mistake.
-            Outcome::Authenticated(_) => Self::Unavailable(Unavailable::InvalidBody),
+            // Not a lookup's answer (a session, or a route's requirement); only reached if a
+            // caller passes one here by mistake.
+            Outcome::Authenticated(_) | Outcome::Insufficient(_) => {
+                Self::Unavailable(Unavailable::InvalidBody)
+            }
         }
     }
 
@@ -139,6 +146,7 @@ impl LifecycleError {
             Self::InvalidId => "invalid_id",
             Self::CurrentSession => "current_session",
             Self::NotATokenSession => "not_a_token_session",
+            Self::NotACookieSession => "not_a_cookie_session",
             Self::Unauthenticated => "unauthenticated",
             Self::AalRequired(_) => "aal_required",
             Self::NotFound => "not_found",
@@ -161,6 +169,9 @@ impl fmt::Display for LifecycleError {
             ),
             Self::NotATokenSession => {
                 f.write_str("API logout needs a session token, not a session cookie")
+            }
+            Self::NotACookieSession => {
+                f.write_str("browser logout needs a session cookie, not a session token")
             }
             Self::Unauthenticated => f.write_str("Kratos did not accept the credential"),
             Self::AalRequired(_) => {

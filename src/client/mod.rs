@@ -94,6 +94,14 @@ impl KratosClient {
         self.inner.admin.as_ref()
     }
 
+    /// Kratos's browser login flow with this query (`aal=aal2`, `refresh=true`): where a
+    /// browser meets a second factor or signs in again. The rejection adds `return_to`.
+    pub(crate) fn login_flow_url(&self, (key, value): (&str, &str)) -> Url {
+        let mut url = join(&self.inner.public_url, "self-service/login/browser");
+        url.query_pairs_mut().append_pair(key, value);
+        url
+    }
+
     /// When whoami may be sent: for [`KratosLayer::stats`](crate::KratosLayer::stats).
     pub(crate) fn admission(&self) -> &Admission {
         &self.inner.admission

@@ -126,6 +126,52 @@ impl KratosClient {
         }
     }
 
+    /// Kratos's browser logout, completed here for the caller's cookie (API.md §e): create the
+    /// logout flow (`GET /self-service/logout/browser`, which names the session's logout
+    /// token), then complete it (`GET /self-service/logout?token=…`), both with the cookie and
+    /// `Accept: application/json`, so Kratos answers JSON and 204 rather than redirecting. The
+    /// logout URL Kratos names is not followed: it is built on Kratos's own idea of its public
+    /// URL, which need not be the one this process reaches it at.
+    ///
+    /// `Ok` holds the `Set-Cookie` headers of Kratos's 204, the session cookie's clearing
+    /// among them.
+    pub(crate) async fn logout_browser(
+        &self,
+        credential: &Credential,
+    ) -> Result<Vec<http::HeaderValue>, LifecycleError> {
+        #[derive(Deserialize)]
+        struct LogoutFlow {
+            logout_token: String,
+        }
+        let flow_url = self.public_url(&["self-service", "logout", "browser"]);
+        let answer = self
+            .as_caller(self.inner.http.get(flow_url), credential, MAX_BODY_LEN)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(failure(Api::Public, &answer));
+        }
+        let token = serde_json::from_slice::<LogoutFlow>(&answer.body)
+            .ok()
+            .map(|flow| flow.logout_token)
+            .filter(|token| is_logout_token(token))
+            .ok_or(LifecycleError::Unavailable(Unavailable::InvalidBody))?;
+        let mut logout_url = self.public_url(&["self-service", "logout"]);
+        logout_url.query_pairs_mut().append_pair("token", &token);
+        let answer = self
+            .as_caller(self.inner.http.get(logout_url), credential, MAX_BODY_LEN)
+            .await?;
+        // Only Kratos's 204 says the session was revoked (`updateLogoutFlow`).
+        match answer.status {
+            StatusCode::NO_CONTENT => Ok(answer
+                .headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect()),
+            _ => Err(failure(Api::Public, &answer)),
+        }
+    }
+
     fn public_url(&self, segments: &[&str]) -> reqwest::Url {
         with_segments(&self.inner.public_url, segments)
     }
@@ -153,6 +199,16 @@ impl KratosClient {
     }
 }
 
+/// Whether a logout token from Kratos is one to put in a URL: Kratos's are `ory_lo_` and 32
+/// alphanumerics (older ones unprefixed, API.md "Token formats"); anything else is not Kratos's
+/// answer.
+fn is_logout_token(token: &str) -> bool {
+    (1..=512).contains(&token.len())
+        && token
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
 /// Whether a 400 is Kratos's "cannot revoke current session".
 fn refuses_current_session(body: &[u8]) -> bool {
     #[derive(Deserialize)]
@@ -177,6 +233,15 @@ fn refuses_current_session(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_token_like_logout_tokens_are_used() {
+        assert!(is_logout_token("ory_lo_abcDEF0123456789abcDEF0123456789"));
+        assert!(is_logout_token("MP2YWEMeM8MxjkGKpH4dqOQ4Q4DlSPaj"));
+        assert!(!is_logout_token(""));
+        assert!(!is_logout_token("a&return_to=https://evil.example"));
+        assert!(!is_logout_token(&"a".repeat(513)));
+    }
 
     #[test]
     fn only_kratoss_current_session_400_is_current_session() {

@@ -57,8 +57,9 @@ impl DefaultRejection {
         }
         match outcome {
             Outcome::Anonymous | Outcome::Unauthenticated(_) => self.redirect(login_url, request),
-            Outcome::AalRequired(step_up) => {
-                let target = Url::parse(step_up.redirect_browser_to.as_deref()?).ok()?;
+            // Kratos's step-up page, or the login flow that meets a route's requirement.
+            Outcome::AalRequired(_) | Outcome::Insufficient(_) => {
+                let target = Url::parse(outcome.redirect_browser_to()?).ok()?;
                 self.redirect(&target, request)
             }
             _ => None,

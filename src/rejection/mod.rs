@@ -39,6 +39,7 @@ pub use bytes::Bytes;
 pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use reqwest::Url;
 
+#[cfg(feature = "tonic")]
 pub(crate) use self::grpc::{code_for as grpc_code, metadata as grpc_metadata};
 pub use self::grpc::{REDIRECT_BROWSER_TO, RETRY_AFTER, RETRY_PUSHBACK_MS};
 pub use crate::{config::DEFAULT_RETRY_AFTER, response::Refusal};
@@ -108,11 +109,14 @@ impl std::fmt::Debug for LayerRejection {
 /// |---|---|---|
 /// | no credential, or invalid | 401 JSON | 303 to the login URL with `return_to` |
 /// | step-up required | 403 JSON with `redirect_browser_to` | 303 to Kratos's step-up page with `return_to` |
+/// | a route's [`Requirement`](crate::require::Requirement) unmet: second factor, recent sign-in | 403 JSON (`id` `second_factor_required`, `recent_sign_in_required`) with `redirect_browser_to` | 303 to Kratos's login flow (`aal=aal2`, `refresh=true`) with `return_to` |
+/// | a route's condition unmet | 403 JSON (`id` `condition_unmet`) | the same |
+/// | past the maximum session age | 401 JSON | 303 to the login URL with `return_to` |
 /// | Kratos unavailable | 503 JSON with `Retry-After` | the same |
 ///
 /// A gRPC client (`content-type: application/grpc…` or `application/grpc-web…`) gets gRPC's own
 /// trailers-only answer instead: HTTP 200 with `grpc-status` 16 (no or invalid credential), 7
-/// (step-up; Kratos's page in [`REDIRECT_BROWSER_TO`]) or 14 (Kratos unavailable; the delay in
+/// (step-up or an unmet requirement; Kratos's page in [`REDIRECT_BROWSER_TO`]) or 14 (Kratos unavailable; the delay in
 /// [`RETRY_AFTER`] and [`RETRY_PUSHBACK_MS`]), and a percent-encoded `grpc-message`; never a
 /// redirect.
 ///

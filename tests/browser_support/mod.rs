@@ -206,21 +206,39 @@ pub struct App {
     /// The demo session's cookie, from the app's `curl -H 'Cookie: NAME=VALUE'` line.
     pub cookie_name: String,
     pub cookie_value: String,
+    /// The built-in stand-in's public URL, from the app's `kratos public API:` line.
+    pub kratos_url: String,
     child: Child,
 }
 
 impl App {
     /// Starts the app on port 0, sending browsers without a session to `login_url`.
     pub fn start(login_url: &str) -> Self {
-        let mut child = Command::new(app_binary())
+        Self::spawn(&[("LOGIN_URL", login_url)])
+    }
+
+    /// Starts the app as a first run does: no `LOGIN_URL`, so browsers go to the built-in
+    /// stand-in's login page; with these other variables set.
+    pub fn first_run(env: &[(&str, &str)]) -> Self {
+        Self::spawn(env)
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(app_binary());
+        command
             .env("BIND_ADDR", "127.0.0.1:0")
-            .env("LOGIN_URL", login_url)
             .env("EXTEND_WITHIN_SECS", EXTEND_WITHIN_SECS.to_string())
             .env("RUST_LOG", "warn")
-            // The built-in stand-in, whatever this shell points at.
+            // The built-in stand-in and its login page, whatever this shell points at.
             .env_remove("KRATOS_PUBLIC_URL")
             .env_remove("KRATOS_ADMIN_URL")
             .env_remove("KRATOS_ADMIN_TOKEN")
+            .env_remove("LOGIN_URL")
+            .env_remove("RECENT_AUTH_SECS");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -231,10 +249,15 @@ impl App {
             base: String::new(),
             cookie_name: String::new(),
             cookie_value: String::new(),
+            kratos_url: String::new(),
             child,
         };
         let mut cookie = None;
+        let mut kratos_url = None;
         app.base = output.wait_for("the reference app", |line| {
+            if let Some(url) = line.strip_prefix("kratos public API: ") {
+                kratos_url = Some(url.trim().to_owned());
+            }
             if let Some(pair) = line
                 .split_once("-H 'Cookie: ")
                 .and_then(|(_, rest)| rest.split_once('\''))
@@ -253,6 +276,12 @@ impl App {
         };
         app.cookie_name = name;
         app.cookie_value = value;
+        app.kratos_url = kratos_url.unwrap_or_else(|| {
+            panic!(
+                "the reference app printed no `kratos public API:` line; it printed:\n{}",
+                output.seen.join("\n")
+            )
+        });
         app
     }
 
@@ -426,6 +455,51 @@ impl Browser {
             .expires(expires)
             .build();
         step("adding the session cookie", self.client.add_cookie(cookie)).await;
+    }
+
+    /// Clicks the element `css` finds (a button, a link) and waits for the page it leads to.
+    ///
+    /// WebDriver's click returns once the click is dispatched; a form's submission may start
+    /// its navigation only after that, so reading the URL at once can still show the old page.
+    /// The old document is marked before the click, and the wait ends when a document without
+    /// the mark has loaded (a navigation to the same URL included).
+    pub async fn click(&self, css: &str) {
+        self.script("window.__towerKratosBeforeClick = true; return null;")
+            .await;
+        let element = step(
+            &format!("finding `{css}` on the page"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await;
+        step(&format!("clicking `{css}`"), element.click()).await;
+        let loaded = async {
+            loop {
+                let state = self
+                    .client
+                    .execute(
+                        "return window.__towerKratosBeforeClick === undefined \
+                         && document.readyState === 'complete';",
+                        Vec::new(),
+                    )
+                    .await;
+                // A script run while the old document is unloading may fail: ask again.
+                if let Ok(Value::Bool(true)) = state {
+                    return Ok::<(), String>(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        step(&format!("the page `{css}` leads to"), loaded).await;
+    }
+
+    /// The text of the element `css` finds.
+    pub async fn text_of(&self, css: &str) -> String {
+        let element = step(
+            &format!("finding `{css}` on the page"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await;
+        step(&format!("reading `{css}`"), element.text()).await
     }
 
     /// Every cookie named `name` the browser would send to the current page, HttpOnly included.

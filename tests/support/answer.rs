@@ -113,7 +113,15 @@ where
 
 /// `GET uri` with these headers.
 pub fn get(uri: &str, headers: &[(&str, &str)]) -> Request<String> {
-    let mut request = Request::get(uri);
+    with_headers(Request::get(uri), headers)
+}
+
+/// `POST uri` with these headers and no body.
+pub fn post(uri: &str, headers: &[(&str, &str)]) -> Request<String> {
+    with_headers(Request::post(uri), headers)
+}
+
+fn with_headers(mut request: http::request::Builder, headers: &[(&str, &str)]) -> Request<String> {
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

@@ -43,14 +43,19 @@ pub fn assert_kratos_got_cookie_only(headers: &HeaderMap, name_value: &str) {
 /// Waits (at most 5 s) until Kratos has received `count` whoami calls. For ordering a test's
 /// steps, never for asserting speed.
 pub async fn wait_for_whoami_calls(kratos: &KratosStandIn, count: usize) {
+    wait_for_calls(kratos, Endpoint::Whoami, count).await;
+}
+
+/// Waits (at most 5 s) until Kratos has received `count` calls to `endpoint`.
+pub async fn wait_for_calls(kratos: &KratosStandIn, endpoint: Endpoint, count: usize) {
     for _ in 0..1000 {
-        if kratos.calls(Endpoint::Whoami) >= count {
+        if kratos.calls(endpoint) >= count {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!(
-        "Kratos received {} whoami calls, expected {count}",
-        kratos.calls(Endpoint::Whoami)
+        "Kratos received {} calls to {endpoint:?}, expected {count}",
+        kratos.calls(endpoint)
     );
 }
