@@ -24,6 +24,9 @@
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
+//! | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
+//! | `SHARED_CACHE_SECRET` | required with `REDIS_URL` (the app exits without it) | the same ≥ 32-byte secret on every replica |
+//! | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
 //! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout, and the

@@ -3,6 +3,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+#[cfg(feature = "redis")]
+use crate::shared_cache::settings::SharedCacheSettings;
 use crate::{
     cache::{CacheConfig, SessionCache},
     client::{AdminApi, Admission, AdmissionConfig, KratosClient},
@@ -43,6 +45,8 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     admin: AdminSettings,
     extension: ExtensionSettings,
     rejection: R,
+    #[cfg(feature = "redis")]
+    shared_cache: SharedCacheSettings,
     error: Option<BuildError>,
 }
 
@@ -95,16 +99,18 @@ struct ExtensionSettings {
 
 impl<R> fmt::Debug for KratosLayerBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KratosLayerBuilder")
-            .field("public_url", &without_userinfo(&self.public_url))
+        let mut f = f.debug_struct("KratosLayerBuilder");
+        f.field("public_url", &without_userinfo(&self.public_url))
             .field("cookie_names", &self.cookie_names)
             .field("mode", &self.mode)
             .field("cache", &self.cache)
             .field("admission", &self.admission)
             .field("http", &self.http)
             .field("admin", &self.admin)
-            .field("extension", &self.extension)
-            .finish_non_exhaustive()
+            .field("extension", &self.extension);
+        #[cfg(feature = "redis")]
+        f.field("shared_cache", &self.shared_cache);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -146,6 +152,8 @@ impl KratosLayerBuilder {
                 relay_set_cookie: true,
             },
             rejection: DefaultRejection::new(),
+            #[cfg(feature = "redis")]
+            shared_cache: SharedCacheSettings::default(),
             error: None,
         }
     }
@@ -488,6 +496,62 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
+    /// Share the session cache with every replica of the app through Redis (or Valkey) at
+    /// `url` (`redis://[user:password@]host[:port][/db]`; feature `redis`): a session looked
+    /// up by one replica is served by the others without asking Kratos, and a revocation made
+    /// through any replica's [`lifecycle`](crate::KratosLayer::lifecycle) helpers is honoured
+    /// by all. Needs [`shared_cache_secret`](Self::shared_cache_secret). Redis need not be up
+    /// when the layer is built; while it is down or slow, requests are served without it
+    /// (local cache and Kratos). See the README's "Running many replicas".
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// let layer = tower_kratos::KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .shared_cache_secret("the same 32 or more random bytes on every replica")
+    ///     .redis_key_prefix("my-app")
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.shared_cache.url = Some(url.into());
+        self
+    }
+
+    /// The secret every replica sharing the Redis has (at least
+    /// [`MIN_SHARED_CACHE_SECRET_LEN`](crate::MIN_SHARED_CACHE_SECRET_LEN) bytes; required with
+    /// [`redis_url`](Self::redis_url)). From it every replica derives the same cache-key hash
+    /// key, revocation-mark key and value-sealing key, so Redis holds no credential, no id and
+    /// no readable session, and whoever can write to Redis cannot forge an entry. Keep it as
+    /// secret as the admin API key; changing it empties the shared cache.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn shared_cache_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.shared_cache.secret = Some(std::sync::Arc::from(secret.as_ref()));
+        self
+    }
+
+    /// The prefix of every Redis key and channel name, so several apps can share one Redis.
+    /// Default: [`DEFAULT_REDIS_KEY_PREFIX`](crate::DEFAULT_REDIS_KEY_PREFIX).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.shared_cache.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long one Redis call may take before the request goes on without it (at most 5 s).
+    /// Default: [`DEFAULT_REDIS_TIMEOUT`](crate::DEFAULT_REDIS_TIMEOUT).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.shared_cache.timeout = Some(timeout);
+        self
+    }
+
     /// Replace the rejection response: a [`RejectionResponse`] of your own (or a closure
     /// with its argument types written out; without them, use
     /// [`rejection_fn`](Self::rejection_fn)).
@@ -502,6 +566,8 @@ impl<R> KratosLayerBuilder<R> {
             admin: self.admin,
             extension: self.extension,
             rejection,
+            #[cfg(feature = "redis")]
+            shared_cache: self.shared_cache,
             error: self.error,
         }
     }
@@ -559,12 +625,17 @@ impl<R> KratosLayerBuilder<R> {
         let lookup_deadline = self.http.request_timeout;
         let http = http_client(self.http)?;
         let admin = admin_api(self.admin, self.extension)?;
-        let cache = SessionCache::new(self.cache, lookup_deadline).map_err(|_| {
-            BuildError::setting(
-                "cache",
-                "the operating system provided no randomness for the cache key",
-            )
-        })?;
+        #[cfg(feature = "redis")]
+        let shared_cache = self.shared_cache.config()?;
+        #[cfg(not(feature = "redis"))]
+        let shared_cache = ();
+        let cache =
+            SessionCache::new(self.cache.clone(), lookup_deadline, shared_cache).map_err(|_| {
+                BuildError::setting(
+                    "cache",
+                    "the operating system provided no randomness for the cache key",
+                )
+            })?;
         let client = KratosClient::new(
             http,
             &public_url,

@@ -52,6 +52,10 @@ pub enum SessionExtension {
     /// extending it at this moment. The request goes on with the session it had; the next one
     /// is checked with Kratos again.
     Gone,
+    /// Another replica sharing the Redis cache claimed this session's extension within the
+    /// cooldown (feature `redis`): it extends the session, once for every replica, and shares
+    /// the refreshed session; this request goes on with the session it had.
+    ByAnotherReplica,
     /// The admin API failed (down, slow, 429, refused key, an answer that is not Kratos's), or
     /// Kratos accepted a 204 extension whose result the confirming whoami could not read. The
     /// request goes on with the session it had.
@@ -65,6 +69,7 @@ impl SessionExtension {
             Self::Extended { .. } => "extended",
             Self::NotExtended { .. } => "not_extended",
             Self::Gone => "gone",
+            Self::ByAnotherReplica => "by_another_replica",
             Self::Failed(_) => "failed",
         }
     }
@@ -78,6 +83,7 @@ impl fmt::Display for SessionExtension {
                 f.write_str("not extended: Kratos left the expiry unchanged (too early)")
             }
             Self::Gone => f.write_str("session gone or being extended elsewhere (404)"),
+            Self::ByAnotherReplica => f.write_str("extended by another replica"),
             Self::Failed(error) => write!(f, "extension failed: {error}"),
         }
     }
@@ -306,6 +312,14 @@ impl Run {
     /// One extension: the PATCH, then (when Kratos may have moved the expiry) the confirmation.
     async fn run(&self) -> Arc<Attempt> {
         let session_id = &self.session.id;
+        // One extension per session across the replicas sharing a cache: Ory's admin rate
+        // limit is the project's, not this process's.
+        let cooldown = self.extender.inner.cooldown;
+        if !self.cache.claim_extension(session_id, cooldown).await {
+            let report = SessionExtension::ByAnotherReplica;
+            log_attempt(session_id, &report);
+            return Arc::new(Attempt::report(report));
+        }
         let attempt = match self.client.extend_session(session_id).await {
             Ok(answer) => self.confirm(answer).await,
             Err(LifecycleError::NotFound) => {
@@ -398,6 +412,11 @@ fn log_attempt(session_id: &str, report: &SessionExtension) {
             session_id,
             extension = report.kind(),
             "Kratos left the session's expiry unchanged (earliest_possible_extend not reached)"
+        ),
+        SessionExtension::ByAnotherReplica => tracing::debug!(
+            session_id,
+            extension = report.kind(),
+            "another replica claimed the session's extension within the cooldown"
         ),
         SessionExtension::Gone => tracing::info!(
             session_id,

@@ -110,6 +110,8 @@ impl<R> KratosLayer<R> {
             stale_entries: cache.stale_entries,
             lookups_in_flight: admission.in_flight(),
             backing_off: admission.backing_off(),
+            #[cfg(feature = "redis")]
+            shared_cache: shared.cache.shared_stats(),
         }
     }
 
@@ -152,4 +154,9 @@ pub struct LayerStats {
     /// Whether the layer is backing off from Kratos: lookups are answered 503 (or stale) without
     /// asking it, until a probe lookup gets an answer.
     pub backing_off: bool,
+    /// The shared cache's state and counters, when one is configured
+    /// ([`redis_url`](crate::KratosLayerBuilder::redis_url)).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub shared_cache: Option<crate::SharedCacheStats>,
 }

@@ -61,7 +61,8 @@
 //! | `response` | the one JSON error body, `Retry-After` | nothing |
 //! | `relay` | passing Kratos's `Set-Cookie` on | credentials |
 //! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
-//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill | client and below |
+//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | config, log_limit, session |
+//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | client, shared_cache and below |
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
 //! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | outcome, response, config |
 //! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
@@ -128,6 +129,8 @@ mod response;
 mod service;
 pub mod session;
 mod shared;
+#[cfg(feature = "redis")]
+mod shared_cache;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
@@ -155,6 +158,11 @@ pub use crate::{
 
 #[cfg(feature = "axum")]
 pub use crate::extract::{KratosTraits, SessionRejection};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::shared_cache::{
+    SharedCacheStats, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, MIN_SHARED_CACHE_SECRET_LEN,
+};
 
 /// The README's Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -7,12 +7,13 @@
 //! axum_app` on first use. Each test starts its own app and login page (port 0) and its own
 //! browser (fresh profile), so they run in parallel.
 
+mod app_support;
 mod browser_support;
 
 use std::future::Future;
 use std::time::Duration;
 
-use browser_support::{skip_requested, App, Browser, LoginPage, LOGIN_TITLE};
+use browser_support::{skip_requested, start_app, App, Browser, LoginPage, LOGIN_TITLE};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -33,7 +34,7 @@ impl Site {
             return None;
         }
         let login = LoginPage::start().await;
-        let app = App::start(&login.url);
+        let app = start_app(Some(&login.url), &[]);
         let browser = Browser::launch().await;
         Some(Self {
             browser,
@@ -152,7 +153,7 @@ async fn after_an_extension_the_cookie_jar_holds_the_cookie_with_the_new_expiry(
         browser.goto(&app.url("/me")).await;
         let me = browser.json_page().await;
         let session_expires_at = parse_time(&me["expires_at"], "/me's expires_at");
-        let before = browser.cookies_named(&app.cookie_name).await;
+        let before = browser.cookies_named(app.demo_cookie().0).await;
         assert_eq!(before.len(), 1, "one session cookie before: {before:?}");
         let before = unix_seconds(before[0].expires_datetime(), "before the extension");
 
@@ -167,7 +168,7 @@ async fn after_an_extension_the_cookie_jar_holds_the_cookie_with_the_new_expiry(
             expires_at > session_expires_at,
             "the session's expiry did not move: {session_expires_at} before, {expires_at} after"
         );
-        let after = browser.cookies_named(&app.cookie_name).await;
+        let after = browser.cookies_named(app.demo_cookie().0).await;
         assert_eq!(after.len(), 1, "one session cookie after: {after:?}");
         let after = unix_seconds(after[0].expires_datetime(), "after the extension");
         assert!(
@@ -224,7 +225,7 @@ async fn a_first_run_clicks_through_sign_in_step_up_and_logout() {
         return;
     }
     // A short window for /settings, so the test can outwait it.
-    let app = App::first_run(&[("RECENT_AUTH_SECS", "2")]);
+    let app = start_app(None, &[("RECENT_AUTH_SECS", "2")]);
     let browser = Browser::launch().await;
     within(async {
         let login_page = format!("{}/login?flow=", app.kratos_url);
@@ -270,7 +271,7 @@ async fn a_first_run_clicks_through_sign_in_step_up_and_logout() {
         assert_eq!(settings["session_id"], session_id, "/settings: {settings}");
 
         // The cookie as it is now, copied out of the browser; it opens /me (and is cached).
-        let cookies = browser.cookies_named(&app.cookie_name).await;
+        let cookies = browser.cookies_named(app.demo_cookie().0).await;
         assert_eq!(cookies.len(), 1, "one session cookie: {cookies:?}");
         let copied = format!("{}={}", cookies[0].name(), cookies[0].value());
         assert_eq!(curl_status(&app.url("/me"), &copied), 200);
@@ -282,7 +283,7 @@ async fn a_first_run_clicks_through_sign_in_step_up_and_logout() {
         assert_eq!(browser.current_url().await, app.url("/"));
         assert!(browser.text_of("#who").await.starts_with("Not signed in"));
         assert!(
-            browser.cookies_named(&app.cookie_name).await.is_empty(),
+            browser.cookies_named(app.demo_cookie().0).await.is_empty(),
             "the cookie was cleared"
         );
 

@@ -21,6 +21,9 @@ use tower_kratos::{
 /// | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 /// | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 /// | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
+/// | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
+/// | `SHARED_CACHE_SECRET` | required with `REDIS_URL` | the same ≥ 32-byte secret on every replica |
+/// | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
 #[derive(Debug)]
 pub struct Settings {
     pub kratos_public_url: Option<String>,
@@ -31,6 +34,23 @@ pub struct Settings {
     pub extend_within: Duration,
     pub stale_if_error: Option<Duration>,
     pub max_concurrent_lookups: usize,
+    pub shared_cache: Option<SharedCache>,
+}
+
+/// `REDIS_URL` and what goes with it.
+pub struct SharedCache {
+    pub redis_url: String,
+    pub secret: String,
+    pub key_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password; the secret is one.
+        f.debug_struct("SharedCache")
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -50,6 +70,22 @@ impl Settings {
                 "MAX_CONCURRENT_LOOKUPS",
                 &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
             )?,
+            shared_cache: match (var("REDIS_URL"), env::var("SHARED_CACHE_SECRET").ok()) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    return Err(
+                        "REDIS_URL is set but SHARED_CACHE_SECRET is not: every replica \
+                                needs the same secret of at least 32 bytes (for example \
+                                `openssl rand -base64 32`)"
+                            .to_owned(),
+                    )
+                }
+                (Some(redis_url), Some(secret)) => Some(SharedCache {
+                    redis_url,
+                    secret,
+                    key_prefix: var("REDIS_KEY_PREFIX"),
+                }),
+            },
         })
     }
 }
@@ -115,12 +151,29 @@ impl Kratos {
         if let Some(token) = &settings.kratos_admin_token {
             builder = builder.admin_api_key(token);
         }
+        if let Some(shared) = &settings.shared_cache {
+            builder = builder
+                .redis_url(&shared.redis_url)
+                .shared_cache_secret(&shared.secret);
+            if let Some(prefix) = &shared.key_prefix {
+                builder = builder.redis_key_prefix(prefix);
+            }
+        }
         builder
     }
 
     /// The lines every app prints at start, before `listening on …`.
     pub fn describe(&self, settings: &Settings) {
         println!("kratos public API: {}", self.public_url);
+        if let Some(shared) = &settings.shared_cache {
+            println!(
+                "shared session cache: Redis, key prefix {:?} (used once Redis answers)",
+                shared
+                    .key_prefix
+                    .as_deref()
+                    .unwrap_or(tower_kratos::DEFAULT_REDIS_KEY_PREFIX)
+            );
+        }
         println!(
             "kratos admin API: {} (token {}); sessions are extended within {} s of expiry",
             self.admin_url,

@@ -127,8 +127,36 @@ impl EntryLifetime {
         Cached::ending_at(answer, asked_at, ends_at, now)
     }
 
-    /// When an entry for `answer` stored at `now` stops being fresh, on the wall clock.
-    fn ends_at(&self, answer: &CachedAnswer, now: OffsetDateTime) -> OffsetDateTime {
+    /// An entry for an answer another replica asked Kratos for at `asked_at_wall` and shared
+    /// until `ends_at_wall`: it ends then, and never later than this layer's own entry for that
+    /// answer would (its TTL counted from the answer, not from now). `None` once it has ended,
+    /// for a session this layer would refuse, or a 401 when this layer caches none.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn shared_entry(
+        &self,
+        answer: CachedAnswer,
+        asked_at: Instant,
+        asked_at_wall: OffsetDateTime,
+        ends_at_wall: OffsetDateTime,
+    ) -> Option<Cached> {
+        let now = OffsetDateTime::now_utc();
+        match &answer {
+            CachedAnswer::Session { session, .. } => {
+                if !session.is_valid_at(now) || self.too_old(session) {
+                    return None;
+                }
+            }
+            CachedAnswer::Rejected if !self.cache_rejections => return None,
+            CachedAnswer::Rejected => {}
+        }
+        let ends_at = ends_at_wall.min(self.ends_at(&answer, asked_at_wall));
+        (ends_at > now).then(|| Cached::ending_at(answer, asked_at, ends_at, now))
+    }
+
+    /// When an entry for `answer` stops being fresh, on the wall clock, counting its TTL from
+    /// `start` (when it was stored, or when its answer was asked for).
+    fn ends_at(&self, answer: &CachedAnswer, start: OffsetDateTime) -> OffsetDateTime {
+        let now = start;
         let after = |wait: Duration| {
             now.saturating_add(time::Duration::try_from(wait).unwrap_or(time::Duration::MAX))
         };

@@ -7,6 +7,7 @@ use tracing::Instrument;
 use super::{
     entry::{Cached, CachedAnswer},
     key::CacheKey,
+    second_level::SecondLevel,
     SessionCache,
 };
 use crate::{
@@ -142,12 +143,18 @@ impl SessionCache {
         fresh: bool,
     ) -> Filled {
         let mut set_cookies = Vec::new();
-        // Where a miss gets its answer, once for all its waiters: the one place a second,
-        // shared level of cache would be read before Kratos is asked.
+        // Where a miss gets its answer, once for all its waiters: the shared second level (if
+        // any) before Kratos, and Kratos's answer shared with the other replicas.
         let answer = async {
+            let claim = match self.second_level(key, fresh).await {
+                SecondLevel::Served(cached) => return Ok(cached),
+                SecondLevel::Ask(claim) => claim,
+            };
             let mut answer = client.whoami(credential, request_id, fresh).await;
             set_cookies = std::mem::take(&mut answer.set_cookies);
-            self.inner.lifetimes.entry_for(answer)
+            let entry = self.inner.lifetimes.entry_for(answer);
+            self.share(&key, entry.as_ref().ok(), claim);
+            entry
         };
         let entry = self
             .inner

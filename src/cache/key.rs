@@ -58,16 +58,18 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// The hash keys, one per [`KeyKind`] so that a token and a cookie of the same bytes never
-/// share an entry. Both are derived from one secret: a random one per process, or one that
-/// several processes share, so they compute the same keys.
-#[derive(Clone)]
-pub(super) struct HashKeys {
-    token: [u8; 32],
-    cookie: [u8; 32],
+/// Every key the cache uses, derived from one secret: a random one per process, or the shared
+/// secret several replicas have, so they compute the same keys (BLAKE3's key derivation, one
+/// context per use).
+pub(super) struct Keys {
+    pub(super) hash: HashKeys,
+    pub(super) marks: MarkKeys,
+    /// Seals values in the shared cache.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) seal: [u8; 32],
 }
 
-impl HashKeys {
+impl Keys {
     /// Keys no other process has.
     ///
     /// # Errors
@@ -78,14 +80,50 @@ impl HashKeys {
         Ok(Self::derive(&secret))
     }
 
-    /// The keys for this secret (BLAKE3's key derivation, one context per kind).
+    /// The keys for this secret.
     pub(super) fn derive(secret: &[u8]) -> Self {
+        let key = |context: &str| blake3::derive_key(context, secret);
         Self {
-            token: blake3::derive_key("tower-kratos 2026 cache key: session token", secret),
-            cookie: blake3::derive_key("tower-kratos 2026 cache key: session cookie", secret),
+            hash: HashKeys {
+                token: key("tower-kratos 2026 cache key: session token"),
+                cookie: key("tower-kratos 2026 cache key: session cookie"),
+            },
+            marks: MarkKeys {
+                session: key("tower-kratos 2026 revocation mark: session id"),
+                identity: key("tower-kratos 2026 revocation mark: identity id"),
+            },
+            seal: key("tower-kratos 2026 shared cache: value seal"),
         }
     }
+}
 
+/// The hash keys, one per [`KeyKind`] so that a token and a cookie of the same bytes never
+/// share an entry.
+#[derive(Clone)]
+pub(super) struct HashKeys {
+    token: [u8; 32],
+    cookie: [u8; 32],
+}
+
+/// The keys revocation marks hash session and identity ids with: replicas exchange marks as
+/// these hashes, never as ids.
+#[derive(Clone)]
+pub(super) struct MarkKeys {
+    session: [u8; 32],
+    identity: [u8; 32],
+}
+
+impl MarkKeys {
+    pub(super) fn session(&self, id: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.session, id.as_bytes()).as_bytes()
+    }
+
+    pub(super) fn identity(&self, id: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.identity, id.as_bytes()).as_bytes()
+    }
+}
+
+impl HashKeys {
     fn key(&self, kind: KeyKind) -> &[u8; 32] {
         match kind {
             KeyKind::Token => &self.token,
@@ -125,7 +163,7 @@ mod tests {
     /// must land on one entry, or every hit would miss.
     #[test]
     fn a_credential_keys_alike_in_the_request_and_owned() {
-        let keys = HashKeys::random().unwrap();
+        let keys = Keys::random().unwrap().hash;
         let names = CookieNames::default().or_exact("second");
         for (name, value) in [
             ("x-session-token", "ory_st_abc"),
@@ -156,17 +194,16 @@ mod tests {
     fn keys_derive_from_the_secret_alone() {
         let token = Credential::session_token("ory_st_abc").unwrap();
         let shared = [7u8; 32];
+        let key = |keys: Keys| keys.hash.key_for(&token);
         assert!(
-            HashKeys::derive(&shared).key_for(&token) == HashKeys::derive(&shared).key_for(&token),
+            key(Keys::derive(&shared)) == key(Keys::derive(&shared)),
             "two processes with one secret compute one key"
         );
-        assert!(
-            HashKeys::derive(&[8u8; 32]).key_for(&token)
-                != HashKeys::derive(&shared).key_for(&token)
-        );
-        assert!(
-            HashKeys::random().unwrap().key_for(&token)
-                != HashKeys::random().unwrap().key_for(&token)
-        );
+        assert!(key(Keys::derive(&[8u8; 32])) != key(Keys::derive(&shared)));
+        assert!(key(Keys::random().unwrap()) != key(Keys::random().unwrap()));
+        let (one, other) = (Keys::derive(&shared), Keys::derive(&shared));
+        assert_eq!(one.marks.session("s"), other.marks.session("s"));
+        assert_ne!(one.marks.session("s"), one.marks.identity("s"));
+        assert_ne!(one.seal, one.hash.token, "every use has a key of its own");
     }
 }

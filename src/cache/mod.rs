@@ -15,6 +15,7 @@ mod fill;
 mod hot;
 mod key;
 mod revocation;
+mod second_level;
 mod stale;
 
 use std::{
@@ -29,11 +30,15 @@ use moka::future::Cache;
 use self::{
     entry::{CachedAnswer, EntryLifetime, UntilFresh},
     hot::HotTable,
-    key::{HashKeys, PassThroughHash},
-    revocation::{MarkTarget, RevocationMarks},
+    key::{HashKeys, Keys, PassThroughHash},
+    revocation::MarkTarget,
+    revocation::RevocationMarks,
+    second_level::Level,
     stale::StaleStore,
 };
-pub(crate) use self::{fill::Lookup, key::CacheKey, revocation::Revoked};
+pub(crate) use self::{
+    fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedSettings,
+};
 use crate::{
     client::KratosClient,
     credentials::{Credential, FoundCredential},
@@ -42,7 +47,7 @@ use crate::{
 };
 
 /// Cache settings, validated by the layer's builder.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CacheConfig {
     pub(crate) ttl: Duration,
     pub(crate) capacity: u64,
@@ -88,6 +93,12 @@ struct Inner {
     revoked: RevocationMarks,
     /// Sessions kept past their entry for stale-if-error; `None` when that is off.
     stale: Option<StaleStore>,
+    /// The shared second level (feature `redis`), when one is configured.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    second_level: Option<Level>,
+    /// How long a miss waits for another replica's whoami before asking Kratos itself.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fill_wait: Duration,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -100,38 +111,62 @@ impl std::fmt::Debug for SessionCache {
 
 impl SessionCache {
     /// A cache whose lookups take up to `lookup_deadline` (the whoami deadline), with keys of
-    /// its own.
+    /// its own, or (with a shared cache) the keys every replica derives from the shared secret.
     ///
     /// # Errors
     /// When the operating system has no randomness for the hash keys.
     pub(crate) fn new(
         config: CacheConfig,
         lookup_deadline: Duration,
+        shared: SharedSettings,
     ) -> Result<Self, getrandom::Error> {
         let entries = Cache::builder()
             .name("tower-kratos sessions")
             .max_capacity(config.capacity)
             .expire_after(UntilFresh)
             .build_with_hasher(PassThroughHash);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                entries,
-                hot: HotTable::for_capacity(config.capacity),
-                lifetimes: EntryLifetime {
-                    ttl: config.ttl,
-                    max_session_age: config.max_session_age,
-                    negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
-                    cache_rejections: config.negative_ttl.is_some(),
-                },
-                keys: HashKeys::random()?,
-                revoked: RevocationMarks::new(
-                    config.longest_entry_age(lookup_deadline) + Duration::from_secs(1),
-                ),
-                stale: config
-                    .stale_grace
-                    .map(|grace| StaleStore::new(grace, config.capacity)),
+        #[cfg(feature = "redis")]
+        let keys = match &shared {
+            Some(settings) => Keys::derive(&settings.secret),
+            None => Keys::random()?,
+        };
+        #[cfg(not(feature = "redis"))]
+        let keys = {
+            let () = shared;
+            Keys::random()?
+        };
+        let retention = config.longest_entry_age(lookup_deadline) + Duration::from_secs(1);
+        // Another replica's whoami takes up to the deadline; past it, ask Kratos too.
+        let fill_wait = lookup_deadline + Duration::from_millis(250);
+        let inner = Arc::new_cyclic(|_cache| Inner {
+            entries,
+            hot: HotTable::for_capacity(config.capacity),
+            lifetimes: EntryLifetime {
+                ttl: config.ttl,
+                max_session_age: config.max_session_age,
+                negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
+                cache_rejections: config.negative_ttl.is_some(),
+            },
+            revoked: RevocationMarks::new(retention, keys.marks.clone()),
+            stale: config
+                .stale_grace
+                .map(|grace| StaleStore::new(grace, config.capacity)),
+            #[cfg(feature = "redis")]
+            second_level: shared.as_ref().map(|settings| {
+                Level::new(settings, &keys.seal, retention, fill_wait, _cache.clone())
             }),
-        })
+            #[cfg(not(feature = "redis"))]
+            second_level: None,
+            keys: keys.hash,
+            fill_wait,
+        });
+        // Only now: what the subscriber hears reaches the cache through a weak handle, which
+        // upgrades only once `new_cyclic` has returned.
+        #[cfg(feature = "redis")]
+        if let Some(level) = &inner.second_level {
+            level.start();
+        }
+        Ok(Self { inner })
     }
 
     pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {
@@ -249,21 +284,21 @@ impl SessionCache {
     }
 
     /// Records a revocation made through this process: from now on no entry asked for before it
-    /// is served for the affected session, identity or credential, whatever its TTL.
+    /// is served for the affected session, identity or credential, whatever its TTL; with a
+    /// shared cache, by every replica.
     pub(crate) async fn revoked(&self, target: Revoked<'_>) {
-        let mark = match target {
-            Revoked::Session(id) => MarkTarget::Session(id.into()),
-            Revoked::Identity(id) => MarkTarget::Identity(id.into()),
-            Revoked::Credential(credential) => {
-                let key = self.key_for(credential);
-                self.forget(&key).await;
-                if let Some(stale) = &self.inner.stale {
-                    stale.forget(&key).await;
-                }
-                MarkTarget::Credential(key)
+        let inner = &*self.inner;
+        let mark = inner
+            .revoked
+            .target(target, |credential| self.key_for(credential));
+        if let MarkTarget::Credential(key) = mark {
+            self.forget(&key).await;
+            if let Some(stale) = &inner.stale {
+                stale.forget(&key).await;
             }
-        };
-        self.inner.revoked.mark(mark);
+        }
+        inner.revoked.mark(mark);
+        self.publish(mark).await;
     }
 
     /// Puts a session Kratos has just confirmed (after an extension) in the cache for this
@@ -287,6 +322,7 @@ impl SessionCache {
         if let Some(stale) = &inner.stale {
             stale.keep(key, &cached).await;
         }
+        self.share(&key, Some(&cached), None);
         // The hot table too, or hits would go on being served the session as it was before.
         inner.hot.put(key, &cached);
         inner.entries.insert(key, cached).await;
@@ -371,7 +407,8 @@ mod tests {
                 None,
                 admission(),
             );
-            let cache = SessionCache::new(config(stale_grace), LOOKUP_DEADLINE).unwrap();
+            let cache = SessionCache::new(config(stale_grace), LOOKUP_DEADLINE, Default::default())
+                .unwrap();
             Self {
                 kratos,
                 cache,

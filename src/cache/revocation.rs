@@ -1,10 +1,15 @@
-//! Revocations made through this process, remembered for as long as an entry asked for before
-//! them could still be served. An entry asked for before a mark on its session, its identity or
-//! its credential is never served again; Kratos is asked anew.
+//! Revocations, remembered for as long as an entry asked for before them could still be served.
+//! An entry asked for before a mark on its session, its identity or its credential is never
+//! served again; Kratos is asked anew. Marks come from this process's own revocations and, with
+//! a shared cache, from every other replica's; when the shared cache's subscription breaks, one
+//! mark outdates everything asked for before the break.
 //!
 //! Marks force a new whoami call rather than a refusal: `DELETE /sessions/{id}` answers 204 even
 //! for another identity's session (API.md §d), so refusing outright would let one user lock
 //! another out by naming their session id.
+//!
+//! Session and identity marks are kept as keyed hashes of the ids ([`MarkKeys`]), the form
+//! replicas exchange them in: a shared cache never holds an id.
 
 use std::{
     collections::HashMap,
@@ -17,7 +22,7 @@ use std::{
 
 use super::{
     entry::{Cached, CachedAnswer},
-    key::CacheKey,
+    key::{CacheKey, MarkKeys},
 };
 use crate::credentials::Credential;
 
@@ -32,15 +37,19 @@ pub(crate) enum Revoked<'a> {
     Credential(&'a Credential),
 }
 
-/// What a mark is kept under.
+/// What a mark is kept under: hashes of the ids, or the credential's cache key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum MarkTarget {
-    Session(Box<str>),
-    Identity(Box<str>),
+    Session([u8; 32]),
+    Identity([u8; 32]),
     Credential(CacheKey),
+    /// Every entry: the shared cache's subscription broke, so revocations made elsewhere may
+    /// have been missed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Everything,
 }
 
 /// The marks, and when the latest was made.
-#[derive(Debug)]
 pub(super) struct RevocationMarks {
     /// The instant offsets below count from.
     origin: Instant,
@@ -52,13 +61,23 @@ pub(super) struct RevocationMarks {
     marks: RwLock<Marks>,
     /// How long a mark is kept: the longest an entry asked for before it can still be served.
     retention: Duration,
+    keys: MarkKeys,
+}
+
+impl std::fmt::Debug for RevocationMarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationMarks")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Marks {
-    sessions: HashMap<Box<str>, Instant>,
-    identities: HashMap<Box<str>, Instant>,
+    sessions: HashMap<[u8; 32], Instant>,
+    identities: HashMap<[u8; 32], Instant>,
     credentials: HashMap<CacheKey, Instant>,
+    everything: Option<Instant>,
 }
 
 impl Marks {
@@ -66,16 +85,39 @@ impl Marks {
         self.sessions.retain(|_, at| *at >= oldest);
         self.identities.retain(|_, at| *at >= oldest);
         self.credentials.retain(|_, at| *at >= oldest);
+        if self.everything.is_some_and(|at| at < oldest) {
+            self.everything = None;
+        }
     }
 }
 
 impl RevocationMarks {
-    pub(super) fn new(retention: Duration) -> Self {
+    pub(super) fn new(retention: Duration, keys: MarkKeys) -> Self {
         Self {
             origin: Instant::now(),
             latest: AtomicU64::new(0),
             marks: RwLock::default(),
             retention,
+            keys,
+        }
+    }
+
+    /// The keyed hash a session id is marked under.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn session_hash(&self, id: &str) -> [u8; 32] {
+        self.keys.session(id)
+    }
+
+    /// The target of a revocation made here.
+    pub(super) fn target(
+        &self,
+        revoked: Revoked<'_>,
+        key: impl FnOnce(&Credential) -> CacheKey,
+    ) -> MarkTarget {
+        match revoked {
+            Revoked::Session(id) => MarkTarget::Session(self.keys.session(id)),
+            Revoked::Identity(id) => MarkTarget::Identity(self.keys.identity(id)),
+            Revoked::Credential(credential) => MarkTarget::Credential(key(credential)),
         }
     }
 
@@ -85,7 +127,16 @@ impl RevocationMarks {
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
+    /// Marks a revocation made now.
     pub(super) fn mark(&self, target: MarkTarget) {
+        self.mark_at(target, Instant::now());
+    }
+
+    /// Marks a revocation made at `at`: entries asked for before it are outdated. `at` may lie
+    /// a little ahead (a revocation heard from another replica is moved a clock skew later, so
+    /// entries stamped by a clock running ahead are outdated too). A later mark of the same
+    /// target is kept over an earlier one.
+    pub(super) fn mark_at(&self, target: MarkTarget, at: Instant) {
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-update of plain maps; the
         // maps are still usable, and refusing to record a revocation would be worse.
@@ -95,14 +146,19 @@ impl RevocationMarks {
             .unwrap_or_else(|poison| poison.into_inner());
         if let Some(oldest) = now.checked_sub(self.retention) {
             marks.forget_older_than(oldest);
+            if at < oldest {
+                return;
+            }
         }
+        let later = |kept: &mut Instant| *kept = (*kept).max(at);
         match target {
-            MarkTarget::Session(id) => marks.sessions.insert(id, now),
-            MarkTarget::Identity(id) => marks.identities.insert(id, now),
-            MarkTarget::Credential(key) => marks.credentials.insert(key, now),
-        };
+            MarkTarget::Session(hash) => later(marks.sessions.entry(hash).or_insert(at)),
+            MarkTarget::Identity(hash) => later(marks.identities.entry(hash).or_insert(at)),
+            MarkTarget::Credential(key) => later(marks.credentials.entry(key).or_insert(at)),
+            MarkTarget::Everything => later(marks.everything.get_or_insert(at)),
+        }
         // Under the write lock, so `latest` never runs ahead of the maps it summarises.
-        self.latest.fetch_max(self.offset(now), Ordering::Release);
+        self.latest.fetch_max(self.offset(at), Ordering::Release);
     }
 
     /// Whether this credential was revoked here within the retention.
@@ -128,15 +184,15 @@ impl RevocationMarks {
             .read()
             .unwrap_or_else(|poison| poison.into_inner());
         let after = |at: Option<&Instant>| at.is_some_and(|at| *at >= cached.asked_at);
-        if after(marks.credentials.get(key)) {
+        if after(marks.everything.as_ref()) || after(marks.credentials.get(key)) {
             return true;
         }
         match &cached.answer {
             CachedAnswer::Session { session, .. } => {
-                after(marks.sessions.get(session.id.as_str()))
+                after(marks.sessions.get(&self.keys.session(&session.id)))
                     || session
                         .identity_id()
-                        .is_some_and(|id| after(marks.identities.get(id)))
+                        .is_some_and(|id| after(marks.identities.get(&self.keys.identity(id))))
             }
             CachedAnswer::Rejected => false,
         }

@@ -1,4 +1,4 @@
-//! The processes behind `tests/browser.rs`: the reference app (`examples/axum_app.rs`, with its
+//! The processes behind `tests/browser.rs`: the reference app (`../app_support`, with its
 //! built-in Kratos stand-in), a login page for it to redirect to, and headless Chromium driven
 //! through chromedriver.
 //!
@@ -10,14 +10,11 @@ use std::env;
 use std::fmt::Display;
 use std::fs;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::response::Html;
 use axum::routing::get;
@@ -31,15 +28,28 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use crate::app_support::App;
+use crate::app_support::{Output, STEP_TIMEOUT};
+
 /// Set to `1` to skip the browser tests on purpose (a machine without Chromium); CI never does.
 pub const SKIP_VAR: &str = "TOWER_KRATOS_SKIP_BROWSER";
-/// How long one step may take: a process saying it is ready, one WebDriver command.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The title of the page [`LoginPage`] serves.
 pub const LOGIN_TITLE: &str = "Log in";
 /// `EXTEND_WITHIN_SECS` for the app: two days, more than the stand-in's default session
 /// lifespan (24 h, Kratos's), so the demo session is always due for an extension.
 pub const EXTEND_WITHIN_SECS: u64 = 2 * 24 * 60 * 60;
+
+/// The reference app with its built-in stand-in, sending browsers without a session to
+/// `login_url` (its own stand-in's login page when `None`), with these other variables.
+pub fn start_app(login_url: Option<&str>, env: &[(&str, &str)]) -> App {
+    let extend_within = EXTEND_WITHIN_SECS.to_string();
+    let mut all = vec![("EXTEND_WITHIN_SECS", extend_within.as_str())];
+    if let Some(login_url) = login_url {
+        all.push(("LOGIN_URL", login_url));
+    }
+    all.extend_from_slice(env);
+    App::spawn(&all)
+}
 
 /// Whether the browser tests were skipped on purpose with [`SKIP_VAR`]`=1` (said on stderr).
 pub fn skip_requested() -> bool {
@@ -59,68 +69,6 @@ async fn step<T, E: Display>(what: &str, future: impl Future<Output = Result<T, 
     }
 }
 
-/// The lines a child process writes to stdout and stderr, read by two threads that keep draining
-/// the pipes for as long as the process lives.
-struct Output {
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Output {
-    fn of(child: &mut Child) -> Self {
-        let (sender, lines) = mpsc::channel();
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|out| Box::new(out) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|err| Box::new(err) as Box<dyn Read + Send>),
-        ];
-        for stream in streams.into_iter().flatten() {
-            let sender = sender.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    // Once nobody listens any more, keep draining so the child never blocks.
-                    let _ = sender.send(line);
-                }
-            });
-        }
-        Self {
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first value `find` returns for a line, reading for at most [`STEP_TIMEOUT`].
-    fn wait_for<T>(&mut self, who: &str, mut find: impl FnMut(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = find(&line);
-                    self.seen.push(line);
-                    if let Some(found) = found {
-                        return found;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{who} did not say what was expected within {STEP_TIMEOUT:?}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "{who} exited before saying what was expected; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
 /// A fresh, empty directory under Cargo's scratch directory for integration tests.
 fn fresh_dir(prefix: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -130,41 +78,6 @@ fn fresh_dir(prefix: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
     dir
-}
-
-/// The reference app's binary, built once per test process: `cargo test --test browser` does not
-/// build examples by itself, and an old binary would test old code.
-fn app_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BINARY.get_or_init(build_app) {
-        Ok(path) => path,
-        Err(error) => panic!("{error}"),
-    }
-}
-
-fn build_app() -> Result<PathBuf, String> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let output = Command::new(&cargo)
-        .args(["build", "--example", "axum_app", "--message-format=json"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("running {cargo:?} to build the reference app: {error}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`cargo build --example axum_app` failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|message| message["target"]["name"] == "axum_app")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "`cargo build --example axum_app` named no executable".to_owned())
 }
 
 /// A login page on its own port, for the app's `LOGIN_URL`: the app binds port 0, so its own
@@ -195,114 +108,6 @@ impl LoginPage {
 impl Drop for LoginPage {
     fn drop(&mut self) {
         self.server.abort();
-    }
-}
-
-/// `examples/axum_app.rs` as a child process, with its built-in stand-in and demo session.
-#[derive(Debug)]
-pub struct App {
-    /// `http://127.0.0.1:PORT`, from the app's `listening on` line.
-    pub base: String,
-    /// The demo session's cookie, from the app's `curl -H 'Cookie: NAME=VALUE'` line.
-    pub cookie_name: String,
-    pub cookie_value: String,
-    /// The built-in stand-in's public URL, from the app's `kratos public API:` line.
-    pub kratos_url: String,
-    child: Child,
-}
-
-impl App {
-    /// Starts the app on port 0, sending browsers without a session to `login_url`.
-    pub fn start(login_url: &str) -> Self {
-        Self::spawn(&[("LOGIN_URL", login_url)])
-    }
-
-    /// Starts the app as a first run does: no `LOGIN_URL`, so browsers go to the built-in
-    /// stand-in's login page; with these other variables set.
-    pub fn first_run(env: &[(&str, &str)]) -> Self {
-        Self::spawn(env)
-    }
-
-    fn spawn(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(app_binary());
-        command
-            .env("BIND_ADDR", "127.0.0.1:0")
-            .env("EXTEND_WITHIN_SECS", EXTEND_WITHIN_SECS.to_string())
-            .env("RUST_LOG", "warn")
-            // The built-in stand-in and its login page, whatever this shell points at.
-            .env_remove("KRATOS_PUBLIC_URL")
-            .env_remove("KRATOS_ADMIN_URL")
-            .env_remove("KRATOS_ADMIN_TOKEN")
-            .env_remove("LOGIN_URL")
-            .env_remove("RECENT_AUTH_SECS");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {}: {error}", app_binary().display()));
-        let mut output = Output::of(&mut child);
-        let mut app = Self {
-            base: String::new(),
-            cookie_name: String::new(),
-            cookie_value: String::new(),
-            kratos_url: String::new(),
-            child,
-        };
-        let mut cookie = None;
-        let mut kratos_url = None;
-        app.base = output.wait_for("the reference app", |line| {
-            if let Some(url) = line.strip_prefix("kratos public API: ") {
-                kratos_url = Some(url.trim().to_owned());
-            }
-            if let Some(pair) = line
-                .split_once("-H 'Cookie: ")
-                .and_then(|(_, rest)| rest.split_once('\''))
-                .and_then(|(header, _)| header.split_once('='))
-            {
-                cookie = Some((pair.0.to_owned(), pair.1.to_owned()));
-            }
-            line.strip_prefix("listening on ").map(str::to_owned)
-        });
-        let Some((name, value)) = cookie else {
-            panic!(
-                "the reference app printed no `curl -H 'Cookie: NAME=VALUE' ...` line before \
-                 `listening on`; it printed:\n{}",
-                output.seen.join("\n")
-            );
-        };
-        app.cookie_name = name;
-        app.cookie_value = value;
-        app.kratos_url = kratos_url.unwrap_or_else(|| {
-            panic!(
-                "the reference app printed no `kratos public API:` line; it printed:\n{}",
-                output.seen.join("\n")
-            )
-        });
-        app
-    }
-
-    /// The app's host: `127.0.0.1`.
-    pub fn host(&self) -> &str {
-        let authority = self.base.trim_start_matches("http://");
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _port)| host)
-    }
-
-    /// The absolute URL of `path` on the app.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -362,10 +167,12 @@ impl Browser {
             .unwrap_or_else(|error| panic!("starting {}: {error}", chromedriver.display()));
         let mut output = Output::of(&mut child);
         let driver = Driver { child, profile };
-        let port: u16 = output.wait_for("chromedriver", |line| {
-            let rest = line.split_once("started successfully on port ")?.1;
-            rest.trim_end_matches('.').parse().ok()
-        });
+        let port: u16 = output
+            .wait_for("chromedriver", |line| {
+                let rest = line.split_once("started successfully on port ")?.1;
+                rest.trim_end_matches('.').parse().ok()
+            })
+            .unwrap_or_else(|error| panic!("{error}"));
 
         // The machine's network is closed: no first-run, sync, component or background fetches.
         let args = [
@@ -447,7 +254,8 @@ impl Browser {
     pub async fn add_session_cookie(&self, app: &App, expires: OffsetDateTime) {
         // fantoccini sends an absent domain as `null`, which chromedriver refuses: name the host.
         let host = app.host();
-        let cookie = Cookie::build((app.cookie_name.clone(), app.cookie_value.clone()))
+        let (name, value) = app.demo_cookie();
+        let cookie = Cookie::build((name.to_owned(), value.to_owned()))
             .domain(host.to_owned())
             .path("/")
             .http_only(true)

@@ -11,6 +11,7 @@ mod answer;
 pub mod capture;
 mod inner;
 mod received;
+pub mod redis_server;
 
 use std::time::Duration;
 

@@ -1,0 +1,204 @@
+//! The command connection to Redis and the gate in front of it: every call bounded by the Redis
+//! timeout, and after failures a pause during which Redis is not asked at all, so an outage
+//! costs no request a timeout. Transitions are logged once each, at `warn`.
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Mutex, OnceLock, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{aio::ConnectionManager, FromRedisValue};
+
+/// Failed calls in a row that pause the use of Redis.
+const FAILURES_TO_PAUSE: u32 = 2;
+/// The first pause; each failed probe doubles it, up to [`MAX_PAUSE`].
+const MIN_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// What a call can end in besides an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// Paused after failures: Redis was not asked.
+    Paused,
+    /// Slower than the Redis timeout.
+    Timeout,
+    /// Refused, unreachable, or an answer of another type.
+    Error,
+}
+
+/// Counters for [`SharedCacheStats`](super::SharedCacheStats).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) errors: AtomicU64,
+    /// Values that did not open (tampered, another secret, another version).
+    pub(super) unreadable: AtomicU64,
+}
+
+/// The link: a lazily made connection manager (it connects on first use, inside the runtime,
+/// and reconnects by itself) behind the gate.
+pub(super) struct Link {
+    client: redis::Client,
+    manager: OnceLock<Option<ConnectionManager>>,
+    timeout: Duration,
+    failures: AtomicU32,
+    pause: Mutex<Pause>,
+    pub(super) counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Pause {
+    until: Option<Instant>,
+    length: Duration,
+}
+
+impl Link {
+    pub(super) fn new(client: redis::Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            manager: OnceLock::new(),
+            timeout,
+            failures: AtomicU32::new(0),
+            pause: Mutex::new(Pause::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(super) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether Redis may be asked now: not paused, or the pause is over (the next call probes).
+    pub(super) fn usable(&self) -> bool {
+        let pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
+        pause.until.is_none_or(|until| until <= Instant::now())
+    }
+
+    /// Runs one command or pipeline within the timeout, through the gate.
+    pub(super) async fn call<T: FromRedisValue>(
+        &self,
+        command: &(impl Command + ?Sized),
+    ) -> Result<T, Failure> {
+        if !self.usable() {
+            return Err(Failure::Paused);
+        }
+        self.call_even_paused(command).await
+    }
+
+    /// [`call`](Self::call), paused or not: for what is rare and worth a timeout.
+    pub(super) async fn call_even_paused<T: FromRedisValue>(
+        &self,
+        command: &(impl Command + ?Sized),
+    ) -> Result<T, Failure> {
+        let Some(mut manager) = self.manager() else {
+            self.failed(Failure::Error, "the Redis connection could not be set up");
+            return Err(Failure::Error);
+        };
+        let result = tokio::time::timeout(self.timeout, command.run(&mut manager)).await;
+        match result {
+            Ok(Ok(value)) => {
+                self.succeeded();
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                // Redis's own error text names no key or value of ours.
+                self.failed(Failure::Error, &error.to_string());
+                Err(Failure::Error)
+            }
+            Err(_) => {
+                self.failed(Failure::Timeout, "no answer within the Redis timeout");
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    fn manager(&self) -> Option<ConnectionManager> {
+        self.manager
+            .get_or_init(|| {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
+                    .set_response_timeout(Some(self.timeout))
+                    // The gate paces reconnection; the manager need not retry on its own.
+                    .set_number_of_retries(1);
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()
+            })
+            .clone()
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
+        if pause.until.take().is_some() {
+            pause.length = Duration::ZERO;
+            tracing::warn!("Redis answers again: the shared session cache is in use");
+        }
+    }
+
+    fn failed(&self, failure: Failure, reason: &str) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
+        let probing = pause.until.is_some();
+        if failures < FAILURES_TO_PAUSE && !probing {
+            return;
+        }
+        let length = if probing {
+            (pause.length * 2).min(MAX_PAUSE)
+        } else {
+            MIN_PAUSE
+        };
+        pause.length = length;
+        pause.until = Some(Instant::now() + length);
+        // One line when the pause begins; failed probes only lengthen it (debug).
+        if probing {
+            tracing::debug!(
+                ?failure,
+                reason,
+                pause_s = length.as_secs(),
+                "Redis still failing"
+            );
+        } else {
+            tracing::warn!(
+                ?failure,
+                reason,
+                pause_s = length.as_secs(),
+                "Redis is failing: serving without the shared session cache (local cache and \
+                 Kratos) until it answers again"
+            );
+        }
+    }
+}
+
+/// A command or a pipeline.
+pub(super) trait Command: Sync {
+    fn run<T: FromRedisValue>(
+        &self,
+        manager: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send;
+}
+
+impl Command for redis::Cmd {
+    fn run<T: FromRedisValue>(
+        &self,
+        manager: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(manager)
+    }
+}
+
+impl Command for redis::Pipeline {
+    fn run<T: FromRedisValue>(
+        &self,
+        manager: &mut ConnectionManager,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
+        self.query_async(manager)
+    }
+}

@@ -1,0 +1,581 @@
+//! The shared second-level cache (feature `redis`): whoami answers and revocations in one Redis
+//! (or Valkey) that every replica of an app uses, so Kratos is asked once per session whatever
+//! the replica count, and a revocation made through any replica is honoured by all.
+//!
+//! What Redis holds, all under the configured prefix:
+//! - `{prefix}:s:{key}`: a sealed entry per credential ([`seal`]); `key` is the keyed hash of
+//!   the credential that every replica derives from the shared secret, never the credential.
+//!   It lives until the entry's end of life, an absolute time fixed from Kratos's answer.
+//! - `{prefix}:l:{key}`: a short lock (`SET NX PX`) while one replica asks Kratos about that
+//!   credential; the others wait for its entry instead of asking too.
+//! - `{prefix}:x:{hash}`: one session's extension claim for the cooldown, so one replica extends.
+//! - `{prefix}:revocations`: sealed revocation records (a sorted set by time), kept for as long as
+//!   an entry asked for before them could be served, and the channel they are published on.
+//!
+//! This module is the Redis side only: bytes, keys and seals. What an entry means, when it may
+//! be served and what a revocation outdates is the session cache's (`cache/`), which calls it
+//! from its miss path and hears revocations through [`SharedEvent`].
+
+mod link;
+mod seal;
+pub(crate) mod settings;
+mod subscriber;
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use self::{
+    link::{Failure, Link},
+    seal::Sealer,
+};
+use crate::{log_limit::WarnLimiter, session::Session};
+
+/// The shortest shared secret the builder accepts: 32 bytes, the key size of the hash and of the
+/// seal derived from it.
+pub const MIN_SHARED_CACHE_SECRET_LEN: usize = 32;
+/// The key prefix when none is set.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tower-kratos";
+/// How long one Redis call may take before the request goes on without it.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often a replica waiting for another's whoami looks for its entry.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Releases a fill lock only if it is still the caller's (it may have expired and been taken).
+const RELEASE_LOCK: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
+/// The shared cache's settings, validated by the layer's builder.
+#[derive(Clone)]
+pub(crate) struct SharedCacheConfig {
+    pub(crate) client: redis::Client,
+    pub(crate) secret: Arc<[u8]>,
+    pub(crate) key_prefix: String,
+    pub(crate) timeout: Duration,
+}
+
+impl fmt::Debug for SharedCacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password, the secret is one.
+        f.debug_struct("SharedCacheConfig")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the shared cache looks like now, in [`LayerStats`](crate::LayerStats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedCacheStats {
+    /// Whether lookups read Redis now: it answers, and the revocation subscription is live.
+    pub in_use: bool,
+    /// Whether the revocation subscription is live.
+    pub subscribed: bool,
+    /// Lookups served from Redis without asking Kratos.
+    pub hits: u64,
+    /// Lookups Redis had no entry for.
+    pub misses: u64,
+    /// Redis calls that failed or took longer than the timeout.
+    pub errors: u64,
+    /// Values in Redis that did not open: tampered, sealed with another secret, or garbage.
+    pub unreadable: u64,
+}
+
+/// What a revocation affected, as hashes: Redis never holds a session or identity id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RevokedTarget {
+    /// The keyed hash of a session id.
+    Session([u8; 32]),
+    /// The keyed hash of an identity id.
+    Identity([u8; 32]),
+    /// A credential's cache key.
+    Credential([u8; 32]),
+}
+
+/// What the shared cache tells the session cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SharedEvent {
+    /// A revocation made through another replica (or heard again, or read from the records).
+    Revoked {
+        target: RevokedTarget,
+        /// When it was made, on that replica's clock.
+        at: OffsetDateTime,
+    },
+    /// The subscription broke: revocations published from now until it is back are not heard.
+    SubscriptionBroken,
+}
+
+/// A revocation as it is sealed into Redis.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    target: RevokedTarget,
+    /// Unix time in milliseconds.
+    at: i64,
+}
+
+/// A cached whoami answer as it is sealed into Redis: the session (none for a cached 401),
+/// Kratos's caching hint, when its whoami was sent and when it stops being served, as Unix
+/// times in milliseconds: the one clock replicas share.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SharedEntry {
+    pub(crate) session: Option<Session>,
+    pub(crate) cache_for_ms: Option<u64>,
+    pub(crate) asked_at_ms: i64,
+    pub(crate) ends_at_ms: i64,
+}
+
+/// What Redis said about a credential on a miss.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// An entry, opened; the session cache decides whether it may be served.
+    Entry(SharedEntry),
+    /// None there. With a claim, this replica asks Kratos and the others wait for its entry.
+    Absent(Option<FillClaim>),
+    /// Redis was not read: paused after failures, or the revocation subscription is not live
+    /// (entries are not trusted without it).
+    NotAsked,
+}
+
+/// This replica's lock on asking Kratos about one credential, released with its entry.
+#[derive(Debug)]
+pub(crate) struct FillClaim {
+    token: [u8; 16],
+}
+
+/// The shared cache. Cloning is cheap (one `Arc`).
+#[derive(Clone)]
+pub(crate) struct SharedCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCache")
+            .field("prefix", &self.inner.names.prefix)
+            .field("subscribed", &self.inner.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    link: Link,
+    sealer: Sealer,
+    names: Names,
+    /// How long revocation records are kept: the longest an entry asked for before one can
+    /// still be served.
+    retention: Duration,
+    /// How long a fill lock is held at most: a whoami call's deadline, and a margin.
+    lock_ttl: Duration,
+    live: AtomicBool,
+    started: AtomicBool,
+    on_event: Box<dyn Fn(SharedEvent) + Send + Sync>,
+    /// Dropped with the last handle, which ends the subscriber.
+    stop: watch::Sender<()>,
+    warnings: WarnLimiter,
+}
+
+impl SharedCache {
+    /// A shared cache that seals with `seal_key`, keeps records for `retention`, holds fill
+    /// locks for `lock_ttl`, and tells the session cache what it hears through `on_event`.
+    /// Connects lazily: Redis need not be up when the layer is built. Hears nothing until
+    /// [`start`](Self::start): `on_event` must be able to reach the cache by then.
+    pub(crate) fn new(
+        config: &SharedCacheConfig,
+        seal_key: &[u8; 32],
+        retention: Duration,
+        lock_ttl: Duration,
+        on_event: impl Fn(SharedEvent) + Send + Sync + 'static,
+    ) -> Self {
+        let (stop, _) = watch::channel(());
+        Self {
+            inner: Arc::new(Inner {
+                link: Link::new(config.client.clone(), config.timeout),
+                sealer: Sealer::new(seal_key),
+                names: Names {
+                    prefix: config.key_prefix.clone(),
+                },
+                retention,
+                lock_ttl,
+                live: AtomicBool::new(false),
+                started: AtomicBool::new(false),
+                on_event: Box::new(on_event),
+                stop,
+                warnings: WarnLimiter::default(),
+            }),
+        }
+    }
+
+    /// Starts the subscriber, once, when there is a runtime to run it on (at build time, or at
+    /// the first lookup for a layer built outside one). Not from `new`: a revocation record
+    /// the subscriber reads before the session cache exists would reach no one.
+    pub(crate) fn start(&self) {
+        if self.inner.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .inner
+            .started
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let stop = self.inner.stop.subscribe();
+            runtime.spawn(subscriber::run(Arc::downgrade(&self.inner), stop));
+        }
+    }
+
+    /// Looks for the credential's entry on a miss. When there is none and no other replica is
+    /// asking Kratos, claims the fill; when one is, waits up to `wait` for its entry.
+    pub(crate) async fn find(&self, key: &[u8; 32], wait: Duration) -> Found {
+        self.start();
+        let inner = &*self.inner;
+        if !inner.readable() {
+            return Found::NotAsked;
+        }
+        let entry_key = inner.names.entry(key);
+        let lock_key = inner.names.lock(key);
+        let deadline = Instant::now() + wait;
+        let mut first = true;
+        loop {
+            let mget = redis::cmd("MGET").arg(&entry_key).arg(&lock_key).clone();
+            let (value, lock): (Option<Vec<u8>>, Option<Vec<u8>>) =
+                match inner.link.call(&mget).await {
+                    Ok(found) => found,
+                    Err(_) => return Found::NotAsked,
+                };
+            if let Some(entry) = value.and_then(|value| inner.open_entry(&entry_key, &value)) {
+                inner.link.counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Found::Entry(entry);
+            }
+            let done = match (lock.is_some(), first) {
+                // Nobody is asking: claim it (or, losing the race, wait for the winner).
+                (false, true) => match inner.claim_fill(&lock_key).await {
+                    Ok(Some(claim)) => return inner.missed(Some(claim)),
+                    Ok(None) => false,
+                    Err(_) => return Found::NotAsked,
+                },
+                // The replica that asked is done, without an entry to share (a step-up, an
+                // outage, a 401 that is not cached): ask Kratos too.
+                (false, false) => true,
+                (true, _) => Instant::now() >= deadline,
+            };
+            if done {
+                return inner.missed(None);
+            }
+            first = false;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Writes an entry for the credential (and releases this replica's fill claim), on a task
+    /// of its own: the lookup does not wait for Redis.
+    pub(crate) fn put(&self, key: &[u8; 32], entry: &SharedEntry, claim: Option<FillClaim>) {
+        let inner = &*self.inner;
+        let now_ms = unix_ms(OffsetDateTime::now_utc());
+        let mut pipe = redis::pipe();
+        let left_ms = entry.ends_at_ms.saturating_sub(now_ms);
+        if left_ms > 0 {
+            let entry_key = inner.names.entry(key);
+            let sealed = serde_json::to_vec(entry)
+                .ok()
+                .and_then(|plain| inner.sealer.seal(entry_key.as_bytes(), &plain));
+            if let Some(sealed) = sealed {
+                pipe.cmd("SET")
+                    .arg(&entry_key)
+                    .arg(sealed)
+                    .arg("PX")
+                    .arg(left_ms)
+                    .ignore();
+            }
+        }
+        if let Some(claim) = claim {
+            pipe.cmd("EVAL")
+                .arg(RELEASE_LOCK)
+                .arg(1)
+                .arg(inner.names.lock(key))
+                .arg(&claim.token[..])
+                .ignore();
+        }
+        if pipe.cmd_iter().next().is_none() {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let _ = shared.inner.link.call::<()>(&pipe).await;
+        });
+    }
+
+    /// Publishes a revocation made here and records it for replicas that subscribe later;
+    /// drops the credential's entry too when one is named. Tried even while Redis is paused: a
+    /// revocation is rare and worth one timeout. `false` when Redis could not be told.
+    pub(crate) async fn publish(&self, target: RevokedTarget, entry_of: Option<&[u8; 32]>) -> bool {
+        let inner = &*self.inner;
+        let now = OffsetDateTime::now_utc();
+        let record = Record {
+            target,
+            at: unix_ms(now),
+        };
+        let records = inner.names.records();
+        let Some(sealed) = serde_json::to_vec(&record)
+            .ok()
+            .and_then(|plain| inner.sealer.seal(records.as_bytes(), &plain))
+        else {
+            return false;
+        };
+        let oldest = unix_ms(now - inner.retention);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(&records)
+            .arg(record.at)
+            .arg(&sealed)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&records)
+            .arg("-inf")
+            .arg(format!("({oldest}"))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&records)
+            .arg(duration_ms(inner.retention))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(inner.names.channel())
+            .arg(&sealed)
+            .ignore();
+        if let Some(key) = entry_of {
+            pipe.cmd("DEL").arg(inner.names.entry(key)).ignore();
+        }
+        let published = inner.link.call_even_paused::<()>(&pipe).await.is_ok();
+        if !published {
+            if let Some(left_out) = inner.warnings.admit(("shared_cache", "publish")) {
+                tracing::warn!(
+                    left_out_since_last = left_out,
+                    "a revocation could not be published to Redis: other replicas see it when \
+                     their cache entries for the session end"
+                );
+            }
+        }
+        published
+    }
+
+    /// Claims one session's extension for `cooldown` across the replicas: `Some(true)` when
+    /// this replica may extend it, `Some(false)` when another has within the cooldown, `None`
+    /// when Redis cannot tell (extend as a single process would).
+    pub(crate) async fn claim_extension(
+        &self,
+        session: &[u8; 32],
+        cooldown: Duration,
+    ) -> Option<bool> {
+        let inner = &*self.inner;
+        let claim = redis::cmd("SET")
+            .arg(inner.names.extension(session))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(duration_ms(cooldown).max(1))
+            .clone();
+        match inner.link.call::<Option<String>>(&claim).await {
+            Ok(set) => Some(set.is_some()),
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SharedCacheStats {
+        let inner = &*self.inner;
+        let counters = &inner.link.counters;
+        SharedCacheStats {
+            in_use: inner.readable(),
+            subscribed: inner.live.load(Ordering::Acquire),
+            hits: counters.hits.load(Ordering::Relaxed),
+            misses: counters.misses.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            unreadable: counters.unreadable.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Inner {
+    /// Whether entries may be read: Redis answers, and revocations are heard.
+    fn readable(&self) -> bool {
+        self.live.load(Ordering::Acquire) && self.link.usable()
+    }
+
+    fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Release);
+    }
+
+    fn emit(&self, event: SharedEvent) {
+        (self.on_event)(event);
+    }
+
+    fn missed(&self, claim: Option<FillClaim>) -> Found {
+        self.link.counters.misses.fetch_add(1, Ordering::Relaxed);
+        Found::Absent(claim)
+    }
+
+    /// `SET lock token NX PX`: the claim when this replica got the lock.
+    async fn claim_fill(&self, lock_key: &str) -> Result<Option<FillClaim>, Failure> {
+        let mut token = [0u8; 16];
+        if getrandom::fill(&mut token).is_err() {
+            return Ok(None);
+        }
+        let set = redis::cmd("SET")
+            .arg(lock_key)
+            .arg(&token[..])
+            .arg("NX")
+            .arg("PX")
+            .arg(duration_ms(self.lock_ttl).max(1))
+            .clone();
+        let set: Option<String> = self.link.call(&set).await?;
+        Ok(set.map(|_| FillClaim { token }))
+    }
+
+    fn open_entry(&self, entry_key: &str, sealed: &[u8]) -> Option<SharedEntry> {
+        let entry = self
+            .sealer
+            .open(entry_key.as_bytes(), sealed)
+            .and_then(|plain| serde_json::from_slice(&plain).ok());
+        if entry.is_none() {
+            self.unreadable("entry");
+        }
+        entry
+    }
+
+    /// A published or recorded revocation, passed on if it opens.
+    fn heard(&self, sealed: &[u8]) {
+        let record = self
+            .sealer
+            .open(self.names.records().as_bytes(), sealed)
+            .and_then(|plain| serde_json::from_slice::<Record>(&plain).ok());
+        let Some(record) = record else {
+            self.unreadable("revocation");
+            return;
+        };
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.at) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        self.emit(SharedEvent::Revoked {
+            target: record.target,
+            at,
+        });
+    }
+
+    fn unreadable(&self, what: &'static str) {
+        self.link
+            .counters
+            .unreadable
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(left_out) = self.warnings.admit(("shared_cache", what)) {
+            tracing::warn!(
+                what,
+                left_out_since_last = left_out,
+                "a value in Redis does not open (tampered, another secret, or not ours): \
+                 ignored"
+            );
+        }
+    }
+
+    /// The revocation records still live at `now`, after dropping the older ones.
+    async fn live_records(&self, now: OffsetDateTime) -> Option<Vec<Vec<u8>>> {
+        let records = self.names.records();
+        let oldest = unix_ms(now - self.retention);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&records)
+            .arg("-inf")
+            .arg(format!("({oldest}"))
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&records)
+            .arg(oldest)
+            .arg("+inf");
+        let (live,): (Vec<Vec<u8>>,) = self.link.call_even_paused(&pipe).await.ok()?;
+        Some(live)
+    }
+}
+
+/// Redis key names under the prefix.
+struct Names {
+    prefix: String,
+}
+
+impl Names {
+    fn entry(&self, key: &[u8; 32]) -> String {
+        format!("{}:s:{}", self.prefix, hex(key))
+    }
+
+    fn lock(&self, key: &[u8; 32]) -> String {
+        format!("{}:l:{}", self.prefix, hex(key))
+    }
+
+    fn extension(&self, session: &[u8; 32]) -> String {
+        format!("{}:x:{}", self.prefix, hex(session))
+    }
+
+    fn records(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        self.records()
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix_and_no_credential() {
+        let names = Names {
+            prefix: "app".into(),
+        };
+        let key = [0xab; 32];
+        assert_eq!(names.entry(&key), format!("app:s:{}", "ab".repeat(32)));
+        assert!(names.lock(&key).starts_with("app:l:"));
+        assert_eq!(names.records(), "app:revocations");
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let record = Record {
+            target: RevokedTarget::Identity([3; 32]),
+            at: 1_700_000_000_123,
+        };
+        let back: Record = serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
+        assert_eq!(back.target, record.target);
+        assert_eq!(back.at, record.at);
+    }
+}

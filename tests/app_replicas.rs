@@ -1,0 +1,123 @@
+//! Three reference-app processes (`examples/axum_app.rs`), one real `redis-server` and one Kratos
+//! stand-in, over real HTTP: a session is looked up once whatever replica serves it, a
+//! revocation through one replica is honoured by the others within a second, and an app told to
+//! share a cache without its secret refuses to start.
+
+mod app_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use app_support::App;
+use support::redis_server::RedisServer;
+use tower_kratos::testing::{Endpoint, KratosStandIn, TestSession};
+
+const SECRET: &str = "thirty-two bytes or more, the same on all three";
+
+fn replica(kratos: &KratosStandIn, redis: &RedisServer) -> App {
+    App::spawn(&[
+        ("KRATOS_PUBLIC_URL", &kratos.public_url()),
+        ("REDIS_URL", &redis.url()),
+        ("SHARED_CACHE_SECRET", SECRET),
+        ("REDIS_KEY_PREFIX", "apps"),
+    ])
+}
+
+async fn status(client: &reqwest::Client, url: &str, session: &TestSession) -> u16 {
+    client
+        .get(url)
+        .header("x-session-token", &session.token)
+        .send()
+        .await
+        .expect("a request to the app")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_app_processes_share_one_cache_and_every_revocation() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let redis = RedisServer::start();
+    let apps = [
+        replica(&kratos, &redis),
+        replica(&kratos, &redis),
+        replica(&kratos, &redis),
+    ];
+    let client = reqwest::Client::new();
+    let me = kratos.create_session();
+    let other = kratos.session().identity(&me.identity_id).create();
+
+    // Each app subscribes at start; until then it reads no shared entries (and asks Kratos):
+    // wait until the first lookup of a warm-up session on the last app is a Redis hit.
+    let warm = kratos.create_session();
+    assert_eq!(status(&client, &apps[0].url("/me"), &warm).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for app in &apps[1..] {
+        loop {
+            let fresh = kratos.session().identity(&warm.identity_id).create();
+            assert_eq!(status(&client, &apps[0].url("/me"), &fresh).await, 200);
+            assert_eq!(status(&client, &app.url("/me"), &fresh).await, 200);
+            if kratos.calls_for_session(Endpoint::Whoami, &fresh.id) == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never used the shared cache",
+                app.base
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // One whoami for `other`, whichever app serves it.
+    for app in &apps {
+        assert_eq!(status(&client, &app.url("/me"), &other).await, 200);
+    }
+    assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &other.id), 1);
+
+    // Revoked through the first app; the others refuse it within a second.
+    let revoke = client
+        .delete(apps[0].url(&format!("/me/sessions/{}", other.id)))
+        .header("x-session-token", &me.token)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoke.status(), 204);
+    let since = Instant::now();
+    for app in &apps[1..] {
+        loop {
+            match status(&client, &app.url("/me"), &other).await {
+                401 => break,
+                200 => {}
+                unexpected => panic!("{}: {unexpected}", app.base),
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(1),
+                "{} served the revoked session {:?} after the revocation",
+                app.base,
+                since.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_a_redis_url_and_no_secret_refuses_to_start() {
+    let refused = App::try_spawn(&[("REDIS_URL", "redis://127.0.0.1:6379")])
+        .expect_err("started without a secret");
+    assert!(refused.contains("SHARED_CACHE_SECRET"), "{refused}");
+
+    // Redis unreachable at start is no reason not to serve.
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let app = App::spawn(&[
+        ("KRATOS_PUBLIC_URL", &kratos.public_url()),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("SHARED_CACHE_SECRET", SECRET),
+    ]);
+    let session = kratos.create_session();
+    assert_eq!(
+        status(&reqwest::Client::new(), &app.url("/me"), &session).await,
+        200
+    );
+}
