@@ -7,14 +7,19 @@
 //! ```
 //!
 //! The bench runs itself under `valgrind --tool=callgrind` for each side (the bare service and the
-//! layer, with a cached `X-Session-Token` and with a cached session cookie among 4 cookies),
-//! twice: with `REQUESTS` and with twice as many requests. The difference of the two counts is
+//! layer, with a cached `X-Session-Token` and with a cached session cookie among 4 cookies; and
+//! the layer with a shared cache in a real `redis-server` the bench starts, whose hits must cost
+//! what the others' do, since a hit never touches Redis), twice: with `REQUESTS` and with twice as many requests. The difference of the two counts is
 //! what `REQUESTS` requests cost, start-up and the first, uncached request cancelled out; the
 //! instructions the layer adds per request are the difference to the bare side.
 
 use std::{convert::Infallible, process::Command, time::Instant};
 
 mod support;
+
+#[path = "../tests/support/redis_server.rs"]
+#[allow(dead_code)] // the bench uses part of what the tests do
+mod redis_server;
 
 use http::{Request, Response};
 use support::{trivial, with_cookie, with_token};
@@ -26,7 +31,13 @@ const REQUESTS: u64 = 20_000;
 
 /// The sides, as the child process is told them: each credential through the bare service and
 /// through the layer, since the two credentials' requests cost differently to build.
-const SIDES: [&str; 4] = ["bare-token", "layer-token", "bare-cookie", "layer-cookie"];
+const SIDES: [&str; 5] = [
+    "bare-token",
+    "layer-token",
+    "bare-cookie",
+    "layer-cookie",
+    "redis-token",
+];
 
 /// Sends `count` requests through the service as a server connection does (`ready`, then
 /// `call`).
@@ -47,17 +58,32 @@ fn counted_requests<S, B>(
     });
 }
 
-/// One side, in this process: the stand-in, a warm cache, then `count` requests.
-fn run_side(side: &str, count: u64) {
+/// One side, in this process: the stand-in, a warm cache, then `count` requests. `redis`: the
+/// shared cache's URL, for the `redis-` side.
+fn run_side(side: &str, count: u64, redis: Option<&str>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     let (kratos, layer) = runtime.block_on(async {
         let kratos = KratosStandIn::start().await.expect("stand-in");
-        let layer = KratosLayer::builder(kratos.public_url())
-            .build()
-            .expect("layer");
+        let builder = KratosLayer::builder(kratos.public_url());
+        let builder = match redis.filter(|_| side.starts_with("redis")) {
+            Some(url) => builder
+                .redis_url(url)
+                .shared_cache_secret("a shared secret of at least 32 bytes, for the bench"),
+            None => builder,
+        };
+        let layer = builder.build().expect("layer");
+        // Subscribed before counting: the subscriber's start-up is not a hit's cost.
+        while layer
+            .stats()
+            .await
+            .shared_cache
+            .is_some_and(|shared| !shared.in_use)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         (kratos, layer)
     });
     let session = kratos.create_session();
@@ -85,7 +111,7 @@ fn run_side(side: &str, count: u64) {
 }
 
 /// The instructions callgrind counted in a run of `side` with `count` requests.
-fn instructions(binary: &std::path::Path, side: &str, count: u64) -> u64 {
+fn instructions(binary: &std::path::Path, side: &str, count: u64, redis: &str) -> u64 {
     let output = std::env::temp_dir().join(format!(
         "tower-kratos-callgrind-{side}-{count}-{}",
         std::process::id()
@@ -96,6 +122,7 @@ fn instructions(binary: &std::path::Path, side: &str, count: u64) -> u64 {
         .arg(binary)
         .arg(format!("--side={side}"))
         .arg(format!("--requests={count}"))
+        .arg(format!("--redis={redis}"))
         .output();
     match run {
         Ok(done) if done.status.success() => {}
@@ -121,14 +148,16 @@ fn main() {
             .find_map(|arg| arg.strip_prefix("--requests="))
             .and_then(|count| count.parse().ok())
             .unwrap_or(REQUESTS);
-        run_side(side, count);
+        let redis = args.iter().find_map(|arg| arg.strip_prefix("--redis="));
+        run_side(side, count, redis);
         return;
     }
+    let redis = redis_server::RedisServer::start();
     if support::smoke_test() {
         // `cargo test --benches`: check that each side runs, without valgrind.
         for side in SIDES {
             let started = Instant::now();
-            run_side(side, REQUESTS);
+            run_side(side, REQUESTS, Some(&redis.url()));
             println!("{side}: {REQUESTS} requests in {:?}", started.elapsed());
         }
         return;
@@ -137,8 +166,8 @@ fn main() {
     let per_request: Vec<f64> = SIDES
         .iter()
         .map(|side| {
-            let short = instructions(&binary, side, REQUESTS);
-            let long = instructions(&binary, side, 2 * REQUESTS);
+            let short = instructions(&binary, side, REQUESTS, &redis.url());
+            let long = instructions(&binary, side, 2 * REQUESTS, &redis.url());
             long.saturating_sub(short) as f64 / REQUESTS as f64
         })
         .collect();
@@ -151,4 +180,12 @@ fn main() {
     ] {
         println!("| {label} | {bare:.0} | {with:.0} | {:.0} |", with - bare);
     }
+    println!(
+        "| X-Session-Token, shared cache in Redis | {:.0} | {:.0} | {:.0} ({:+.0} against \
+         the layer without Redis) |",
+        per_request[0],
+        per_request[4],
+        per_request[4] - per_request[0],
+        per_request[4] - per_request[1]
+    );
 }

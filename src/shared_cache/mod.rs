@@ -51,6 +51,10 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often a replica waiting for another's whoami looks for its entry.
 const POLL: Duration = Duration::from_millis(10);
 
+/// An entry with less life left than this is refilled rather than read: replicas' copies of
+/// it end within this of each other (whole milliseconds, two clocks read per conversion).
+const END_MARGIN_MS: i64 = 20;
+
 /// Releases a fill lock only if it is still the caller's (it may have expired and been taken).
 const RELEASE_LOCK: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
@@ -256,7 +260,15 @@ impl SharedCache {
                     Ok(found) => found,
                     Err(_) => return Found::NotAsked,
                 };
-            if let Some(entry) = value.and_then(|value| inner.open_entry(&entry_key, &value)) {
+            // An entry at its end of life is no entry: every replica's local copy ends at that
+            // moment, so all of them miss at once, while Redis still holds it (its PX counts
+            // from when the SET arrived, and times are whole milliseconds). Read as absent, it
+            // is refilled under the lock, once, instead of by each replica on its own.
+            let live_after = unix_ms(OffsetDateTime::now_utc()) + END_MARGIN_MS;
+            if let Some(entry) = value
+                .and_then(|value| inner.open_entry(&entry_key, &value))
+                .filter(|entry| entry.ends_at_ms > live_after)
+            {
                 inner.link.counters.hits.fetch_add(1, Ordering::Relaxed);
                 return Found::Entry(entry);
             }

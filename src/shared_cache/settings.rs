@@ -53,6 +53,17 @@ impl SharedCacheSettings {
             }
             return Ok(None);
         };
+        if url
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        {
+            return Err(BuildError::setting(
+                "redis_url",
+                "is a TLS URL (rediss://), which this version does not support: use redis:// on a \
+                 private network (what Redis holds is sealed either way; see the README's \
+                 \"Running many replicas\")",
+            ));
+        }
         let client = redis::Client::open(url.as_str()).map_err(|_| {
             BuildError::setting(
                 "redis_url",
@@ -148,6 +159,14 @@ mod tests {
         let bad = refused(settings(Some("http://user:hunter2@x"), Some(&secret)));
         assert_eq!(bad.setting_name(), "redis_url");
         assert!(!bad.to_string().contains("hunter2"), "{bad}");
+        // TLS is refused by name, not as "not a Redis URL", and without the password.
+        let tls = refused(settings(
+            Some("rediss://:hunter2@cache:6380"),
+            Some(&secret),
+        ));
+        assert_eq!(tls.setting_name(), "redis_url");
+        assert!(tls.to_string().contains("rediss://"), "{tls}");
+        assert!(!tls.to_string().contains("hunter2"), "{tls}");
     }
 
     #[test]

@@ -1,0 +1,487 @@
+//! Many replicas over one Redis (feature `redis`), measured side by side in one run against a
+//! real `redis-server` (started by the bench on a free loopback port) and the stand-in:
+//!
+//! 1. **Kratos load by replica count**: one Zipf workload spread at random over N = 1, 2 and 4
+//!    replicas, each with its own local cache, with and without the shared cache. Target: with
+//!    Redis, the same whoami calls for every N.
+//! 2. **Revocation propagation**: 100 sessions cached on 3 replicas, each disabled through
+//!    replica 0's admin helper; the time from the helper's return until replicas 1 and 2 refuse
+//!    it. Target: p99 under 100 ms, never over 1 s.
+//! 3. **What a lookup costs**: a local hit, a Redis hit (another replica asked Kratos), and a miss
+//!    that asks Kratos (whoami answering after 2 ms), with Redis and without, in alternating
+//!    rounds; beside them one bare Redis round trip, the floor under a Redis hit.
+//! 4. **The cached path with Redis on and off**: throughput of cached sessions in alternating
+//!    slices, and the Redis commands the cached run sent. Target: within noise (a hit never
+//!    touches Redis).
+//!
+//! ```text
+//! cargo bench --bench replicas                     # about 4 minutes (six 30 s load runs)
+//! LOAD_SECONDS=6 cargo bench --bench replicas      # a quick run
+//! ```
+//!
+//! `LOAD_TTL_SECONDS` (default 5) sets the cache TTL of the load runs, `LOAD_CLIENTS` (default
+//! 16) their concurrency; `SECONDS` (default 0.5) and `ROUNDS` (default 12) the cached-path
+//! slices;
+//! `PARTS` (default `1234`) which parts run.
+
+mod support;
+
+#[path = "../tests/support/redis_server.rs"]
+#[allow(dead_code)] // the bench uses part of what the tests do
+mod redis_server;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response, StatusCode};
+use redis_server::RedisServer;
+use support::{
+    drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, Human, Latencies,
+    Rng, Zipf,
+};
+use tokio::runtime::Runtime;
+use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
+use tower_kratos::{
+    testing::{Endpoint, KratosStandIn, TestSession},
+    KratosLayer, KratosLayerBuilder,
+};
+
+const SECRET: &str = "a shared secret of at least 32 bytes, for the bench";
+const SESSIONS: usize = 1_000;
+const WHOAMI_LATENCY: Duration = Duration::from_millis(2);
+const ZIPF_S: f64 = 1.0;
+const REVOCATIONS: usize = 100;
+
+type Replica = BoxCloneSyncService<Request<String>, Response<String>, Infallible>;
+
+fn main() {
+    println!("replicas: many replicas over one Redis");
+    println!("machine: {}", machine());
+    let redis = RedisServer::start();
+    println!("redis: {}", redis_version(&redis));
+    let stand_in = support::SeparateKratos::start();
+    let kratos = stand_in.kratos.clone();
+    kratos.set_latency(WHOAMI_LATENCY);
+    let runtime = Runtime::new().expect("tokio runtime");
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1234".into());
+    runtime.block_on(async {
+        if parts.contains('1') {
+            load_by_replica_count(&kratos, &redis).await;
+        }
+        if parts.contains('2') {
+            revocation_propagation(&kratos, &redis).await;
+        }
+        if parts.contains('3') {
+            lookup_costs(&kratos, &redis).await;
+        }
+        if parts.contains('4') {
+            cached_path(&kratos, &redis).await;
+        }
+    });
+}
+
+fn redis_version(redis: &RedisServer) -> String {
+    let info: String = redis.query(redis::cmd("INFO").arg("server"));
+    info.lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn builder(kratos: &KratosStandIn, redis: Option<&RedisServer>) -> KratosLayerBuilder {
+    let builder = KratosLayer::builder(kratos.public_url()).admin_url(kratos.admin_url());
+    match redis {
+        Some(redis) => builder
+            .redis_url(redis.url())
+            .shared_cache_secret(SECRET)
+            .redis_key_prefix("bench"),
+        None => builder,
+    }
+}
+
+/// Waits until the layer hears revocations (it reads no shared entry before).
+async fn subscribed(layer: &KratosLayer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !layer.stats().await.shared_cache.is_some_and(|s| s.in_use) {
+        assert!(Instant::now() < deadline, "the layer never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A layer over the trivial handler, as a replica serves.
+async fn replica(builder: KratosLayerBuilder, shared: bool) -> (KratosLayer, Replica) {
+    let layer = builder.build().expect("layer");
+    if shared {
+        subscribed(&layer).await;
+    }
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(trivial)
+        .map_response(|response| response.map(|_| String::new()));
+    (layer, BoxCloneSyncService::new(service))
+}
+
+async fn status(replica: &Replica, request: Request<String>) -> StatusCode {
+    replica
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible")
+        .status()
+}
+
+/// Which replica a request goes to (set by the client, as a load balancer would choose).
+#[derive(Clone, Copy)]
+struct To(usize);
+
+/// A load balancer in front of the replicas.
+#[derive(Clone)]
+struct Balancer(Arc<Vec<Replica>>);
+
+impl Service<Request<String>> for Balancer {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<String>) -> Self::Future {
+        let to = request.extensions().get::<To>().map_or(0, |to| to.0);
+        let replica = self.0[to % self.0.len()].clone();
+        Box::pin(replica.oneshot(request))
+    }
+}
+
+/// 1. The whoami calls of one Zipf workload over N replicas, with and without Redis.
+async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
+    let smoke_test = support::smoke_test();
+    let duration = env_seconds("LOAD_SECONDS", if smoke_test { 1.0 } else { 30.0 });
+    let ttl = env_seconds("LOAD_TTL_SECONDS", if smoke_test { 0.5 } else { 5.0 });
+    let clients = env_count("LOAD_CLIENTS", 16);
+    let sessions: Vec<TestSession> = (0..SESSIONS).map(|_| kratos.create_session()).collect();
+    // Even ranks send their token, odd ranks their cookie.
+    let requests: Arc<Vec<(bool, String)>> = Arc::new(
+        sessions
+            .iter()
+            .enumerate()
+            .map(|(rank, session)| {
+                if rank % 2 == 0 {
+                    (true, session.token.clone())
+                } else {
+                    (false, session.cookie_header())
+                }
+            })
+            .collect(),
+    );
+    let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
+    println!();
+    println!(
+        "1. Kratos load by replica count: {SESSIONS} sessions, Zipf s={ZIPF_S}, {clients} \
+         clients spread at random over the replicas, cache TTL {ttl:?}, {duration:?} per run"
+    );
+    println!("   replicas  redis   requests      req/s  whoami  whoami/1k req  vs N=1");
+    for shared in [false, true] {
+        let mut first = None;
+        for n in [1usize, 2, 4] {
+            let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+            let mut replicas = Vec::with_capacity(n);
+            for _ in 0..n {
+                let builder = builder(kratos, shared.then_some(redis)).cache_ttl(ttl);
+                replicas.push(replica(builder, shared).await.1);
+            }
+            kratos.reset_counters();
+            let requests = Arc::clone(&requests);
+            let zipf = Arc::clone(&zipf);
+            let run = drive(
+                Balancer(Arc::new(replicas)),
+                clients,
+                duration,
+                move |rng: &mut Rng| {
+                    let rank = zipf.sample(rng);
+                    let mut request = match &requests[rank] {
+                        (true, token) => with_token(token),
+                        (false, cookie) => with_cookie(cookie),
+                    };
+                    request.extensions_mut().insert(To(rng.below(n)));
+                    request
+                },
+            )
+            .await;
+            let whoami = kratos.calls(Endpoint::Whoami);
+            let first = *first.get_or_insert(whoami);
+            println!(
+                "   {n:>8}  {:5}  {:>9}  {:>9.0}  {whoami:>6}  {:>13.3}  {:>6.2}{}",
+                if shared { "on" } else { "off" },
+                run.requests,
+                run.throughput(),
+                whoami as f64 * 1000.0 / run.requests as f64,
+                whoami as f64 / first.max(1) as f64,
+                if run.failures > 0 {
+                    format!("  ({} not 200)", run.failures)
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    println!("   target: with Redis, whoami calls the same for every N (vs N=1 ≈ 1.00)");
+}
+
+/// 2. From a revocation's return on replica 0 until replicas 1 and 2 refuse the session.
+async fn revocation_propagation(kratos: &KratosStandIn, redis: &RedisServer) {
+    kratos.set_latency(Duration::ZERO);
+    let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let builder = builder(kratos, Some(redis)).cache_ttl(Duration::from_secs(300));
+        replicas.push(replica(builder, true).await);
+    }
+    let mut latencies = Latencies::with_capacity(2 * REVOCATIONS);
+    let mut worst = Duration::ZERO;
+    for _ in 0..REVOCATIONS {
+        let victim = kratos.create_session();
+        for (_, service) in &replicas {
+            assert_eq!(
+                status(service, with_token(&victim.token)).await,
+                StatusCode::OK
+            );
+        }
+        replicas[0]
+            .0
+            .lifecycle()
+            .disable_session(&victim.id)
+            .await
+            .expect("disabled");
+        let revoked = Instant::now();
+        for (_, service) in &replicas[1..] {
+            loop {
+                if status(service, with_token(&victim.token)).await == StatusCode::UNAUTHORIZED {
+                    break;
+                }
+                assert!(
+                    revoked.elapsed() < Duration::from_secs(5),
+                    "a revoked session was served for 5 s"
+                );
+                tokio::task::yield_now().await;
+            }
+            let took = revoked.elapsed();
+            worst = worst.max(took);
+            latencies.push(took);
+        }
+    }
+    let sorted = latencies.sorted();
+    println!();
+    println!(
+        "2. revocation propagation: {REVOCATIONS} sessions cached on 3 replicas, each disabled \
+         through replica 0; from the helper's return until replicas 1 and 2 refuse it"
+    );
+    println!(
+        "   p50 {}, p99 {}, max {} (target: p99 < 100 ms, never over 1 s: {})",
+        Human(sorted.percentile(0.50)),
+        Human(sorted.percentile(0.99)),
+        Human(worst),
+        if sorted.percentile(0.99) < Duration::from_millis(100) && worst < Duration::from_secs(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    kratos.set_latency(WHOAMI_LATENCY);
+}
+
+/// 3. A local hit, a Redis hit and a miss that asks Kratos, in alternating rounds.
+async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
+    let rounds = if support::smoke_test() { 2 } else { 10 };
+    let per_round = 200;
+    let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+    let ttl = Duration::from_secs(600);
+    let (_, writer) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, reader) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, alone) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
+    // The floor under a Redis hit: one round trip of redis-rs's connection manager.
+    let mut manager = redis::Client::open(redis.url())
+        .expect("a URL")
+        .get_connection_manager()
+        .await
+        .expect("connect");
+    let mut round_trip = Latencies::with_capacity(rounds * per_round);
+    let mut local_hit = Latencies::with_capacity(rounds * per_round);
+    let mut redis_hit = Latencies::with_capacity(rounds * per_round);
+    let mut miss_with_redis = Latencies::with_capacity(rounds * per_round);
+    let mut miss_alone = Latencies::with_capacity(rounds * per_round);
+    let timed = |service: &Replica, session: &TestSession| {
+        let service = service.clone();
+        let request = with_token(&session.token);
+        async move {
+            let started = Instant::now();
+            let answered = status(&service, request).await;
+            let took = started.elapsed();
+            assert_eq!(answered, StatusCode::OK);
+            took
+        }
+    };
+    for _ in 0..rounds {
+        // Written to Redis by the writer (its whoami), waiting for the reader.
+        let shared: Vec<TestSession> = (0..per_round).map(|_| kratos.create_session()).collect();
+        for session in &shared {
+            timed(&writer, session).await;
+        }
+        wait_for_entries(redis, &shared).await;
+        for session in &shared {
+            redis_hit.push(timed(&reader, session).await);
+        }
+        for session in &shared {
+            local_hit.push(timed(&reader, session).await);
+        }
+        for _ in 0..per_round {
+            miss_with_redis.push(timed(&reader, &kratos.create_session()).await);
+        }
+        for _ in 0..per_round {
+            miss_alone.push(timed(&alone, &kratos.create_session()).await);
+        }
+        for _ in 0..per_round {
+            let started = Instant::now();
+            let _: String = redis::cmd("PING")
+                .query_async(&mut manager)
+                .await
+                .expect("PONG");
+            round_trip.push(started.elapsed());
+        }
+    }
+    let rows = [
+        ("local hit", summary(local_hit)),
+        ("Redis hit (another replica asked)", summary(redis_hit)),
+        ("miss with Redis (whoami 2 ms)", summary(miss_with_redis)),
+        ("miss without Redis (whoami 2 ms)", summary(miss_alone)),
+        ("(one Redis round trip: PING)", summary(round_trip)),
+    ];
+    println!();
+    println!(
+        "3. what one lookup costs: {rounds} alternating rounds of {per_round} sequential \
+         requests each"
+    );
+    println!(
+        "   {:36} {:>10} {:>10} {:>10} {:>11}",
+        "", "mean", "p50", "p99", "mean/local"
+    );
+    let local_mean = rows[0].1 .0.as_secs_f64();
+    for (name, (mean, p50, p99)) in rows {
+        println!(
+            "   {name:36} {:>10} {:>10} {:>10} {:>11.1}",
+            Human(mean).to_string(),
+            Human(p50).to_string(),
+            Human(p99).to_string(),
+            mean.as_secs_f64() / local_mean
+        );
+    }
+    println!(
+        "   a Redis hit costs {:.2}× a miss that asks Kratos",
+        rows[1].1 .0.as_secs_f64() / rows[3].1 .0.as_secs_f64()
+    );
+}
+
+/// Mean, median and p99.
+fn summary(latencies: Latencies) -> (Duration, Duration, Duration) {
+    let sorted = latencies.sorted();
+    (
+        sorted.mean(),
+        sorted.percentile(0.5),
+        sorted.percentile(0.99),
+    )
+}
+
+/// A replica writes its entry on a task of its own after answering: wait until all are there,
+/// so the reader's first requests are Redis hits.
+async fn wait_for_entries(redis: &RedisServer, sessions: &[TestSession]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: usize = redis.query(&mut redis::cmd("DBSIZE"));
+        // Entries, plus the revocation records when there are any.
+        if keys >= sessions.len() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "entries not written: {keys}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// 4. Cached-path throughput with Redis on and off, in alternating slices.
+async fn cached_path(kratos: &KratosStandIn, redis: &RedisServer) {
+    let smoke_test = support::smoke_test();
+    let slice = env_seconds("SECONDS", if smoke_test { 0.2 } else { 0.5 });
+    let rounds = env_count("ROUNDS", if smoke_test { 2 } else { 12 });
+    let clients = env_count("LOAD_CLIENTS", 16);
+    let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+    let ttl = Duration::from_secs(600);
+    let sessions: Arc<Vec<String>> =
+        Arc::new((0..100).map(|_| kratos.create_session().token).collect());
+    let (_, with_redis) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, without) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
+    for token in sessions.iter() {
+        for service in [&with_redis, &without] {
+            assert_eq!(status(service, with_token(token)).await, StatusCode::OK);
+        }
+    }
+    let commands_before = commands_processed(redis);
+    // Each round measures both sides back to back (which goes first alternates), so the ratio
+    // of a round is what a change in the machine's load touches least; the median of the
+    // rounds' ratios is reported.
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut on, mut off) = (0.0, 0.0);
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        let mut rates = [0.0; 2];
+        for shared in order {
+            let service = if shared { &with_redis } else { &without };
+            let sessions = Arc::clone(&sessions);
+            let run = drive(service.clone(), clients, slice, move |rng: &mut Rng| {
+                with_token(&sessions[rng.below(sessions.len())])
+            })
+            .await;
+            assert_eq!(run.failures, 0);
+            rates[usize::from(shared)] = run.throughput();
+        }
+        off += rates[0];
+        on += rates[1];
+        ratios.push(rates[1] / rates[0]);
+    }
+    // INFO itself is a command: one of them is the second reading.
+    let commands = commands_processed(redis).saturating_sub(commands_before + 1);
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!();
+    println!(
+        "4. the cached path: 100 cached sessions, {clients} clients, {rounds} rounds of {slice:?} \
+         per side"
+    );
+    println!(
+        "   Redis on {:.0} req/s, off {:.0} req/s (means); ratio on/off per round: median \
+         {median:.3}, range {:.3}–{:.3} (target ≥ 0.95: {}); Redis commands sent by the cached \
+         run: {commands}",
+        on / rounds as f64,
+        off / rounds as f64,
+        ratios[0],
+        ratios[ratios.len() - 1],
+        if median >= 0.95 { "met" } else { "NOT met" }
+    );
+}
+
+fn commands_processed(redis: &RedisServer) -> u64 {
+    let info: String = redis.query(redis::cmd("INFO").arg("stats"));
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
