@@ -27,6 +27,7 @@
 //! | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
 //! | `SHARED_CACHE_SECRET` | required with `REDIS_URL` (the app exits without it) | the same ≥ 32-byte secret on every replica |
 //! | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
+//! | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT (Kratos's tokenizer template; the stand-in gets one of that name) |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
 //! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout, and the
@@ -36,6 +37,7 @@
 //! |---|---|
 //! | `GET /settings` | 200 JSON with a sign-in within `RECENT_AUTH_SECS`; else browsers go to Kratos's `refresh=true` flow, API clients get 403 `recent_sign_in_required` |
 //! | `GET /billing` | 200 JSON at `aal2`; else browsers go to Kratos's `aal=aal2` flow, API clients get 403 `second_factor_required` |
+//! | `GET /me/token` | 200 `{"jwt": …}`, the caller's own tokenized session, to forward to internal services (`examples/jwt_downstream.rs`); 404 without `TOKENIZE_AS` |
 //! | `POST /logout` | Kratos's browser logout, completed here; 303 to `/` clearing the session cookie, which is refused at once |
 //! | `POST /me/extend` | 200 `{"extended": bool, "expires_at": …}`, with Kratos's re-issued `Set-Cookie` |
 //! | `GET /me/sessions` | 200 `[{"id": …, "expires_at": …}]`: the caller's other sessions |
@@ -150,6 +152,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let app = Router::new()
         .route("/", get(home).layer(kratos.optional()))
         .route("/me", get(me).layer(kratos.required()))
+        .route("/me/token", get(token).layer(kratos.required()))
         // Outer first: the layer finds the session, then the requirement reads it.
         .route(
             "/settings",
@@ -287,6 +290,20 @@ async fn me(session: KratosSession) -> Json<Me> {
         expires_at: rfc3339(session.expires_at),
         session,
     })
+}
+
+/// `GET /me/token`: the caller's session as Kratos's JWT, with `TOKENIZE_AS` set.
+async fn token(session: KratosSession) -> Response {
+    match session.tokenized() {
+        Some(jwt) => Json(serde_json::json!({ "jwt": jwt })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": "no tokenized session: start the app with TOKENIZE_AS=<template>"
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /me`'s answer, serialized straight from the shared session: a handler on the hot path

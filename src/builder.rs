@@ -9,12 +9,12 @@ use crate::{
     cache::{CacheConfig, SessionCache},
     client::{AdminApi, Admission, AdmissionConfig, KratosClient},
     config::{
-        is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
+        client_builder, is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
         DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX,
         DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS,
-        DEFAULT_REQUEST_TIMEOUT, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF, MAX_EXTEND_COOLDOWN,
-        MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR, POOL_IDLE_TIMEOUT,
+        DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKENIZED_MARGIN, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF,
+        MAX_EXTEND_COOLDOWN, MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
     },
     credentials::CookieNames,
     extend::Extender,
@@ -47,6 +47,7 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     rejection: R,
     #[cfg(feature = "redis")]
     shared_cache: SharedCacheSettings,
+    tokenize_as: Option<String>,
     error: Option<BuildError>,
 }
 
@@ -126,6 +127,8 @@ impl KratosLayerBuilder {
                 negative_ttl: None,
                 stale_grace: None,
                 max_session_age: None,
+                tokenized: false,
+                tokenized_margin: DEFAULT_TOKENIZED_MARGIN,
             },
             admission: AdmissionConfig {
                 max_concurrent: DEFAULT_MAX_CONCURRENT_LOOKUPS,
@@ -154,6 +157,7 @@ impl KratosLayerBuilder {
             rejection: DefaultRejection::new(),
             #[cfg(feature = "redis")]
             shared_cache: SharedCacheSettings::default(),
+            tokenize_as: None,
             error: None,
         }
     }
@@ -235,6 +239,55 @@ impl<R> KratosLayerBuilder<R> {
         } else {
             self.cache.max_session_age = Some(max);
         }
+        self
+    }
+
+    /// Ask whoami with `tokenize_as=<template>`: every session then carries Kratos's JWT of it
+    /// ([`Session::tokenized`](crate::session::Session::tokenized)), for handlers to forward to
+    /// internal services, which verify it with [`JwtLayer`](crate::jwt::JwtLayer) (feature
+    /// `jwt`) without asking Kratos. The template is Kratos's
+    /// `session.whoami.tokenizer.templates.<template>`.
+    ///
+    /// A cached entry ends [`tokenized_margin`](Self::tokenized_margin) before its JWT's `exp`,
+    /// so a handler never forwards an expired token (Kratos sends no `Ory-Session-Cache-For`
+    /// with `tokenize_as`; the TTL and the JWT bound the entry). A template Kratos does not know
+    /// (its 400) is a configuration error: logged at `error` with the template's name, answered
+    /// 503 (the caller's session may be fine), never cached. With a shared cache, sessions are
+    /// not shared through Redis, which never holds a JWT; revocations still are.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// let layer = tower_kratos::KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .tokenize_as("internal")
+    ///     .build()?;
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub fn tokenize_as(mut self, template: impl Into<String>) -> Self {
+        let template = template.into();
+        let valid = !template.is_empty()
+            && template.len() <= 128
+            && template
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+        if valid {
+            self.tokenize_as = Some(template);
+            self.cache.tokenized = true;
+        } else {
+            self.fail(BuildError::setting(
+                "tokenize_as",
+                "must be a Kratos tokenizer template name: 1 to 128 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        self
+    }
+
+    /// With [`tokenize_as`](Self::tokenize_as), how long before its JWT's `exp` a cached
+    /// session stops being served (default [`DEFAULT_TOKENIZED_MARGIN`](crate::DEFAULT_TOKENIZED_MARGIN),
+    /// 10 s): time for the handler to forward the JWT and the internal service to check it. Keep
+    /// it under the template's TTL (Kratos's default is 1 minute), or every request asks
+    /// Kratos.
+    pub fn tokenized_margin(mut self, margin: Duration) -> Self {
+        self.cache.tokenized_margin = margin;
         self
     }
 
@@ -568,6 +621,7 @@ impl<R> KratosLayerBuilder<R> {
             rejection,
             #[cfg(feature = "redis")]
             shared_cache: self.shared_cache,
+            tokenize_as: self.tokenize_as,
             error: self.error,
         }
     }
@@ -639,6 +693,7 @@ impl<R> KratosLayerBuilder<R> {
         let client = KratosClient::new(
             http,
             &public_url,
+            self.tokenize_as.as_deref(),
             lookup_deadline,
             admin,
             Admission::new(self.admission),
@@ -688,22 +743,11 @@ fn http_client(settings: HttpSettings) -> Result<reqwest::Client, BuildError> {
         None => {
             // The layer enforces the request timeout itself, for a given client too; this is
             // the same deadline, so the pool gives up on a hung connection as well.
-            let builder = reqwest::Client::builder()
-                .connect_timeout(settings.connect_timeout)
-                .timeout(settings.request_timeout)
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("tower-kratos/", env!("CARGO_PKG_VERSION")));
+            let builder = client_builder(settings.connect_timeout, settings.request_timeout);
             #[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
             let builder = roots
                 .into_iter()
                 .fold(builder, reqwest::ClientBuilder::add_root_certificate);
-            #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
-            {
-                // reqwest without a provider of its own takes the process's default, which the
-                // application may have chosen; else ring, as this feature asks.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-            }
             builder.build().map_err(BuildError::client)
         }
     }

@@ -9,6 +9,8 @@ use reqwest::Url;
 /// The default cache TTL. See [`KratosLayerBuilder::cache_ttl`](crate::KratosLayerBuilder::cache_ttl)
 /// for what it means for revocation.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long before a tokenized session's JWT expires its cache entry ends, by default.
+pub const DEFAULT_TOKENIZED_MARGIN: Duration = Duration::from_secs(10);
 /// The default number of cached sessions.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
 /// The default connect timeout for Kratos.
@@ -54,6 +56,24 @@ pub(crate) const MAX_ADMIN_API_KEY_LEN: usize = 4096;
 /// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
 /// so a pooled connection is not reused just as the other side closes it.
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP client settings every client of the crate shares (Kratos, a key set URL): the
+/// deadlines, a pooled connection's idle timeout, no redirects, the crate's `User-Agent`, and
+/// with `tls-ring` alone, ring as the TLS provider.
+pub(crate) fn client_builder(connect: Duration, request: Duration) -> reqwest::ClientBuilder {
+    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
+    {
+        // reqwest without a provider of its own takes the process's default, which the
+        // application may have chosen; else ring, as this feature asks.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+        .connect_timeout(connect)
+        .timeout(request)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tower-kratos/", env!("CARGO_PKG_VERSION")))
+}
 
 /// Whether requests without a valid session reach the inner service.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -214,8 +214,16 @@ impl IntoResponse for SessionRejection {
 
 /// What the layer left in the extensions: a session, an outcome without one, or nothing.
 fn session_from(parts: &Parts) -> Result<Option<KratosSession>, SessionRejection> {
-    if let Some(session) = parts.extensions.get::<KratosSession>() {
-        return Ok(Some(session.clone()));
+    from_layer(parts)
+}
+
+/// What a layer put in the request's extensions: its value, `None` when it let the request on
+/// without one (its outcome is there instead), or [`SessionRejection::MissingLayer`].
+pub(crate) fn from_layer<T: Clone + Send + Sync + 'static>(
+    parts: &Parts,
+) -> Result<Option<T>, SessionRejection> {
+    if let Some(value) = parts.extensions.get::<T>() {
+        return Ok(Some(value.clone()));
     }
     if parts.extensions.get::<Outcome>().is_some() {
         return Ok(None);
@@ -223,7 +231,7 @@ fn session_from(parts: &Parts) -> Result<Option<KratosSession>, SessionRejection
     Err(SessionRejection::MissingLayer)
 }
 
-fn not_authenticated(parts: &Parts) -> SessionRejection {
+pub(crate) fn not_authenticated(parts: &Parts) -> SessionRejection {
     let outcome = parts
         .extensions
         .get::<Outcome>()

@@ -71,7 +71,8 @@
 //! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
 //! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
 //! | `extract` | axum extractors | outcome, rejection, response, session |
-//! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service and below |
+//! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service, jwt and below |
+//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors) | cache (revocations heard), extract, rejection, outcome, config and below |
 //! | `testing` | the Kratos stand-in | nothing of the crate |
 //!
 //! # Security
@@ -118,6 +119,9 @@ mod extend;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 mod future;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 mod layer;
 pub mod lifecycle;
 mod log_limit;
@@ -146,7 +150,7 @@ pub use crate::{
         DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT,
         DEFAULT_MAX_CONCURRENT_LOOKUPS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER,
-        MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
+        DEFAULT_TOKENIZED_MARGIN, MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
     },
     future::ResponseFuture,
     layer::{KratosLayer, LayerStats},

@@ -104,6 +104,9 @@ impl Outcome {
             Self::Unauthenticated(Unauthenticated::TooOld) => {
                 "The session is older than this app accepts: sign in again."
             }
+            Self::Unauthenticated(Unauthenticated::Token(why)) => {
+                return Cow::Owned(format!("The tokenized session was refused: {why}."))
+            }
             Self::Insufficient(insufficient) => {
                 return Cow::Owned(format!(
                     "The session does not meet this route's requirement: {}.",
@@ -202,6 +205,75 @@ pub enum Unauthenticated {
     /// credential cannot be checked, so it is not accepted. The layer never sends more than
     /// [`MAX_FORWARDED_COOKIE_LEN`](crate::credentials::MAX_FORWARDED_COOKIE_LEN) of cookies.
     TooLarge,
+    /// A tokenized session (a Kratos JWT) was not accepted by the JWT layer (feature `jwt`),
+    /// for this reason. Kratos was not asked.
+    Token(TokenRejected),
+}
+
+/// Why the JWT layer (feature `jwt`) did not accept a tokenized session. Each is a 401; none
+/// says more to the caller than its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejected {
+    /// Not a compact JWS: wrong number of segments, bad base64, a header or claims that are not
+    /// JSON objects, or longer than the layer reads.
+    Malformed,
+    /// An algorithm outside the allow-list (`none` and HMAC always), or one that does not fit
+    /// the key's type and curve, or a critical header the layer does not understand.
+    Algorithm,
+    /// No key in the key set has the token's `kid` (after one refresh of a URL's key set).
+    UnknownKey,
+    /// The signature does not verify.
+    Signature,
+    /// Past its `exp` (with the leeway).
+    Expired,
+    /// Before its `nbf`, or issued (`iat`) in the future (with the leeway).
+    NotYetValid,
+    /// `iss` is not the configured Kratos public URL.
+    Issuer,
+    /// The audience does not match: none of `aud` is the configured audience, or the token
+    /// has an audience and none is configured.
+    Audience,
+    /// A claim Kratos always sets is missing or of the wrong type (`sid`, `sub`, `exp`, `iat`).
+    MissingClaim,
+    /// The session (`sid`) or its identity (`sub`) was revoked through this crate after the
+    /// token was issued (with a shared cache, through any replica).
+    Revoked,
+}
+
+impl TokenRejected {
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::Signature => "signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Issuer => "issuer",
+            Self::Audience => "audience",
+            Self::MissingClaim => "missing_claim",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for TokenRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "the token is not a well-formed JWT",
+            Self::Algorithm => "the token's algorithm is not accepted for its key",
+            Self::UnknownKey => "the token's signing key is not known",
+            Self::Signature => "the token's signature does not verify",
+            Self::Expired => "the token has expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::Issuer => "the token was not issued by the configured Kratos",
+            Self::Audience => "the token is not meant for this service",
+            Self::MissingClaim => "the token lacks a claim Kratos always sets",
+            Self::Revoked => "the token's session has been revoked",
+        })
+    }
 }
 
 impl fmt::Display for Unauthenticated {
@@ -213,6 +285,7 @@ impl fmt::Display for Unauthenticated {
             Self::Expired => f.write_str("the session has expired"),
             Self::TooLarge => f.write_str("the credential is too large for Kratos to check"),
             Self::TooOld => f.write_str("the session is older than the app accepts"),
+            Self::Token(why) => write!(f, "tokenized session refused: {why}"),
         }
     }
 }
@@ -321,6 +394,9 @@ pub enum Unavailable {
     /// none finished within the queue timeout (see
     /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
     Overloaded,
+    /// The JWT layer (feature `jwt`) has no signing keys: its key set URL has not answered with
+    /// a usable key set yet.
+    SigningKeys,
 }
 
 impl Unavailable {
@@ -335,6 +411,7 @@ impl Unavailable {
             Self::Interrupted => "interrupted",
             Self::BackingOff { .. } => "backing_off",
             Self::Overloaded => "overloaded",
+            Self::SigningKeys => "signing_keys",
         }
     }
 
@@ -360,6 +437,7 @@ impl fmt::Display for Unavailable {
             Self::Interrupted => f.write_str("lookup interrupted"),
             Self::BackingOff { .. } => f.write_str("backing off after recent failures"),
             Self::Overloaded => f.write_str("too many lookups in flight"),
+            Self::SigningKeys => f.write_str("the token signing keys could not be had"),
         }
     }
 }

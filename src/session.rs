@@ -91,6 +91,29 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    /// The session as a JWT, when the layer asks whoami with
+    /// [`tokenize_as`](crate::KratosLayerBuilder::tokenize_as): to forward to internal services
+    /// (`Authorization: Bearer`), which verify it with [`JwtLayer`](crate::jwt::JwtLayer) (feature
+    /// `jwt`). A cached session never outlives its JWT's `exp` less
+    /// [`tokenized_margin`](crate::KratosLayerBuilder::tokenized_margin).
+    pub fn tokenized(&self) -> Option<&str> {
+        self.tokenized.as_deref()
+    }
+
+    /// The `exp` of the tokenized session's JWT, read without checking its signature: it came
+    /// from Kratos with the session. `None` without a JWT, or when its claims are unreadable.
+    pub(crate) fn tokenized_expires_at(&self) -> Option<OffsetDateTime> {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+        #[derive(Deserialize)]
+        struct Expiry {
+            exp: i64,
+        }
+        let payload = self.tokenized.as_deref()?.split('.').nth(1)?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+        let Expiry { exp } = serde_json::from_slice(&bytes).ok()?;
+        OffsetDateTime::from_unix_timestamp(exp).ok()
+    }
+
     /// The identity's id, when the identity was sent.
     pub fn identity_id(&self) -> Option<&str> {
         self.identity.as_ref().map(|identity| identity.id.as_str())

@@ -77,20 +77,20 @@ pub trait KratosRequestExt {
 
     /// The identity of the call's session, if it has one.
     fn optional_kratos_identity(&self) -> Option<KratosIdentity>;
+
+    /// The call's tokenized session, verified by [`JwtLayer`](crate::jwt::JwtLayer) (feature
+    /// `jwt`).
+    ///
+    /// # Errors
+    /// No verified token: `UNAUTHENTICATED` (or `UNAVAILABLE` without signing keys) with the
+    /// outcome's reason; `INTERNAL` without the layer.
+    #[cfg(feature = "jwt")]
+    fn tokenized_session(&self) -> Result<crate::jwt::TokenizedSession, Status>;
 }
 
 impl<T> KratosRequestExt for Request<T> {
     fn kratos_session(&self) -> Result<KratosSession, Status> {
-        if let Some(session) = self.extensions().get::<KratosSession>() {
-            return Ok(session.clone());
-        }
-        match self.extensions().get::<Outcome>() {
-            Some(outcome) => Err(status_of(outcome)),
-            None => {
-                tracing::error!("{MISSING_LAYER}");
-                Err(Status::internal(MISSING_LAYER))
-            }
-        }
+        from_layer(self.extensions())
     }
 
     fn kratos_identity(&self) -> Result<KratosIdentity, Status> {
@@ -107,6 +107,28 @@ impl<T> KratosRequestExt for Request<T> {
         self.optional_kratos_session()
             .as_ref()
             .and_then(KratosIdentity::of)
+    }
+
+    #[cfg(feature = "jwt")]
+    fn tokenized_session(&self) -> Result<crate::jwt::TokenizedSession, Status> {
+        from_layer(self.extensions())
+    }
+}
+
+/// What a layer put in the call's extensions: its value, or the status of its outcome, or
+/// `INTERNAL` when no layer ran.
+fn from_layer<T: Clone + Send + Sync + 'static>(
+    extensions: &http::Extensions,
+) -> Result<T, Status> {
+    if let Some(value) = extensions.get::<T>() {
+        return Ok(value.clone());
+    }
+    match extensions.get::<Outcome>() {
+        Some(outcome) => Err(status_of(outcome)),
+        None => {
+            tracing::error!("{MISSING_LAYER}");
+            Err(Status::internal(MISSING_LAYER))
+        }
     }
 }
 
@@ -148,6 +170,14 @@ impl<S: tonic::server::NamedService, R> tonic::server::NamedService
 /// too: `kratos.required().layer(kratos.require(..).layer(BillingServer::new(...)))`.
 impl<S: tonic::server::NamedService, R> tonic::server::NamedService
     for crate::require::RequireService<S, R>
+{
+    const NAME: &'static str = S::NAME;
+}
+
+/// The same for [`JwtLayer`](crate::jwt::JwtLayer) around one generated service.
+#[cfg(feature = "jwt")]
+impl<S: tonic::server::NamedService, R> tonic::server::NamedService
+    for crate::jwt::JwtService<S, R>
 {
     const NAME: &'static str = S::NAME;
 }

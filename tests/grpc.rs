@@ -671,3 +671,118 @@ async fn unmet_requirements_are_permission_denied_with_the_flow() {
     let reply = who_am_i(addr, &token(&ready)).await.expect("met");
     assert_eq!(reply.session_id, ready.id);
 }
+
+/// The tokenized session in a tonic handler, verified by `JwtLayer` with no Kratos call.
+struct TokenizedIdentity;
+
+#[tonic::async_trait]
+impl Identity for TokenizedIdentity {
+    async fn who_am_i(
+        &self,
+        request: tonic::Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        let session = request.tokenized_session()?;
+        Ok(Response::new(WhoAmIResponse {
+            session_id: session.session_id().to_owned(),
+            identity_id: session.subject().to_owned(),
+            aal: session.claim::<String>("aal").unwrap_or_default(),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_tokenized_session_is_answered_in_grpcs_terms() {
+    use tower_kratos::{
+        jwt::JwtLayer,
+        testing::{SigningAlg, TokenizerTemplate},
+    };
+    let kratos = KratosStandIn::builder()
+        .tokenizer(
+            "internal",
+            TokenizerTemplate::new(SigningAlg::Es512).claim("aal", "aal1".into()),
+        )
+        .start()
+        .await
+        .expect("stand-in");
+    let edge = KratosLayer::builder(kratos.public_url())
+        .tokenize_as("internal")
+        .build()
+        .expect("edge");
+    let ada = kratos.create_session();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-session-token", ada.token.parse().unwrap());
+    // The edge's JWT for ada, as a handler there would forward it.
+    let served = edge.layer(tower::service_fn(|request: Request<String>| async move {
+        let jwt = request
+            .extensions()
+            .get::<tower_kratos::KratosSession>()
+            .and_then(|session| session.tokenized().map(str::to_owned));
+        Ok::<_, std::convert::Infallible>(http::Response::new(jwt.unwrap_or_default()))
+    }));
+    let response = tower::ServiceExt::oneshot(
+        served,
+        Request::builder()
+            .header("x-session-token", &ada.token)
+            .body(String::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let jwt = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!jwt.is_empty());
+
+    let serve_with = |layer: JwtLayer| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        let router =
+            Server::builder().add_service(layer.layer(IdentityServer::new(TokenizedIdentity)));
+        tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+        addr
+    };
+    let addr = serve_with(
+        JwtLayer::builder(kratos.public_url())
+            .jwks(kratos.jwks("internal").unwrap().to_string())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let calls = kratos.calls(Endpoint::Whoami);
+    let bearer = format!("Bearer {jwt}");
+    let me = who_am_i(addr, &[("authorization", &bearer)])
+        .await
+        .expect("served");
+    assert_eq!(
+        (me.session_id.as_str(), me.aal.as_str()),
+        (ada.id.as_str(), "aal1")
+    );
+    assert_eq!(me.identity_id, ada.identity_id);
+    assert_eq!(
+        kratos.calls(Endpoint::Whoami),
+        calls,
+        "no Kratos call downstream"
+    );
+    let refused = who_am_i(addr, &[]).await.expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let refused = who_am_i(addr, &[("authorization", "Bearer a.b.c")])
+        .await
+        .expect_err("bad");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // No keys to be had: UNAVAILABLE, never UNAUTHENTICATED.
+    kratos.set_fault(
+        Endpoint::Jwks,
+        Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    let keyless = serve_with(
+        JwtLayer::builder(kratos.public_url())
+            .jwks_url(kratos.jwks_url("internal").unwrap())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let unavailable = who_am_i(keyless, &[("authorization", &bearer)])
+        .await
+        .expect_err("no keys");
+    assert_eq!(unavailable.code(), Code::Unavailable);
+}

@@ -1872,3 +1872,281 @@ async fn browser_logout_revokes_the_session_and_clears_the_cookie() {
     assert_eq!(done.status(), 303);
     assert_eq!(location(&done), "http://127.0.0.1:3000/");
 }
+
+// ---------------------------------------------------------------------------------------------
+// whoami?tokenize_as= (feature "jwt"): Kratos's tokenized sessions, and the stand-in's JWKS
+
+#[cfg(feature = "jwt")]
+mod tokenized {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use tower_kratos::testing::{SigningAlg, TokenizerTemplate};
+
+    use super::*;
+
+    /// Kratos's 400 for `tokenize_as=nope` (`driver/config/config.go` `TokenizeTemplate`).
+    const UNKNOWN_TEMPLATE: &str = r#"{"error":{"code":400,"status":"Bad Request","reason":"Unable to find tokenizer template \"nope\".","message":"The request was malformed or contained invalid parameters"}}"#;
+
+    async fn tokenized_stand_in() -> KratosStandIn {
+        KratosStandIn::builder()
+            .session_cache_for(Some(Duration::from_secs(3600)))
+            .tokenizer(
+                "api",
+                TokenizerTemplate::new(SigningAlg::Es256).claim("aal", json!("aal1")),
+            )
+            .tokenizer(
+                "by external id",
+                TokenizerTemplate::new(SigningAlg::EdDsa)
+                    .subject_from_external_id(true)
+                    .ttl(Duration::from_secs(300)),
+            )
+            .start()
+            .await
+            .expect("start")
+    }
+
+    /// whoami with this query string and these headers.
+    async fn whoami_with(
+        kratos: &KratosStandIn,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = client().get(format!("{}/sessions/whoami?{query}", kratos.public_url()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
+    }
+
+    /// A JWT's header and claims, decoded (its signature is checked in the unit tests).
+    fn decode(jwt: &str) -> (Value, Value) {
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3, "{jwt}");
+        let segment = |s: &str| -> Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).expect("base64url")).expect("JSON")
+        };
+        assert!(!URL_SAFE_NO_PAD
+            .decode(parts[2])
+            .expect("base64url")
+            .is_empty());
+        (segment(parts[0]), segment(parts[1]))
+    }
+
+    #[tokio::test]
+    async fn tokenized_whoami_adds_a_jwt_and_no_cache_header() {
+        let kratos = tokenized_stand_in().await;
+        let s = kratos.create_session();
+        let token = [("X-Session-Token", s.token.as_str())];
+
+        let plain = whoami_with(&kratos, "", &token).await;
+        assert!(header(&plain, "ory-session-cache-for").is_some());
+        let plain = json_body(plain).await;
+        assert!(plain.get("tokenized").is_none(), "omitted unless asked");
+
+        let r = whoami_with(&kratos, "tokenize_as=api", &token).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "ory-session-cache-for"), None);
+        assert_eq!(
+            header(&r, "x-kratos-authenticated-identity-id"),
+            Some(s.identity_id.as_str())
+        );
+        let body = json_body(r).await;
+        let mut expected_keys = keys(&plain);
+        expected_keys.insert("tokenized".to_owned());
+        assert_eq!(keys(&body), expected_keys);
+        assert_eq!(body["id"], s.id.as_str());
+
+        let (header, claims) = decode(body["tokenized"].as_str().expect("a JWT string"));
+        let jwks = kratos.jwks("api").expect("registered");
+        assert_eq!(
+            header,
+            json!({"alg": "ES256", "kid": jwks["keys"][0]["kid"], "typ": "JWT"})
+        );
+        let claim_names: Vec<&str> = claims
+            .as_object()
+            .expect("claims object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            claim_names,
+            ["aal", "exp", "iat", "iss", "jti", "nbf", "sid", "sub"]
+        );
+        assert_eq!(claims["iss"], format!("{}/", kratos.public_url()));
+        assert_eq!(claims["sid"], s.id.as_str());
+        assert_eq!(claims["sub"], s.identity_id.as_str());
+        assert_eq!(claims["aal"], "aal1");
+        let iat = claims["iat"].as_i64().expect("iat");
+        assert_eq!(claims["nbf"], iat);
+        assert_eq!(claims["exp"], iat + 60, "Kratos's default TTL is a minute");
+        assert!((OffsetDateTime::now_utc().unix_timestamp() - iat).abs() <= 5);
+
+        // The name is URL-decoded; the subject can be the external id.
+        let ext = kratos.session().external_id("crm-42").create();
+        let r = whoami_with(
+            &kratos,
+            "tokenize_as=by+external%20id",
+            &[("X-Session-Token", &ext.token)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let body = json_body(r).await;
+        assert_eq!(body["identity"]["external_id"], "crm-42");
+        let (header, claims) = decode(body["tokenized"].as_str().expect("a JWT"));
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(claims["sub"], "crm-42");
+        assert_eq!(claims["exp"], claims["iat"].as_i64().expect("iat") + 300);
+        assert_eq!(kratos.calls(Endpoint::Whoami), 3);
+    }
+
+    #[tokio::test]
+    async fn unknown_template_is_a_400_after_the_session_checks() {
+        let kratos = tokenized_stand_in().await;
+        let s = kratos.create_session();
+
+        let r = whoami_with(
+            &kratos,
+            "tokenize_as=nope",
+            &[("X-Session-Token", &s.token)],
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(header(&r, "x-kratos-authenticated-identity-id"), None);
+        assert_eq!(header(&r, "ory-session-cache-for"), None);
+        assert_eq!(text(r).await, UNKNOWN_TEMPLATE);
+        assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &s.id), 1);
+
+        // Kratos looks the session up first: no session is a 401, whatever the template.
+        let r = whoami_with(&kratos, "tokenize_as=nope", &[]).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(text(r).await, UNAUTHORIZED);
+
+        // The 400 comes before the cookie is refreshed: no Set-Cookie after an extend.
+        let later = s.expires_at + time::Duration::hours(1);
+        assert!(kratos.set_expires_at(&s.id, later));
+        let cookie = [("Cookie", s.cookie_header())];
+        let cookie = [(cookie[0].0, cookie[0].1.as_str())];
+        let r = whoami_with(&kratos, "tokenize_as=nope", &cookie).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(header(&r, "set-cookie"), None);
+        let r = whoami_with(&kratos, "tokenize_as=api", &cookie).await;
+        assert_eq!(r.status(), 200);
+        assert!(header(&r, "set-cookie").is_some());
+
+        // An empty name asks for no tokenization; the first `tokenize_as` counts, as in Go.
+        let r = whoami_with(&kratos, "tokenize_as=", &[("X-Session-Token", &s.token)]).await;
+        assert_eq!(r.status(), 200);
+        assert!(json_body(r).await.get("tokenized").is_none());
+        let r = whoami_with(
+            &kratos,
+            "tokenize_as=nope&tokenize_as=api",
+            &[("X-Session-Token", &s.token)],
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+
+        // `subject_source: external_id` without one: Kratos's 400, no fallback to the id.
+        let r = whoami_with(
+            &kratos,
+            "tokenize_as=by%20external%20id",
+            &[("X-Session-Token", &s.token)],
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            json_body(r).await["error"]["reason"],
+            "The session's identity does not have an external ID set, but it is required for the subject claim."
+        );
+    }
+
+    #[tokio::test]
+    async fn jwks_url_serves_counts_and_takes_faults() {
+        let kratos = tokenized_stand_in().await;
+        assert_eq!(kratos.jwks_url("nope"), None);
+        assert_eq!(kratos.jwks("nope"), None);
+        let url = kratos.jwks_url("api").expect("registered");
+        assert_eq!(
+            url,
+            format!("{}/.well-known/stand-in/jwks/api.json", kratos.public_url())
+        );
+
+        let r = send(client().get(&url)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        let served = json_body(r).await;
+        assert_eq!(Some(served.clone()), kratos.jwks("api"));
+        let jwk = &served["keys"][0];
+        assert_eq!(
+            keys(jwk),
+            keys(&json!({"kty":0,"crv":0,"x":0,"y":0,"kid":0,"alg":0,"use":0}))
+        );
+        assert_eq!(
+            (&jwk["kty"], &jwk["crv"], &jwk["use"]),
+            (&json!("EC"), &json!("P-256"), &json!("sig"))
+        );
+        assert_eq!(kratos.calls(Endpoint::Jwks), 1);
+
+        let spaced = kratos.jwks_url("by external id").expect("registered");
+        assert!(
+            spaced.ends_with("/jwks/by%20external%20id.json"),
+            "{spaced}"
+        );
+        let okp = json_body(send(client().get(&spaced)).await).await;
+        assert_eq!(okp["keys"][0]["kty"], "OKP");
+        assert_eq!(okp["keys"][0]["crv"], "Ed25519");
+
+        let unknown = format!(
+            "{}/.well-known/stand-in/jwks/nope.json",
+            kratos.public_url()
+        );
+        assert_eq!(send(client().get(&unknown)).await.status(), 404);
+        assert_eq!(kratos.calls(Endpoint::Jwks), 3);
+
+        kratos.set_fault(
+            Endpoint::Jwks,
+            Fault::Status(http::StatusCode::SERVICE_UNAVAILABLE),
+        );
+        assert_eq!(send(client().get(&url)).await.status(), 503);
+        kratos.clear_fault(Endpoint::Jwks);
+        assert_eq!(send(client().get(&url)).await.status(), 200);
+        assert_eq!(kratos.calls(Endpoint::Jwks), 5);
+        assert_eq!(kratos.requests(Endpoint::Jwks).len(), 5);
+        assert_eq!(kratos.calls(Endpoint::Whoami), 0);
+    }
+
+    #[tokio::test]
+    async fn rotation_and_hand_made_tokens() {
+        let kratos = tokenized_stand_in().await;
+        let s = kratos.create_session();
+        let old_kid = kratos.jwks("api").expect("registered")["keys"][0]["kid"].clone();
+
+        let new_kid = kratos.rotate_key("api").expect("registered");
+        assert_eq!(kratos.rotate_key("nope"), None);
+        let served =
+            json_body(send(client().get(kratos.jwks_url("api").expect("url"))).await).await;
+        let kids: Vec<&Value> = served["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| &k["kid"])
+            .collect();
+        assert_eq!(kids, [&json!(new_kid), &old_kid]);
+
+        let body = json_body(
+            whoami_with(&kratos, "tokenize_as=api", &[("X-Session-Token", &s.token)]).await,
+        )
+        .await;
+        let (header, _) = decode(body["tokenized"].as_str().expect("a JWT"));
+        assert_eq!(header["kid"], new_kid.as_str());
+
+        let claims = json!({"iss": "https://elsewhere.example/", "exp": 0, "sub": s.identity_id});
+        let jwt = kratos.sign_claims("api", &claims).expect("signed");
+        let (header, signed) = decode(&jwt);
+        assert_eq!(
+            header,
+            json!({"alg": "ES256", "kid": new_kid, "typ": "JWT"})
+        );
+        assert_eq!(signed, claims);
+        assert_eq!(kratos.sign_claims("nope", &claims), None);
+    }
+}

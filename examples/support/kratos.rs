@@ -5,7 +5,7 @@
 use std::{env, error::Error, time::Duration};
 
 use tower_kratos::{
-    testing::{KratosStandIn, TestSession},
+    testing::{KratosStandIn, SigningAlg, TestSession, TokenizerTemplate},
     KratosLayer, KratosLayerBuilder,
 };
 
@@ -24,6 +24,7 @@ use tower_kratos::{
 /// | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
 /// | `SHARED_CACHE_SECRET` | required with `REDIS_URL` | the same ≥ 32-byte secret on every replica |
 /// | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
+/// | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT with this tokenizer template |
 #[derive(Debug)]
 pub struct Settings {
     pub kratos_public_url: Option<String>,
@@ -35,6 +36,9 @@ pub struct Settings {
     pub stale_if_error: Option<Duration>,
     pub max_concurrent_lookups: usize,
     pub shared_cache: Option<SharedCache>,
+    /// Kratos's tokenizer template for whoami (`TOKENIZE_AS`); the stand-in gets one of that
+    /// name, signing with ES256.
+    pub tokenize_as: Option<String>,
 }
 
 /// `REDIS_URL` and what goes with it.
@@ -86,6 +90,7 @@ impl Settings {
                     key_prefix: var("REDIS_KEY_PREFIX"),
                 }),
             },
+            tokenize_as: var("TOKENIZE_AS"),
         })
     }
 }
@@ -120,7 +125,12 @@ impl Kratos {
         let (public_url, stand_in) = match &settings.kratos_public_url {
             Some(url) => (url.clone(), None),
             None => {
-                let stand_in = KratosStandIn::start().await?;
+                let mut stand_in = KratosStandIn::builder();
+                if let Some(template) = &settings.tokenize_as {
+                    stand_in =
+                        stand_in.tokenizer(template, TokenizerTemplate::new(SigningAlg::Es256));
+                }
+                let stand_in = stand_in.start().await?;
                 let demo_user = stand_in.demo_identity_id();
                 let demo = stand_in.session().identity(&demo_user).create();
                 stand_in.session().identity(&demo_user).create();
@@ -150,6 +160,9 @@ impl Kratos {
         }
         if let Some(token) = &settings.kratos_admin_token {
             builder = builder.admin_api_key(token);
+        }
+        if let Some(template) = &settings.tokenize_as {
+            builder = builder.tokenize_as(template);
         }
         if let Some(shared) = &settings.shared_cache {
             builder = builder
@@ -184,6 +197,24 @@ impl Kratos {
             },
             settings.extend_within.as_secs(),
         );
+        if let Some(template) = &settings.tokenize_as {
+            println!("tokenized sessions: template {template:?} (GET /me/token)");
+            if let Some(url) = self.stand_in_jwks_url(template) {
+                println!(
+                    "  verify them downstream: KRATOS_ISSUER={} KRATOS_JWKS_URL={url} cargo run \
+                     --example jwt_downstream",
+                    self.public_url
+                );
+            }
+        }
+    }
+
+    /// Where the stand-in serves the tokenizer template's public keys, for an internal service
+    /// (`examples/jwt_downstream.rs`'s `KRATOS_JWKS_URL`).
+    pub fn stand_in_jwks_url(&self, template: &str) -> Option<String> {
+        self.stand_in
+            .as_ref()
+            .and_then(|(stand_in, _)| stand_in.jwks_url(template))
     }
 
     /// The stand-in's browser login flow (its login page), when running against the stand-in:

@@ -92,6 +92,8 @@ pub(super) struct EntryLifetime {
     /// For 401s; zero when they are not cached.
     pub(super) negative_ttl: Duration,
     pub(super) cache_rejections: bool,
+    /// How long before a tokenized session's JWT expires its entry ends.
+    pub(super) tokenized_margin: Duration,
 }
 
 impl EntryLifetime {
@@ -169,6 +171,17 @@ impl EntryLifetime {
                 if let Some(expires_at) = session.expires_at {
                     ends_at = ends_at.min(expires_at);
                 }
+                // A handler must never forward an expired JWT: the entry ends a margin before
+                // it, or at once when its expiry cannot be read.
+                if session.tokenized.is_some() {
+                    let margin = time::Duration::try_from(self.tokenized_margin)
+                        .unwrap_or(time::Duration::MAX);
+                    ends_at = ends_at.min(
+                        session
+                            .tokenized_expires_at()
+                            .map_or(start, |exp| exp.saturating_sub(margin)),
+                    );
+                }
                 if let Some(cap) = self
                     .max_session_age
                     .and_then(|max| session.reaches_age_at(max))
@@ -233,6 +246,7 @@ mod tests {
             max_session_age: None,
             negative_ttl: Duration::ZERO,
             cache_rejections: false,
+            tokenized_margin: Duration::from_secs(10),
         };
         let now = Instant::now();
         let left = |answer| lifetimes.entry(answer, now).fresh_until - now;
@@ -263,12 +277,48 @@ mod tests {
     }
 
     #[test]
+    fn a_tokenized_session_ends_a_margin_before_its_jwt() {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+        let lifetimes = EntryLifetime {
+            ttl: Duration::from_secs(60),
+            max_session_age: None,
+            negative_ttl: Duration::ZERO,
+            cache_rejections: false,
+            tokenized_margin: Duration::from_secs(10),
+        };
+        let with_jwt = |claims: &str| {
+            let mut session = (*session(3600)).clone();
+            session.tokenized = Some(format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims)));
+            CachedAnswer::Session {
+                session: KratosSession::new(Arc::new(session)),
+                cache_for: None,
+            }
+        };
+        let now = Instant::now();
+        let exp = OffsetDateTime::now_utc().unix_timestamp() + 30;
+        let left = lifetimes
+            .entry(with_jwt(&format!(r#"{{"exp":{exp}}}"#)), now)
+            .fresh_until
+            - now;
+        assert!(
+            left > Duration::from_secs(18) && left <= Duration::from_secs(20),
+            "{left:?}"
+        );
+        // An expiry that cannot be read: not cached at all.
+        for claims in ["{}", r#"{"exp":"soon"}"#, "not json"] {
+            let entry = lifetimes.entry(with_jwt(claims), now);
+            assert!(entry.fresh_until <= Instant::now(), "{claims}");
+        }
+    }
+
+    #[test]
     fn a_ttl_beyond_any_clock_never_panics() {
         let lifetimes = EntryLifetime {
             ttl: Duration::MAX,
             max_session_age: None,
             negative_ttl: Duration::MAX,
             cache_rejections: true,
+            tokenized_margin: Duration::MAX,
         };
         let no_expiry = KratosSession::new(Arc::new(
             serde_json::from_str(r#"{"id":"s","active":true}"#).unwrap(),

@@ -17,6 +17,8 @@ mod key;
 mod revocation;
 mod second_level;
 mod stale;
+#[cfg(all(feature = "redis", feature = "jwt"))]
+mod watch;
 
 use std::{
     future::Future,
@@ -27,6 +29,8 @@ use std::{
 use http::HeaderValue;
 use moka::future::Cache;
 
+#[cfg(all(feature = "redis", feature = "jwt"))]
+pub(crate) use self::watch::RevocationWatch;
 use self::{
     entry::{CachedAnswer, EntryLifetime, UntilFresh},
     hot::HotTable,
@@ -57,6 +61,11 @@ pub(crate) struct CacheConfig {
     pub(crate) stale_grace: Option<Duration>,
     /// The most a session may have of age (from its `issued_at`). `None`: no cap.
     pub(crate) max_session_age: Option<Duration>,
+    /// Whether whoami is asked with `tokenize_as`: then entries are not shared through Redis
+    /// (which never holds a JWT), only revocations are.
+    pub(crate) tokenized: bool,
+    /// How long before its JWT's `exp` a tokenized session's entry ends.
+    pub(crate) tokenized_margin: Duration,
 }
 
 impl CacheConfig {
@@ -99,6 +108,9 @@ struct Inner {
     /// How long a miss waits for another replica's whoami before asking Kratos itself.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fill_wait: Duration,
+    /// Entries hold JWTs, which Redis never does: the second level is not read or written.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    tokenized: bool,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -146,6 +158,7 @@ impl SessionCache {
                 max_session_age: config.max_session_age,
                 negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
                 cache_rejections: config.negative_ttl.is_some(),
+                tokenized_margin: config.tokenized_margin,
             },
             revoked: RevocationMarks::new(retention, keys.marks.clone()),
             stale: config
@@ -159,6 +172,7 @@ impl SessionCache {
             second_level: None,
             keys: keys.hash,
             fill_wait,
+            tokenized: config.tokenized,
         });
         // Only now: what the subscriber hears reaches the cache through a weak handle, which
         // upgrades only once `new_cyclic` has returned.
@@ -365,6 +379,8 @@ mod tests {
             negative_ttl: None,
             stale_grace,
             max_session_age: None,
+            tokenized: false,
+            tokenized_margin: Duration::from_secs(10),
         }
     }
 
@@ -403,6 +419,7 @@ mod tests {
             let client = KratosClient::new(
                 reqwest::Client::new(),
                 &url,
+                None,
                 LOOKUP_DEADLINE,
                 None,
                 admission(),

@@ -20,6 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use time::OffsetDateTime;
+
 use super::{
     entry::{Cached, CachedAnswer},
     key::{CacheKey, MarkKeys},
@@ -91,7 +93,28 @@ impl Marks {
     }
 }
 
+/// How far replicas' clocks may differ: a mark heard from another replica outdates what was
+/// asked for up to this long after it, by this process's clock.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(super) const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// How long ago a wall-clock time (another replica's, Kratos's) was; zero for a time in the
+/// future.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(super) fn age_of(at: OffsetDateTime) -> Duration {
+    Duration::try_from(OffsetDateTime::now_utc() - at).unwrap_or_default()
+}
+
 impl RevocationMarks {
+    /// Marks a revocation another replica made at `at` on its clock, a clock skew later.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn mark_heard(&self, target: MarkTarget, at: OffsetDateTime) {
+        let now = Instant::now();
+        // Older than this process's clock can count: taken as now, which outdates more.
+        let at = now.checked_sub(age_of(at)).unwrap_or(now);
+        self.mark_at(target, at + CLOCK_SKEW);
+    }
+
     pub(super) fn new(retention: Duration, keys: MarkKeys) -> Self {
         Self {
             origin: Instant::now(),
@@ -174,6 +197,25 @@ impl RevocationMarks {
     }
 
     /// Whether something this entry depends on was revoked at or after it was asked for.
+    /// Whether the session or its identity was revoked since `age` ago: for a tokenized
+    /// session issued then (feature `jwt`), which no mark of a credential concerns.
+    #[cfg_attr(not(all(feature = "redis", feature = "jwt")), allow(dead_code))]
+    pub(super) fn revoked_since(&self, session_id: &str, identity_id: &str, age: Duration) -> bool {
+        let latest = self.latest.load(Ordering::Acquire);
+        // A time older than this process's clock can count is older than every mark's.
+        let at = Instant::now().checked_sub(age).unwrap_or(self.origin);
+        if latest == 0 || latest < self.offset(at) {
+            return false;
+        }
+        let marks = self
+            .marks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let after = |mark: Option<&Instant>| mark.is_some_and(|mark| *mark >= at);
+        after(marks.sessions.get(&self.keys.session(session_id)))
+            || after(marks.identities.get(&self.keys.identity(identity_id)))
+    }
+
     pub(super) fn outdates(&self, key: &CacheKey, cached: &Cached) -> bool {
         let latest = self.latest.load(Ordering::Acquire);
         if latest == 0 || latest < self.offset(cached.asked_at) {

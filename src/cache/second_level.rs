@@ -27,7 +27,7 @@ mod with_redis {
     use super::super::{
         entry::{Cached, CachedAnswer},
         key::CacheKey,
-        revocation::MarkTarget,
+        revocation::{age_of, MarkTarget},
         Inner, SessionCache,
     };
     use crate::{
@@ -40,10 +40,6 @@ mod with_redis {
 
     /// The shared cache's settings, when one is configured.
     pub(crate) type SharedSettings = Option<SharedCacheConfig>;
-
-    /// How far replicas' clocks may differ: a mark heard from another replica outdates what
-    /// was asked for up to this long after it, by this process's clock.
-    const CLOCK_SKEW: Duration = Duration::from_secs(1);
 
     /// What the second level gave a miss.
     pub(in crate::cache) enum SecondLevel {
@@ -85,9 +81,6 @@ mod with_redis {
     fn heard(inner: &Inner, event: SharedEvent) {
         match event {
             SharedEvent::Revoked { target, at } => {
-                let ago = Duration::try_from(OffsetDateTime::now_utc() - at).unwrap_or_default();
-                let now = Instant::now();
-                let at = now.checked_sub(ago).unwrap_or(now) + CLOCK_SKEW;
                 let target = match target {
                     RevokedTarget::Session(hash) => MarkTarget::Session(hash),
                     RevokedTarget::Identity(hash) => MarkTarget::Identity(hash),
@@ -97,7 +90,7 @@ mod with_redis {
                         MarkTarget::Credential(key)
                     }
                 };
-                inner.revoked.mark_at(target, at);
+                inner.revoked.mark_heard(target, at);
             }
             SharedEvent::SubscriptionBroken => inner.revoked.mark(MarkTarget::Everything),
         }
@@ -115,7 +108,7 @@ mod with_redis {
             let Some(level) = &self.inner.second_level else {
                 return SecondLevel::Ask(None);
             };
-            if fresh {
+            if fresh || self.inner.tokenized {
                 return SecondLevel::Ask(None);
             }
             match level.shared.find(&key.0, self.inner.fill_wait).await {
@@ -138,6 +131,9 @@ mod with_redis {
             let Some(level) = &self.inner.second_level else {
                 return;
             };
+            if self.inner.tokenized {
+                return;
+            }
             match cached.and_then(to_shared) {
                 Some(entry) => level.shared.put(&key.0, &entry, claim),
                 None if claim.is_some() => level.shared.put(&key.0, &ended(), claim),
@@ -184,12 +180,9 @@ mod with_redis {
 
         /// An entry from Redis as a local one, if it may be served.
         fn servable(&self, key: &CacheKey, entry: SharedEntry) -> Option<Cached> {
-            let now_wall = OffsetDateTime::now_utc();
-            let now = Instant::now();
             let asked_at_wall = from_unix_ms(entry.asked_at_ms)?;
             let ends_at_wall = from_unix_ms(entry.ends_at_ms)?;
-            let ago = Duration::try_from(now_wall - asked_at_wall).unwrap_or_default();
-            let asked_at = now.checked_sub(ago)?;
+            let asked_at = Instant::now().checked_sub(age_of(asked_at_wall))?;
             let answer = match entry.session {
                 Some(session) => CachedAnswer::Session {
                     session: KratosSession::new(Arc::new(session)),

@@ -26,6 +26,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use reqwest::Url;
 
+use crate::log_limit::WarnLimiter;
+
 pub(crate) use self::{
     admin::{AdminApi, ExtendAnswer},
     admission::{Admission, AdmissionConfig},
@@ -47,6 +49,9 @@ struct Inner {
     http: reqwest::Client,
     public_url: Url,
     whoami_url: Url,
+    /// The tokenizer template whoami is asked with, if any.
+    tokenize_as: Option<String>,
+    warnings: WarnLimiter,
     /// The deadline of a whole call to the public API, answer body included.
     request_timeout: Duration,
     admin: Option<AdminApi>,
@@ -73,15 +78,24 @@ impl KratosClient {
     pub(crate) fn new(
         http: reqwest::Client,
         public_url: &Url,
+        tokenize_as: Option<&str>,
         request_timeout: Duration,
         admin: Option<AdminApi>,
         admission: Admission,
     ) -> Self {
+        let mut whoami_url = join(public_url, "sessions/whoami");
+        if let Some(template) = tokenize_as {
+            whoami_url
+                .query_pairs_mut()
+                .append_pair("tokenize_as", template);
+        }
         Self {
             inner: Arc::new(Inner {
                 http,
                 public_url: public_url.clone(),
-                whoami_url: join(public_url, "sessions/whoami"),
+                whoami_url,
+                tokenize_as: tokenize_as.map(str::to_owned),
+                warnings: WarnLimiter::default(),
                 request_timeout,
                 admin,
                 admission,

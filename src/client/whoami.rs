@@ -114,6 +114,9 @@ impl KratosClient {
             }
         };
         let outcome = interpret_whoami(answer.status, &answer.headers, &answer.body);
+        if let Some(template) = &inner.tokenize_as {
+            self.check_tokenized(template, answer.status, &outcome);
+        }
         // Only a session's own cookie is worth passing on; whatever came with an error is not.
         // The values are session secrets: marked sensitive, `Debug` shows none of them.
         let set_cookies = if matches!(outcome, Outcome::Authenticated(_)) {
@@ -135,6 +138,27 @@ impl KratosClient {
             cache_for: parse_seconds(&answer.headers, SESSION_CACHE_FOR),
             asked_at,
             set_cookies,
+        }
+    }
+}
+
+impl KratosClient {
+    /// With `tokenize_as`: Kratos's 400 for an unknown template, or a session without the JWT
+    /// (a Kratos older than v1.1 ignores the parameter), is the operator's to fix, said at
+    /// `error` (rate-limited). The 400 stays a 503 for the caller, whose session may be fine.
+    fn check_tokenized(&self, template: &str, status: StatusCode, outcome: &Outcome) {
+        let problem = match outcome {
+            _ if status == StatusCode::BAD_REQUEST => {
+                "Kratos has no such tokenizer template (its 400): set \
+                 session.whoami.tokenizer.templates in Kratos's configuration, or fix tokenize_as"
+            }
+            Outcome::Authenticated(session) if session.tokenized.is_none() => {
+                "Kratos answered a session without its JWT: tokenize_as needs Kratos v1.1 or later"
+            }
+            _ => return,
+        };
+        if let Some(left_out) = self.inner.warnings.admit(("whoami", "tokenize_as")) {
+            tracing::error!(template, left_out_since_last = left_out, "{problem}");
         }
     }
 }

@@ -43,6 +43,8 @@ struct SessionJson<'a> {
 #[derive(Serialize)]
 struct IdentityJson<'a> {
     id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
     schema_id: &'static str,
     schema_url: String,
     state: &'static str,
@@ -86,6 +88,7 @@ pub(crate) fn session<'a>(
             .zip(identity)
             .map(|(view, identity)| IdentityJson {
                 id: &identity.id,
+                external_id: identity.external_id.as_deref(),
                 schema_id: "default",
                 // base64url("default"), as Kratos builds schema URLs.
                 schema_url: format!("{public_url}/schemas/ZGVmYXVsdA"),
@@ -110,6 +113,15 @@ pub(crate) fn session<'a>(
             &[]
         },
     }
+}
+
+/// whoami's session with `tokenize_as`: the session's fields, then `tokenized` (the last field
+/// Kratos's `Session` struct writes).
+#[derive(Serialize)]
+pub(crate) struct TokenizedSession<'a, S> {
+    #[serde(flatten)]
+    pub(crate) session: S,
+    pub(crate) tokenized: &'a str,
 }
 
 /// A herodot error: `{"error":{id?,code,status,request?,reason?,details?,message}}`, plus the
@@ -198,6 +210,13 @@ impl KratosError {
                 "{public_url}/self-service/login/browser?aal=aal2"
             )),
         }
+    }
+
+    /// The 400 for a `tokenize_as` naming no template (`driver/config/config.go`
+    /// `TokenizeTemplate`).
+    pub(crate) fn unknown_tokenizer_template(name: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST)
+            .reason(format!("Unable to find tokenizer template \"{name}\"."))
     }
 
     /// The body; `request_id` is the request's `X-Request-ID`, which herodot copies in.

@@ -28,6 +28,11 @@
 //! # }
 //! ```
 //!
+//! With feature `jwt`, whoami also answers Kratos's `?tokenize_as=<template>`: register a
+//! `TokenizerTemplate` with `StandInBuilder::tokenizer`, and the stand-in signs the session as a
+//! JWT with a key it made at start, serves the public keys at `KratosStandIn::jwks_url`, rotates
+//! them with `KratosStandIn::rotate_key`, and signs any claims with `KratosStandIn::sign_claims`.
+//!
 //! What follows Kratos exactly and what is simplified is listed on [`KratosStandIn`].
 
 mod browser;
@@ -42,6 +47,8 @@ mod server;
 mod shared;
 mod spec;
 mod store;
+#[cfg(feature = "jwt")]
+mod tokenizer;
 
 use std::fmt;
 use std::io;
@@ -56,6 +63,10 @@ use tokio::task::JoinHandle;
 pub use fault::{ExtendResponse, Fault};
 pub use record::{Endpoint, RecordedRequest};
 pub use spec::{SessionSpec, TestSession};
+// `tokenize_as`. The types carry their own docs: docs here would be prepended to both.
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use tokenizer::{SigningAlg, TokenizerTemplate};
 
 use fault::Knobs;
 use shared::{Config, Shared};
@@ -79,7 +90,7 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// | Route | Answers |
 /// |---|---|
-/// | any method `/sessions/whoami`, `DELETE /sessions/whoami` | 200 session (`X-Kratos-Authenticated-Identity-Id`), 401, 403 `session_aal2_required`, 500 for bug #2945 |
+/// | any method `/sessions/whoami`, `DELETE /sessions/whoami` | 200 session (`X-Kratos-Authenticated-Identity-Id`), 401, 403 `session_aal2_required`, 500 for bug #2945; with `?tokenize_as=NAME` also `"tokenized"` (a JWT, no `Ory-Session-Cache-For`), or 400 for a template that is not registered |
 /// | `GET /sessions` | 200 the caller's other active sessions, newest first; `Link`, `X-Total-Count` |
 /// | `DELETE /sessions` | 200 `{"count":n}` |
 /// | `DELETE /sessions/{id}` | 204; 400 for the caller's own session or a bad UUID |
@@ -94,6 +105,7 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// | `GET /welcome` | who is signed in, with a sign-out link |
 /// | `GET /self-service/logout/browser` | 200 `{"logout_url", "logout_token"}`; 401 without a session |
 /// | `GET /self-service/logout?token=…&return_to=` | revokes the session and clears the cookie: 204 for JSON requests, else 303 to `return_to` (else `/welcome`); 400 no token; 401 no session; 403 another session's token |
+/// | `GET /.well-known/stand-in/jwks/{template}.json` | 200 the template's public JWKS (feature `jwt`; the stand-in's own route, `jwks_url`); 404 for a template that is not registered |
 /// | anything else | 404 |
 ///
 /// # Credentials
@@ -112,7 +124,9 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// # Simplifications
 ///
-/// One identity schema (`default`); no `tokenize_as`; the login page signs in only the demo user,
+/// One identity schema (`default`); `tokenize_as` templates (feature `jwt`, else none is
+/// registered) map claims statically instead of running Jsonnet, and sign with keys the stand-in
+/// makes at start instead of reading a `jwks_url`; the login page signs in only the demo user,
 /// with made-up factors and no CSRF token (it is for loopback tests and demos), and takes
 /// `return_to` only to loopback addresses; login flows answer browsers only (no JSON flow); `page_token` is the decimal offset; bad-UUID
 /// messages imitate Kratos's UUID library. Only the most recent 10 000 requests per endpoint are
@@ -427,6 +441,9 @@ pub struct StandInBuilder {
     admin_token: Option<String>,
     extend_response: ExtendResponse,
     session_cache_for: Option<Duration>,
+    /// `tokenize_as` templates by name, in registration order.
+    #[cfg(feature = "jwt")]
+    tokenizers: Vec<(String, TokenizerTemplate)>,
 }
 
 impl Default for StandInBuilder {
@@ -439,13 +456,16 @@ impl Default for StandInBuilder {
             admin_token: None,
             extend_response: ExtendResponse::WithBody,
             session_cache_for: None,
+            #[cfg(feature = "jwt")]
+            tokenizers: Vec::new(),
         }
     }
 }
 
 impl fmt::Debug for StandInBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StandInBuilder")
+        let mut debug = f.debug_struct("StandInBuilder");
+        debug
             .field("tls", &self.tls.is_some())
             .field("cookie_name", &self.cookie_name)
             .field("lifespan", &self.lifespan)
@@ -455,8 +475,10 @@ impl fmt::Debug for StandInBuilder {
                 &self.admin_token.as_ref().map(|_| "[redacted]"),
             )
             .field("extend_response", &self.extend_response)
-            .field("session_cache_for", &self.session_cache_for)
-            .finish()
+            .field("session_cache_for", &self.session_cache_for);
+        #[cfg(feature = "jwt")]
+        debug.field("tokenizers", &self.tokenizers);
+        debug.finish()
     }
 }
 
@@ -514,8 +536,9 @@ impl StandInBuilder {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a cookie name that is not an HTTP token or for bad TLS material; any
-    /// error from binding the port.
+    /// `InvalidInput` for a cookie name that is not an HTTP token, for bad TLS material or for
+    /// an empty tokenizer template name; `Other` when a template's key cannot be made; any error
+    /// from binding the port.
     ///
     /// # Panics
     ///
@@ -527,6 +550,8 @@ impl StandInBuilder {
                 format!("stand-in: invalid cookie name {:?}", self.cookie_name),
             ));
         }
+        #[cfg(feature = "jwt")]
+        let tokenizers = tokenizer::Tokenizers::generate(self.tokenizers)?;
         let tls = match &self.tls {
             Some((chain, key)) => Some(server::tls_acceptor(chain, key)?),
             None => None,
@@ -548,7 +573,10 @@ impl StandInBuilder {
             extend_response: self.extend_response,
             session_cache_for: self.session_cache_for,
         };
-        let shared = Arc::new(Shared::new(config, knobs));
+        let shared = Shared::new(config, knobs);
+        #[cfg(feature = "jwt")]
+        let shared = shared.with_tokenizers(tokenizers);
+        let shared = Arc::new(shared);
         let server = tokio::spawn(server::run(listener, tls, Arc::clone(&shared)));
         Ok(KratosStandIn {
             inner: Arc::new(Running {

@@ -16,13 +16,13 @@ use super::browser;
 use super::credentials::{bearer_token, lossy, Presented};
 use super::fault::ExtendResponse;
 use super::ids;
-use super::json::{self, Expand, IdentityView, KratosError};
+use super::json::{self, Expand, IdentityView, KratosError, TokenizedSession};
 use super::record::Endpoint;
 use super::reply::{
     cookie_header, error, insert, json_reply, no_content, percent_decode, query_pairs, Reply,
 };
 use super::shared::Shared;
-use super::store::{CookieSeen, Session, Store};
+use super::store::{CookieSeen, Identity, Session, Store};
 
 /// whoami's 401 reason (`session/error.go` `ErrNoSessionFound`).
 const NO_SESSION_REASON: &str = "No valid session credentials found in the request.";
@@ -54,6 +54,9 @@ pub(crate) enum Route {
     Welcome,
     LogoutBrowser,
     Logout,
+    /// A tokenizer template's public JWKS, by template name.
+    #[cfg(feature = "jwt")]
+    Jwks(String),
     NotFound,
 }
 
@@ -88,6 +91,11 @@ impl Route {
             (&Method::GET, ["welcome"]) => Some(Self::Welcome),
             (&Method::GET, ["self-service", "logout", "browser"]) => Some(Self::LogoutBrowser),
             (&Method::GET, ["self-service", "logout"]) => Some(Self::Logout),
+            #[cfg(feature = "jwt")]
+            (&Method::GET, [".well-known", "stand-in", "jwks", file]) => file
+                .strip_suffix(super::tokenizer::JWKS_PATH_SUFFIX)
+                .filter(|name| !name.is_empty())
+                .map(|name| Self::Jwks(name.to_owned())),
             _ => None,
         };
         route.unwrap_or(Self::NotFound)
@@ -109,6 +117,8 @@ impl Route {
             Self::Login => Endpoint::Login,
             Self::LogoutBrowser => Endpoint::LogoutBrowser,
             Self::Logout => Endpoint::Logout,
+            #[cfg(feature = "jwt")]
+            Self::Jwks(_) => Endpoint::Jwks,
             Self::NotFound => Endpoint::Other,
         }
     }
@@ -164,6 +174,8 @@ pub(crate) fn session_of(
         | Route::AdminDisableSession(id)
         | Route::AdminDeleteIdentitySessions(id) => Some(ids::canonical(id)),
         Route::LoginPage | Route::NotFound => None,
+        #[cfg(feature = "jwt")]
+        Route::Jwks(_) => None,
     }
 }
 
@@ -189,6 +201,8 @@ pub(crate) fn respond(shared: &Shared, route: &Route, parts: &Parts, body: &Byte
         Route::Welcome => Ok(browser::welcome_page(shared, parts, now)),
         Route::LogoutBrowser => browser::create_logout_flow(shared, parts, now),
         Route::Logout => browser::complete_logout(shared, parts, now),
+        #[cfg(feature = "jwt")]
+        Route::Jwks(name) => jwks(shared, name),
         Route::NotFound => Err(KratosError::new(StatusCode::NOT_FOUND)),
     };
     result.unwrap_or_else(|err| {
@@ -212,7 +226,7 @@ fn admin_authorized(shared: &Shared, parts: &Parts) -> bool {
 }
 
 /// `/sessions/whoami`, following Kratos's order: extract the credential, find the session, check
-/// it is active, check the AAL, then set headers and refresh the cookie.
+/// it is active, check the AAL, tokenize (`tokenize_as`), then set headers and refresh the cookie.
 fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
     let config = &shared.config;
     let cache_max_age = shared.knobs().session_cache_for;
@@ -238,34 +252,35 @@ fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
     if store.needs_step_up(session) {
         return error(&KratosError::aal2_required(&config.public_url), parts);
     }
+    // An unknown template or a failed tokenization ends here: no headers, no cookie refresh.
+    let tokenized =
+        match tokenize_as(parts).map(|name| tokenize(shared, &name, &store, session, now)) {
+            Some(Ok(jwt)) => Some(jwt),
+            Some(Err(err)) => return error(&err, parts),
+            None => None,
+        };
 
     let session_id = session.id.clone();
-    let expires_at = session.expires_at;
     let set_cookie = match refresh_cookie(&mut store, config, extracted.cookie, &session_id, now) {
         Ok(set_cookie) => set_cookie,
         Err(err) => return error(&err, parts),
     };
-
     let Some(session) = store.session(&session_id) else {
         return error(&unauthorized, parts);
     };
     let identity = store.identity(&session.identity_id);
-    let expand = Expand {
-        identity: Some(IdentityView::Public),
-        devices: true,
-    };
-    let body = json::session(session, identity, true, expand, &config.public_url);
-    let mut reply = match serde_json::to_vec(&body) {
+    let mut reply = match whoami_body(config, session, identity, tokenized.as_deref()) {
         Ok(body) => json_reply(StatusCode::OK, body),
-        Err(_) => return error(&KratosError::new(StatusCode::INTERNAL_SERVER_ERROR), parts),
+        Err(err) => return error(&err, parts),
     };
     insert(
         &mut reply,
         "x-kratos-authenticated-identity-id",
         &session.identity_id,
     );
-    if let Some(max_age) = cache_max_age {
-        let until = (expires_at - now).as_seconds_f64().max(0.0);
+    // Kratos sets the cache header only when no tokenization was asked for.
+    if let Some(max_age) = cache_max_age.filter(|_| tokenized.is_none()) {
+        let until = (session.expires_at - now).as_seconds_f64().max(0.0);
         let seconds = until.min(max_age.as_secs_f64()).round();
         insert(
             &mut reply,
@@ -277,6 +292,80 @@ fn whoami(shared: &Shared, parts: &Parts, now: OffsetDateTime) -> Reply {
         insert(&mut reply, SET_COOKIE.as_str(), &cookie);
     }
     reply
+}
+
+/// whoami's 200 body: the session with its identity and devices, and `tokenized` when asked.
+fn whoami_body(
+    config: &super::shared::Config,
+    session: &Session,
+    identity: Option<&Identity>,
+    tokenized: Option<&str>,
+) -> Result<Vec<u8>, KratosError> {
+    let expand = Expand {
+        identity: Some(IdentityView::Public),
+        devices: true,
+    };
+    let session = json::session(session, identity, true, expand, &config.public_url);
+    let body = match tokenized {
+        Some(tokenized) => serde_json::to_vec(&TokenizedSession { session, tokenized }),
+        None => serde_json::to_vec(&session),
+    };
+    body.map_err(|_| KratosError::new(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+/// The template whoami is asked to tokenize with: the first `tokenize_as` in the query, as Go's
+/// `Query().Get`; an empty one asks for none.
+fn tokenize_as(parts: &Parts) -> Option<String> {
+    query_pairs(parts.uri.query().unwrap_or(""))
+        .into_iter()
+        .find(|(key, _)| key == "tokenize_as")
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// Kratos's `TokenizeSession` for this session; `iss` is the public base URL as Kratos writes
+/// its default one, with a trailing slash.
+#[cfg(feature = "jwt")]
+fn tokenize(
+    shared: &Shared,
+    name: &str,
+    store: &Store,
+    session: &Session,
+    now: OffsetDateTime,
+) -> Result<String, KratosError> {
+    let subject = super::tokenizer::SessionSubject {
+        session_id: &session.id,
+        identity_id: &session.identity_id,
+        external_id: store
+            .identity(&session.identity_id)
+            .and_then(|identity| identity.external_id.as_deref()),
+    };
+    let issuer = format!("{}/", shared.config.public_url);
+    shared.tokenizers().tokenize(name, &subject, &issuer, now)
+}
+
+/// Without feature `jwt` the stand-in has no templates, as a Kratos with none configured.
+#[cfg(not(feature = "jwt"))]
+fn tokenize(
+    _shared: &Shared,
+    name: &str,
+    _store: &Store,
+    _session: &Session,
+    _now: OffsetDateTime,
+) -> Result<String, KratosError> {
+    Err(KratosError::unknown_tokenizer_template(name))
+}
+
+/// `GET /.well-known/stand-in/jwks/{template}.json`: the template's public keys.
+#[cfg(feature = "jwt")]
+fn jwks(shared: &Shared, name: &str) -> Result<Reply, KratosError> {
+    let tokenizers = shared.tokenizers();
+    let tokenizer = tokenizers
+        .get(name)
+        .ok_or_else(|| KratosError::new(StatusCode::NOT_FOUND))?;
+    let body = serde_json::to_vec(&tokenizer.jwks())
+        .map_err(|_| KratosError::new(StatusCode::INTERNAL_SERVER_ERROR))?;
+    Ok(json_reply(StatusCode::OK, body))
 }
 
 /// Kratos's `RefreshCookie`: any session cookie in the request must decode (bug #2945 when it
@@ -608,6 +697,31 @@ mod tests {
         assert_eq!(r(Method::PATCH, "/sessions/abc/extend"), Route::NotFound);
         assert_eq!(r(Method::GET, "/"), Route::NotFound);
         assert_eq!(r(Method::GET, ""), Route::NotFound);
+    }
+
+    #[cfg(feature = "jwt")]
+    #[test]
+    fn jwks_route_takes_the_template_name() {
+        let r = |m: Method, p: &str| Route::parse(&m, p);
+        let prefix = super::super::tokenizer::JWKS_PATH_PREFIX;
+        assert_eq!(
+            r(Method::GET, &format!("{prefix}api.json")),
+            Route::Jwks("api".into())
+        );
+        assert_eq!(
+            r(Method::GET, &format!("{prefix}a%20b.json.json")),
+            Route::Jwks("a b.json".into())
+        );
+        assert_eq!(r(Method::GET, &format!("{prefix}.json")), Route::NotFound);
+        assert_eq!(r(Method::GET, &format!("{prefix}api")), Route::NotFound);
+        assert_eq!(
+            r(Method::POST, &format!("{prefix}api.json")),
+            Route::NotFound
+        );
+        assert_eq!(
+            r(Method::GET, "/.well-known/stand-in/jwks/a/b.json"),
+            Route::NotFound
+        );
     }
 
     #[test]

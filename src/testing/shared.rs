@@ -1,7 +1,9 @@
-//! The state the handle and the server tasks share: fixed configuration plus three locks.
+//! The state the handle and the server tasks share: fixed configuration plus three locks (four
+//! with feature `jwt`).
 //!
 //! Locks are never held across an `.await`, and a poisoned lock is used as is: the data stays
-//! consistent because no code panics while holding one.
+//! consistent because no code panics while holding one. The tokenizers' lock may be taken while
+//! the store's is held (whoami signs with the session in hand), never the other way round.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use super::fault::Knobs;
 use super::record::Journal;
 use super::store::Store;
+#[cfg(feature = "jwt")]
+use super::tokenizer::Tokenizers;
 
 /// Settings fixed at start.
 #[derive(Debug)]
@@ -29,6 +33,9 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     knobs: Mutex<Knobs>,
     journal: Mutex<Journal>,
+    /// The `tokenize_as` templates and their keys.
+    #[cfg(feature = "jwt")]
+    tokenizers: Mutex<Tokenizers>,
 }
 
 impl Shared {
@@ -38,7 +45,16 @@ impl Shared {
             store: Mutex::new(Store::default()),
             knobs: Mutex::new(knobs),
             journal: Mutex::new(Journal::default()),
+            #[cfg(feature = "jwt")]
+            tokenizers: Mutex::new(Tokenizers::default()),
         }
+    }
+
+    /// The same state with these templates (and keys) for `tokenize_as`.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn with_tokenizers(mut self, tokenizers: Tokenizers) -> Self {
+        self.tokenizers = Mutex::new(tokenizers);
+        self
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
@@ -51,5 +67,12 @@ impl Shared {
 
     pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(feature = "jwt")]
+    pub(crate) fn tokenizers(&self) -> MutexGuard<'_, Tokenizers> {
+        self.tokenizers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -140,6 +140,16 @@ impl<'a> SessionSpec<'a> {
         self
     }
 
+    /// The identity's `external_id`: an id from another system, shown in the identity JSON and
+    /// used as `sub` by a tokenizer template with `subject_from_external_id(true)` (feature
+    /// `jwt`). It
+    /// replaces an existing identity's external id. Default: none. Kratos keeps external ids
+    /// unique; the stand-in does not check.
+    pub fn external_id(mut self, external_id: impl Into<String>) -> Self {
+        self.new.external_id = Some(external_id.into());
+        self
+    }
+
     /// Creates the session (and its identity if needed) and returns its credentials.
     ///
     /// # Panics

@@ -77,6 +77,8 @@ pub(crate) struct RecoveryAddress {
 #[derive(Debug)]
 pub(crate) struct Identity {
     pub(crate) id: String,
+    /// Kratos's `external_id`: an id from another system, e.g. a `tokenize_as` template's subject.
+    pub(crate) external_id: Option<String>,
     pub(crate) traits: serde_json::Value,
     /// `state == "active"`.
     pub(crate) active: bool,
@@ -149,6 +151,8 @@ pub(crate) struct NewSession {
     pub(crate) inactive: bool,
     pub(crate) identity_id: Option<String>,
     pub(crate) traits: Option<serde_json::Value>,
+    /// The identity's `external_id` (set on an existing identity too).
+    pub(crate) external_id: Option<String>,
     /// When the session began (`issued_at`, its first factor); default now.
     pub(crate) issued_at: Option<OffsetDateTime>,
     /// When it last authenticated; default `issued_at`.
@@ -228,6 +232,10 @@ impl Store {
             if let Some(traits) = spec.traits {
                 identity.set_traits(traits, now)?;
             }
+            if let Some(external_id) = spec.external_id {
+                identity.external_id = Some(external_id);
+                identity.updated_at = now;
+            }
             identity.has_second_factor |= spec.requires_aal2 || spec.aal2;
         }
 
@@ -291,6 +299,7 @@ impl Store {
         };
         let mut identity = Identity {
             id: id.clone(),
+            external_id: None,
             traits: serde_json::Value::Null,
             active: true,
             has_second_factor: false,

@@ -1,0 +1,42 @@
+//! Tokenized sessions downstream (feature `jwt`): [`JwtLayer`] verifies the JWT Kratos issues for
+//! `whoami?tokenize_as=<template>` with no Kratos call, for internal services behind the edge app
+//! that forwards it (`Authorization: Bearer`).
+//!
+//! What it checks, in order: a compact JWS of at most [`MAX_TOKEN_LEN`] bytes; an algorithm on
+//! the allow-list ([`Algorithm`]: ES256 and ES512, which Kratos's docs recommend, RS256, RS512,
+//! EdDSA; never `none` or HMAC, so a public key can never serve as an HMAC secret) that fits the
+//! type and curve of the key its `kid` names; the signature (aws-lc-rs); `iss` equal to the
+//! configured Kratos public URL; `exp`, `nbf` and `iat` with a small leeway; `aud` when one is
+//! configured (and no `aud` when none is); `sid` and `sub` present. With a shared cache
+//! (feature `redis`), a token whose session or identity was revoked through the crate on any
+//! replica is refused although it has not expired.
+//!
+//! A verified token is cached (under a keyed hash) until its `exp`: a repeated token costs a
+//! lookup, not a signature check. Handlers get a [`TokenizedSession`] in the request's
+//! extensions (an axum extractor, and with `tonic` through
+//! `tonic::KratosRequestExt::tokenized_session`).
+//!
+//! Refusals are [`Outcome`](crate::Outcome)s answered by the same rejection as the session
+//! layer's: no token or a bad one is `Unauthenticated` (401, gRPC 16) with a
+//! [`TokenRejected`](crate::outcome::TokenRejected) reason; keys that cannot be had are
+//! `Unavailable` (503, gRPC 14).
+
+mod keys;
+mod layer;
+mod service;
+mod source;
+mod token;
+mod verifier;
+
+#[cfg(feature = "axum")]
+mod extract;
+
+pub use self::{
+    keys::Algorithm,
+    layer::{
+        JwtLayer, JwtLayerBuilder, DEFAULT_JWKS_MIN_REFETCH, DEFAULT_JWKS_REFRESH,
+        DEFAULT_JWT_LEEWAY, MAX_JWT_LEEWAY,
+    },
+    service::{JwtResponseFuture, JwtService},
+    token::{TokenizedSession, MAX_TOKEN_LEN},
+};
