@@ -625,6 +625,46 @@ async fn a_revocation_through_the_edge_is_honoured_downstream_by_sid() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(with_bearer(&jwt_layer, &other).await.status, StatusCode::OK);
+
+    // An identity's revocation reaches its tokens by `sub`.
+    edge.lifecycle()
+        .revoke_identity_sessions(&bystander.identity_id)
+        .await
+        .expect("revoked");
+    let revoked = Instant::now();
+    loop {
+        let answer = with_bearer(&jwt_layer, &other).await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(refused_for(&answer), TokenRejected::Revoked);
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "served after a revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_custom_rejection_replaces_the_default() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let layer = layer_for(&kratos, "es256")
+        .rejection(|outcome: &Outcome, _: &http::request::Parts| {
+            let mut response = Response::new(bytes::Bytes::from(format!("no: {}", outcome.kind())));
+            *response.status_mut() = outcome.status();
+            response
+        })
+        .build()
+        .unwrap();
+    let service = layer.layer(tower::service_fn(echo));
+    let answer = send(&service, get("/", &[("authorization", "Bearer a.b.c")])).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.text().starts_with("no: "), "{}", answer.text());
+    assert!(matches!(
+        answer.outcome(),
+        Outcome::Unauthenticated(Unauthenticated::Token(_))
+    ));
 }
 
 /// One key set and one valid token for every proptest case (the stand-in only signs them).
