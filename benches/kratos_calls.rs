@@ -20,7 +20,9 @@ use std::{
 };
 
 use http::{Request, StatusCode};
-use support::{drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, Zipf};
+use support::{
+    drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, LoadCredential, Zipf,
+};
 use tokio::{runtime::Runtime, sync::Barrier};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_kratos::{
@@ -113,20 +115,7 @@ async fn load(kratos: &KratosStandIn) {
     let sessions = (0..SESSIONS)
         .map(|_| kratos.create_session())
         .collect::<Vec<_>>();
-    // Even ranks send their token, odd ranks their cookie: both credential kinds, one entry each.
-    let requests: Arc<Vec<(bool, String)>> = Arc::new(
-        sessions
-            .iter()
-            .enumerate()
-            .map(|(rank, session)| {
-                if rank % 2 == 0 {
-                    (true, session.token.clone())
-                } else {
-                    (false, session.cookie_header())
-                }
-            })
-            .collect(),
-    );
+    let requests = LoadCredential::for_sessions(&sessions);
     let seen: Arc<Vec<AtomicBool>> =
         Arc::new((0..SESSIONS).map(|_| AtomicBool::new(false)).collect());
     let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
@@ -150,10 +139,7 @@ async fn load(kratos: &KratosStandIn) {
         drive(layered, clients, duration, move |rng| {
             let rank = zipf.sample(rng);
             seen[rank].store(true, Ordering::Relaxed);
-            match &requests[rank] {
-                (true, token) => with_token(token),
-                (false, cookie) => with_cookie(cookie),
-            }
+            requests[rank].request()
         })
         .await
     };

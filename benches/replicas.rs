@@ -42,7 +42,7 @@ use std::{
 use http::{Request, Response, StatusCode};
 use redis_server::RedisServer;
 use support::{
-    drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, Human, Latencies,
+    drive, env_count, env_seconds, machine, trivial, with_token, Human, Latencies, LoadCredential,
     Rng, Zipf,
 };
 use tokio::runtime::Runtime;
@@ -167,20 +167,7 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
     let ttl = env_seconds("LOAD_TTL_SECONDS", if smoke_test { 0.5 } else { 5.0 });
     let clients = env_count("LOAD_CLIENTS", 16);
     let sessions: Vec<TestSession> = (0..SESSIONS).map(|_| kratos.create_session()).collect();
-    // Even ranks send their token, odd ranks their cookie.
-    let requests: Arc<Vec<(bool, String)>> = Arc::new(
-        sessions
-            .iter()
-            .enumerate()
-            .map(|(rank, session)| {
-                if rank % 2 == 0 {
-                    (true, session.token.clone())
-                } else {
-                    (false, session.cookie_header())
-                }
-            })
-            .collect(),
-    );
+    let requests = LoadCredential::for_sessions(&sessions);
     let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
     println!();
     println!(
@@ -206,10 +193,7 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
                 duration,
                 move |rng: &mut Rng| {
                     let rank = zipf.sample(rng);
-                    let mut request = match &requests[rank] {
-                        (true, token) => with_token(token),
-                        (false, cookie) => with_cookie(cookie),
-                    };
+                    let mut request = requests[rank].request();
                     request.extensions_mut().insert(To(rng.below(n)));
                     request
                 },

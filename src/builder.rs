@@ -271,7 +271,6 @@ impl<R> KratosLayerBuilder<R> {
                 .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
         if valid {
             self.tokenize_as = Some(template);
-            self.cache.tokenized = true;
         } else {
             self.fail(BuildError::setting(
                 "tokenize_as",
@@ -683,8 +682,12 @@ impl<R> KratosLayerBuilder<R> {
         let shared_cache = self.shared_cache.config()?;
         #[cfg(not(feature = "redis"))]
         let shared_cache = ();
+        let cache_config = CacheConfig {
+            tokenized: self.tokenize_as.is_some(),
+            ..self.cache.clone()
+        };
         let cache =
-            SessionCache::new(self.cache.clone(), lookup_deadline, shared_cache).map_err(|_| {
+            SessionCache::new(cache_config, lookup_deadline, shared_cache).map_err(|_| {
                 BuildError::setting(
                     "cache",
                     "the operating system provided no randomness for the cache key",

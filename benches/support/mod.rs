@@ -14,7 +14,7 @@ use std::{
 use http::{Request, Response, StatusCode};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
-use tower_kratos::testing::KratosStandIn;
+use tower_kratos::testing::{KratosStandIn, TestSession};
 
 /// The service behind the middleware: it does nothing, so what is measured is the middleware.
 pub async fn trivial(_request: Request<String>) -> Result<Response<String>, Infallible> {
@@ -200,6 +200,40 @@ impl Zipf {
         self.cumulative
             .partition_point(|&weight| weight <= u)
             .min(self.cumulative.len() - 1)
+    }
+}
+
+/// A session's credential as the load runs send it.
+pub enum LoadCredential {
+    Token(String),
+    Cookie(String),
+}
+
+impl LoadCredential {
+    /// Even ranks send their token, odd ranks their cookie: both credential kinds, one cache
+    /// entry each.
+    pub fn for_sessions(sessions: &[TestSession]) -> Arc<Vec<Self>> {
+        Arc::new(
+            sessions
+                .iter()
+                .enumerate()
+                .map(|(rank, session)| {
+                    if rank % 2 == 0 {
+                        Self::Token(session.token.clone())
+                    } else {
+                        Self::Cookie(session.cookie_header())
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// `GET /` with this credential.
+    pub fn request(&self) -> Request<String> {
+        match self {
+            Self::Token(token) => with_token(token),
+            Self::Cookie(cookie) => with_cookie(cookie),
+        }
     }
 }
 

@@ -35,8 +35,7 @@ use self::{
     entry::{CachedAnswer, EntryLifetime, UntilFresh},
     hot::HotTable,
     key::{HashKeys, Keys, PassThroughHash},
-    revocation::MarkTarget,
-    revocation::RevocationMarks,
+    revocation::{MarkTarget, RevocationMarks},
     second_level::Level,
     stale::StaleStore,
 };

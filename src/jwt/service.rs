@@ -77,7 +77,7 @@ impl<S: fmt::Debug, R> fmt::Debug for JwtService<S, R> {
 
 /// The token of `Authorization: Bearer <token>`; `Err` for an `Authorization` header that is
 /// there but is not one (never passed on as "no token").
-fn bearer<B>(request: &Request<B>) -> Result<Option<String>, TokenRejected> {
+fn bearer<B>(request: &Request<B>) -> Result<Option<&str>, TokenRejected> {
     let mut values = request.headers().get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -90,12 +90,12 @@ fn bearer<B>(request: &Request<B>) -> Result<Option<String>, TokenRejected> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
         return Err(TokenRejected::Malformed);
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some(token))
 }
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for JwtService<S, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     R: RejectionResponse,
     ResBody: http_body::Body<Data = Bytes>,
 {
@@ -108,17 +108,18 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let token = match bearer(&request) {
-            Ok(Some(token)) => token,
-            Ok(None) => return self.decided(Err(Outcome::Anonymous), request),
-            Err(why) => {
-                let outcome = Outcome::Unauthenticated(Unauthenticated::Token(why));
-                return self.decided(Err(outcome), request);
-            }
+        // The token is read where it lies in the request; only a wait for keys copies it.
+        let checked = match bearer(&request) {
+            Ok(Some(token)) => match self.policy.verifier.check(token) {
+                Checked::Decided(decided) => Ok(decided),
+                Checked::NeedsKeys => Err(token.to_owned()),
+            },
+            Ok(None) => Ok(Err(Outcome::Anonymous)),
+            Err(why) => Ok(Err(Outcome::Unauthenticated(Unauthenticated::Token(why)))),
         };
-        match self.policy.verifier.check(&token) {
-            Checked::Decided(decided) => self.decided(decided, request),
-            Checked::NeedsKeys => {
+        match checked {
+            Ok(decided) => self.decided(decided, request),
+            Err(token) => {
                 let verifier = Arc::clone(&self.policy.verifier);
                 let keys = Box::pin(async move { verifier.check_with_fresh_keys(&token).await });
                 let clone = self.inner.clone();

@@ -755,14 +755,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mapped_claims_look_like_the_jsonnet_fixture() {
-        let template = TokenizerTemplate::new(SigningAlg::Rs512)
+    /// The claims Kratos's `rs512-template.jsonnet` maps, as the fixtures show them.
+    fn with_fixture_claims(template: TokenizerTemplate) -> TokenizerTemplate {
+        template
             .claim("aal", json!("aal1"))
             .claim("external_id", json!("external-id"))
             .claim("foo", json!("bar"))
             .claim("schema_id", json!("default"))
             .claim("second_claim", json!(NOW + 60))
+    }
+
+    #[test]
+    fn mapped_claims_look_like_the_jsonnet_fixture() {
+        let template = with_fixture_claims(TokenizerTemplate::new(SigningAlg::Rs512))
             .claim("sub", json!("can not be overwritten"));
         let tokenizers = one_template(template);
         let jwks = serde_json::to_value(tokenizers.get("t").unwrap().jwks()).unwrap();
@@ -775,13 +780,9 @@ mod tests {
 
     #[test]
     fn subject_can_be_the_external_id_and_has_no_fallback() {
-        let template = TokenizerTemplate::new(SigningAlg::Rs512)
-            .subject_from_external_id(true)
-            .claim("aal", json!("aal1"))
-            .claim("external_id", json!("external-id"))
-            .claim("foo", json!("bar"))
-            .claim("schema_id", json!("default"))
-            .claim("second_claim", json!(NOW + 60));
+        let template = with_fixture_claims(
+            TokenizerTemplate::new(SigningAlg::Rs512).subject_from_external_id(true),
+        );
         let tokenizers = one_template(template);
         let jwks = serde_json::to_value(tokenizers.get("t").unwrap().jwks()).unwrap();
         let jwt = tokenizers
