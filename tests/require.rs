@@ -335,6 +335,47 @@ async fn a_step_up_is_seen_at_once_whatever_the_cache_ttl() {
     assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &session.id), 2);
 }
 
+/// A refusal is not a revocation (security trial, finding 1): a client asking a refused route in
+/// a loop costs Kratos at most one whoami per session per recheck window, and a user who steps
+/// up passes within that window, whatever the cache TTL.
+#[tokio::test]
+async fn refusals_in_a_loop_cost_kratos_one_whoami_per_window_and_a_step_up_passes_within_it() {
+    let kratos = kratos().await;
+    let layer = builder(&kratos)
+        .cache_ttl(Duration::from_secs(3600))
+        .build()
+        .expect("layer");
+    let billing = route(&layer, Requirement::new().second_factor());
+    let session = kratos.create_session();
+    let flow = format!("{}?aal=aal2", kratos.login_url());
+
+    for _ in 0..100 {
+        let answer = send(&billing, with_token("/billing", &session)).await;
+        assert_insufficient(&answer, "second_factor_required", Some(&flow));
+    }
+    let looped = kratos.calls_for_session(Endpoint::Whoami, &session.id);
+    assert!(looped <= 3, "100 refusals made {looped} whoami calls");
+
+    step_up(&kratos, &session.cookie_header()).await;
+    let stepped_up = std::time::Instant::now();
+    let passed = loop {
+        let answer = send(&billing, with_token("/billing", &session)).await;
+        if answer.status == StatusCode::OK {
+            break answer;
+        }
+        assert_insufficient(&answer, "second_factor_required", Some(&flow));
+        assert!(
+            stepped_up.elapsed() < tower_kratos::require::RECHECK_SPACING + Duration::from_secs(1),
+            "still refused {:?} after the step-up",
+            stepped_up.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_session(&passed, &session.id, &session.identity_id);
+    let total = kratos.calls_for_session(Endpoint::Whoami, &session.id);
+    assert!(total <= looped + 2, "{total} whoami calls in all");
+}
+
 /// Completes the stand-in's `aal=aal2` flow for the session with this cookie.
 async fn step_up(kratos: &KratosStandIn, cookie: &str) {
     let client = reqwest::Client::builder()

@@ -14,6 +14,7 @@ mod entry;
 mod fill;
 mod hot;
 mod key;
+mod recheck;
 mod revocation;
 mod second_level;
 mod stale;
@@ -35,10 +36,12 @@ use self::{
     entry::{CachedAnswer, EntryLifetime, UntilFresh},
     hot::HotTable,
     key::{HashKeys, Keys, PassThroughHash},
-    revocation::{MarkTarget, RevocationMarks},
+    recheck::Refusals,
+    revocation::RevocationMarks,
     second_level::Level,
     stale::StaleStore,
 };
+pub use self::recheck::RECHECK_SPACING;
 pub(crate) use self::{
     fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedSettings,
 };
@@ -99,6 +102,8 @@ struct Inner {
     /// One key for tokens, one for cookies, so the two kinds can never share an entry.
     keys: HashKeys,
     revoked: RevocationMarks,
+    /// The credentials a route's requirement refused lately, for rechecks ([`recheck`]).
+    refusals: Refusals,
     /// Sessions kept past their entry for stale-if-error; `None` when that is off.
     stale: Option<StaleStore>,
     /// The shared second level (feature `redis`), when one is configured.
@@ -160,6 +165,7 @@ impl SessionCache {
                 tokenized_margin: config.tokenized_margin,
             },
             revoked: RevocationMarks::new(retention, keys.marks.clone()),
+            refusals: Refusals::new(config.capacity, config.ttl),
             stale: config
                 .stale_grace
                 .map(|grace| StaleStore::new(grace, config.capacity)),
@@ -296,6 +302,17 @@ impl SessionCache {
         self.inner.entries.invalidate(key).await;
     }
 
+    /// Drops what this process holds for a credential Kratos has just said it does not know
+    /// (a 401 to a lifecycle call): its next request asks Kratos. Not a revocation: nothing is
+    /// marked or published, since nothing was revoked (a made-up cookie costs no mark).
+    pub(crate) async fn forget_credential(&self, credential: &Credential) {
+        let key = self.key_for(credential);
+        self.forget(&key).await;
+        if let Some(stale) = &self.inner.stale {
+            stale.forget(&key).await;
+        }
+    }
+
     /// Records a revocation made through this process: from now on no entry asked for before it
     /// is served for the affected session, identity or credential, whatever its TTL; with a
     /// shared cache, by every replica.
@@ -304,11 +321,8 @@ impl SessionCache {
         let mark = inner
             .revoked
             .target(target, |credential| self.key_for(credential));
-        if let MarkTarget::Credential(key) = mark {
-            self.forget(&key).await;
-            if let Some(stale) = &inner.stale {
-                stale.forget(&key).await;
-            }
+        if let Revoked::Credential(credential) = target {
+            self.forget_credential(credential).await;
         }
         inner.revoked.mark(mark);
         self.publish(mark).await;

@@ -18,7 +18,6 @@ use tower_service::Service;
 use super::Requirement;
 use crate::{
     body::ResponseBody,
-    cache::Revoked,
     credentials::find_credential,
     log_limit::WarnLimiter,
     outcome::{Insufficient, Outcome, Unmet},
@@ -102,13 +101,13 @@ const MISSING_LAYER: &str = "tower-kratos: a Requirement's layer found no sessio
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for RequireService<S, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     R: RejectionResponse,
     ResBody: http_body::Body<Data = Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = RequireFuture<S::Future>;
+    type Future = RequireFuture<S::Future, S, ReqBody, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -128,47 +127,85 @@ where
             })),
         };
         let Some(outcome) = refusal else {
-            return RequireFuture {
-                state: State::Inner {
-                    future: self.inner.call(request),
-                },
-            };
+            return RequireFuture::inner(self.inner.call(request));
         };
         let layered =
             extensions.get::<Outcome>().is_some() || extensions.get::<KratosSession>().is_some();
+        if !layered {
+            // A wiring mistake: the server's, never the user's "signed out".
+            let response = ErrorBody::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the session service is misconfigured",
+            )
+            .response();
+            return RequireFuture::refused(response);
+        }
+        if !meetable_at_kratos(&outcome) {
+            let (parts, _body) = request.into_parts();
+            return RequireFuture::refused(refusal_response(&self.layer.policy, outcome, &parts));
+        }
+        // The session may have met the requirement at Kratos since it was cached (the user
+        // was sent to the flow and came back): the cache decides whether to ask again, and
+        // this request goes on to the route if the newer answer meets it.
         let policy = Arc::clone(&self.layer.policy);
-        let (parts, _body) = request.into_parts();
-        let refusal: Refused = Box::pin(async move {
-            if !layered {
-                // A wiring mistake: the server's, never the user's "signed out".
-                return ErrorBody::new(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "the session service is misconfigured",
-                )
-                .response();
-            }
-            let outcome = with_flow(&policy, outcome);
-            if let Outcome::Insufficient(Insufficient {
-                unmet: Unmet::SecondFactor | Unmet::RecentSignIn { .. },
-                ..
-            }) = &outcome
-            {
-                // After the step-up or the fresh sign-in the session is another: Kratos is
-                // asked again, whatever the cache TTL (a token keeps its value through both).
-                let shared = &policy.shared;
-                if let Ok(Some(credential)) = find_credential(&parts.headers, &shared.cookie_names)
-                {
-                    shared.cache.revoked(Revoked::Credential(&credential)).await;
+        let requirement = Arc::clone(&self.layer.requirement);
+        let credential = find_credential(request.headers(), &policy.shared.cookie_names)
+            .ok()
+            .flatten();
+        let verdict: Verdict<R> = Box::pin(async move {
+            let shared = &policy.shared;
+            let newer = match &credential {
+                Some(credential) => {
+                    shared
+                        .cache
+                        .recheck_refused(credential, &shared.client)
+                        .await
                 }
+                None => None,
+            };
+            match newer {
+                Some(Outcome::Authenticated(session)) => match requirement.check(&session) {
+                    Ok(()) => Ok(session),
+                    Err(unmet) => Err((policy, unmet)),
+                },
+                Some(other) => Err((policy, other)),
+                None => Err((policy, outcome)),
             }
-            let mut response = policy.rejection.response(&outcome, &parts);
-            response.extensions_mut().insert(outcome);
-            response
         });
+        // The ready service goes with the request; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         RequireFuture {
-            state: State::Refused { refusal },
+            state: State::Rechecking {
+                verdict,
+                pending: Some((inner, request)),
+            },
         }
     }
+}
+
+/// Whether the session can meet what it lacks at Kratos without changing: a second factor or
+/// a fresh sign-in in the same session (a token keeps its value through both).
+fn meetable_at_kratos(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Insufficient(Insufficient {
+            unmet: Unmet::SecondFactor | Unmet::RecentSignIn { .. },
+            ..
+        })
+    )
+}
+
+/// The layer's rejection of `outcome`, with the outcome attached for whoever is outside.
+fn refusal_response<R: RejectionResponse>(
+    policy: &Policy<R>,
+    outcome: Outcome,
+    parts: &http::request::Parts,
+) -> Response<Bytes> {
+    let outcome = with_flow(policy, outcome);
+    let mut response = policy.rejection.response(&outcome, parts);
+    response.extensions_mut().insert(outcome);
+    response
 }
 
 /// The outcome with Kratos's browser login flow that meets it, for a second factor or a recent
@@ -190,46 +227,105 @@ fn with_flow<R>(policy: &Policy<R>, outcome: Outcome) -> Outcome {
     })
 }
 
-type Refused = Pin<Box<dyn Future<Output = Response<Bytes>> + Send>>;
+/// What a recheck decided: the newer session that meets the requirement, or the refusal to
+/// answer with (the policy travels with it, to render it).
+type Verdict<R> =
+    Pin<Box<dyn Future<Output = Result<KratosSession, (Arc<Policy<R>>, Outcome)>> + Send>>;
 
 pin_project! {
     /// The future [`RequireService`] returns.
-    pub struct RequireFuture<F> {
+    pub struct RequireFuture<F, S, B, R = DefaultRejection> {
         #[pin]
-        state: State<F>,
+        state: State<F, S, B, R>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, S, B, R> {
         Inner { #[pin] future: F },
-        Refused { refusal: Refused },
+        Rechecking {
+            verdict: Verdict<R>,
+            // The ready inner service and the request, until the verdict is in.
+            pending: Option<(S, Request<B>)>,
+        },
+        Refused { response: Option<Response<Bytes>> },
     }
 }
 
-impl<F> fmt::Debug for RequireFuture<F> {
+impl<F, S, B, R> RequireFuture<F, S, B, R> {
+    fn inner(future: F) -> Self {
+        Self {
+            state: State::Inner { future },
+        }
+    }
+
+    fn refused(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, S, B, R> fmt::Debug for RequireFuture<F, S, B, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, ResBody, E> Future for RequireFuture<F>
+impl<F, S, B, R, ResBody, E> Future for RequireFuture<F, S, B, R>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,
+    S: Service<Request<B>, Future = F>,
+    R: RejectionResponse,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(ResponseBody::inner)))
-            }
-            StateProj::Refused { refusal } => {
-                let response = ready!(refusal.as_mut().poll(cx));
-                Poll::Ready(Ok(response.map(ResponseBody::rejection)))
-            }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut state = self.as_mut().project().state;
+            let next = match state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Refused { response } => {
+                    let response = response.take().unwrap_or_else(polled_after_ready);
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                }
+                StateProj::Rechecking { verdict, pending } => {
+                    let verdict = ready!(verdict.as_mut().poll(cx));
+                    let Some((mut inner, mut request)) = pending.take() else {
+                        return Poll::Ready(Ok(polled_after_ready().map(ResponseBody::rejection)));
+                    };
+                    match verdict {
+                        Ok(session) => {
+                            request.extensions_mut().insert(session);
+                            State::Inner {
+                                future: inner.call(request),
+                            }
+                        }
+                        Err((policy, outcome)) => {
+                            let (parts, _body) = request.into_parts();
+                            State::Refused {
+                                response: Some(refusal_response(&policy, outcome, &parts)),
+                            }
+                        }
+                    }
+                }
+            };
+            state.set(next);
         }
     }
+}
+
+/// A future polled again after it finished: a caller's bug, answered rather than panicking.
+fn polled_after_ready() -> Response<Bytes> {
+    ErrorBody::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the session service was polled after it answered",
+    )
+    .response()
 }

@@ -35,7 +35,16 @@
 //! outer first: `get(billing).layer(ServiceBuilder::new().layer(kratos.required())
 //! .layer(kratos.require(Requirement::new().second_factor())))`. A group of routes takes one
 //! with `Router::route_layer`. Requirements compose: the conditions of one `Requirement` must
-//! all hold, and stacked requirement layers must each be met. None of them calls Kratos.
+//! all hold, and stacked requirement layers must each be met. A met requirement calls nothing.
+//!
+//! After a refusal for a second factor or a recent sign-in, the user goes through Kratos's flow
+//! and comes back with the same credential, which the cache still holds as it was. So the layer
+//! asks Kratos again (once, `Cache-Control: max-age=0`) when a session it refused before is
+//! refused again, and lets the request through if the newer answer meets the requirement: a
+//! user who has just stepped up is not sent round again, whatever the cache TTL. A refusal is
+//! not a revocation: nothing is marked or written to the shared cache, and a client that asks a
+//! refused route in a loop costs at most one whoami per session every [`RECHECK_SPACING`] on
+//! each replica (the first refusal of a cached answer asks nothing).
 //!
 //! An unmet second factor, recent sign-in or condition is
 //! [`Outcome::Insufficient`], never a 401 (the user is signed in):
@@ -73,6 +82,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 pub use self::layer::{RequireFuture, RequireLayer, RequireService};
+pub use crate::cache::RECHECK_SPACING;
 use crate::{
     outcome::{Insufficient, Outcome, Unauthenticated, Unmet},
     session::{Aal, KratosSession, Session},

@@ -1,0 +1,167 @@
+//! Rechecks after a refusal: a session a route's requirement refused (a second factor, a recent
+//! sign-in) may have met it at Kratos since, through the flow the refusal sent the user to. Its
+//! entry is asked for again, so a user who has just stepped up is not sent round again; but a
+//! refusal is not a revocation. Nothing is marked, published or written to Redis, and the
+//! recheck is bounded per credential:
+//!
+//! - the first refusal of an entry asks nothing (the user has not been to Kratos's flow yet);
+//! - a later refusal of the same entry asks Kratos once (`Cache-Control: max-age=0`), and the
+//!   answer replaces the entry;
+//! - an entry a recheck produced is not rechecked within [`RECHECK_SPACING`] of that recheck.
+//!
+//! So a client that asks a refused route in a loop costs at most one whoami per credential per
+//! [`RECHECK_SPACING`] on each replica, and one that is sent to the flow and comes back is
+//! asked about at once, however quickly it came back. Concurrent rechecks of one entry make one
+//! call: they are serialised on the key by moka's `and_compute_with`, and the ones after the
+//! first find the entry already replaced.
+
+use std::time::{Duration, Instant};
+
+use moka::{
+    future::Cache,
+    ops::compute::{CompResult, Op},
+};
+
+use super::{entry::Cached, key::CacheKey, key::PassThroughHash, SessionCache};
+use crate::{client::KratosClient, credentials::Credential, outcome::Outcome};
+
+/// How long after a recheck the entry it produced may be rechecked again: longer than a busy
+/// page makes its requests in, shorter than a person takes to complete a second factor or a
+/// sign-in (so someone who goes through the flow twice in a row is not held up by it).
+pub const RECHECK_SPACING: Duration = Duration::from_secs(2);
+
+/// The last refusal of a credential's entry.
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    /// When the refused entry's whoami was sent: the entry's identity.
+    entry_asked_at: Instant,
+    /// When this credential was last rechecked, if it was.
+    rechecked_at: Option<Instant>,
+}
+
+/// The refusals remembered: one per credential, for as long as an entry lives.
+pub(super) struct Refusals {
+    table: Cache<CacheKey, Refusal, PassThroughHash>,
+}
+
+impl Refusals {
+    /// Room for as many credentials as the cache holds, each remembered for an entry's TTL:
+    /// past it the entry refused has been asked for again anyway.
+    pub(super) fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            table: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl.max(RECHECK_SPACING))
+                .build_with_hasher(PassThroughHash),
+        }
+    }
+}
+
+impl SessionCache {
+    /// A route's requirement refused the session cached for `credential`: asks Kratos again
+    /// when the refusal rules above say so. Returns a newer answer than the one refused, when
+    /// there is one (this recheck's, or a concurrent one's); `None` when the refusal stands on
+    /// the answer already given.
+    pub(crate) async fn recheck_refused(
+        &self,
+        credential: &Credential,
+        client: &KratosClient,
+    ) -> Option<Outcome> {
+        let inner = &*self.inner;
+        let key = self.key_for(credential);
+        let refused = inner.entries.get(&key).await?;
+        let now = Instant::now();
+        let last = inner.refusals.table.get(&key).await;
+        let due = last.is_some_and(|last| {
+            last.entry_asked_at == refused.asked_at
+                && last
+                    .rechecked_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= RECHECK_SPACING)
+        });
+        let rechecked_at = last.and_then(|last| last.rechecked_at);
+        if !due {
+            let refusal = Refusal {
+                entry_asked_at: refused.asked_at,
+                rechecked_at,
+            };
+            inner.refusals.table.insert(key, refusal).await;
+            return None;
+        }
+        let refusal = Refusal {
+            entry_asked_at: refused.asked_at,
+            rechecked_at: Some(now),
+        };
+        inner.refusals.table.insert(key, refusal).await;
+        self.replace_refused(key, refused.asked_at, credential, client)
+            .await
+    }
+
+    /// Asks Kratos about the credential and replaces its entry, unless the entry is no longer
+    /// the one refused (asked at `refused_asked_at`): then that newer one is the answer.
+    async fn replace_refused(
+        &self,
+        key: CacheKey,
+        refused_asked_at: Instant,
+        credential: &Credential,
+        client: &KratosClient,
+    ) -> Option<Outcome> {
+        let inner = &*self.inner;
+        let mut uncached = None;
+        let computed = inner
+            .entries
+            .entry(key)
+            .and_compute_with(|current| {
+                let stale = current.is_some_and(|entry| entry.value().asked_at == refused_asked_at);
+                let uncached = &mut uncached;
+                async move {
+                    if !stale {
+                        return Op::Nop;
+                    }
+                    // Not shared: a recheck is this replica's own business (the other
+                    // replicas recheck their entries when they refuse them).
+                    let answer = client.whoami(credential, None, true).await;
+                    match inner.lifetimes.entry_for(answer) {
+                        Ok(cached) => Op::Put(cached),
+                        // Kratos could not say: the refusal stands on the entry as it is.
+                        Err(Outcome::Unavailable(_)) => Op::Nop,
+                        Err(refused) => {
+                            *uncached = Some(refused);
+                            Op::Remove
+                        }
+                    }
+                }
+            })
+            .await;
+        let replaced = match computed {
+            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
+                if let Some(stale) = &inner.stale {
+                    stale.keep(key, entry.value()).await;
+                }
+                entry.into_value()
+            }
+            CompResult::Unchanged(entry) if entry.value().asked_at != refused_asked_at => {
+                entry.into_value()
+            }
+            CompResult::Removed(_) => {
+                self.forget(&key).await;
+                if let Some(stale) = &inner.stale {
+                    stale.forget(&key).await;
+                }
+                return uncached;
+            }
+            CompResult::Unchanged(_) | CompResult::StillNone(_) => return None,
+        };
+        self.took_over(key, replaced)
+    }
+
+    /// A newer entry than the refused one, put where hits are served from, if it may be served.
+    fn took_over(&self, key: CacheKey, replaced: Cached) -> Option<Outcome> {
+        let inner = &*self.inner;
+        if !self.serves(&key, &replaced, Instant::now()) {
+            return None;
+        }
+        // The hot table too, or hits would go on being served the answer refused.
+        inner.hot.put(key, &replaced);
+        Some(replaced.answer.into_outcome())
+    }
+}
