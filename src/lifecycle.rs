@@ -586,13 +586,14 @@ impl SessionLifecycle {
             return Err(LifecycleError::NotACookieSession);
         }
         let logged_out = shared.client.logout_browser(&credential).await;
-        if may_have_acted(&logged_out) || matches!(logged_out, Err(LifecycleError::Unauthenticated))
-        {
+        let logged_out = self.forget_if_refused(&credential, logged_out).await;
+        if may_have_acted(&logged_out) {
             shared.cache.revoked(Revoked::Credential(&credential)).await;
         }
         let set_cookies = match logged_out {
             Ok(set_cookies) => set_cookies,
-            // Kratos no longer accepts the cookie (signed out elsewhere, expired, revoked).
+            // Kratos no longer accepts the cookie (signed out elsewhere, expired, revoked, or
+            // made up): nothing was signed out, so nothing is recorded or published.
             Err(LifecycleError::Unauthenticated) => return Ok(BrowserLogout::nothing()),
             Err(error) => return Err(error),
         };
@@ -674,25 +675,29 @@ impl SessionLifecycle {
     }
 
     /// When Kratos says the caller's credential is no longer valid, whatever this process has
-    /// cached for it is stale: the next request with it asks Kratos again.
+    /// cached for it is stale: the next request with it asks Kratos again. Only this process's
+    /// copy is dropped: Kratos revoked nothing now, so nothing is marked or published (a
+    /// made-up credential must cost no revocation record).
     async fn forget_if_refused<T>(
         &self,
         credential: &Credential,
         result: Result<T, LifecycleError>,
     ) -> Result<T, LifecycleError> {
         if matches!(result, Err(LifecycleError::Unauthenticated)) {
-            self.shared
-                .cache
-                .revoked(Revoked::Credential(credential))
-                .await;
+            self.shared.cache.forget_credential(credential).await;
         }
         result
     }
 }
 
-/// Whether Kratos may have carried a revocation out: it said so, or its answer could not be read
-/// (a timeout after the call was sent, an answer outside the endpoint's contract). Either way,
-/// what this process has cached for the affected sessions must be checked with Kratos again.
+/// Whether Kratos may have carried a revocation out: it said so, or the call was sent and its
+/// answer could not be read (a timeout, an answer outside the endpoint's contract). Either way,
+/// what this process has cached for the affected sessions must be checked with Kratos again. A
+/// call the layer held back (backing off, too many calls in flight) never reached Kratos.
 fn may_have_acted<T>(result: &Result<T, LifecycleError>) -> bool {
-    matches!(result, Ok(_) | Err(LifecycleError::Unavailable(_)))
+    match result {
+        Ok(_) => true,
+        Err(LifecycleError::Unavailable(cause)) => !cause.not_sent(),
+        Err(_) => false,
+    }
 }

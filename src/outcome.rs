@@ -415,6 +415,12 @@ impl Unavailable {
         }
     }
 
+    /// Whether Kratos was not asked at all: the layer held the call back (backing off, too
+    /// many calls in flight).
+    pub(crate) fn not_sent(&self) -> bool {
+        matches!(self, Self::BackingOff { .. } | Self::Overloaded)
+    }
+
     /// How long callers should wait, when that is known: Kratos's own wait after a 429, or
     /// what is left of the layer's back-off window.
     pub fn retry_after(&self) -> Option<Duration> {

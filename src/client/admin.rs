@@ -7,7 +7,7 @@ use http::{header, HeaderValue, StatusCode};
 use reqwest::Url;
 
 use super::{
-    exchange::{exchange, failure, with_segments, Answer, Api, MAX_BODY_LEN},
+    exchange::{admitted_exchange, failure, with_segments, Answer, Api, MAX_BODY_LEN},
     KratosClient, LifecycleError,
 };
 use crate::{outcome::Unavailable, session::Session};
@@ -109,7 +109,7 @@ impl KratosClient {
     }
 
     /// One admin call with the API key (only here: never to the public API), within the admin
-    /// deadline.
+    /// deadline, behind the admin API's admission.
     async fn admin_call(
         &self,
         method: reqwest::Method,
@@ -124,8 +124,13 @@ impl KratosClient {
         if let Some(authorization) = &admin.authorization {
             request = request.header(header::AUTHORIZATION, authorization.clone());
         }
-        exchange(request, admin.timeout, MAX_BODY_LEN)
-            .await
-            .map_err(LifecycleError::Unavailable)
+        admitted_exchange(
+            &self.inner.admin_admission,
+            request,
+            admin.timeout,
+            MAX_BODY_LEN,
+        )
+        .await
+        .map_err(LifecycleError::Unavailable)
     }
 }

@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use http::StatusCode;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
@@ -192,6 +193,11 @@ impl Admission {
         })
     }
 
+    /// Its settings: for another admission of the same shape.
+    pub(crate) fn config(&self) -> AdmissionConfig {
+        self.config
+    }
+
     /// How many whoami calls are running now.
     pub(crate) fn in_flight(&self) -> usize {
         self.config.max_concurrent - self.permits.available_permits()
@@ -207,17 +213,54 @@ impl Admission {
     /// After a 429, the outcome's `retry_after` is capped at the back-off window: clients are
     /// told when this layer asks Kratos again, not a longer wait Kratos named (up to an hour).
     /// Without a hint, the rejection's default stands.
-    pub(crate) fn record(&self, mut permit: Permit<'_>, outcome: &mut Outcome) {
+    pub(crate) fn record(&self, permit: Permit<'_>, outcome: &mut Outcome) {
+        let window = self.record_verdict(permit, Verdict::of(outcome), &*outcome);
+        if let (Some(window), Outcome::Unavailable(Unavailable::RateLimited { retry_after })) =
+            (window, outcome)
+        {
+            let until_probe = window.max(Duration::from_secs(1));
+            *retry_after = retry_after.map(|wait| wait.min(until_probe));
+        }
+    }
+
+    /// Takes a lifecycle call's answer into account, as [`record`](Self::record) does
+    /// whoami's: a 429 backs off, a failure counts toward the back-off, any other answer says
+    /// Kratos is up. `answer` is the status Kratos sent (with its 429 wait), or why none came.
+    pub(crate) fn record_call(
+        &self,
+        permit: Permit<'_>,
+        answer: Result<(StatusCode, Option<Duration>), &Unavailable>,
+    ) {
+        let verdict = match answer {
+            Ok((StatusCode::TOO_MANY_REQUESTS, retry_after)) => Verdict::RateLimited(retry_after),
+            Ok((status, _)) if status.is_server_error() => Verdict::Failed,
+            Ok(_) => Verdict::Answered,
+            Err(Unavailable::Timeout | Unavailable::Transport | Unavailable::InvalidBody) => {
+                Verdict::Failed
+            }
+            Err(_) => Verdict::Neutral,
+        };
+        let reason = match answer {
+            Ok((status, _)) => Outcome::Unavailable(Unavailable::Status(status)),
+            Err(cause) => Outcome::Unavailable(cause.clone()),
+        };
+        self.record_verdict(permit, verdict, &reason);
+    }
+
+    /// Moves the back-off on `verdict` and frees the permit's slot; after a 429, returns how
+    /// long the window runs from now. `reason` is what the warnings name.
+    fn record_verdict(
+        &self,
+        mut permit: Permit<'_>,
+        verdict: Verdict,
+        reason: &Outcome,
+    ) -> Option<Duration> {
         permit.recorded = true;
         let probe = permit.probe;
         let mut phase = self.phase();
-        match Verdict::of(outcome) {
+        match verdict {
             Verdict::RateLimited(retry_after) => {
-                let window = self.open_for_rate_limit(&mut phase, probe, retry_after);
-                if let Outcome::Unavailable(Unavailable::RateLimited { retry_after }) = outcome {
-                    let until_probe = window.max(Duration::from_secs(1));
-                    *retry_after = retry_after.map(|wait| wait.min(until_probe));
-                }
+                return Some(self.open_for_rate_limit(&mut phase, probe, retry_after));
             }
             Verdict::Neutral => {
                 if probe {
@@ -225,8 +268,9 @@ impl Admission {
                 }
             }
             Verdict::Answered => self.answered(&mut phase, probe),
-            Verdict::Failed => self.failed(&mut phase, probe, outcome),
+            Verdict::Failed => self.failed(&mut phase, probe, reason),
         }
+        None
     }
 
     /// A 429: the back-off opens at once, for Kratos's wait when that is longer than the
@@ -389,7 +433,6 @@ fn unit_random() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
 
     fn config() -> AdmissionConfig {
         AdmissionConfig {

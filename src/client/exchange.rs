@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use reqwest::Url;
 
-use super::{whoami::aal_required, LifecycleError};
+use super::{whoami::aal_required, Admission, LifecycleError};
 use crate::outcome::Unavailable;
 
 /// The largest answer body read from Kratos for one session (whoami, extend). A whoami body is a
@@ -60,6 +60,28 @@ pub(super) async fn exchange(
     tokio::time::timeout(deadline, call)
         .await
         .unwrap_or(Err(Unavailable::Timeout))
+}
+
+/// [`exchange`] behind an admission: held back while it backs off or while its cap of calls in
+/// flight is full (the caller gets the [`Unavailable`] that says so, and Kratos nothing), and
+/// its answer taken into account, as whoami's are.
+pub(super) async fn admitted_exchange(
+    admission: &Admission,
+    request: reqwest::RequestBuilder,
+    deadline: Duration,
+    limit: usize,
+) -> Result<Answer, Unavailable> {
+    let permit = admission.enter().await?;
+    let result = exchange(request, deadline, limit).await;
+    let answer = match &result {
+        Ok(answer) => Ok((
+            answer.status,
+            retry_after(&answer.headers, &["x-ratelimit-reset", "retry-after"]),
+        )),
+        Err(cause) => Err(cause),
+    };
+    admission.record_call(permit, answer);
+    result
 }
 
 fn classify(error: &reqwest::Error) -> Unavailable {

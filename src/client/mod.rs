@@ -9,7 +9,8 @@
 //! - [`whoami`](KratosClient::whoami) (`whoami.rs`): what whoami answered, as an [`Outcome`].
 //! - `self_service.rs`: the caller's own sessions: list, revoke, API logout.
 //! - `admin.rs`: the admin API: extend, disable, delete an identity's sessions.
-//! - `exchange.rs`: one request and its bounded answer; what an unexpected answer means.
+//! - `exchange.rs`: one request and its bounded answer, behind an admission; what an
+//!   unexpected answer means.
 //! - `error.rs`, `page.rs`: the public [`LifecycleError`], [`Page`] and [`SessionList`].
 //!
 //! [`Outcome`]: crate::outcome::Outcome
@@ -55,8 +56,13 @@ struct Inner {
     /// The deadline of a whole call to the public API, answer body included.
     request_timeout: Duration,
     admin: Option<AdminApi>,
-    /// When whoami may be sent.
+    /// When whoami and the public lifecycle calls may be sent: one back-off and one cap for
+    /// every call to the public API, so no route makes Kratos calls at the rate anonymous
+    /// callers send requests.
     admission: Admission,
+    /// The same for the admin API, a server of its own (its own port, or Ory Network's admin
+    /// rate limits): its failures do not hold whoami back.
+    admin_admission: Admission,
 }
 
 impl fmt::Debug for KratosClient {
@@ -98,6 +104,7 @@ impl KratosClient {
                 warnings: WarnLimiter::default(),
                 request_timeout,
                 admin,
+                admin_admission: Admission::new(admission.config()),
                 admission,
             }),
         }

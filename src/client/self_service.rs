@@ -5,7 +5,9 @@ use http::{header, StatusCode};
 use serde::Deserialize;
 
 use super::{
-    exchange::{exchange, failure, with_segments, Answer, Api, MAX_BODY_LEN, MAX_LIST_BODY_LEN},
+    exchange::{
+        admitted_exchange, failure, with_segments, Answer, Api, MAX_BODY_LEN, MAX_LIST_BODY_LEN,
+    },
     page::next_page,
     KratosClient, LifecycleError, Page, SessionList,
 };
@@ -113,9 +115,14 @@ impl KratosClient {
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
-        let answer = exchange(request, inner.request_timeout, MAX_BODY_LEN)
-            .await
-            .map_err(LifecycleError::Unavailable)?;
+        let answer = admitted_exchange(
+            &inner.admission,
+            request,
+            inner.request_timeout,
+            MAX_BODY_LEN,
+        )
+        .await
+        .map_err(LifecycleError::Unavailable)?;
         // Only Kratos's own 204 says the token was logged out (API.md §e).
         match answer.status {
             StatusCode::NO_CONTENT => Ok(()),
@@ -177,7 +184,7 @@ impl KratosClient {
     }
 
     /// Sends a public API call with the caller's credential (only it) and
-    /// `Accept: application/json`, within the request timeout.
+    /// `Accept: application/json`, within the request timeout, behind the admission.
     async fn as_caller(
         &self,
         request: reqwest::RequestBuilder,
@@ -193,7 +200,8 @@ impl KratosClient {
         let request = request
             .header(name, value)
             .header(header::ACCEPT, "application/json");
-        exchange(request, self.inner.request_timeout, limit)
+        let inner = &self.inner;
+        admitted_exchange(&inner.admission, request, inner.request_timeout, limit)
             .await
             .map_err(LifecycleError::Unavailable)
     }
