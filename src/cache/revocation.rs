@@ -12,7 +12,7 @@
 //! replicas exchange them in: a shared cache never holds an id.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
         RwLock,
@@ -26,7 +26,7 @@ use super::{
     entry::{Cached, CachedAnswer},
     key::{CacheKey, MarkKeys},
 };
-use crate::credentials::Credential;
+use crate::{credentials::Credential, log_limit::WarnLimiter};
 
 /// What a revocation affected.
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +64,7 @@ pub(super) struct RevocationMarks {
     /// How long a mark is kept: the longest an entry asked for before it can still be served.
     retention: Duration,
     keys: MarkKeys,
+    warnings: WarnLimiter,
 }
 
 impl std::fmt::Debug for RevocationMarks {
@@ -74,21 +75,58 @@ impl std::fmt::Debug for RevocationMarks {
     }
 }
 
+/// The most marks kept at once. Past it, the marks are folded into one that outdates every
+/// entry asked for before the latest of them: as safe, and bounded, at the price of one whoami
+/// per cached session. Marks come only from revocations Kratos confirmed (here or on another
+/// replica), so this takes over a thousand revocations a second for a whole retention.
+const MAX_MARKS: usize = 65_536;
+
 #[derive(Debug, Default)]
 struct Marks {
     sessions: HashMap<[u8; 32], Instant>,
     identities: HashMap<[u8; 32], Instant>,
     credentials: HashMap<CacheKey, Instant>,
     everything: Option<Instant>,
+    /// Every mark in the order it was made, so the old ones are forgotten from the front
+    /// without a scan of the others.
+    order: VecDeque<(Instant, MarkTarget)>,
 }
 
 impl Marks {
     fn forget_older_than(&mut self, oldest: Instant) {
-        self.sessions.retain(|_, at| *at >= oldest);
-        self.identities.retain(|_, at| *at >= oldest);
-        self.credentials.retain(|_, at| *at >= oldest);
-        if self.everything.is_some_and(|at| at < oldest) {
-            self.everything = None;
+        while let Some(&(at, target)) = self.order.front() {
+            if at >= oldest {
+                break;
+            }
+            self.order.pop_front();
+            // A later mark of the same target is kept in the map: only an old value goes.
+            let old = |kept: Option<&Instant>| kept.is_some_and(|kept| *kept < oldest);
+            match target {
+                MarkTarget::Session(hash) if old(self.sessions.get(&hash)) => {
+                    self.sessions.remove(&hash);
+                }
+                MarkTarget::Identity(hash) if old(self.identities.get(&hash)) => {
+                    self.identities.remove(&hash);
+                }
+                MarkTarget::Credential(key) if old(self.credentials.get(&key)) => {
+                    self.credentials.remove(&key);
+                }
+                MarkTarget::Everything if old(self.everything.as_ref()) => self.everything = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Folds every mark into one of everything at the latest of them (see [`MAX_MARKS`]).
+    fn fold(&mut self) {
+        let latest = self.order.iter().map(|(at, _)| *at).max();
+        let everything = self.everything.into_iter().chain(latest).max();
+        *self = Self {
+            everything,
+            ..Self::default()
+        };
+        if let Some(at) = everything {
+            self.order.push_back((at, MarkTarget::Everything));
         }
     }
 }
@@ -122,6 +160,7 @@ impl RevocationMarks {
             marks: RwLock::default(),
             retention,
             keys,
+            warnings: WarnLimiter::new(),
         }
     }
 
@@ -173,6 +212,18 @@ impl RevocationMarks {
                 return;
             }
         }
+        if marks.order.len() >= MAX_MARKS {
+            marks.fold();
+            if let Some(left_out) = self.warnings.admit(("revocations", "folded")) {
+                tracing::warn!(
+                    max_marks = MAX_MARKS,
+                    left_out_since_last = left_out,
+                    "more revocations within the retention than marks are kept for: every \
+                     cached session is checked with Kratos again instead"
+                );
+            }
+        }
+        marks.order.push_back((at, target));
         let later = |kept: &mut Instant| *kept = (*kept).max(at);
         match target {
             MarkTarget::Session(hash) => later(marks.sessions.entry(hash).or_insert(at)),
@@ -238,5 +289,60 @@ impl RevocationMarks {
             }
             CachedAnswer::Rejected => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::key::Keys, *};
+
+    fn marks(retention: Duration) -> RevocationMarks {
+        RevocationMarks::new(retention, Keys::derive(&[7; 32]).marks)
+    }
+
+    fn rejected_asked_at(asked_at: Instant) -> Cached {
+        Cached {
+            answer: CachedAnswer::Rejected,
+            asked_at,
+            fresh_until: asked_at + Duration::from_secs(60),
+        }
+    }
+
+    fn stored(marks: &RevocationMarks) -> usize {
+        let marks = marks.marks.read().unwrap();
+        marks.sessions.len() + marks.identities.len() + marks.credentials.len()
+    }
+
+    #[test]
+    fn old_marks_are_forgotten_from_the_front_and_a_renewed_one_is_kept() {
+        let marks = marks(Duration::from_millis(50));
+        let start = Instant::now();
+        marks.mark_at(MarkTarget::Session([1; 32]), start);
+        marks.mark_at(MarkTarget::Session([2; 32]), start);
+        // The first is marked again later: its newer time keeps it.
+        marks.mark_at(MarkTarget::Session([1; 32]), start + Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(60));
+        marks.mark(MarkTarget::Credential(CacheKey([3; 32])));
+        let kept = marks.marks.read().unwrap();
+        assert!(kept.sessions.contains_key(&[1; 32]));
+        assert!(!kept.sessions.contains_key(&[2; 32]));
+        assert_eq!(kept.order.len(), 2, "the forgotten ones left the queue");
+    }
+
+    #[test]
+    fn past_the_bound_marks_fold_into_one_that_outdates_every_older_entry() {
+        let marks = marks(Duration::from_secs(60));
+        let before = rejected_asked_at(Instant::now());
+        let key = CacheKey([9; 32]);
+        for index in 0..=MAX_MARKS as u32 {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&index.to_le_bytes());
+            marks.mark(MarkTarget::Identity(hash));
+        }
+        assert!(stored(&marks) <= 1, "{} marks kept", stored(&marks));
+        // An entry asked for before the fold is outdated, one asked for after is not.
+        assert!(marks.outdates(&key, &before));
+        let after = rejected_asked_at(Instant::now() + Duration::from_millis(1));
+        assert!(!marks.outdates(&key, &after));
     }
 }
