@@ -92,7 +92,7 @@ mod with_redis {
                 };
                 inner.revoked.mark_heard(target, at);
             }
-            SharedEvent::SubscriptionBroken => inner.revoked.mark(MarkTarget::Everything),
+            SharedEvent::MissedSince(at) => inner.revoked.mark_at(MarkTarget::Everything, at),
         }
     }
 

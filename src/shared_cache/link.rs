@@ -98,11 +98,21 @@ impl Link {
         &self,
         command: &(impl Command + ?Sized),
     ) -> Result<T, Failure> {
+        self.call_within(command, self.timeout).await
+    }
+
+    /// [`call_even_paused`](Self::call_even_paused) with a longer timeout, for a large answer
+    /// read rarely (the revocation records on subscribing).
+    pub(super) async fn call_within<T: FromRedisValue>(
+        &self,
+        command: &(impl Command + ?Sized),
+        timeout: Duration,
+    ) -> Result<T, Failure> {
         let Some(mut manager) = self.manager() else {
             self.failed(Failure::Error, "the Redis connection could not be set up");
             return Err(Failure::Error);
         };
-        let result = tokio::time::timeout(self.timeout, command.run(&mut manager)).await;
+        let result = tokio::time::timeout(timeout, command.run(&mut manager)).await;
         match result {
             Ok(Ok(value)) => {
                 self.succeeded();
@@ -125,7 +135,9 @@ impl Link {
             .get_or_init(|| {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
-                    .set_response_timeout(Some(self.timeout))
+                    // Calls have their own timeouts (`call_within`); this one only bounds the
+                    // longest of them.
+                    .set_response_timeout(Some(self.timeout.max(super::revocations::RECORDS_TIMEOUT)))
                     // The gate paces reconnection; the manager need not retry on its own.
                     .set_number_of_retries(1);
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()

@@ -17,6 +17,7 @@
 //! from its miss path and hears revocations through [`SharedEvent`].
 
 mod link;
+mod revocations;
 mod seal;
 pub(crate) mod settings;
 mod subscriber;
@@ -24,7 +25,7 @@ mod subscriber;
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -94,6 +95,9 @@ pub struct SharedCacheStats {
     pub errors: u64,
     /// Values in Redis that did not open: tampered, sealed with another secret, or garbage.
     pub unreadable: u64,
+    /// Revocations made here that Redis has not fully taken yet (full, paused, unreachable):
+    /// retried until it does.
+    pub unsent_revocations: u64,
 }
 
 /// What a revocation affected, as hashes: Redis never holds a session or identity id.
@@ -116,8 +120,10 @@ pub(crate) enum SharedEvent {
         /// When it was made, on that replica's clock.
         at: OffsetDateTime,
     },
-    /// The subscription broke: revocations published from now until it is back are not heard.
-    SubscriptionBroken,
+    /// Revocations made since this instant may have been missed: the subscription broke and did
+    /// not come back within the grace, or the records read on subscribing were not all there
+    /// was.
+    MissedSince(Instant),
 }
 
 /// A revocation as it is sealed into Redis.
@@ -182,7 +188,11 @@ struct Inner {
     /// How long a fill lock is held at most: a whoami call's deadline, and a margin.
     lock_ttl: Duration,
     live: AtomicBool,
+    /// Counts the subscriptions that came live: a break's watch knows whether one came since.
+    generation: AtomicU64,
     started: AtomicBool,
+    /// Revocations Redis has not taken yet, retried.
+    unsent: revocations::Unsents,
     on_event: Box<dyn Fn(SharedEvent) + Send + Sync>,
     /// Dropped with the last handle, which ends the subscriber.
     stop: watch::Sender<()>,
@@ -212,7 +222,9 @@ impl SharedCache {
                 retention,
                 lock_ttl,
                 live: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
                 started: AtomicBool::new(false),
+                unsent: revocations::Unsents::default(),
                 on_event: Box::new(on_event),
                 stop,
                 warnings: WarnLimiter::default(),
@@ -330,60 +342,6 @@ impl SharedCache {
         });
     }
 
-    /// Publishes a revocation made here and records it for replicas that subscribe later;
-    /// drops the credential's entry too when one is named. Tried even while Redis is paused: a
-    /// revocation is rare and worth one timeout. `false` when Redis could not be told.
-    pub(crate) async fn publish(&self, target: RevokedTarget, entry_of: Option<&[u8; 32]>) -> bool {
-        let inner = &*self.inner;
-        let now = OffsetDateTime::now_utc();
-        let record = Record {
-            target,
-            at: unix_ms(now),
-        };
-        let records = inner.names.records();
-        let Some(sealed) = serde_json::to_vec(&record)
-            .ok()
-            .and_then(|plain| inner.sealer.seal(records.as_bytes(), &plain))
-        else {
-            return false;
-        };
-        let oldest = unix_ms(now - inner.retention);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZADD")
-            .arg(&records)
-            .arg(record.at)
-            .arg(&sealed)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&records)
-            .arg("-inf")
-            .arg(format!("({oldest}"))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&records)
-            .arg(duration_ms(inner.retention))
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(inner.names.channel())
-            .arg(&sealed)
-            .ignore();
-        if let Some(key) = entry_of {
-            pipe.cmd("DEL").arg(inner.names.entry(key)).ignore();
-        }
-        let published = inner.link.call_even_paused::<()>(&pipe).await.is_ok();
-        if !published {
-            if let Some(left_out) = inner.warnings.admit(("shared_cache", "publish")) {
-                tracing::warn!(
-                    left_out_since_last = left_out,
-                    "a revocation could not be published to Redis: other replicas see it when \
-                     their cache entries for the session end"
-                );
-            }
-        }
-        published
-    }
-
     /// Claims one session's extension for `cooldown` across the replicas: `Some(true)` when
     /// this replica may extend it, `Some(false)` when another has within the cooldown, `None`
     /// when Redis cannot tell (extend as a single process would).
@@ -416,6 +374,7 @@ impl SharedCache {
             misses: counters.misses.load(Ordering::Relaxed),
             errors: counters.errors.load(Ordering::Relaxed),
             unreadable: counters.unreadable.load(Ordering::Relaxed),
+            unsent_revocations: inner.unsent_count() as u64,
         }
     }
 }
@@ -498,24 +457,6 @@ impl Inner {
                  ignored"
             );
         }
-    }
-
-    /// The revocation records still live at `now`, after dropping the older ones.
-    async fn live_records(&self, now: OffsetDateTime) -> Option<Vec<Vec<u8>>> {
-        let records = self.names.records();
-        let oldest = unix_ms(now - self.retention);
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&records)
-            .arg("-inf")
-            .arg(format!("({oldest}"))
-            .ignore()
-            .cmd("ZRANGEBYSCORE")
-            .arg(&records)
-            .arg(oldest)
-            .arg("+inf");
-        let (live,): (Vec<Vec<u8>>,) = self.link.call_even_paused(&pipe).await.ok()?;
-        Some(live)
     }
 }
 
