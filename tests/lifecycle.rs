@@ -1570,3 +1570,43 @@ async fn the_browser_coming_back_during_the_logout_is_never_served_after_it() {
     assert_unauthorized(&in_flight.await.expect("the request in flight"));
     assert_eq!(kratos.calls(Endpoint::Whoami), whoami_calls + 2);
 }
+
+/// Anonymous logouts go through an admission (security trial, finding 2): a cap on calls in
+/// flight and a back-off, so once Kratos rate-limits the logout flow no route makes Kratos calls
+/// at the rate anonymous callers send them, and whoami, whose limits are its own, goes on.
+#[tokio::test]
+async fn anonymous_logouts_stop_at_kratoss_rate_limit_and_leave_whoami_alone() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let layer = builder(&kratos).build().expect("layer");
+    let sessions = layer.lifecycle();
+    kratos.set_fault(
+        Endpoint::LogoutBrowser,
+        Fault::RateLimited {
+            retry_after: Some(30),
+        },
+    );
+
+    for index in 0..100 {
+        let headers = headers_with("cookie", &format!("ory_kratos_session=made-up-{index}"));
+        let refused = sessions.logout_browser(&headers).await;
+        assert!(
+            matches!(
+                refused,
+                Err(LifecycleError::RateLimited { .. }
+                    | LifecycleError::Unavailable(Unavailable::BackingOff { .. }))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(kratos.calls(Endpoint::LogoutBrowser), 1, "after the 429");
+
+    let alice = kratos.create_session();
+    let answer = send(
+        &layer
+            .clone()
+            .layer(tower::service_fn(support::echo_session)),
+        with_token("/", &alice),
+    )
+    .await;
+    support::assert_session(&answer, &alice.id, &alice.identity_id);
+}

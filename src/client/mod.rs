@@ -56,12 +56,15 @@ struct Inner {
     /// The deadline of a whole call to the public API, answer body included.
     request_timeout: Duration,
     admin: Option<AdminApi>,
-    /// When whoami and the public lifecycle calls may be sent: one back-off and one cap for
-    /// every call to the public API, so no route makes Kratos calls at the rate anonymous
-    /// callers send requests.
+    /// When whoami may be sent.
     admission: Admission,
+    /// The same for the self-service lifecycle calls (list, revoke, logout), so no route makes
+    /// Kratos calls at the rate anonymous callers send requests. Of its own: Ory Network
+    /// limits these endpoints in other (lower) buckets than whoami's, and a caller who makes
+    /// one of them answer 429 must not hold whoami back for everyone.
+    self_service_admission: Admission,
     /// The same for the admin API, a server of its own (its own port, or Ory Network's admin
-    /// rate limits): its failures do not hold whoami back.
+    /// buckets).
     admin_admission: Admission,
 }
 
@@ -104,6 +107,7 @@ impl KratosClient {
                 warnings: WarnLimiter::default(),
                 request_timeout,
                 admin,
+                self_service_admission: Admission::new(admission.config()),
                 admin_admission: Admission::new(admission.config()),
                 admission,
             }),

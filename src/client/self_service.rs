@@ -116,7 +116,7 @@ impl KratosClient {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body);
         let answer = admitted_exchange(
-            &inner.admission,
+            &inner.self_service_admission,
             request,
             inner.request_timeout,
             MAX_BODY_LEN,
@@ -201,9 +201,14 @@ impl KratosClient {
             .header(name, value)
             .header(header::ACCEPT, "application/json");
         let inner = &self.inner;
-        admitted_exchange(&inner.admission, request, inner.request_timeout, limit)
-            .await
-            .map_err(LifecycleError::Unavailable)
+        admitted_exchange(
+            &inner.self_service_admission,
+            request,
+            inner.request_timeout,
+            limit,
+        )
+        .await
+        .map_err(LifecycleError::Unavailable)
     }
 }
 

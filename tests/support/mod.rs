@@ -12,6 +12,7 @@ pub mod capture;
 mod inner;
 mod received;
 pub mod redis_server;
+pub mod replicas;
 
 use std::time::Duration;
 

@@ -64,6 +64,49 @@ impl RedisServer {
             .expect("a command to the test Redis")
     }
 
+    /// Zeroes the server's command counters (`CONFIG RESETSTAT`).
+    pub fn reset_stats(&self) {
+        let _: () = self.query(redis::cmd("CONFIG").arg("RESETSTAT"));
+    }
+
+    /// How many times each command ran since the counters were last zeroed, by lowercase name
+    /// (`INFO commandstats`).
+    pub fn command_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let info: String = self.query(redis::cmd("INFO").arg("commandstats"));
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+
+    /// The commands that write (or publish) run since the counters were last zeroed.
+    pub fn writes(&self) -> std::collections::BTreeMap<String, u64> {
+        const WRITES: [&str; 10] = [
+            "set",
+            "del",
+            "zadd",
+            "zremrangebyscore",
+            "zremrangebyrank",
+            "pexpire",
+            "publish",
+            "eval",
+            "evalsha",
+            "exec",
+        ];
+        self.command_counts()
+            .into_iter()
+            .filter(|(name, _)| WRITES.contains(&name.as_str()))
+            .collect()
+    }
+
     /// Stops the server (the port stays this server's for [`RedisServer::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,122 @@
+//! Replicas over one real `redis-server`: each a layer (and local cache) of its own over the
+//! shared Redis, against the stand-in over HTTP; for `replicas` and `hardening`.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tower_kratos::{
+    testing::{KratosStandIn, TestSession},
+    KratosLayer, KratosLayerBuilder,
+};
+
+use super::{app, get, redis_server::RedisServer, send, with_token, Answer, App};
+
+pub const SECRET: &str = "a shared secret of at least 32 bytes, for the tests";
+/// A revocation made through one replica is honoured by the others within this.
+pub const DEADLINE: Duration = Duration::from_secs(1);
+
+pub fn shared_builder(kratos: &KratosStandIn, redis: &RedisServer) -> KratosLayerBuilder {
+    KratosLayer::builder(kratos.public_url())
+        .admin_url(kratos.admin_url())
+        .request_timeout(Duration::from_secs(2))
+        .cache_ttl(Duration::from_secs(60))
+        .redis_url(redis.url())
+        .shared_cache_secret(SECRET)
+        .redis_key_prefix("test")
+}
+
+/// A replica: its own layer (and local cache) over the shared Redis.
+pub struct Replica {
+    pub layer: KratosLayer,
+    pub app: App,
+}
+
+impl Replica {
+    pub async fn start(builder: KratosLayerBuilder) -> Self {
+        let layer = builder.build().expect("layer");
+        subscribed(&layer).await;
+        Self {
+            app: app(layer.clone()),
+            layer,
+        }
+    }
+
+    pub async fn get(&self, session: &TestSession) -> Answer {
+        send(&self.app, with_token("/", session)).await
+    }
+
+    pub async fn get_cookie(&self, session: &TestSession) -> Answer {
+        send(&self.app, get("/", &[("cookie", &session.cookie_header())])).await
+    }
+}
+
+pub async fn replicas(kratos: &KratosStandIn, redis: &RedisServer, n: usize) -> Vec<Replica> {
+    let mut started = Vec::new();
+    for _ in 0..n {
+        started.push(Replica::start(shared_builder(kratos, redis)).await);
+    }
+    started
+}
+
+/// Waits (at most 5 s) until the layer's revocation subscription is live.
+pub async fn subscribed(layer: &KratosLayer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = layer.stats().await.shared_cache.expect("a shared cache");
+        if stats.subscribed && stats.in_use {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never subscribed: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How long until `replica` refuses `session` (asked every 5 ms), at most 3 s.
+pub async fn refused_after(replica: &Replica, session: &TestSession, since: Instant) -> Duration {
+    loop {
+        let answer = replica.get(session).await;
+        match answer.status {
+            StatusCode::UNAUTHORIZED => return since.elapsed(),
+            StatusCode::OK => {}
+            other => panic!("neither served nor refused: {other} {}", answer.text()),
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "still served {:?} after the revocation",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The session entries in Redis once there are `count` of them (at most 10 s): a replica
+/// writes its entry on a task of its own, after it has answered.
+pub async fn entries_written(redis: &RedisServer, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("test:s:*"));
+        if keys.len() >= count {
+            assert_eq!(keys.len(), count, "{keys:?}");
+            return keys;
+        }
+        assert!(Instant::now() < deadline, "entries written: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (at most 10 s) until `done` holds for the layer's shared-cache stats.
+pub async fn until_stats(
+    layer: &KratosLayer,
+    what: &str,
+    done: impl Fn(&tower_kratos::SharedCacheStats) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = layer.stats().await.shared_cache.expect("a shared cache");
+        if done(&stats) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
