@@ -20,7 +20,7 @@
 //! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
 //! | `LOGIN_URL` | the stand-in's login flow (none with `KRATOS_PUBLIC_URL`) | send browsers without a session there, with `return_to` |
 //! | `RECENT_AUTH_SECS` | 300 | `GET /settings` needs a sign-in within this |
-//! | `APP_URL` | the request's `Host` | the app's public URL, for that `return_to` (set it behind a proxy) |
+//! | `APP_URL` | required with `KRATOS_PUBLIC_URL` and `LOGIN_URL` (the app exits without it); else the request's `Host` | the app's public URL, for that `return_to`: Kratos's `selfservice.allowed_return_urls` must list it |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
@@ -130,6 +130,20 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .or_else(|| kratos_api.stand_in_login_url());
     if let Some(login_url) = &login_url {
         builder = builder.login_url(login_url);
+    }
+    if config.app_url.is_none()
+        && config.login_url.is_some()
+        && config.kratos.kratos_public_url.is_some()
+    {
+        // Against a real Kratos, `return_to` from each request's Host header is not one to
+        // ship: set the app's own URL (the stand-in's first run needs none).
+        return Err(
+            "LOGIN_URL is set for a real Kratos (KRATOS_PUBLIC_URL) but APP_URL is not: \
+                    browsers' return_to would be built from each request's Host header. Set \
+                    APP_URL to the app's public URL (and list it in Kratos's \
+                    selfservice.allowed_return_urls)"
+                .into(),
+        );
     }
     if let Some(app_url) = &config.app_url {
         builder = builder.app_url(app_url);

@@ -172,10 +172,20 @@ impl KratosLayerBuilder {
         self
     }
 
-    /// The app's public base URL, used to build `return_to` for browser redirects. Default: the
-    /// request's own origin (its absolute-form target, else its `Host` header, as `http`), when
-    /// that is a plain `http`/`https` host and port; otherwise no `return_to` is sent. Set it
-    /// behind a proxy, and wherever the `Host` header is not yours to trust.
+    /// The app's public base URL, used to build `return_to` for browser redirects. Set it in
+    /// production.
+    ///
+    /// Without it, `return_to` is built from the request itself: its absolute-form target,
+    /// else its `Host` header, as `http`, when that is a plain host and port (no userinfo, no
+    /// other scheme; otherwise no `return_to` is sent at all). The `Host` header is whatever
+    /// the client or the proxy in front of the app sent, so behind a proxy it may name an
+    /// internal host, and over TLS it gives an `http` URL. Kratos then decides where the
+    /// browser goes after signing in: it follows `return_to` only when the URL is in its
+    /// `selfservice.allowed_return_urls` (else it answers with an error or its default return
+    /// URL), so that list must hold the app's public URL, and nothing a Host header could add.
+    /// The layer keeps the fallback (it is what a first run on localhost needs) and says so
+    /// once, at `warn`, when it builds a browser redirect with no app URL; the reference app
+    /// refuses to start with `LOGIN_URL` and no `APP_URL`.
     pub fn app_url(mut self, url: &str) -> Self {
         match self.rejection.clone().with_app_url(url) {
             Ok(rejection) => self.rejection = rejection,

@@ -14,8 +14,7 @@ use support::{
     app, assert_session,
     redis_server::RedisServer,
     replicas::{
-        entries_written, refused_after, replicas, shared_builder, subscribed, until_stats, Replica,
-        DEADLINE,
+        entries_written, refused_after, replicas, shared_builder, until_stats, Replica, DEADLINE,
     },
     send, with_token,
 };

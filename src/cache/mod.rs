@@ -30,6 +30,7 @@ use std::{
 use http::HeaderValue;
 use moka::future::Cache;
 
+pub use self::recheck::RECHECK_SPACING;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 pub(crate) use self::watch::RevocationWatch;
 use self::{
@@ -41,7 +42,6 @@ use self::{
     second_level::Level,
     stale::StaleStore,
 };
-pub use self::recheck::RECHECK_SPACING;
 pub(crate) use self::{
     fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedSettings,
 };

@@ -320,7 +320,10 @@ mod tests {
         marks.mark_at(MarkTarget::Session([1; 32]), start);
         marks.mark_at(MarkTarget::Session([2; 32]), start);
         // The first is marked again later: its newer time keeps it.
-        marks.mark_at(MarkTarget::Session([1; 32]), start + Duration::from_millis(40));
+        marks.mark_at(
+            MarkTarget::Session([1; 32]),
+            start + Duration::from_millis(40),
+        );
         std::thread::sleep(Duration::from_millis(60));
         marks.mark(MarkTarget::Credential(CacheKey([3; 32])));
         let kept = marks.marks.read().unwrap();

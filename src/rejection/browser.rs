@@ -19,6 +19,14 @@ impl DefaultRejection {
         if let Some(base) = &self.app_url {
             return Some(with_path(base.clone(), uri.path(), uri.query()));
         }
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "a browser redirect's return_to is built from the request's Host header: set \
+                 the app's public URL (KratosLayerBuilder::app_url) in production, and list it \
+                 in Kratos's selfservice.allowed_return_urls"
+            );
+        }
         let origin = match (uri.scheme_str(), uri.authority()) {
             // Absolute form (`GET http://app.test/me`, as sent to proxies).
             (Some(scheme), Some(authority)) => trusted_origin(scheme, authority.as_str()),

@@ -137,7 +137,9 @@ impl Link {
                     .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
                     // Calls have their own timeouts (`call_within`); this one only bounds the
                     // longest of them.
-                    .set_response_timeout(Some(self.timeout.max(super::revocations::RECORDS_TIMEOUT)))
+                    .set_response_timeout(Some(
+                        self.timeout.max(super::revocations::RECORDS_TIMEOUT),
+                    ))
                     // The gate paces reconnection; the manager need not retry on its own.
                     .set_number_of_retries(1);
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()

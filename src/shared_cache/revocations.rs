@@ -1,8 +1,8 @@
-//! Revocations through Redis: each one is published on the channel (what the replicas
-//! subscribed now hear) and recorded in a sorted set by time (what a replica that subscribes
-//! later reads). The two are sent apart, the message first: `PUBLISH` is refused by no
-//! `maxmemory` policy, so a Redis that is full (`noeviction`) still carries the message, where
-//! one transaction for both lost it with the record.
+//! Revocations through Redis: each one is recorded in a sorted set by time (what a replica that
+//! subscribes later reads) and published on the channel (what the replicas subscribed now
+//! hear). The two are sent apart: `PUBLISH` is refused by no `maxmemory` policy, so a Redis that
+//! is full (`noeviction`) still carries the message when it refuses the record, where one
+//! transaction for both lost the message with the record.
 //!
 //! What Redis does not take now is retried from a queue of this replica's own until it is taken
 //! or no longer matters (older than the retention): a revocation made while Redis is paused
@@ -191,10 +191,15 @@ async fn retry(shared: Weak<Inner>) {
 }
 
 impl Inner {
-    /// Sends what Redis has not taken of a revocation yet: the message, then the record (with
-    /// the trims that bound the set, and the credential's entry dropped).
+    /// Sends what Redis has not taken of a revocation yet: the record (with the trims that
+    /// bound the set, and the credential's entry dropped), then the message. In that order: a
+    /// replica subscribes before it reads the records, so whichever of the two it misses, it
+    /// has the other (a message sent before the record could reach no one and be read by no
+    /// one, between a subscription and its read).
     async fn send(&self, unsent: &mut Unsent) {
-        let records = self.names.records();
+        if !unsent.recorded {
+            unsent.recorded = self.record(unsent).await;
+        }
         if !unsent.published {
             let publish = redis::cmd("PUBLISH")
                 .arg(self.names.channel())
@@ -202,9 +207,11 @@ impl Inner {
                 .clone();
             unsent.published = self.link.call_even_paused::<i64>(&publish).await.is_ok();
         }
-        if unsent.recorded {
-            return;
-        }
+    }
+
+    /// Adds the record, trims the set, drops the credential's entry: `true` once Redis took it.
+    async fn record(&self, unsent: &Unsent) -> bool {
+        let records = self.names.records();
         let now = OffsetDateTime::now_utc();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -235,7 +242,7 @@ impl Inner {
         if let Some(key) = &unsent.entry_of {
             pipe.cmd("DEL").arg(self.names.entry(key)).ignore();
         }
-        unsent.recorded = self.link.call_even_paused::<()>(&pipe).await.is_ok();
+        self.link.call_even_paused::<()>(&pipe).await.is_ok()
     }
 
     /// The revocation records that may still matter at `now`: within the retention, and not
@@ -250,11 +257,7 @@ impl Inner {
             .arg(0)
             .arg(MAX_RECORDS + 1)
             .clone();
-        let mut sealed: Vec<Vec<u8>> = self
-            .link
-            .call_within(&read, RECORDS_TIMEOUT)
-            .await
-            .ok()?;
+        let mut sealed: Vec<Vec<u8>> = self.link.call_within(&read, RECORDS_TIMEOUT).await.ok()?;
         let truncated = sealed.len() > MAX_RECORDS;
         sealed.truncate(MAX_RECORDS);
         Some(LiveRecords { sealed, truncated })
