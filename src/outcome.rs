@@ -236,6 +236,11 @@ pub enum TokenRejected {
     Audience,
     /// A claim Kratos always sets is missing or of the wrong type (`sid`, `sub`, `exp`, `iat`).
     MissingClaim,
+    /// The header or the claims name a member twice, at any depth (`{"sub":"a","sub":"b"}`).
+    /// JSON parsers disagree on which one counts (the first, the last, an error), so a token
+    /// that means one thing here could mean another to the next reader: refused, as RFC 7515
+    /// §4 and RFC 7519 §4 allow.
+    DuplicateMember,
     /// The session (`sid`) or its identity (`sub`) was revoked through this crate after the
     /// token was issued (with a shared cache, through any replica).
     Revoked,
@@ -254,6 +259,7 @@ impl TokenRejected {
             Self::Issuer => "issuer",
             Self::Audience => "audience",
             Self::MissingClaim => "missing_claim",
+            Self::DuplicateMember => "duplicate_member",
             Self::Revoked => "revoked",
         }
     }
@@ -271,6 +277,7 @@ impl fmt::Display for TokenRejected {
             Self::Issuer => "the token was not issued by the configured Kratos",
             Self::Audience => "the token is not meant for this service",
             Self::MissingClaim => "the token lacks a claim Kratos always sets",
+            Self::DuplicateMember => "the token names a member twice",
             Self::Revoked => "the token's session has been revoked",
         })
     }

@@ -716,3 +716,81 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn duplicate_members_in_the_header_or_the_claims_are_refused() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let layer = layer_for(&kratos, "es256").build().unwrap();
+    let jwks = kratos.jwks("es256").unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let header = json!({"alg": "ES256", "kid": kid, "typ": "JWT"}).to_string();
+    let payload = claims(json!({})).to_string();
+    let sign = |header: &str, payload: &str| {
+        kratos
+            .sign_raw("es256", header.as_bytes(), payload.as_bytes())
+            .expect("signed")
+    };
+    // Written as given, once each: accepted.
+    assert_eq!(
+        with_bearer(&layer, &sign(&header, &payload)).await.status,
+        StatusCode::OK
+    );
+
+    // `{"sub":"someone-else", ...the claims, their own "sub" last...}`: a parser that keeps
+    // the last one and one that keeps the first disagree on who this is.
+    let two_subs = payload.replacen('{', r#"{"sub":"someone-else","#, 1);
+    let cases = [
+        ("a claim twice", sign(&header, &two_subs)),
+        (
+            "a claim twice, once escaped",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"s\u0075b":"someone-else","#, 1),
+            ),
+        ),
+        (
+            "a nested member twice",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"ext":{"roles":["user"],"roles":["admin"]},"#, 1),
+            ),
+        ),
+        (
+            "a member twice in an object in an array",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"ext":[{"a":1,"a":2}],"#, 1),
+            ),
+        ),
+        (
+            "alg twice",
+            sign(
+                &format!(r#"{{"alg":"none","alg":"ES256","kid":"{kid}"}}"#),
+                &payload,
+            ),
+        ),
+        (
+            "kid twice",
+            sign(
+                &format!(r#"{{"alg":"ES256","kid":"other","kid":"{kid}"}}"#),
+                &payload,
+            ),
+        ),
+        (
+            "typ twice",
+            sign(
+                &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT","typ":"JWT"}}"#),
+                &payload,
+            ),
+        ),
+    ];
+    for (what, token) in cases {
+        let answer = with_bearer(&layer, &token).await;
+        assert_eq!(
+            refused_for(&answer),
+            TokenRejected::DuplicateMember,
+            "{what}"
+        );
+    }
+    assert_eq!(layer.cached_tokens(), 1, "no refused token is cached");
+}
