@@ -401,9 +401,15 @@ pub enum Unavailable {
     /// none finished within the queue timeout (see
     /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
     Overloaded,
-    /// The JWT layer (feature `jwt`) has no signing keys: its key set URL has not answered with
-    /// a usable key set yet.
-    SigningKeys,
+    /// The JWT layer (feature `jwt`) could not get the keys to decide a token: its key set URL
+    /// has not answered with a usable key set yet, or the token names a `kid` the keys had do
+    /// not hold and the fetch that would look for it failed, or may not be made yet (a fetch
+    /// for unknown `kid`s is made at most once per `JwtLayerBuilder::jwks_min_refetch`). Such a
+    /// token may be signed with a key Kratos has just rotated in: never answered as a 401.
+    SigningKeys {
+        /// How long until the layer may fetch the key set again.
+        retry_after: Duration,
+    },
 }
 
 impl Unavailable {
@@ -418,16 +424,19 @@ impl Unavailable {
             Self::Interrupted => "interrupted",
             Self::BackingOff { .. } => "backing_off",
             Self::Overloaded => "overloaded",
-            Self::SigningKeys => "signing_keys",
+            Self::SigningKeys { .. } => "signing_keys",
         }
     }
 
-    /// How long callers should wait, when that is known: Kratos's own wait after a 429, or
-    /// what is left of the layer's back-off window.
+    /// How long callers should wait, when that is known: Kratos's own wait after a 429, what
+    /// is left of the layer's back-off window, or of the JWT layer's hold-back between two key
+    /// set fetches.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
-            Self::BackingOff { retry_after } => Some(*retry_after),
+            Self::BackingOff { retry_after } | Self::SigningKeys { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -444,7 +453,7 @@ impl fmt::Display for Unavailable {
             Self::Interrupted => f.write_str("lookup interrupted"),
             Self::BackingOff { .. } => f.write_str("backing off after recent failures"),
             Self::Overloaded => f.write_str("too many lookups in flight"),
-            Self::SigningKeys => f.write_str("the token signing keys could not be had"),
+            Self::SigningKeys { .. } => f.write_str("the token signing keys could not be had"),
         }
     }
 }

@@ -20,7 +20,10 @@
 //! Refusals are [`Outcome`](crate::Outcome)s answered by the same rejection as the session
 //! layer's: no token or a bad one is `Unauthenticated` (401, gRPC 16) with a
 //! [`TokenRejected`](crate::outcome::TokenRejected) reason; keys that cannot be had are
-//! `Unavailable` (503, gRPC 14).
+//! `Unavailable` (503 with `Retry-After`, gRPC 14). A token naming a key the keys had lack is
+//! refused only once a fetch made after it came has not found that key: until then it waits
+//! for that fetch, or is answered 503, as it may be signed with a key Kratos has just rotated
+//! in.
 
 mod json;
 mod keys;

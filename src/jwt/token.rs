@@ -175,9 +175,10 @@ impl Parts<'_> {
             .map_err(|_| TokenRejected::Malformed)?;
         let mut candidates = keys.candidates(self.kid.as_deref(), self.alg).peekable();
         if candidates.peek().is_none() {
-            return Err(match &self.kid {
-                Some(kid) if keys.has_kid(kid) => TokenRejected::Algorithm,
-                _ => TokenRejected::UnknownKey,
+            return Err(if keys.decides(self.kid.as_deref(), self.alg) {
+                TokenRejected::Algorithm
+            } else {
+                TokenRejected::UnknownKey
             });
         }
         let message = self.signing_input.as_bytes();
