@@ -991,3 +991,74 @@ async fn duplicate_members_in_the_header_or_the_claims_are_refused() {
     }
     assert_eq!(layer.cached_tokens(), 1, "no refused token is cached");
 }
+
+/// The order of P-256's group, big-endian (SEC 2, `n`).
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `n - s` for a 32-byte big-endian `s` with `0 < s < n`: the other valid `s` of an ECDSA
+/// signature (`(r, s)` and `(r, n - s)` verify alike).
+fn p256_negate(s: &[u8]) -> Vec<u8> {
+    assert_eq!(s.len(), 32);
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0u16;
+    for at in (0..32).rev() {
+        let subtrahend = u16::from(s[at]) + borrow;
+        let minuend = u16::from(P256_ORDER[at]);
+        (out[at], borrow) = if minuend >= subtrahend {
+            ((minuend - subtrahend) as u8, 0)
+        } else {
+            ((minuend + 256 - subtrahend) as u8, 1)
+        };
+    }
+    assert_eq!(borrow, 0, "s is below the order");
+    out
+}
+
+#[tokio::test]
+async fn an_es256_signature_with_s_flipped_is_verified_on_its_own_and_vouches_for_no_other() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let layer = layer_for(&kratos, "es256").build().unwrap();
+    let token = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    let original = with_bearer(&layer, &token).await;
+    assert_eq!(original.status, StatusCode::OK, "{}", original.text());
+    assert_eq!(layer.cached_tokens(), 1);
+
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let (r, s) = signature.split_at(32);
+    // The same header and payload with garbage for a signature: refused, although a token
+    // with that header and payload is cached.
+    for garbage in [
+        [r, &[0x42; 32][..]].concat(),
+        vec![0x42; 64],
+        [r, s, &[0][..]].concat(),
+    ] {
+        let forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(garbage));
+        let answer = with_bearer(&layer, &forged).await;
+        assert_ne!(
+            answer.status,
+            StatusCode::OK,
+            "a forged signature was served"
+        );
+        assert_eq!(refused_for(&answer), TokenRejected::Signature);
+    }
+
+    // (r, n - s): the other encoding of the same signature, as Go's crypto/ecdsa may write it.
+    // Accepted, with the same claims, after a signature check of its own.
+    let twin = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode([r, &p256_negate(s)[..]].concat())
+    );
+    assert_ne!(twin, token);
+    let answer = with_bearer(&layer, &twin).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json(), original.json());
+    assert_eq!(
+        layer.cached_tokens(),
+        2,
+        "each encoding cached under its own text"
+    );
+}

@@ -17,7 +17,19 @@ use crate::{
     outcome::{Outcome, TokenRejected, Unauthenticated, Unavailable},
 };
 
-/// A verified token's cache key: a keyed hash, so the cache holds no token.
+/// A verified token's cache key: a keyed hash of the whole token, so the cache holds no token.
+///
+/// # Security
+/// The whole token, signature included, and never its header and payload alone. ECDSA
+/// signatures are malleable: `(r, s)` and `(r, n − s)` both verify, so one signed token has two
+/// texts. Both are accepted, on purpose: Kratos signs with Go's crypto/ecdsa, which does not
+/// normalise `s`, so about half of its ES256 and ES512 tokens are "high-S", and refusing those
+/// would refuse Kratos. The second text is harmless because nothing here trusts a token's text
+/// beyond its signature: this key misses for it, so it is verified on its own (aws-lc-rs)
+/// before it is ever served from the cache, and a token whose header and payload match a
+/// cached one's is never served on that match, whatever its signature. Both texts carry the
+/// same claims, and revocations (with a shared cache) are by `sid` and `sub`, never by token
+/// text, so a revocation reaches both.
 type TokenKey = [u8; 32];
 
 /// One layer's verifier.
