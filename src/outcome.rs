@@ -236,6 +236,11 @@ pub enum TokenRejected {
     Audience,
     /// A claim Kratos always sets is missing or of the wrong type (`sid`, `sub`, `exp`, `iat`).
     MissingClaim,
+    /// The header or the claims name a member twice, at any depth (`{"sub":"a","sub":"b"}`).
+    /// JSON parsers disagree on which one counts (the first, the last, an error), so a token
+    /// that means one thing here could mean another to the next reader: refused, as RFC 7515
+    /// §4 and RFC 7519 §4 allow.
+    DuplicateMember,
     /// The session (`sid`) or its identity (`sub`) was revoked through this crate after the
     /// token was issued (with a shared cache, through any replica).
     Revoked,
@@ -254,6 +259,7 @@ impl TokenRejected {
             Self::Issuer => "issuer",
             Self::Audience => "audience",
             Self::MissingClaim => "missing_claim",
+            Self::DuplicateMember => "duplicate_member",
             Self::Revoked => "revoked",
         }
     }
@@ -271,6 +277,7 @@ impl fmt::Display for TokenRejected {
             Self::Issuer => "the token was not issued by the configured Kratos",
             Self::Audience => "the token is not meant for this service",
             Self::MissingClaim => "the token lacks a claim Kratos always sets",
+            Self::DuplicateMember => "the token names a member twice",
             Self::Revoked => "the token's session has been revoked",
         })
     }
@@ -394,9 +401,15 @@ pub enum Unavailable {
     /// none finished within the queue timeout (see
     /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
     Overloaded,
-    /// The JWT layer (feature `jwt`) has no signing keys: its key set URL has not answered with
-    /// a usable key set yet.
-    SigningKeys,
+    /// The JWT layer (feature `jwt`) could not get the keys to decide a token: its key set URL
+    /// has not answered with a usable key set yet, or the token names a `kid` the keys had do
+    /// not hold and the fetch that would look for it failed, or may not be made yet (a fetch
+    /// for unknown `kid`s is made at most once per `JwtLayerBuilder::jwks_min_refetch`). Such a
+    /// token may be signed with a key Kratos has just rotated in: never answered as a 401.
+    SigningKeys {
+        /// How long until the layer may fetch the key set again.
+        retry_after: Duration,
+    },
 }
 
 impl Unavailable {
@@ -411,7 +424,7 @@ impl Unavailable {
             Self::Interrupted => "interrupted",
             Self::BackingOff { .. } => "backing_off",
             Self::Overloaded => "overloaded",
-            Self::SigningKeys => "signing_keys",
+            Self::SigningKeys { .. } => "signing_keys",
         }
     }
 
@@ -421,12 +434,15 @@ impl Unavailable {
         matches!(self, Self::BackingOff { .. } | Self::Overloaded)
     }
 
-    /// How long callers should wait, when that is known: Kratos's own wait after a 429, or
-    /// what is left of the layer's back-off window.
+    /// How long callers should wait, when that is known: Kratos's own wait after a 429, what
+    /// is left of the layer's back-off window, or of the JWT layer's hold-back between two key
+    /// set fetches.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
-            Self::BackingOff { retry_after } => Some(*retry_after),
+            Self::BackingOff { retry_after } | Self::SigningKeys { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -443,7 +459,7 @@ impl fmt::Display for Unavailable {
             Self::Interrupted => f.write_str("lookup interrupted"),
             Self::BackingOff { .. } => f.write_str("backing off after recent failures"),
             Self::Overloaded => f.write_str("too many lookups in flight"),
-            Self::SigningKeys => f.write_str("the token signing keys could not be had"),
+            Self::SigningKeys { .. } => f.write_str("the token signing keys could not be had"),
         }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use support::{get, redis_server::RedisServer, send, Answer};
 use tower::{Layer, ServiceExt};
 use tower_kratos::{
-    jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession},
+    jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession, DEFAULT_JWKS_MIN_REFETCH},
     outcome::{TokenRejected, Unauthenticated, Unavailable},
     testing::{Endpoint, Fault, KratosStandIn, SigningAlg, TokenizerTemplate},
     KratosLayer, KratosSession, Outcome,
@@ -351,7 +351,7 @@ async fn a_repeated_token_is_served_from_the_cache_until_its_exp() {
 }
 
 #[tokio::test]
-async fn keys_from_a_url_follow_a_rotation_and_a_kid_flood_makes_one_fetch() {
+async fn keys_from_a_url_follow_a_rotation_and_a_kid_flood_makes_one_fetch_per_interval() {
     let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
     let url = kratos.jwks_url("es256").unwrap();
     let layer = JwtLayer::builder(ISSUER)
@@ -376,26 +376,30 @@ async fn keys_from_a_url_follow_a_rotation_and_a_kid_flood_makes_one_fetch() {
     );
     assert_eq!(kratos.calls(Endpoint::Jwks), fetched + 1);
 
-    // 200 made-up kids at once: at most one more fetch in the interval.
+    // 200 made-up kids at once: each refused once a fetch made after it came found no such
+    // key, and all of them together at most one fetch per interval.
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let segments: Vec<&str> = second.split('.').collect();
     let before = kratos.calls(Endpoint::Jwks);
-    let tokens: Vec<String> = (0..200)
-        .map(|n| {
-            let header =
-                URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": format!("k{n}")}).to_string());
-            format!("{header}.{}.{}", segments[1], segments[2])
-        })
-        .collect();
+    let flood = made_up_kids(&second);
+    let flood_began = Instant::now();
     let answers =
-        futures_util::future::join_all(tokens.iter().map(|token| with_bearer(&layer, token))).await;
+        futures_util::future::join_all(flood.iter().map(|token| with_bearer(&layer, token))).await;
     for answer in answers {
         assert_eq!(refused_for(&answer), TokenRejected::UnknownKey);
     }
+    at_most_one_fetch_per_interval(
+        kratos.calls(Endpoint::Jwks) - before,
+        flood_began.elapsed(),
+        Duration::from_millis(300),
+    );
+}
+
+/// Fails if more fetches were made in `elapsed` than one per `interval` (the first one at once).
+fn at_most_one_fetch_per_interval(fetches: usize, elapsed: Duration, interval: Duration) {
+    let allowed = 1 + elapsed.as_millis() / interval.as_millis();
     assert!(
-        kratos.calls(Endpoint::Jwks) <= before + 1,
-        "{}",
-        kratos.calls(Endpoint::Jwks) - before
+        fetches as u128 <= allowed,
+        "{fetches} fetches in {elapsed:?}, at most {allowed} allowed"
     );
 }
 
@@ -421,7 +425,7 @@ async fn a_key_set_url_down_is_a_503_without_keys_and_changes_nothing_with_them(
     );
     assert!(matches!(
         answer.outcome(),
-        Outcome::Unavailable(Unavailable::SigningKeys)
+        Outcome::Unavailable(Unavailable::SigningKeys { .. })
     ));
 
     // The URL comes back: keys are fetched on demand, then kept while it is down again.
@@ -715,4 +719,346 @@ proptest! {
             prop_assert_eq!(status, StatusCode::UNAUTHORIZED);
         }
     }
+}
+
+/// What a token signed with a key the layer has not fetched yet may be answered while the key
+/// set is loading or a refetch is held back: accepted, or 503 with `Retry-After`. Never a 401,
+/// which would sign its user out. `true` once accepted.
+fn accepted_or_asked_to_retry(answer: &Answer, what: &str) -> bool {
+    match answer.status {
+        StatusCode::OK => true,
+        StatusCode::SERVICE_UNAVAILABLE => {
+            assert!(
+                matches!(
+                    answer.outcome(),
+                    Outcome::Unavailable(Unavailable::SigningKeys { .. })
+                ),
+                "{what}: {:?}",
+                answer.outcome()
+            );
+            let wait: u64 = answer
+                .header("retry-after")
+                .unwrap_or_else(|| panic!("{what}: a 503 without Retry-After"))
+                .parse()
+                .expect("Retry-After in seconds");
+            assert!(wait >= 1, "{what}: Retry-After {wait}");
+            false
+        }
+        other => panic!("{what}: answered {other}: {}", answer.text()),
+    }
+}
+
+/// Sends `token` until it is accepted, asserting every answer before is a 503 with
+/// `Retry-After`; fails if it is not accepted within `deadline` of the first try.
+async fn accepted_within(layer: &JwtLayer, token: &str, deadline: Duration, what: &str) {
+    let first_use = Instant::now();
+    loop {
+        let accepted = accepted_or_asked_to_retry(&with_bearer(layer, token).await, what);
+        assert!(
+            first_use.elapsed() < deadline,
+            "{what}: not accepted within {deadline:?}"
+        );
+        if accepted {
+            return;
+        }
+        // A client's retry, sooner than Retry-After asks, to see the first moment it works.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 200 tokens signed like `template` but naming made-up `kid`s.
+fn made_up_kids(template: &str) -> Vec<String> {
+    let segments: Vec<&str> = template.split('.').collect();
+    (0..200)
+        .map(|n| {
+            let header = URL_SAFE_NO_PAD
+                .encode(json!({"alg": "ES256", "kid": format!("made-up-{n}")}).to_string());
+            format!("{header}.{}.{}", segments[1], segments[2])
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_key_is_accepted_within_two_seconds_whatever_made_up_kids_came_before() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    // The default hold-back between two fetches for unknown kids.
+    let layer = JwtLayer::builder(ISSUER)
+        .jwks_url(kratos.jwks_url("es256").unwrap())
+        .build()
+        .unwrap();
+    let known = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    assert_eq!(with_bearer(&layer, &known).await.status, StatusCode::OK);
+
+    // A flood of made-up kids: each is refused (401 only after a fetch that started after it
+    // was seen, else 503), and all of them together make at most one fetch per interval.
+    let before = kratos.calls(Endpoint::Jwks);
+    let flood = made_up_kids(&known);
+    let flood_began = Instant::now();
+    let answers =
+        futures_util::future::join_all(flood.iter().map(|token| with_bearer(&layer, token))).await;
+    for answer in &answers {
+        if answer.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(refused_for(answer), TokenRejected::UnknownKey);
+        } else {
+            assert!(!accepted_or_asked_to_retry(answer, "a made-up kid"));
+        }
+    }
+    let after_flood = kratos.calls(Endpoint::Jwks);
+    at_most_one_fetch_per_interval(
+        after_flood - before,
+        flood_began.elapsed(),
+        DEFAULT_JWKS_MIN_REFETCH,
+    );
+
+    // Kratos rotates: the new key's first token is never a 401, and is accepted within 2 s.
+    kratos.rotate_key("es256").unwrap();
+    let rotated = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    accepted_within(&layer, &rotated, Duration::from_secs(2), "the new key").await;
+    assert!(
+        kratos.calls(Endpoint::Jwks) <= after_flood + 1,
+        "one fetch for the new key"
+    );
+    assert_eq!(with_bearer(&layer, &known).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_long_hold_back_answers_unknown_kids_503_with_retry_after_never_401() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let hold_back = Duration::from_secs(3);
+    let layer = JwtLayer::builder(ISSUER)
+        .jwks_url(kratos.jwks_url("es256").unwrap())
+        .jwks_min_refetch(hold_back)
+        .build()
+        .unwrap();
+    let known = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    assert_eq!(with_bearer(&layer, &known).await.status, StatusCode::OK);
+    let fetched = kratos.calls(Endpoint::Jwks);
+
+    // Within the hold-back, longer than a request waits: nothing is fetched, and no made-up
+    // kid is called unknown, since no fetch looked for it.
+    let answers = futures_util::future::join_all(
+        made_up_kids(&known)
+            .iter()
+            .map(|token| with_bearer(&layer, token)),
+    )
+    .await;
+    for answer in &answers {
+        assert!(!accepted_or_asked_to_retry(answer, "a made-up kid"));
+    }
+    assert_eq!(kratos.calls(Endpoint::Jwks), fetched);
+
+    kratos.rotate_key("es256").unwrap();
+    let rotated = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    let answer = with_bearer(&layer, &rotated).await;
+    assert!(!accepted_or_asked_to_retry(
+        &answer,
+        "the new key, held back"
+    ));
+    // Accepted once the hold-back is over, and 503 until then.
+    accepted_within(
+        &layer,
+        &rotated,
+        hold_back + Duration::from_secs(2),
+        "the new key",
+    )
+    .await;
+    assert_eq!(kratos.calls(Endpoint::Jwks), fetched + 1);
+}
+
+/// Waits until the stand-in has been asked for the key set `times` times.
+async fn jwks_asked(kratos: &KratosStandIn, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kratos.calls(Endpoint::Jwks) < times {
+        assert!(
+            Instant::now() < deadline,
+            "the layer never fetched its keys"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_layer_still_loading_its_keys_never_answers_401() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let url = kratos.jwks_url("es256").unwrap();
+    let token = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+
+    // A key set URL that answers slowly: the first tokens wait for it (or are asked to retry).
+    kratos.set_fault(Endpoint::Jwks, Fault::Delay(Duration::from_millis(500)));
+    let layer = JwtLayer::builder(ISSUER).jwks_url(&url).build().unwrap();
+    let answers =
+        futures_util::future::join_all((0..10).map(|_| with_bearer(&layer, &token))).await;
+    for answer in &answers {
+        accepted_or_asked_to_retry(answer, "a first token, keys loading");
+    }
+    accepted_within(&layer, &token, Duration::from_secs(3), "a first token").await;
+
+    // The fetch under way at start-up answers with the keys as they were when it asked; the
+    // token comes with a key made since. That answer cannot decide it: a fetch made after the
+    // token was seen does.
+    kratos.set_fault(
+        Endpoint::Jwks,
+        Fault::AnswerLate(Duration::from_millis(500)),
+    );
+    let before = kratos.calls(Endpoint::Jwks);
+    let layer = JwtLayer::builder(ISSUER).jwks_url(&url).build().unwrap();
+    jwks_asked(&kratos, before + 1).await;
+    kratos.rotate_key("es256").unwrap();
+    let rotated = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    accepted_within(
+        &layer,
+        &rotated,
+        Duration::from_secs(3),
+        "a key newer than the fetch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_members_in_the_header_or_the_claims_are_refused() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let layer = layer_for(&kratos, "es256").build().unwrap();
+    let jwks = kratos.jwks("es256").unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let header = json!({"alg": "ES256", "kid": kid, "typ": "JWT"}).to_string();
+    let payload = claims(json!({})).to_string();
+    let sign = |header: &str, payload: &str| {
+        kratos
+            .sign_raw("es256", header.as_bytes(), payload.as_bytes())
+            .expect("signed")
+    };
+    // Written as given, once each: accepted.
+    assert_eq!(
+        with_bearer(&layer, &sign(&header, &payload)).await.status,
+        StatusCode::OK
+    );
+
+    // `{"sub":"someone-else", ...the claims, their own "sub" last...}`: a parser that keeps
+    // the last one and one that keeps the first disagree on who this is.
+    let two_subs = payload.replacen('{', r#"{"sub":"someone-else","#, 1);
+    let cases = [
+        ("a claim twice", sign(&header, &two_subs)),
+        (
+            "a claim twice, once escaped",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"s\u0075b":"someone-else","#, 1),
+            ),
+        ),
+        (
+            "a nested member twice",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"ext":{"roles":["user"],"roles":["admin"]},"#, 1),
+            ),
+        ),
+        (
+            "a member twice in an object in an array",
+            sign(
+                &header,
+                &payload.replacen('{', r#"{"ext":[{"a":1,"a":2}],"#, 1),
+            ),
+        ),
+        (
+            "alg twice",
+            sign(
+                &format!(r#"{{"alg":"none","alg":"ES256","kid":"{kid}"}}"#),
+                &payload,
+            ),
+        ),
+        (
+            "kid twice",
+            sign(
+                &format!(r#"{{"alg":"ES256","kid":"other","kid":"{kid}"}}"#),
+                &payload,
+            ),
+        ),
+        (
+            "typ twice",
+            sign(
+                &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT","typ":"JWT"}}"#),
+                &payload,
+            ),
+        ),
+    ];
+    for (what, token) in cases {
+        let answer = with_bearer(&layer, &token).await;
+        assert_eq!(
+            refused_for(&answer),
+            TokenRejected::DuplicateMember,
+            "{what}"
+        );
+    }
+    assert_eq!(layer.cached_tokens(), 1, "no refused token is cached");
+}
+
+/// The order of P-256's group, big-endian (SEC 2, `n`).
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `n - s` for a 32-byte big-endian `s` with `0 < s < n`: the other valid `s` of an ECDSA
+/// signature (`(r, s)` and `(r, n - s)` verify alike).
+fn p256_negate(s: &[u8]) -> Vec<u8> {
+    assert_eq!(s.len(), 32);
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0u16;
+    for at in (0..32).rev() {
+        let subtrahend = u16::from(s[at]) + borrow;
+        let minuend = u16::from(P256_ORDER[at]);
+        (out[at], borrow) = if minuend >= subtrahend {
+            ((minuend - subtrahend) as u8, 0)
+        } else {
+            ((minuend + 256 - subtrahend) as u8, 1)
+        };
+    }
+    assert_eq!(borrow, 0, "s is below the order");
+    out
+}
+
+#[tokio::test]
+async fn an_es256_signature_with_s_flipped_is_verified_on_its_own_and_vouches_for_no_other() {
+    let kratos = kratos_signing(&[("es256", SigningAlg::Es256)]).await;
+    let layer = layer_for(&kratos, "es256").build().unwrap();
+    let token = kratos.sign_claims("es256", &claims(json!({}))).unwrap();
+    let original = with_bearer(&layer, &token).await;
+    assert_eq!(original.status, StatusCode::OK, "{}", original.text());
+    assert_eq!(layer.cached_tokens(), 1);
+
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let (r, s) = signature.split_at(32);
+    // The same header and payload with garbage for a signature: refused, although a token
+    // with that header and payload is cached.
+    for garbage in [
+        [r, &[0x42; 32][..]].concat(),
+        vec![0x42; 64],
+        [r, s, &[0][..]].concat(),
+    ] {
+        let forged = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(garbage));
+        let answer = with_bearer(&layer, &forged).await;
+        assert_ne!(
+            answer.status,
+            StatusCode::OK,
+            "a forged signature was served"
+        );
+        assert_eq!(refused_for(&answer), TokenRejected::Signature);
+    }
+
+    // (r, n - s): the other encoding of the same signature, as Go's crypto/ecdsa may write it.
+    // Accepted, with the same claims, after a signature check of its own.
+    let twin = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode([r, &p256_negate(s)[..]].concat())
+    );
+    assert_ne!(twin, token);
+    let answer = with_bearer(&layer, &twin).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.json(), original.json());
+    assert_eq!(
+        layer.cached_tokens(),
+        2,
+        "each encoding cached under its own text"
+    );
 }

@@ -106,6 +106,13 @@ impl fmt::Debug for KeySet {
 impl KeySet {
     /// The keys a token with this `kid` (or none) and `alg` may be verified with: the one with
     /// that `kid`; without a `kid`, every key that fits the algorithm.
+    ///
+    /// A token without a `kid` (Kratos always writes one; another signer might not) is tried
+    /// against each of those, and that is bounded: the keys are the operator's own set, never
+    /// the token's (a rotation keeps a handful, [`MAX_JWKS_LEN`] caps it), the token is
+    /// decoded once whatever their number, and each try is one signature check. So it costs at
+    /// most as many checks as the set has keys of its algorithm, and, when none fits, no more
+    /// fetches than an unknown `kid` does (one per hold-back interval for all such tokens).
     pub(crate) fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
@@ -120,6 +127,17 @@ impl KeySet {
     /// Whether a key has this `kid`.
     pub(crate) fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+
+    /// Whether this set can decide a token with this `kid` (or none) and `alg`, with no fetch:
+    /// it holds a key with that `kid` (one that may not fit `alg`: then the token is refused for
+    /// it), or, for a token without a `kid`, a key that fits `alg`. A newer set may hold a key
+    /// it lacks.
+    pub(crate) fn decides(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+        match kid {
+            Some(kid) => self.has_kid(kid),
+            None => self.candidates(None, alg).next().is_some(),
+        }
     }
 }
 

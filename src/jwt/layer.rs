@@ -22,8 +22,10 @@ pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
 /// How often a key set URL is fetched again in the background, by default.
 pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
-/// The shortest time between two fetches for unknown `kid`s, by default.
-pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+/// The shortest time between two fetches for unknown `kid`s, by default: short, since a token
+/// signed with a key Kratos has just rotated in waits for that fetch (or is answered 503), and
+/// long enough that a flood of made-up `kid`s costs the key set URL one request a second.
+pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(1);
 
 /// Verifies Kratos's tokenized sessions (`Authorization: Bearer <JWT>`, from
 /// `whoami?tokenize_as=…`) with no Kratos call: for internal services behind the edge app.
@@ -177,7 +179,9 @@ impl<R> JwtLayerBuilder<R> {
     /// sessions): at start, then every [`jwks_refresh`](Self::jwks_refresh), and again for a
     /// token with an unknown `kid`, at most once per
     /// [`jwks_min_refetch`](Self::jwks_min_refetch). Keys are kept while the URL is down;
-    /// until the first fetch succeeds, tokens are answered 503.
+    /// until the first fetch succeeds, tokens are answered 503. A token with a `kid` the keys
+    /// lack is refused (401) only after a fetch made since it came found no such key: until
+    /// then it waits for that fetch, or is answered 503 with `Retry-After`.
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.keys = Some(KeysSetting::Url(url.into()));
         self
@@ -210,14 +214,21 @@ impl<R> JwtLayerBuilder<R> {
         self
     }
 
-    /// The shortest time between two on-demand fetches for unknown `kid`s (default 30 s): a
-    /// flood of made-up `kid`s makes no more fetches than this.
+    /// The shortest time between two on-demand fetches for unknown `kid`s (default
+    /// [`DEFAULT_JWKS_MIN_REFETCH`], 1 s): a flood of made-up `kid`s makes no more fetches than
+    /// one per interval. A token with an unknown `kid` waits for the interval to end when that
+    /// is at most 1 s away, then for the fetch.
+    ///
+    /// # Security
+    /// A longer interval delays a key Kratos has just rotated in by up to that much: its tokens
+    /// are answered 503 with `Retry-After` (never 401) until the next fetch is allowed.
     pub fn jwks_min_refetch(mut self, interval: Duration) -> Self {
         self.min_refetch = interval;
         self
     }
 
-    /// The deadline of one key set fetch (default 3 s).
+    /// The deadline of one key set fetch (default 3 s), with the default client or one given
+    /// to [`http_client`](Self::http_client): tokens that wait for a fetch wait no longer.
     pub fn jwks_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self
@@ -394,7 +405,12 @@ fn key_source(
                     .build()
                     .map_err(BuildError::client)?,
             };
-            KeySource::Url(UrlKeys::new(url, client, refresh_every, min_refetch))
+            KeySource::Url(UrlKeys::new(
+                url,
+                client,
+                (refresh_every, min_refetch),
+                fetch_timeout,
+            ))
         }
     })
 }

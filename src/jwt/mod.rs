@@ -7,9 +7,10 @@
 //! EdDSA; never `none` or HMAC, so a public key can never serve as an HMAC secret) that fits the
 //! type and curve of the key its `kid` names; the signature (aws-lc-rs); `iss` equal to the
 //! configured Kratos public URL; `exp`, `nbf` and `iat` with a small leeway; `aud` when one is
-//! configured (and no `aud` when none is); `sid` and `sub` present. With a shared cache
-//! (feature `redis`), a token whose session or identity was revoked through the crate on any
-//! replica is refused although it has not expired.
+//! configured (and no `aud` when none is); `sid` and `sub` present; no member named twice in
+//! the header or the claims. With a shared cache (feature `redis`), a token whose session or
+//! identity was revoked through the crate on any replica is refused although it has not
+//! expired.
 //!
 //! A verified token is cached (under a keyed hash) until its `exp`: a repeated token costs a
 //! lookup, not a signature check. Handlers get a [`TokenizedSession`] in the request's
@@ -19,8 +20,12 @@
 //! Refusals are [`Outcome`](crate::Outcome)s answered by the same rejection as the session
 //! layer's: no token or a bad one is `Unauthenticated` (401, gRPC 16) with a
 //! [`TokenRejected`](crate::outcome::TokenRejected) reason; keys that cannot be had are
-//! `Unavailable` (503, gRPC 14).
+//! `Unavailable` (503 with `Retry-After`, gRPC 14). A token naming a key the keys had lack is
+//! refused only once a fetch made after it came has not found that key: until then it waits
+//! for that fetch, or is answered 503, as it may be signed with a key Kratos has just rotated
+//! in.
 
+mod json;
 mod keys;
 mod layer;
 mod service;

@@ -112,16 +112,17 @@ where
         let checked = match bearer(&request) {
             Ok(Some(token)) => match self.policy.verifier.check(token) {
                 Checked::Decided(decided) => Ok(decided),
-                Checked::NeedsKeys => Err(token.to_owned()),
+                Checked::NeedsKeys(seen) => Err((token.to_owned(), seen)),
             },
             Ok(None) => Ok(Err(Outcome::Anonymous)),
             Err(why) => Ok(Err(Outcome::Unauthenticated(Unauthenticated::Token(why)))),
         };
         match checked {
             Ok(decided) => self.decided(decided, request),
-            Err(token) => {
+            Err((token, seen)) => {
                 let verifier = Arc::clone(&self.policy.verifier);
-                let keys = Box::pin(async move { verifier.check_with_fresh_keys(&token).await });
+                let keys =
+                    Box::pin(async move { verifier.check_with_fresh_keys(&token, seen).await });
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
                 JwtResponseFuture {
@@ -206,7 +207,10 @@ where
             request.extensions_mut().insert(outcome);
         }
         Err(outcome) => {
-            if matches!(outcome, Outcome::Unavailable(Unavailable::SigningKeys)) {
+            if matches!(
+                outcome,
+                Outcome::Unavailable(Unavailable::SigningKeys { .. })
+            ) {
                 policy.verifier.log_unavailable();
             }
             let (parts, _) = request.into_parts();

@@ -1,11 +1,16 @@
 //! Where the JWT layer's keys come from: a key set given at build time (inline, or read from a
 //! file), or one fetched from a URL the operator serves (Kratos serves none for tokenized
 //! sessions). A URL's set is fetched at start, kept, refreshed in the background, and fetched
-//! again when a token names an unknown `kid`, at most once per interval however many such
-//! tokens come; while the URL is down the keys already had are kept.
+//! again when a token names a key the set lacks: at most once per hold-back interval however
+//! many such tokens come, and such a token is decided only by keys fetched after it was seen
+//! (else it is answered 503, never 401: it may carry a key Kratos has just rotated in). While
+//! the URL is down the keys already had are kept.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, RwLock, Weak},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, RwLock, Weak,
+    },
     time::{Duration, Instant},
 };
 
@@ -13,6 +18,11 @@ use reqwest::Url;
 
 use super::keys::{self, KeySet, SharedKeySet, MAX_JWKS_LEN};
 use crate::{config::without_userinfo, log_limit::WarnLimiter};
+
+/// The longest a token waits for the hold-back between two fetches to end before its fetch is
+/// made. A longer hold-back (a `jwks_min_refetch` above this) answers it 503 with
+/// `Retry-After` instead: a request is not held that long.
+pub(crate) const MAX_HOLD_BACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The keys, as the layer reads them.
 #[derive(Debug)]
@@ -23,14 +33,32 @@ pub(crate) enum KeySource {
     Url(Arc<UrlKeys>),
 }
 
-impl KeySource {
-    /// The keys had now, if any.
-    pub(crate) fn current(&self) -> Option<SharedKeySet> {
-        match self {
-            Self::Fixed(keys) => Some(Arc::clone(keys)),
-            Self::Url(url) => url.current(),
-        }
-    }
+/// How many fetches of a URL's key set had started when a token was found to name a key the
+/// set lacks. Only a fetch numbered above it started after the token was seen, and so can say
+/// that its key does not exist: one under way before may predate the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ticket(u64);
+
+/// What a token the keys had could not decide gets after waiting for keys.
+#[derive(Debug)]
+pub(crate) enum Refetched {
+    /// Keys that decide it: they hold the key it names, or a fetch that started after it was
+    /// seen got them, so a key they lack does not exist.
+    Keys(SharedKeySet),
+    /// No such keys: the fetch made for it failed, or the next fetch may only be made later
+    /// than a request waits.
+    Unavailable {
+        /// When to ask again.
+        retry_after: Duration,
+    },
+}
+
+/// The last fetch that ended: when it started (the hold-back counts from there), and whether
+/// it got a usable key set.
+#[derive(Clone, Copy, Debug)]
+struct LastFetch {
+    started_at: Instant,
+    usable: bool,
 }
 
 /// A URL's key set and what fetching it needs.
@@ -40,10 +68,13 @@ pub(crate) struct UrlKeys {
     client: reqwest::Client,
     refresh_every: Duration,
     min_refetch: Duration,
+    fetch_timeout: Duration,
     current: RwLock<Option<SharedKeySet>>,
-    /// When the last fetch started (successful or not): the next on-demand fetch waits for the
-    /// interval.
-    last_fetch: Mutex<Option<Instant>>,
+    /// How many fetches have started: a token the keys cannot decide takes its [`Ticket`] here.
+    started: AtomicU64,
+    /// Written when a fetch ends; read and written with `fetching` held, so no fetch is under
+    /// way while it is read.
+    last_fetch: Mutex<Option<LastFetch>>,
     /// One fetch at a time; waiters read what it got.
     fetching: tokio::sync::Mutex<()>,
     refresher: std::sync::Once,
@@ -54,15 +85,17 @@ impl UrlKeys {
     pub(crate) fn new(
         url: Url,
         client: reqwest::Client,
-        refresh_every: Duration,
-        min_refetch: Duration,
+        (refresh_every, min_refetch): (Duration, Duration),
+        fetch_timeout: Duration,
     ) -> Arc<Self> {
         let keys = Arc::new(Self {
             url,
             client,
             refresh_every,
             min_refetch,
+            fetch_timeout,
             current: RwLock::new(None),
+            started: AtomicU64::new(0),
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             refresher: std::sync::Once::new(),
@@ -79,6 +112,14 @@ impl UrlKeys {
             .clone()
     }
 
+    /// The keys had now, and the ticket a token they cannot decide waits with. The ticket is
+    /// read first: keys read after it may come from a later fetch, never from an earlier one
+    /// than it names.
+    pub(crate) fn snapshot(&self) -> (Option<SharedKeySet>, Ticket) {
+        let seen = Ticket(self.started.load(Ordering::SeqCst));
+        (self.current(), seen)
+    }
+
     /// Starts the background refresh, once, when there is a runtime (at build time, or at the
     /// first request of a layer built outside one). It fetches at once, then every
     /// `refresh_every`, and stops when the layer is dropped.
@@ -92,34 +133,96 @@ impl UrlKeys {
         });
     }
 
-    /// Fetches the key set again, unless a fetch started less than the interval ago (then the
-    /// keys had are returned as they are), and returns the keys had after it. Concurrent
-    /// callers share one fetch.
-    pub(crate) async fn refetch(&self) -> Option<SharedKeySet> {
-        let before = self.current();
-        let _one_at_a_time = self.fetching.lock().await;
-        let now_current = self.current();
-        // Another caller fetched while this one waited: use what it got.
-        if !same(&before, &now_current) {
-            return now_current;
-        }
-        {
-            let mut last = self
-                .last_fetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < self.min_refetch) {
-                return now_current;
+    /// Keys that decide a token the keys had when it took `seen` could not: `decides` says
+    /// whether a set holds the key it names.
+    ///
+    /// The keys had, if a fetch that ended meanwhile brought its key; else those of a fetch
+    /// that started after it was seen, waiting for it. That fetch is made at once when the
+    /// last one started `min_refetch` ago or more, after a wait when that is at most
+    /// [`MAX_HOLD_BACK_WAIT`] away, and not at all (503) when it is further: so however many
+    /// tokens name keys nobody has, there is at most one fetch per `min_refetch`, one at a
+    /// time, and each serves every token waiting. The wait is bounded: a fetch under way (at
+    /// most the fetch timeout), the hold-back (at most [`MAX_HOLD_BACK_WAIT`]), then one fetch.
+    pub(crate) async fn refetched(
+        &self,
+        seen: Ticket,
+        decides: impl Fn(&KeySet) -> bool,
+    ) -> Refetched {
+        // A wait for the hold-back, then the fetch: two rounds; the third is never needed, and
+        // the loop is bounded so that a clock gone wrong cannot hold a request.
+        for _ in 0..3 {
+            let one_at_a_time = self.fetching.lock().await;
+            if let Some(keys) = self.current().filter(|keys| decides(keys)) {
+                return Refetched::Keys(keys);
             }
-            *last = Some(Instant::now());
+            // With `fetching` held no fetch is under way: one numbered above the ticket ended.
+            if Ticket(self.started.load(Ordering::SeqCst)) > seen {
+                return self.as_last_fetch_left_them();
+            }
+            let hold_back = self.hold_back_left();
+            if hold_back.is_zero() {
+                self.fetch_now().await;
+                return self.as_last_fetch_left_them();
+            }
+            drop(one_at_a_time);
+            if hold_back > MAX_HOLD_BACK_WAIT {
+                return Refetched::Unavailable {
+                    retry_after: hold_back,
+                };
+            }
+            tokio::time::sleep(hold_back).await;
         }
-        self.fetch().await;
-        self.current()
+        Refetched::Unavailable {
+            retry_after: self.min_refetch,
+        }
+    }
+
+    /// The keys the last fetch left, if it got a usable set; call with `fetching` held.
+    fn as_last_fetch_left_them(&self) -> Refetched {
+        let usable = self.last_fetch().is_some_and(|last| last.usable);
+        match self.current() {
+            Some(keys) if usable => Refetched::Keys(keys),
+            // Kept keys lack the token's key, and the URL could not say whether it has it now.
+            _ => Refetched::Unavailable {
+                retry_after: self.min_refetch,
+            },
+        }
+    }
+
+    fn last_fetch(&self) -> Option<LastFetch> {
+        *self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long until a fetch for unknown keys may be made; call with `fetching` held.
+    fn hold_back_left(&self) -> Duration {
+        self.last_fetch().map_or(Duration::ZERO, |last| {
+            self.min_refetch.saturating_sub(last.started_at.elapsed())
+        })
+    }
+
+    /// One fetch, numbered and timed for tickets and the hold-back; call with `fetching` held.
+    async fn fetch_now(&self) {
+        let started_at = Instant::now();
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let usable = self.fetch().await;
+        *self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(LastFetch { started_at, usable });
     }
 
     /// One fetch; a usable set replaces the keys, anything else keeps them (and is logged).
-    async fn fetch(&self) {
-        match self.download().await {
+    /// Whether a usable set came.
+    async fn fetch(&self) -> bool {
+        // The timeout here too: a client given by the application may have none, and tokens
+        // wait for this fetch.
+        let downloaded = tokio::time::timeout(self.fetch_timeout, self.download())
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_owned()));
+        match downloaded {
             Ok(parsed) => {
                 let shown = without_userinfo(self.url.as_str());
                 if parsed.had_private_parts {
@@ -134,6 +237,7 @@ impl UrlKeys {
                 }
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::new(parsed.set));
+                true
             }
             Err(why) => {
                 let kept = self.current().is_some();
@@ -145,6 +249,7 @@ impl UrlKeys {
                         "the JWKS could not be fetched: {why}"
                     );
                 }
+                false
             }
         }
     }
@@ -181,14 +286,6 @@ impl UrlKeys {
     }
 }
 
-fn same(a: &Option<SharedKeySet>, b: &Option<SharedKeySet>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 /// Fetches at once, then every `refresh_every` after the last fetch (on demand or not), while
 /// the layer lives.
 async fn refresh(keys: Weak<UrlKeys>) {
@@ -198,19 +295,11 @@ async fn refresh(keys: Weak<UrlKeys>) {
         };
         let wait = {
             let _one_at_a_time = strong.fetching.lock().await;
-            let since = strong
-                .last_fetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .map(|at| at.elapsed());
+            let since = strong.last_fetch().map(|last| last.started_at.elapsed());
             match since {
                 Some(since) if since < strong.refresh_every => strong.refresh_every - since,
                 _ => {
-                    *strong
-                        .last_fetch
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-                    strong.fetch().await;
+                    strong.fetch_now().await;
                     strong.refresh_every
                 }
             }

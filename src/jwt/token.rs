@@ -2,7 +2,8 @@
 //! that fits the key it names, the signature, then the claims (`iss`, `exp`, `nbf`, `iat`,
 //! `aud`, `sid`, `sub`). Only keys from the configured key set are used: header parameters that
 //! point at keys (`jku`, `jwk`, `x5u`, `x5c`) are ignored, and a critical header (`crit`) is
-//! refused, since nothing here understands one.
+//! refused, since nothing here understands one. A header or claims naming a member twice are
+//! refused (`json.rs` says why).
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -11,7 +12,10 @@ use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use super::keys::{Algorithm, KeySet};
+use super::{
+    json::{check_unique_members, NotAccepted},
+    keys::{Algorithm, KeySet},
+};
 use crate::outcome::TokenRejected;
 
 /// The longest token read. Kratos's are well under 2 KiB; mapped claims add some.
@@ -171,9 +175,10 @@ impl Parts<'_> {
             .map_err(|_| TokenRejected::Malformed)?;
         let mut candidates = keys.candidates(self.kid.as_deref(), self.alg).peekable();
         if candidates.peek().is_none() {
-            return Err(match &self.kid {
-                Some(kid) if keys.has_kid(kid) => TokenRejected::Algorithm,
-                _ => TokenRejected::UnknownKey,
+            return Err(if keys.decides(self.kid.as_deref(), self.alg) {
+                TokenRejected::Algorithm
+            } else {
+                TokenRejected::UnknownKey
             });
         }
         let message = self.signing_input.as_bytes();
@@ -272,10 +277,16 @@ fn numeric_date(value: &Value) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(whole).ok()
 }
 
+/// A header or claims segment: base64url, then JSON that names each member once (at any
+/// depth), then the type wanted.
 fn decode_json<T: DeserializeOwned>(segment: &str) -> Result<T, TokenRejected> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| TokenRejected::Malformed)?;
+    check_unique_members(&bytes).map_err(|why| match why {
+        NotAccepted::Repeated => TokenRejected::DuplicateMember,
+        NotAccepted::NotJson => TokenRejected::Malformed,
+    })?;
     serde_json::from_slice(&bytes).map_err(|_| TokenRejected::Malformed)
 }
 
@@ -301,6 +312,14 @@ mod tests {
                 TokenRejected::Algorithm,
             ),
             (r#"{"kid":"a"}"#, TokenRejected::Malformed),
+            (
+                r#"{"alg":"ES256","kid":"a","kid":"b"}"#,
+                TokenRejected::DuplicateMember,
+            ),
+            (
+                r#"{"alg":"ES256","x":{"y":1,"y":1}}"#,
+                TokenRejected::DuplicateMember,
+            ),
             (r#"["ES256"]"#, TokenRejected::Malformed),
         ] {
             assert_eq!(parts(&token(header), &all).err(), Some(why), "{header}");

@@ -8,15 +8,28 @@ use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use super::{
-    source::KeySource,
-    token::{self, Checks, TokenizedSession},
+    keys::KeySet,
+    source::{KeySource, Refetched, Ticket},
+    token::{self, Checks, Parts, TokenizedSession},
 };
 use crate::{
     log_limit::WarnLimiter,
     outcome::{Outcome, TokenRejected, Unauthenticated, Unavailable},
 };
 
-/// A verified token's cache key: a keyed hash, so the cache holds no token.
+/// A verified token's cache key: a keyed hash of the whole token, so the cache holds no token.
+///
+/// # Security
+/// The whole token, signature included, and never its header and payload alone. ECDSA
+/// signatures are malleable: `(r, s)` and `(r, n − s)` both verify, so one signed token has two
+/// texts. Both are accepted, on purpose: Kratos signs with Go's crypto/ecdsa, which does not
+/// normalise `s`, so about half of its ES256 and ES512 tokens are "high-S", and refusing those
+/// would refuse Kratos. The second text is harmless because nothing here trusts a token's text
+/// beyond its signature: this key misses for it, so it is verified on its own (aws-lc-rs)
+/// before it is ever served from the cache, and a token whose header and payload match a
+/// cached one's is never served on that match, whatever its signature. Both texts carry the
+/// same claims, and revocations (with a shared cache) are by `sid` and `sub`, never by token
+/// text, so a revocation reaches both.
 type TokenKey = [u8; 32];
 
 /// One layer's verifier.
@@ -60,9 +73,9 @@ impl moka::Expiry<TokenKey, TokenizedSession> for UntilExpiry {
 /// What checking a request's token gives before keys are fetched.
 pub(crate) enum Checked {
     Decided(Result<TokenizedSession, Outcome>),
-    /// The key set must be fetched (none yet, or an unknown `kid`) before the token can be
-    /// decided.
-    NeedsKeys,
+    /// The keys had cannot decide the token (none yet, or none with its `kid`): it waits for
+    /// keys fetched after it was seen, with this ticket.
+    NeedsKeys(Ticket),
 }
 
 impl Verifier {
@@ -94,49 +107,78 @@ impl Verifier {
     /// Decides a token with the keys had now: a cached verification (its `exp` and revocations
     /// checked again), else a full check.
     pub(crate) fn check(&self, token: &str) -> Checked {
-        let key = *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes();
+        let cache_key = self.cache_key(token);
         let now = OffsetDateTime::now_utc();
-        if let Some(session) = self.verified.get(&key) {
+        if let Some(session) = self.verified.get(&cache_key) {
             return Checked::Decided(self.still_valid(session, now));
         }
         let parts = match token::parts(token, &self.checks.algorithms) {
             Ok(parts) => parts,
             Err(why) => return Checked::Decided(Err(self.refused(why))),
         };
-        let Some(keys) = self.keys.current() else {
-            return Checked::NeedsKeys;
+        let (keys, seen) = match &self.keys {
+            KeySource::Fixed(keys) => (Arc::clone(keys), None),
+            KeySource::Url(url) => match url.snapshot() {
+                (Some(keys), seen) => (keys, Some(seen)),
+                (None, seen) => return Checked::NeedsKeys(seen),
+            },
         };
-        match parts.verify_signature(&keys) {
-            Ok(()) => {}
-            Err(TokenRejected::UnknownKey) if matches!(self.keys, KeySource::Url(_)) => {
-                return Checked::NeedsKeys;
-            }
-            Err(why) => return Checked::Decided(Err(self.refused(why))),
+        match (self.verify(cache_key, &parts, &keys, now), seen) {
+            // A URL's set may gain the key: a fetch made after this token decides.
+            (Err(TokenRejected::UnknownKey), Some(seen)) => Checked::NeedsKeys(seen),
+            (Err(why), _) => Checked::Decided(Err(self.refused(why))),
+            (Ok(session), _) => Checked::Decided(self.still_valid(session, now)),
         }
-        let session = match parts.claims(&self.checks, now) {
-            Ok(session) => session,
-            Err(why) => return Checked::Decided(Err(self.refused(why))),
-        };
-        self.verified.insert(key, session.clone());
-        Checked::Decided(self.still_valid(session, now))
     }
 
-    /// Decides a token after the key set was fetched again (or could not be).
+    /// Decides a token the keys had could not, with keys fetched after it was seen (`seen`),
+    /// waiting for them: an unknown `kid` is refused only when such a fetch found no key with
+    /// it; when none could be made (the fetch failed, or the hold-back is longer than a request
+    /// waits), the token is answered 503 with a retry delay, never 401.
     pub(crate) async fn check_with_fresh_keys(
         &self,
         token: &str,
+        seen: Ticket,
     ) -> Result<TokenizedSession, Outcome> {
-        let KeySource::Url(url) = &self.keys else {
-            return Err(Outcome::Unavailable(Unavailable::SigningKeys));
+        let parts =
+            token::parts(token, &self.checks.algorithms).map_err(|why| self.refused(why))?;
+        let keys = match &self.keys {
+            KeySource::Url(url) => {
+                let decides = |keys: &KeySet| keys.decides(parts.kid.as_deref(), parts.alg);
+                match url.refetched(seen, decides).await {
+                    Refetched::Keys(keys) => keys,
+                    Refetched::Unavailable { retry_after } => {
+                        return Err(Outcome::Unavailable(Unavailable::SigningKeys {
+                            retry_after,
+                        }))
+                    }
+                }
+            }
+            // A fixed set never gains a key: what it lacks is unknown for good.
+            KeySource::Fixed(keys) => Arc::clone(keys),
         };
-        if url.refetch().await.is_none() {
-            return Err(Outcome::Unavailable(Unavailable::SigningKeys));
-        }
-        match self.check(token) {
-            Checked::Decided(decided) => decided,
-            // Still unknown after a fetch (or a fetch too soon after the last).
-            Checked::NeedsKeys => Err(self.refused(TokenRejected::UnknownKey)),
-        }
+        let now = OffsetDateTime::now_utc();
+        self.verify(self.cache_key(token), &parts, &keys, now)
+            .map_err(|why| self.refused(why))
+            .and_then(|session| self.still_valid(session, now))
+    }
+
+    /// The signature with these keys, then the claims; a verified token is cached.
+    fn verify(
+        &self,
+        cache_key: TokenKey,
+        parts: &Parts<'_>,
+        keys: &KeySet,
+        now: OffsetDateTime,
+    ) -> Result<TokenizedSession, TokenRejected> {
+        parts.verify_signature(keys)?;
+        let session = parts.claims(&self.checks, now)?;
+        self.verified.insert(cache_key, session.clone());
+        Ok(session)
+    }
+
+    fn cache_key(&self, token: &str) -> TokenKey {
+        *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes()
     }
 
     /// A verified token, if it has not expired meanwhile nor been revoked.
@@ -167,12 +209,13 @@ impl Verifier {
         Outcome::Unauthenticated(Unauthenticated::Token(why))
     }
 
-    /// Logs a 503 for missing keys, rate-limited.
+    /// Logs a 503 for keys that could not be had, rate-limited.
     pub(crate) fn log_unavailable(&self) {
         if let Some(left_out) = self.warnings.admit(("jwt", "keys")) {
             tracing::warn!(
                 left_out_since_last = left_out,
-                "a tokenized session could not be checked: no signing keys (503)"
+                "a tokenized session could not be checked: its signing key could not be had \
+                 (503)"
             );
         }
     }

@@ -244,6 +244,38 @@ impl KratosStandIn {
         let tokenizers = self.inner.shared.tokenizers();
         tokenizers.get(template)?.sign(claims).ok()
     }
+
+    /// Signs a header and a payload exactly as given (their bytes base64url-encoded, nothing
+    /// parsed or rewritten) with the template's current key, as a compact JWS: for tokens no
+    /// JSON writer makes, such as one naming a member twice (`{"sub":"a","sub":"b"}`). The
+    /// header is not checked: for a signature that verifies, name the key's `alg` and `kid` in
+    /// it (the `kid` is the first of [`jwks`](Self::jwks)). `None` for a template that is not
+    /// registered, or if signing failed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_kratos::testing::{KratosStandIn, SigningAlg, TokenizerTemplate};
+    ///
+    /// let kratos = KratosStandIn::builder()
+    ///     .tokenizer("api", TokenizerTemplate::new(SigningAlg::Es256).key_id("k1"))
+    ///     .start()
+    ///     .await?;
+    /// let jwt = kratos
+    ///     .sign_raw(
+    ///         "api",
+    ///         br#"{"alg":"ES256","kid":"k1"}"#,
+    ///         br#"{"sub":"a","sub":"b"}"#,
+    ///     )
+    ///     .expect("signed");
+    /// assert_eq!(jwt.split('.').count(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sign_raw(&self, template: &str, header: &[u8], payload: &[u8]) -> Option<String> {
+        let tokenizers = self.inner.shared.tokenizers();
+        tokenizers.get(template)?.sign_raw(header, payload).ok()
+    }
 }
 
 /// The session a JWT is made for: what Kratos's tokenizer reads from it.
@@ -378,10 +410,16 @@ impl Tokenizer {
         };
         let header = serde_json::to_vec(&header).map_err(|_| Unspecified)?;
         let claims = serde_json::to_vec(claims).map_err(|_| Unspecified)?;
+        self.sign_raw(&header, &claims)
+    }
+
+    /// A compact JWS of these header and payload bytes, as they are, with the current key.
+    fn sign_raw(&self, header: &[u8], payload: &[u8]) -> Result<String, Unspecified> {
+        let key = self.keys.first().ok_or(Unspecified)?;
         let signing_input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
+            URL_SAFE_NO_PAD.encode(payload)
         );
         let signature = key.sign(signing_input.as_bytes())?;
         Ok(format!(
