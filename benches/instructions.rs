@@ -17,6 +17,8 @@ use std::{convert::Infallible, process::Command, time::Instant};
 
 mod support;
 
+#[path = "../tests/support/pki.rs"]
+mod pki;
 #[path = "../tests/support/redis_server.rs"]
 #[allow(dead_code)] // the bench uses part of what the tests do
 mod redis_server;
@@ -152,7 +154,7 @@ fn main() {
         run_side(side, count, redis);
         return;
     }
-    let redis = redis_server::RedisServer::start();
+    let redis = redis_server::RedisServer::start_as(redis_server::Flavor::Plain);
     if support::smoke_test() {
         // `cargo test --benches`: check that each side runs, without valgrind.
         for side in SIDES {

@@ -26,6 +26,8 @@
 
 mod support;
 
+#[path = "../tests/support/pki.rs"]
+mod pki;
 #[path = "../tests/support/redis_server.rs"]
 #[allow(dead_code)] // the bench uses part of what the tests do
 mod redis_server;
@@ -63,7 +65,7 @@ type Replica = BoxCloneSyncService<Request<String>, Response<String>, Infallible
 fn main() {
     println!("replicas: many replicas over one Redis");
     println!("machine: {}", machine());
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_as(redis_server::Flavor::Plain);
     println!("redis: {}", redis_version(&redis));
     let stand_in = support::SeparateKratos::start();
     let kratos = stand_in.kratos.clone();

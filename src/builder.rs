@@ -559,7 +559,8 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// Share the session cache with every replica of the app through Redis (or Valkey) at
-    /// `url` (`redis://[user:password@]host[:port][/db]`; feature `redis`): a session looked
+    /// `url` (`redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS; feature
+    /// `redis`): a session looked
     /// up by one replica is served by the others without asking Kratos, and a revocation made
     /// through any replica's [`lifecycle`](crate::KratosLayer::lifecycle) helpers is honoured
     /// by all. Needs [`shared_cache_secret`](Self::shared_cache_secret). Redis need not be up
@@ -593,6 +594,48 @@ impl<R> KratosLayerBuilder<R> {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn shared_cache_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.shared_cache.secret = Some(std::sync::Arc::from(secret.as_ref()));
+        self
+    }
+
+    /// The Redis 6 ACL user and password to connect as, for a [`redis_url`](Self::redis_url)
+    /// that carries none (`rediss://user:password@host` works too). Give the app a user of its
+    /// own, limited to the prefix's keys and channels: the README's "Managed and clustered
+    /// Redis" has the `ACL SETUSER` line. The password is shown by no `Debug`, log or error.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_credentials(mut self, username: impl Into<String>, password: &str) -> Self {
+        self.shared_cache.credentials = Some((username.into(), std::sync::Arc::from(password)));
+        self
+    }
+
+    /// Trust these PEM certificates for a `rediss://` Redis instead of the platform's roots (a
+    /// managed Redis's own CA: Memorystore's per-instance one, say). The server's certificate is
+    /// always verified, host name included; there is no setting to skip that.
+    ///
+    /// TLS to Redis needs a TLS feature (`tls-aws-lc-rs`, the default, or `tls-ring`) and a
+    /// process-wide rustls provider, which redis-rs builds its configuration from: install the
+    /// one you use at start (`rustls::crypto::aws_lc_rs::default_provider().install_default()`).
+    /// This crate installs none behind your back; `build()` says so if none is there.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_ca_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.shared_cache.ca_pem = Some(std::sync::Arc::from(pem.as_ref()));
+        self
+    }
+
+    /// A client certificate chain and its private key (PEM), for a `rediss://` Redis that asks
+    /// for mutual TLS.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_client_identity_pem(
+        mut self,
+        certificate_chain: impl AsRef<[u8]>,
+        private_key: impl AsRef<[u8]>,
+    ) -> Self {
+        self.shared_cache.client_identity_pem = Some((
+            std::sync::Arc::from(certificate_chain.as_ref()),
+            std::sync::Arc::from(private_key.as_ref()),
+        ));
         self
     }
 

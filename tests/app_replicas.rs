@@ -15,12 +15,20 @@ use tower_kratos::testing::{Endpoint, KratosStandIn, TestSession};
 const SECRET: &str = "thirty-two bytes or more, the same on all three";
 
 fn replica(kratos: &KratosStandIn, redis: &RedisServer) -> App {
-    App::spawn(&[
-        ("KRATOS_PUBLIC_URL", &kratos.public_url()),
-        ("REDIS_URL", &redis.url()),
+    let public_url = kratos.public_url();
+    let redis_env = redis.app_env();
+    let mut env = vec![
+        ("KRATOS_PUBLIC_URL", public_url.as_str()),
         ("SHARED_CACHE_SECRET", SECRET),
-        ("REDIS_KEY_PREFIX", "apps"),
-    ])
+        // The prefix the `acl` flavor's user is limited to.
+        ("REDIS_KEY_PREFIX", "test"),
+    ];
+    env.extend(
+        redis_env
+            .iter()
+            .map(|(name, value)| (*name, value.as_str())),
+    );
+    App::spawn(&env)
 }
 
 async fn status(client: &reqwest::Client, url: &str, session: &TestSession) -> u16 {

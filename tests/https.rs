@@ -4,53 +4,15 @@
 
 mod support;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use support::{
     app, assert_kratos_got_cookie_only, assert_kratos_got_token_only, assert_session,
-    assert_unavailable, default_app, get, send, whoami_headers, with_token, Answer, App,
+    assert_unavailable, default_app, get,
+    pki::{pki, Pki},
+    send, whoami_headers, with_token, Answer, App,
 };
 use tower_kratos::outcome::Unavailable;
 use tower_kratos::testing::{Endpoint, KratosStandIn};
 use tower_kratos::{KratosLayer, Outcome};
-
-/// A test CA and a server certificate it issued.
-struct Pki {
-    ca_pem: String,
-    server_cert_pem: String,
-    server_key_pem: String,
-}
-
-/// A fresh CA, and a certificate from it for `names` (DNS names or IP addresses).
-fn pki(names: &[&str]) -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tower-kratos test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, &ca_key);
-
-    let server_key = KeyPair::generate().expect("server key");
-    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-    let mut server_params = CertificateParams::new(names).expect("server params");
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "kratos stand-in");
-    let server_cert = server_params
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server_cert_pem: server_cert.pem(),
-        server_key_pem: server_key.serialize_pem(),
-    }
-}
 
 async fn https_stand_in(pki: &Pki) -> KratosStandIn {
     let kratos = KratosStandIn::builder()

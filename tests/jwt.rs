@@ -13,7 +13,11 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use http::{Request, Response, StatusCode};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use support::{get, redis_server::RedisServer, send, Answer};
+use support::{
+    get,
+    redis_server::{Flavor, RedisServer},
+    send, Answer,
+};
 use tower::{Layer, ServiceExt};
 use tower_kratos::{
     jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession, DEFAULT_JWKS_MIN_REFETCH},
@@ -587,7 +591,7 @@ async fn refused_as_revoked_within_a_second(layer: &JwtLayer, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_through_the_edge_is_honoured_downstream_by_sid() {
     const SECRET: &str = "a shared secret of at least 32 bytes, for the tests";
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_as(Flavor::Plain);
     let kratos = kratos_signing(&[("internal", SigningAlg::Es256)]).await;
     let edge = KratosLayer::builder(kratos.public_url())
         .admin_url(kratos.admin_url())

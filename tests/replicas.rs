@@ -43,7 +43,7 @@ async fn a_session_used_on_three_replicas_costs_one_whoami() {
     // Redis holds no credential and no readable session: only hashes and sealed bytes.
     let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("*"));
     assert!(keys.iter().all(|key| key.starts_with("test:")), "{keys:?}");
-    for key in keys.iter().filter(|key| key.starts_with("test:s:")) {
+    for key in keys.iter().filter(|key| key.ends_with(":s")) {
         let value: Vec<u8> = redis.query(redis::cmd("GET").arg(key));
         let text = String::from_utf8_lossy(&value);
         for secret in [&alice.token, &alice.id, &alice.identity_id] {
@@ -445,7 +445,7 @@ async fn redis_faults_never_reach_the_user() {
 
     // Slower than the timeout: Redis blocked for a second.
     let blocker = {
-        let url = redis.url();
+        let url = redis.plain_url();
         std::thread::spawn(move || {
             let mut connection = redis::Client::open(url)
                 .and_then(|client| client.get_connection())

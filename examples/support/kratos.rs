@@ -24,6 +24,9 @@ use tower_kratos::{
 /// | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
 /// | `SHARED_CACHE_SECRET` | required with `REDIS_URL` | the same ≥ 32-byte secret on every replica |
 /// | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
+/// | `REDIS_USERNAME`, `REDIS_PASSWORD` | from `REDIS_URL` | a Redis 6 ACL user, for a URL that carries none |
+/// | `REDIS_CA_FILE` | the platform's roots | a PEM CA bundle to trust for `rediss://` instead |
+/// | `REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE` | none | a PEM client certificate and key, for mutual TLS |
 /// | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT with this tokenizer template |
 #[derive(Debug)]
 pub struct Settings {
@@ -46,6 +49,55 @@ pub struct SharedCache {
     pub redis_url: String,
     pub secret: String,
     pub key_prefix: Option<String>,
+    /// `REDIS_USERNAME` and `REDIS_PASSWORD`, for URLs that carry none.
+    pub credentials: Option<(String, String)>,
+    /// `REDIS_CA_FILE`'s PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `REDIS_CLIENT_CERT_FILE`'s and `REDIS_CLIENT_KEY_FILE`'s PEM.
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SharedCache {
+    fn from_env(redis_url: String, secret: String) -> Result<Self, String> {
+        let credentials = match (var("REDIS_USERNAME"), env::var("REDIS_PASSWORD").ok()) {
+            (username, Some(password)) => Some((username.unwrap_or_default(), password)),
+            (Some(_), None) => return Err("REDIS_USERNAME is set but REDIS_PASSWORD is not".into()),
+            (None, None) => None,
+        };
+        let client_identity_pem = match (
+            file("REDIS_CLIENT_CERT_FILE")?,
+            file("REDIS_CLIENT_KEY_FILE")?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE go together \
+                                (mutual TLS)"
+                        .into(),
+                )
+            }
+        };
+        Ok(Self {
+            redis_url,
+            secret,
+            key_prefix: var("REDIS_KEY_PREFIX"),
+            credentials,
+            ca_pem: file("REDIS_CA_FILE")?,
+            client_identity_pem,
+        })
+    }
+}
+
+/// The bytes of the file a variable names, if it is set; an error naming the variable if the
+/// file cannot be read.
+fn file(name: &str) -> Result<Option<Vec<u8>>, String> {
+    match var(name) {
+        None => Ok(None),
+        Some(path) => std::fs::read(&path)
+            .map(Some)
+            .map_err(|error| format!("{name}: cannot read {path}: {error}")),
+    }
 }
 
 impl std::fmt::Debug for SharedCache {
@@ -84,11 +136,7 @@ impl Settings {
                             .to_owned(),
                     )
                 }
-                (Some(redis_url), Some(secret)) => Some(SharedCache {
-                    redis_url,
-                    secret,
-                    key_prefix: var("REDIS_KEY_PREFIX"),
-                }),
+                (Some(redis_url), Some(secret)) => Some(SharedCache::from_env(redis_url, secret)?),
             },
             tokenize_as: var("TOKENIZE_AS"),
         })
@@ -165,11 +213,25 @@ impl Kratos {
             builder = builder.tokenize_as(template);
         }
         if let Some(shared) = &settings.shared_cache {
+            if shared.redis_url.starts_with("rediss://") {
+                // The app is the application: it picks the process's rustls provider, which
+                // redis-rs builds its TLS configuration from.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            }
             builder = builder
                 .redis_url(&shared.redis_url)
                 .shared_cache_secret(&shared.secret);
             if let Some(prefix) = &shared.key_prefix {
                 builder = builder.redis_key_prefix(prefix);
+            }
+            if let Some((username, password)) = &shared.credentials {
+                builder = builder.redis_credentials(username, password);
+            }
+            if let Some(ca_pem) = &shared.ca_pem {
+                builder = builder.redis_ca_pem(ca_pem);
+            }
+            if let Some((cert, key)) = &shared.client_identity_pem {
+                builder = builder.redis_client_identity_pem(cert, key);
             }
         }
         builder

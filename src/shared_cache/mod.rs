@@ -3,10 +3,11 @@
 //! the replica count, and a revocation made through any replica is honoured by all.
 //!
 //! What Redis holds, all under the configured prefix:
-//! - `{prefix}:s:{key}`: a sealed entry per credential ([`seal`]); `key` is the keyed hash of
-//!   the credential that every replica derives from the shared secret, never the credential.
-//!   It lives until the entry's end of life, an absolute time fixed from Kratos's answer.
-//! - `{prefix}:l:{key}`: a short lock (`SET NX PX`) while one replica asks Kratos about that
+//! - `{prefix}:{{key}}:s`: a sealed entry per credential ([`seal`]); `key` is the keyed hash of
+//!   the credential that every replica derives from the shared secret, never the credential,
+//!   and the key's hash tag (an entry and its lock share a cluster slot). It lives until the
+//!   entry's end of life, an absolute time fixed from Kratos's answer.
+//! - `{prefix}:{{key}}:l`: a short lock (`SET NX PX`) while one replica asks Kratos about that
 //!   credential; the others wait for its entry instead of asking too.
 //! - `{prefix}:x:{hash}`: one session's extension claim for the cooldown, so one replica extends.
 //! - `{prefix}:revocations`: sealed revocation records (a sorted set by time), kept for as long as
@@ -465,13 +466,17 @@ struct Names {
     prefix: String,
 }
 
+/// An entry and its fill lock are read with one `MGET`, so on a Redis Cluster they must share a
+/// hash slot: the per-credential hash is their hash tag (`{…}`), which spreads entries over
+/// every slot (one tag for everything would put them all on one primary). The prefix has no
+/// braces (the builder refuses them), so the tag is always this one.
 impl Names {
     fn entry(&self, key: &[u8; 32]) -> String {
-        format!("{}:s:{}", self.prefix, hex(key))
+        format!("{}:{{{}}}:s", self.prefix, hex(key))
     }
 
     fn lock(&self, key: &[u8; 32]) -> String {
-        format!("{}:l:{}", self.prefix, hex(key))
+        format!("{}:{{{}}}:l", self.prefix, hex(key))
     }
 
     fn extension(&self, session: &[u8; 32]) -> String {
@@ -516,8 +521,10 @@ mod tests {
             prefix: "app".into(),
         };
         let key = [0xab; 32];
-        assert_eq!(names.entry(&key), format!("app:s:{}", "ab".repeat(32)));
-        assert!(names.lock(&key).starts_with("app:l:"));
+        let tag = format!("{{{}}}", "ab".repeat(32));
+        assert_eq!(names.entry(&key), format!("app:{tag}:s"));
+        // The same hash tag: one slot for an entry and its lock.
+        assert_eq!(names.lock(&key), format!("app:{tag}:l"));
         assert_eq!(names.records(), "app:revocations");
     }
 

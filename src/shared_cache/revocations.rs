@@ -239,10 +239,14 @@ impl Inner {
             .arg(&records)
             .arg(duration_ms(self.retention + FUTURE_MARGIN))
             .ignore();
+        let recorded = self.link.call_even_paused::<()>(&pipe).await.is_ok();
+        // On its own: on a cluster the entry lives in another slot than the records. Best
+        // effort: the record already outdates the entry wherever it is read.
         if let Some(key) = &unsent.entry_of {
-            pipe.cmd("DEL").arg(self.names.entry(key)).ignore();
+            let drop_entry = redis::cmd("DEL").arg(self.names.entry(key)).clone();
+            let _ = self.link.call_even_paused::<i64>(&drop_entry).await;
         }
-        self.link.call_even_paused::<()>(&pipe).await.is_ok()
+        recorded
     }
 
     /// The revocation records that may still matter at `now`: within the retention, and not

@@ -14,6 +14,9 @@ const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest key prefix accepted.
 const MAX_PREFIX_LEN: usize = 64;
 
+/// A PEM certificate chain and its PEM private key.
+pub(crate) type IdentityPem = (Arc<[u8]>, Arc<[u8]>);
+
 /// What the builder was told; checked by [`SharedCacheSettings::config`].
 #[derive(Clone, Default)]
 pub(crate) struct SharedCacheSettings {
@@ -21,17 +24,30 @@ pub(crate) struct SharedCacheSettings {
     pub(crate) secret: Option<Arc<[u8]>>,
     pub(crate) key_prefix: Option<String>,
     pub(crate) timeout: Option<Duration>,
+    /// A Redis 6 ACL user and its password, for URLs that carry none.
+    pub(crate) credentials: Option<(String, Arc<str>)>,
+    /// PEM certificates to trust instead of the platform's roots (`rediss://` only).
+    pub(crate) ca_pem: Option<Arc<[u8]>>,
+    /// A PEM certificate chain and its private key, for mutual TLS (`rediss://` only).
+    pub(crate) client_identity_pem: Option<IdentityPem>,
 }
 
 impl fmt::Debug for SharedCacheSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may carry a password; the secret is one.
+        // The URL may carry a password; the secret, the password and the key are secrets.
+        let set = |is: bool| if is { "[set]" } else { "[none]" };
         f.debug_struct("SharedCacheSettings")
             .field("url", &self.url.as_ref().map(|_| "[set]"))
             // Named so a search of the Debug output for a secret's own text finds nothing.
             .field("shared_key", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field(
+                "username",
+                &self.credentials.as_ref().map(|(user, _)| user.as_str()),
+            )
+            .field("ca_pem", &set(self.ca_pem.is_some()))
+            .field("client_identity", &set(self.client_identity_pem.is_some()))
             .finish()
     }
 }
@@ -42,10 +58,18 @@ impl SharedCacheSettings {
     /// # Errors
     /// A URL that does not parse (not repeated in the error: it may hold a password), a secret
     /// missing or shorter than [`MIN_SHARED_CACHE_SECRET_LEN`], a secret or another Redis
-    /// setting without a URL, an empty or odd prefix, a zero or too long timeout.
+    /// setting without a URL, an empty or odd prefix, a zero or too long timeout, TLS settings
+    /// with a plain URL, a TLS URL without a TLS feature or a rustls provider, a certificate
+    /// that does not parse.
     pub(crate) fn config(self) -> Result<Option<SharedCacheConfig>, BuildError> {
-        let Some(url) = self.url else {
-            if self.secret.is_some() || self.key_prefix.is_some() || self.timeout.is_some() {
+        let Some(url) = &self.url else {
+            let any_other = self.secret.is_some()
+                || self.key_prefix.is_some()
+                || self.timeout.is_some()
+                || self.credentials.is_some()
+                || self.ca_pem.is_some()
+                || self.client_identity_pem.is_some();
+            if any_other {
                 return Err(BuildError::setting(
                     "redis_url",
                     "the shared cache settings need a Redis URL (redis_url)",
@@ -53,24 +77,7 @@ impl SharedCacheSettings {
             }
             return Ok(None);
         };
-        if url
-            .get(..9)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
-        {
-            return Err(BuildError::setting(
-                "redis_url",
-                "is a TLS URL (rediss://), which this version does not support: use redis:// on a \
-                 private network (what Redis holds is sealed either way; see the README's \
-                 \"Running many replicas\")",
-            ));
-        }
-        let client = redis::Client::open(url.as_str()).map_err(|_| {
-            BuildError::setting(
-                "redis_url",
-                "is not a Redis URL (redis://[user:password@]host[:port][/db] or \
-                 unix:///path/to/socket)",
-            )
-        })?;
+        let client = self.client(url)?;
         let secret = self.secret.ok_or_else(|| {
             BuildError::setting(
                 "shared_cache_secret",
@@ -91,16 +98,12 @@ impl SharedCacheSettings {
         let key_prefix = self
             .key_prefix
             .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
-        if key_prefix.is_empty()
-            || key_prefix.len() > MAX_PREFIX_LEN
-            || !key_prefix
-                .bytes()
-                .all(|byte| byte.is_ascii_graphic() && byte != b'*' && byte != b'?')
-        {
+        if !is_key_prefix(&key_prefix) {
             return Err(BuildError::setting(
                 "redis_key_prefix",
                 format!(
-                    "must be 1 to {MAX_PREFIX_LEN} visible ASCII characters, without `*` or `?`"
+                    "must be 1 to {MAX_PREFIX_LEN} visible ASCII characters, without `*`, `?`, \
+                     `{{` or `}}`"
                 ),
             ));
         }
@@ -117,6 +120,157 @@ impl SharedCacheSettings {
             key_prefix,
             timeout,
         }))
+    }
+
+    /// The Redis client for `url`, with the credentials and TLS settings given.
+    fn client(&self, url: &str) -> Result<redis::Client, BuildError> {
+        // Said by name, not as "not a Redis URL" (which redis-rs says without TLS support).
+        #[cfg(not(any(feature = "tls-aws-lc-rs", feature = "tls-ring")))]
+        if url
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        {
+            return Err(tls::without_feature());
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| {
+            BuildError::setting(
+                "redis_url",
+                "is not a Redis URL (redis://[user:password@]host[:port][/db], \
+                 rediss://… for TLS, or unix:///path/to/socket)",
+            )
+        })?;
+        // No `CLIENT SETINFO` on connecting: the crate sends only the commands the README's
+        // least-privilege ACL user is given.
+        let mut redis = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some((username, password)) = &self.credentials {
+            if redis.password().is_none() {
+                redis = redis.set_username(username).set_password(password.as_ref());
+            }
+        }
+        let info = info.set_redis_settings(redis);
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if !tls {
+            if self.ca_pem.is_some() || self.client_identity_pem.is_some() {
+                return Err(BuildError::setting(
+                    "redis_url",
+                    "is not a TLS URL (rediss://), but a CA or a client certificate was given",
+                ));
+            }
+            return redis::Client::open(info).map_err(|_| {
+                BuildError::setting("redis_url", "is not a Redis URL this client can use")
+            });
+        }
+        tls::client(
+            info,
+            self.ca_pem.as_deref(),
+            self.client_identity_pem.as_ref(),
+        )
+    }
+}
+
+/// Whether a key prefix is one every key and channel can start with, in a cluster too: no glob
+/// characters (the ACL patterns `~prefix*` and `&prefix*` must match exactly what it names),
+/// and no braces (a hash tag in the prefix would put every key in one slot).
+fn is_key_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX_LEN
+        && prefix
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && !b"*?{}[]\\".contains(&byte))
+}
+
+#[cfg(any(feature = "tls-aws-lc-rs", feature = "tls-ring"))]
+mod tls {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+    use super::IdentityPem;
+    use crate::config::BuildError;
+
+    /// A TLS client: the server verified against the platform's roots, or against `ca_pem`
+    /// alone; `identity` (a certificate chain and its key, PEM) for mutual TLS. Never without
+    /// verification: a URL asking for that (`#insecure`) is refused.
+    ///
+    /// redis-rs builds its rustls configuration from the process's default provider (it takes
+    /// none of its own), so one must be installed: this crate installs none behind the
+    /// application's back, where a second install would make the application's own fail.
+    pub(super) fn client(
+        info: redis::ConnectionInfo,
+        ca_pem: Option<&[u8]>,
+        identity: Option<&IdentityPem>,
+    ) -> Result<redis::Client, BuildError> {
+        if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+            return Err(BuildError::setting(
+                "redis_url",
+                "asks for TLS without verifying the server (#insecure): not supported; give \
+                 the server's CA with redis_ca_pem instead",
+            ));
+        }
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            return Err(BuildError::setting(
+                "redis_url",
+                "is a TLS URL, and TLS to Redis (redis-rs) uses the process's default rustls \
+                 provider, of which none is installed: install the one you use at start, e.g. \
+                 `rustls::crypto::aws_lc_rs::default_provider().install_default()` (this crate \
+                 installs none behind your back)",
+            ));
+        }
+        // redis-rs takes PEM that holds no certificate as an empty trust store (every
+        // handshake would fail at run time): say so now.
+        if ca_pem.is_some_and(|pem| !holds_certificates(pem)) {
+            return Err(BuildError::setting(
+                "redis_ca_pem",
+                "holds no PEM certificate this client can read",
+            ));
+        }
+        if let Some((chain, key)) = identity {
+            if !holds_certificates(chain) || PrivateKeyDer::from_pem_slice(key).is_err() {
+                return Err(BuildError::setting(
+                    "redis_client_identity_pem",
+                    "needs a PEM certificate chain and its PEM private key",
+                ));
+            }
+        }
+        let certificates = redis::TlsCertificates {
+            client_tls: identity.map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.to_vec(),
+                client_key: key.to_vec(),
+            }),
+            root_cert: ca_pem.map(<[u8]>::to_vec),
+        };
+        redis::Client::build_with_tls(info, certificates).map_err(|_| {
+            BuildError::setting(
+                "redis_ca_pem",
+                "the CA, client certificate or key is not PEM this client can use",
+            )
+        })
+    }
+
+    /// Whether `pem` holds at least one certificate, and nothing unreadable.
+    fn holds_certificates(pem: &[u8]) -> bool {
+        let mut certificates = CertificateDer::pem_slice_iter(pem).peekable();
+        certificates.peek().is_some() && certificates.all(|certificate| certificate.is_ok())
+    }
+}
+
+#[cfg(not(any(feature = "tls-aws-lc-rs", feature = "tls-ring")))]
+mod tls {
+    use super::IdentityPem;
+    use crate::config::BuildError;
+
+    /// No TLS without a TLS feature.
+    pub(super) fn client(
+        _: redis::ConnectionInfo,
+        _: Option<&[u8]>,
+        _: Option<&IdentityPem>,
+    ) -> Result<redis::Client, BuildError> {
+        Err(without_feature())
+    }
+
+    pub(super) fn without_feature() -> BuildError {
+        BuildError::setting(
+            "redis_url",
+            "is a TLS URL (rediss://), which needs the tls-aws-lc-rs or tls-ring feature",
+        )
     }
 }
 
@@ -159,14 +313,19 @@ mod tests {
         let bad = refused(settings(Some("http://user:hunter2@x"), Some(&secret)));
         assert_eq!(bad.setting_name(), "redis_url");
         assert!(!bad.to_string().contains("hunter2"), "{bad}");
-        // TLS is refused by name, not as "not a Redis URL", and without the password.
-        let tls = refused(settings(
-            Some("rediss://:hunter2@cache:6380"),
+        // Verification cannot be turned off, and the password is never repeated.
+        let insecure = refused(settings(
+            Some("rediss://:hunter2@cache:6380/#insecure"),
             Some(&secret),
         ));
-        assert_eq!(tls.setting_name(), "redis_url");
-        assert!(tls.to_string().contains("rediss://"), "{tls}");
-        assert!(!tls.to_string().contains("hunter2"), "{tls}");
+        assert_eq!(insecure.setting_name(), "redis_url");
+        assert!(!insecure.to_string().contains("hunter2"), "{insecure}");
+        // TLS settings with a plain URL are a mistake, not ignored.
+        let plain = SharedCacheSettings {
+            ca_pem: Some(Arc::from(&b"-----BEGIN CERTIFICATE-----"[..])),
+            ..settings(Some("redis://cache:6379"), Some(&secret))
+        };
+        assert_eq!(refused(plain).setting_name(), "redis_url");
     }
 
     #[test]
@@ -178,7 +337,7 @@ mod tests {
         };
         let ok = Duration::from_millis(50);
         assert!(with("app-1:sessions", ok).config().is_ok());
-        for prefix in ["", "has space", "glob*", &"x".repeat(65)] {
+        for prefix in ["", "has space", "glob*", "{tag}", "a[b]", &"x".repeat(65)] {
             assert_eq!(refused(with(prefix, ok)).setting_name(), "redis_key_prefix");
         }
         for timeout in [Duration::ZERO, Duration::from_secs(6)] {

@@ -159,6 +159,11 @@ impl App {
             "REDIS_URL",
             "SHARED_CACHE_SECRET",
             "REDIS_KEY_PREFIX",
+            "REDIS_USERNAME",
+            "REDIS_PASSWORD",
+            "REDIS_CA_FILE",
+            "REDIS_CLIENT_CERT_FILE",
+            "REDIS_CLIENT_KEY_FILE",
         ] {
             command.env_remove(name);
         }

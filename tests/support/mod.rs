@@ -10,6 +10,7 @@
 mod answer;
 pub mod capture;
 mod inner;
+pub mod pki;
 mod received;
 pub mod redis_server;
 pub mod replicas;

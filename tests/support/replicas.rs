@@ -16,7 +16,9 @@ pub const SECRET: &str = "a shared secret of at least 32 bytes, for the tests";
 pub const DEADLINE: Duration = Duration::from_secs(1);
 
 pub fn shared_builder(kratos: &KratosStandIn, redis: &RedisServer) -> KratosLayerBuilder {
-    KratosLayer::builder(kratos.public_url())
+    let builder = KratosLayer::builder(kratos.public_url());
+    redis
+        .configure(builder)
         .admin_url(kratos.admin_url())
         .request_timeout(Duration::from_secs(2))
         .cache_ttl(Duration::from_secs(60))
@@ -94,7 +96,7 @@ pub async fn refused_after(replica: &Replica, session: &TestSession, since: Inst
 pub async fn entries_written(redis: &RedisServer, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("test:s:*"));
+        let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("test:{*}:s"));
         if keys.len() >= count {
             assert_eq!(keys.len(), count, "{keys:?}");
             return keys;
