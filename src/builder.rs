@@ -597,6 +597,33 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
+    /// Share the session cache through a Redis Cluster (ElastiCache cluster mode or Serverless,
+    /// Azure's OSS cluster policy, a self-hosted cluster), given some of its nodes' URLs (all
+    /// `redis://` or all `rediss://`); the others are learned from them. Instead of
+    /// [`redis_url`](Self::redis_url), with the same other settings. Keys are spread over every
+    /// slot (an entry and its fill lock share one), revocations use cluster-wide pub/sub, and
+    /// resharding and failovers are followed by redis-rs's cluster connection.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// let layer = tower_kratos::KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .redis_cluster_nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .shared_cache_secret("the same 32 or more random bytes on every replica")
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_cluster_nodes<I>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.shared_cache.cluster_nodes = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// The Redis 6 ACL user and password to connect as, for a [`redis_url`](Self::redis_url)
     /// that carries none (`rediss://user:password@host` works too). Give the app a user of its
     /// own, limited to the prefix's keys and channels: the README's "Managed and clustered

@@ -5,13 +5,18 @@
 use std::{
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
-        Mutex, OnceLock, PoisonError,
+        Mutex, PoisonError,
     },
     time::{Duration, Instant},
 };
 
-use redis::{aio::ConnectionManager, FromRedisValue};
+use redis::FromRedisValue;
+use tokio::sync::OnceCell;
 
+use super::topology::{Connection, Topology};
+
+/// How long making the command connection may take (a cluster's: its slots, then its nodes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Failed calls in a row that pause the use of Redis.
 const FAILURES_TO_PAUSE: u32 = 2;
 /// The first pause; each failed probe doubles it, up to [`MAX_PAUSE`].
@@ -39,11 +44,11 @@ pub(super) struct Counters {
     pub(super) unreadable: AtomicU64,
 }
 
-/// The link: a lazily made connection manager (it connects on first use, inside the runtime,
-/// and reconnects by itself) behind the gate.
+/// The link: the topology's command connection (made on first use, inside the runtime; kept
+/// working by redis-rs) behind the gate.
 pub(super) struct Link {
-    client: redis::Client,
-    manager: OnceLock<Option<ConnectionManager>>,
+    topology: Topology,
+    connection: OnceCell<Connection>,
     timeout: Duration,
     failures: AtomicU32,
     pause: Mutex<Pause>,
@@ -57,10 +62,10 @@ struct Pause {
 }
 
 impl Link {
-    pub(super) fn new(client: redis::Client, timeout: Duration) -> Self {
+    pub(super) fn new(topology: Topology, timeout: Duration) -> Self {
         Self {
-            client,
-            manager: OnceLock::new(),
+            topology,
+            connection: OnceCell::new(),
             timeout,
             failures: AtomicU32::new(0),
             pause: Mutex::new(Pause::default()),
@@ -68,8 +73,8 @@ impl Link {
         }
     }
 
-    pub(super) fn client(&self) -> &redis::Client {
-        &self.client
+    pub(super) fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -108,11 +113,13 @@ impl Link {
         command: &(impl Command + ?Sized),
         timeout: Duration,
     ) -> Result<T, Failure> {
-        let Some(mut manager) = self.manager() else {
+        // Connecting to a cluster (learning its slots) takes longer than a call: allowed once.
+        let connect = tokio::time::timeout(timeout.max(CONNECT_TIMEOUT), self.connection()).await;
+        let Ok(Some(mut connection)) = connect else {
             self.failed(Failure::Error, "the Redis connection could not be set up");
             return Err(Failure::Error);
         };
-        let result = tokio::time::timeout(timeout, command.run(&mut manager)).await;
+        let result = tokio::time::timeout(timeout, command.run(&mut connection)).await;
         match result {
             Ok(Ok(value)) => {
                 self.succeeded();
@@ -130,21 +137,14 @@ impl Link {
         }
     }
 
-    fn manager(&self) -> Option<ConnectionManager> {
-        self.manager
-            .get_or_init(|| {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
-                    // Calls have their own timeouts (`call_within`); this one only bounds the
-                    // longest of them.
-                    .set_response_timeout(Some(
-                        self.timeout.max(super::revocations::RECORDS_TIMEOUT),
-                    ))
-                    // The gate paces reconnection; the manager need not retry on its own.
-                    .set_number_of_retries(1);
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config).ok()
-            })
-            .clone()
+    /// The command connection, made once; `None` (and made on a later call) while it cannot
+    /// be made.
+    async fn connection(&self) -> Option<Connection> {
+        self.connection
+            .get_or_try_init(|| self.topology.connect(self.timeout))
+            .await
+            .ok()
+            .cloned()
     }
 
     fn succeeded(&self) {
@@ -195,24 +195,24 @@ impl Link {
 pub(super) trait Command: Sync {
     fn run<T: FromRedisValue>(
         &self,
-        manager: &mut ConnectionManager,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send;
 }
 
 impl Command for redis::Cmd {
     fn run<T: FromRedisValue>(
         &self,
-        manager: &mut ConnectionManager,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
-        self.query_async(manager)
+        self.query_async(connection)
     }
 }
 
 impl Command for redis::Pipeline {
     fn run<T: FromRedisValue>(
         &self,
-        manager: &mut ConnectionManager,
+        connection: &mut Connection,
     ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send {
-        self.query_async(manager)
+        self.query_async(connection)
     }
 }

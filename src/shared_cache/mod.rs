@@ -22,6 +22,7 @@ mod revocations;
 mod seal;
 pub(crate) mod settings;
 mod subscriber;
+mod topology;
 
 use std::{
     fmt,
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+pub(crate) use self::topology::Topology;
 use self::{
     link::{Failure, Link},
     seal::Sealer,
@@ -64,7 +66,7 @@ const RELEASE_LOCK: &str =
 /// The shared cache's settings, validated by the layer's builder.
 #[derive(Clone)]
 pub(crate) struct SharedCacheConfig {
-    pub(crate) client: redis::Client,
+    pub(crate) topology: Topology,
     pub(crate) secret: Arc<[u8]>,
     pub(crate) key_prefix: String,
     pub(crate) timeout: Duration,
@@ -215,7 +217,7 @@ impl SharedCache {
         let (stop, _) = watch::channel(());
         Self {
             inner: Arc::new(Inner {
-                link: Link::new(config.client.clone(), config.timeout),
+                link: Link::new(config.topology.clone(), config.timeout),
                 sealer: Sealer::new(seal_key),
                 names: Names {
                     prefix: config.key_prefix.clone(),

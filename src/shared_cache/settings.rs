@@ -5,12 +5,16 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
-    SharedCacheConfig, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, MIN_SHARED_CACHE_SECRET_LEN,
+    SharedCacheConfig, Topology, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
+    MIN_SHARED_CACHE_SECRET_LEN,
 };
 use crate::config::BuildError;
 
 /// The longest Redis timeout accepted: Redis is a cache here, and a slow one is no help.
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most seed nodes a cluster is given (a cluster's own limit is 1,000 nodes; a few seeds
+/// are enough to find the rest).
+const MAX_CLUSTER_SEEDS: usize = 100;
 /// The longest key prefix accepted.
 const MAX_PREFIX_LEN: usize = 64;
 
@@ -30,6 +34,8 @@ pub(crate) struct SharedCacheSettings {
     pub(crate) ca_pem: Option<Arc<[u8]>>,
     /// A PEM certificate chain and its private key, for mutual TLS (`rediss://` only).
     pub(crate) client_identity_pem: Option<IdentityPem>,
+    /// A Redis Cluster's seed nodes, instead of `url`.
+    pub(crate) cluster_nodes: Option<Vec<String>>,
 }
 
 impl fmt::Debug for SharedCacheSettings {
@@ -48,6 +54,10 @@ impl fmt::Debug for SharedCacheSettings {
             )
             .field("ca_pem", &set(self.ca_pem.is_some()))
             .field("client_identity", &set(self.client_identity_pem.is_some()))
+            .field(
+                "cluster_nodes",
+                &self.cluster_nodes.as_ref().map(|nodes| nodes.len()),
+            )
             .finish()
     }
 }
@@ -62,22 +72,32 @@ impl SharedCacheSettings {
     /// with a plain URL, a TLS URL without a TLS feature or a rustls provider, a certificate
     /// that does not parse.
     pub(crate) fn config(self) -> Result<Option<SharedCacheConfig>, BuildError> {
-        let Some(url) = &self.url else {
-            let any_other = self.secret.is_some()
-                || self.key_prefix.is_some()
-                || self.timeout.is_some()
-                || self.credentials.is_some()
-                || self.ca_pem.is_some()
-                || self.client_identity_pem.is_some();
-            if any_other {
+        let topology = match (&self.url, &self.cluster_nodes) {
+            (Some(_), Some(_)) => {
                 return Err(BuildError::setting(
-                    "redis_url",
-                    "the shared cache settings need a Redis URL (redis_url)",
-                ));
+                    "redis_cluster_nodes",
+                    "and redis_url exclude each other: one Redis, or one Redis Cluster",
+                ))
             }
-            return Ok(None);
+            (Some(url), None) => Topology::Single(self.client(url)?),
+            (None, Some(nodes)) => self.cluster(nodes)?,
+            (None, None) => {
+                let any_other = self.secret.is_some()
+                    || self.key_prefix.is_some()
+                    || self.timeout.is_some()
+                    || self.credentials.is_some()
+                    || self.ca_pem.is_some()
+                    || self.client_identity_pem.is_some();
+                if any_other {
+                    return Err(BuildError::setting(
+                        "redis_url",
+                        "the shared cache settings need a Redis URL (redis_url) or a cluster's \
+                         nodes (redis_cluster_nodes)",
+                    ));
+                }
+                return Ok(None);
+            }
         };
-        let client = self.client(url)?;
         let secret = self.secret.ok_or_else(|| {
             BuildError::setting(
                 "shared_cache_secret",
@@ -115,11 +135,73 @@ impl SharedCacheSettings {
             ));
         }
         Ok(Some(SharedCacheConfig {
-            client,
+            topology,
             secret,
             key_prefix,
             timeout,
         }))
+    }
+
+    /// A Redis Cluster from its seed nodes' URLs (all `redis://` or all `rediss://`), with the
+    /// credentials and TLS settings given: a client for the cluster, and one per seed node for
+    /// the subscription.
+    fn cluster(&self, urls: &[String]) -> Result<Topology, BuildError> {
+        const SETTING: &str = "redis_cluster_nodes";
+        if urls.is_empty() || urls.len() > MAX_CLUSTER_SEEDS {
+            return Err(BuildError::setting(
+                SETTING,
+                format!("needs 1 to {MAX_CLUSTER_SEEDS} node URLs"),
+            ));
+        }
+        let nodes = urls
+            .iter()
+            .map(|url| self.client(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                BuildError::setting(
+                    SETTING,
+                    "holds a URL that is not a Redis node's (redis://host:port or \
+                     rediss://host:port)",
+                )
+            })?;
+        let infos: Vec<redis::ConnectionInfo> = nodes
+            .iter()
+            .map(|node| node.get_connection_info().clone())
+            .collect();
+        let tls = infos
+            .iter()
+            .map(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }))
+            .collect::<Vec<_>>();
+        if tls.iter().any(|is| *is) != tls.iter().all(|is| *is) {
+            return Err(BuildError::setting(
+                SETTING,
+                "mixes redis:// and rediss:// nodes: a cluster is all TLS or all plain",
+            ));
+        }
+        let first = infos[0].redis_settings().clone();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+            // A call has the link's timeout; within it, a MOVED or a failover is retried.
+            .retries(3);
+        if let Some(username) = first.username() {
+            builder = builder.username(username);
+        }
+        if let Some(password) = first.password() {
+            builder = builder.password(password);
+        }
+        if tls[0] {
+            builder = tls::cluster(
+                builder,
+                self.ca_pem.as_deref(),
+                self.client_identity_pem.as_ref(),
+            );
+        }
+        let client = builder.build().map_err(|_| {
+            BuildError::setting(
+                SETTING,
+                "the nodes' URLs do not make one cluster client (different users or passwords?)",
+            )
+        })?;
+        Ok(Topology::Cluster { client, nodes })
     }
 
     /// The Redis client for `url`, with the credentials and TLS settings given.
@@ -230,19 +312,35 @@ mod tls {
                 ));
             }
         }
-        let certificates = redis::TlsCertificates {
-            client_tls: identity.map(|(cert, key)| redis::ClientTlsConfig {
-                client_cert: cert.to_vec(),
-                client_key: key.to_vec(),
-            }),
-            root_cert: ca_pem.map(<[u8]>::to_vec),
-        };
-        redis::Client::build_with_tls(info, certificates).map_err(|_| {
+        redis::Client::build_with_tls(info, certificates(ca_pem, identity)).map_err(|_| {
             BuildError::setting(
                 "redis_ca_pem",
                 "the CA, client certificate or key is not PEM this client can use",
             )
         })
+    }
+
+    /// A cluster's client builder with the same TLS settings as [`client`]'s (already checked
+    /// there for every node).
+    pub(super) fn cluster(
+        builder: redis::cluster::ClusterClientBuilder,
+        ca_pem: Option<&[u8]>,
+        identity: Option<&IdentityPem>,
+    ) -> redis::cluster::ClusterClientBuilder {
+        builder.certs(certificates(ca_pem, identity))
+    }
+
+    fn certificates(
+        ca_pem: Option<&[u8]>,
+        identity: Option<&IdentityPem>,
+    ) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: identity.map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.to_vec(),
+                client_key: key.to_vec(),
+            }),
+            root_cert: ca_pem.map(<[u8]>::to_vec),
+        }
     }
 
     /// Whether `pem` holds at least one certificate, and nothing unreadable.
@@ -264,6 +362,15 @@ mod tls {
         _: Option<&IdentityPem>,
     ) -> Result<redis::Client, BuildError> {
         Err(without_feature())
+    }
+
+    /// Unreachable: a cluster's nodes are TLS only with a TLS feature.
+    pub(super) fn cluster(
+        builder: redis::cluster::ClusterClientBuilder,
+        _: Option<&[u8]>,
+        _: Option<&IdentityPem>,
+    ) -> redis::cluster::ClusterClientBuilder {
+        builder
     }
 
     pub(super) fn without_feature() -> BuildError {

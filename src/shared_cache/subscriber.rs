@@ -38,14 +38,17 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 pub(super) async fn run(shared: Weak<Inner>, mut stop: watch::Receiver<()>) {
     let mut retry = MIN_RETRY;
     let mut was_down_logged = false;
+    // Which server the next subscription goes to (a cluster's nodes in turn).
+    let mut attempt = 0usize;
     loop {
         let Some(inner) = shared.upgrade() else {
             return;
         };
         let subscribed = tokio::select! {
-            subscribed = subscribe(&inner) => subscribed,
+            subscribed = subscribe(&inner, attempt) => subscribed,
             _ = stop.changed() => return,
         };
+        attempt = attempt.wrapping_add(1);
         let Some(mut messages) = subscribed else {
             if !was_down_logged {
                 tracing::warn!(
@@ -119,10 +122,11 @@ fn watch_break(shared: &Weak<Inner>, inner: &Inner, broken_at: Instant) {
 
 /// Connects, subscribes, then reads the live records: in that order, so that nothing published
 /// between the two is missed (a record heard twice is applied twice, harmlessly).
-async fn subscribe(inner: &Inner) -> Option<redis::aio::PubSubStream> {
+async fn subscribe(inner: &Inner, attempt: usize) -> Option<redis::aio::PubSubStream> {
     let timeout = inner.link.timeout().max(Duration::from_millis(500));
+    let client = inner.link.topology().subscriber_client(attempt);
     let connect = async {
-        let mut pubsub = inner.link.client().get_async_pubsub().await.ok()?;
+        let mut pubsub = client.get_async_pubsub().await.ok()?;
         pubsub.subscribe(inner.names.channel()).await.ok()?;
         Some(pubsub)
     };

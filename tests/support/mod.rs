@@ -12,6 +12,7 @@ pub mod capture;
 mod inner;
 pub mod pki;
 mod received;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod replicas;
 

@@ -1,0 +1,114 @@
+//! Where Redis is, and the connections to it: one server (a URL: plain, TLS, or a Unix socket),
+//! or a Redis Cluster (its seed nodes). Commands go through one connection that redis-rs keeps
+//! working (a connection manager that reconnects; for a cluster, its cluster connection, which
+//! routes by slot, follows `MOVED` and `ASK`, and learns the new primaries after a failover).
+//! The revocation subscription is a connection of its own to one server: for a cluster, any
+//! node, since a `PUBLISH` on one node reaches the subscribers of every node (cluster-wide
+//! pub/sub, not the sharded `SPUBLISH`: revocations are rare, so what sharding saves in cluster
+//! bus traffic does not matter, and a subscriber then needs no slot routing and can move to
+//! another node whenever its node fails).
+
+use std::{fmt, time::Duration};
+
+use redis::{
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    Cmd, Pipeline, RedisFuture, Value,
+};
+
+/// Where Redis is.
+#[derive(Clone)]
+pub(crate) enum Topology {
+    /// One server.
+    Single(redis::Client),
+    /// A Redis Cluster: its client, and a client for each seed node (for the subscription).
+    Cluster {
+        client: ClusterClient,
+        nodes: Vec<redis::Client>,
+    },
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Clients hold passwords: only the shape is shown.
+        match self {
+            Self::Single(_) => f.write_str("Single"),
+            Self::Cluster { nodes, .. } => write!(f, "Cluster({} seed nodes)", nodes.len()),
+        }
+    }
+}
+
+impl Topology {
+    /// The server the subscription's `attempt`-th connection goes to: for a cluster, each
+    /// seed node in turn, so a failed node is left for the next.
+    pub(super) fn subscriber_client(&self, attempt: usize) -> &redis::Client {
+        match self {
+            Self::Single(client) => client,
+            Self::Cluster { nodes, .. } => &nodes[attempt % nodes.len()],
+        }
+    }
+
+    /// The command connection. A single server's connects lazily (on first use) and
+    /// reconnects by itself; a cluster's connects now, to learn the slots.
+    pub(super) async fn connect(&self, timeout: Duration) -> redis::RedisResult<Connection> {
+        // Calls have their own timeouts; these bound connecting and the longest call.
+        let connect_within = timeout.max(Duration::from_millis(250));
+        let respond_within = timeout.max(super::revocations::RECORDS_TIMEOUT);
+        match self {
+            Self::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_within))
+                    .set_response_timeout(Some(respond_within))
+                    // The link's gate paces reconnection; the manager need not retry itself.
+                    .set_number_of_retries(1);
+                ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map(Connection::Single)
+            }
+            Self::Cluster { client, .. } => {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(connect_within)
+                    .set_response_timeout(respond_within);
+                client
+                    .get_async_connection_with_config(config)
+                    .await
+                    .map(Connection::Cluster)
+            }
+        }
+    }
+}
+
+/// The command connection, whichever the topology.
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, command: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(command),
+            Self::Cluster(connection) => connection.req_packed_command(command),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
