@@ -24,7 +24,7 @@ pub(crate) enum Topology {
     Single(redis::Client),
     /// A Redis Cluster: its client, and a client for each seed node (for the subscription).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         nodes: Vec<redis::Client>,
     },
 }
