@@ -201,10 +201,7 @@ impl SharedCacheSettings {
                 "the nodes' URLs do not make one cluster client (different users or passwords?)",
             )
         })?;
-        Ok(Topology::Cluster {
-            client: Box::new(client),
-            nodes,
-        })
+        Ok(Topology::Cluster { client, nodes })
     }
 
     /// The Redis client for `url`, with the credentials and TLS settings given.

@@ -19,12 +19,14 @@ use redis::{
 
 /// Where Redis is.
 #[derive(Clone)]
+// One per layer, made once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Topology {
     /// One server.
     Single(redis::Client),
     /// A Redis Cluster: its client, and a client for each seed node (for the subscription).
     Cluster {
-        client: Box<ClusterClient>,
+        client: ClusterClient,
         nodes: Vec<redis::Client>,
     },
 }

@@ -125,8 +125,7 @@ impl RedisCluster {
 
     fn slot_owner_port(&self, slot: u16) -> u16 {
         let any = self.running()[0];
-        let shards: Vec<Vec<redis::Value>> =
-            self.query(any, &mut redis::cmd("CLUSTER").arg("SLOTS"));
+        let shards: Vec<Vec<redis::Value>> = self.query(any, redis::cmd("CLUSTER").arg("SLOTS"));
         for range in shards {
             let number = |value: &redis::Value| match value {
                 redis::Value::Int(number) => *number,
