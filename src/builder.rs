@@ -624,6 +624,24 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
+    /// Share the session cache through the primary that these Redis Sentinels (`host:port`
+    /// each) monitor under `primary_name`, instead of [`redis_url`](Self::redis_url). The
+    /// primary is asked of the Sentinels when connecting, and again whenever a call fails, so
+    /// after a failover the layer follows the new primary for commands and for its
+    /// subscription by itself. [`redis_credentials`](Self::redis_credentials) are the
+    /// primary's (Sentinels are asked without). Not with TLS in this version.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_sentinels<I>(mut self, sentinels: I, primary_name: impl Into<String>) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let sentinels = sentinels.into_iter().map(Into::into).collect();
+        self.shared_cache.sentinels = Some((sentinels, primary_name.into()));
+        self
+    }
+
     /// The Redis 6 ACL user and password to connect as, for a [`redis_url`](Self::redis_url)
     /// that carries none (`rediss://user:password@host` works too). Give the app a user of its
     /// own, limited to the prefix's keys and channels: the README's "Managed and clustered

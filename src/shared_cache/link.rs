@@ -11,7 +11,6 @@ use std::{
 };
 
 use redis::FromRedisValue;
-use tokio::sync::OnceCell;
 
 use super::topology::{Connection, Topology};
 
@@ -48,7 +47,10 @@ pub(super) struct Counters {
 /// working by redis-rs) behind the gate.
 pub(super) struct Link {
     topology: Topology,
-    connection: OnceCell<Connection>,
+    /// The command connection once made; dropped after a failure when the topology says so.
+    connection: Mutex<Option<Connection>>,
+    /// One connection made at a time.
+    connecting: tokio::sync::Mutex<()>,
     timeout: Duration,
     failures: AtomicU32,
     pause: Mutex<Pause>,
@@ -65,7 +67,8 @@ impl Link {
     pub(super) fn new(topology: Topology, timeout: Duration) -> Self {
         Self {
             topology,
-            connection: OnceCell::new(),
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             timeout,
             failures: AtomicU32::new(0),
             pause: Mutex::new(Pause::default()),
@@ -128,23 +131,52 @@ impl Link {
             Ok(Err(error)) => {
                 // Redis's own error text names no key or value of ours.
                 self.failed(Failure::Error, &error.to_string());
+                self.forget_connection();
                 Err(Failure::Error)
             }
             Err(_) => {
                 self.failed(Failure::Timeout, "no answer within the Redis timeout");
+                self.forget_connection();
                 Err(Failure::Timeout)
             }
         }
     }
 
-    /// The command connection, made once; `None` (and made on a later call) while it cannot
-    /// be made.
+    /// The command connection, made when there is none; `None` (and tried again on a later
+    /// call) while it cannot be made.
     async fn connection(&self) -> Option<Connection> {
+        if let Some(connection) = self.current() {
+            return Some(connection);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Some(connection);
+        }
+        // Boxed: rare, and large (a Sentinel's round trips), it need not be inline in every
+        // call's future.
+        let made = Box::pin(self.topology.connect(self.timeout)).await.ok()?;
+        *self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(made.clone());
+        Some(made)
+    }
+
+    fn current(&self) -> Option<Connection> {
         self.connection
-            .get_or_try_init(|| self.topology.connect(self.timeout))
-            .await
-            .ok()
-            .cloned()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a failed call: a connection that may lead to a replaced primary is made anew.
+    fn forget_connection(&self) {
+        if self.topology.reconnects_on_failure() {
+            *self
+                .connection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 
     fn succeeded(&self) {

@@ -4,6 +4,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use redis::IntoConnectionInfo;
+
 use super::{
     SharedCacheConfig, Topology, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
     MIN_SHARED_CACHE_SECRET_LEN,
@@ -36,6 +38,8 @@ pub(crate) struct SharedCacheSettings {
     pub(crate) client_identity_pem: Option<IdentityPem>,
     /// A Redis Cluster's seed nodes, instead of `url`.
     pub(crate) cluster_nodes: Option<Vec<String>>,
+    /// Sentinels (`host:port`) and the name of the primary they monitor, instead of `url`.
+    pub(crate) sentinels: Option<(Vec<String>, String)>,
 }
 
 impl fmt::Debug for SharedCacheSettings {
@@ -58,6 +62,7 @@ impl fmt::Debug for SharedCacheSettings {
                 "cluster_nodes",
                 &self.cluster_nodes.as_ref().map(|nodes| nodes.len()),
             )
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
@@ -72,16 +77,23 @@ impl SharedCacheSettings {
     /// with a plain URL, a TLS URL without a TLS feature or a rustls provider, a certificate
     /// that does not parse.
     pub(crate) fn config(self) -> Result<Option<SharedCacheConfig>, BuildError> {
-        let topology = match (&self.url, &self.cluster_nodes) {
-            (Some(_), Some(_)) => {
-                return Err(BuildError::setting(
-                    "redis_cluster_nodes",
-                    "and redis_url exclude each other: one Redis, or one Redis Cluster",
-                ))
-            }
-            (Some(url), None) => Topology::Single(self.client(url)?),
-            (None, Some(nodes)) => self.cluster(nodes)?,
-            (None, None) => {
+        let given = [
+            self.url.is_some(),
+            self.cluster_nodes.is_some(),
+            self.sentinels.is_some(),
+        ];
+        if given.iter().filter(|is| **is).count() > 1 {
+            return Err(BuildError::setting(
+                "redis_url",
+                "redis_url, redis_cluster_nodes and redis_sentinels exclude each other: one \
+                 Redis, one Redis Cluster, or one primary that Sentinels monitor",
+            ));
+        }
+        let topology = match (&self.url, &self.cluster_nodes, &self.sentinels) {
+            (Some(url), _, _) => Topology::Single(self.client(url)?),
+            (_, Some(nodes), _) => self.cluster(nodes)?,
+            (_, _, Some((sentinels, primary))) => self.sentinel(sentinels, primary)?,
+            (None, None, None) => {
                 let any_other = self.secret.is_some()
                     || self.key_prefix.is_some()
                     || self.timeout.is_some()
@@ -202,6 +214,66 @@ impl SharedCacheSettings {
             )
         })?;
         Ok(Topology::Cluster { client, nodes })
+    }
+
+    /// The primary `primary_name` that these Sentinels (`host:port` each) monitor, connected
+    /// to with the credentials given (Sentinels themselves without).
+    fn sentinel(&self, sentinels: &[String], primary_name: &str) -> Result<Topology, BuildError> {
+        const SETTING: &str = "redis_sentinels";
+        if self.ca_pem.is_some() || self.client_identity_pem.is_some() {
+            return Err(BuildError::setting(
+                SETTING,
+                "with TLS settings is not supported yet: use Sentinel over plain TCP on a \
+                 private network, or a TLS URL or cluster",
+            ));
+        }
+        if sentinels.is_empty() || sentinels.len() > MAX_CLUSTER_SEEDS {
+            return Err(BuildError::setting(
+                SETTING,
+                format!("needs 1 to {MAX_CLUSTER_SEEDS} Sentinel addresses (host:port)"),
+            ));
+        }
+        if primary_name.is_empty() || !primary_name.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(BuildError::setting(
+                SETTING,
+                "needs the monitored primary's name (visible ASCII)",
+            ));
+        }
+        let addresses = sentinels
+            .iter()
+            .map(|address| {
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .filter(|(host, _)| !host.is_empty())?;
+                let port: u16 = port.parse().ok()?;
+                Some(
+                    redis::ConnectionAddr::Tcp(host.to_owned(), port)
+                        .into_connection_info()
+                        .ok()?,
+                )
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                BuildError::setting(SETTING, "holds an address that is not host:port")
+            })?;
+        let mut primary = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some((username, password)) = &self.credentials {
+            primary = primary
+                .set_username(username)
+                .set_password(password.as_ref());
+        }
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(primary);
+        let client = redis::sentinel::SentinelClient::build(
+            addresses,
+            primary_name.to_owned(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|_| BuildError::setting(SETTING, "do not make a Sentinel client"))?;
+        Ok(Topology::Sentinel(Arc::new(tokio::sync::Mutex::new(
+            client,
+        ))))
     }
 
     /// The Redis client for `url`, with the credentials and TLS settings given.

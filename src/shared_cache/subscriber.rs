@@ -124,8 +124,8 @@ fn watch_break(shared: &Weak<Inner>, inner: &Inner, broken_at: Instant) {
 /// between the two is missed (a record heard twice is applied twice, harmlessly).
 async fn subscribe(inner: &Inner, attempt: usize) -> Option<redis::aio::PubSubStream> {
     let timeout = inner.link.timeout().max(Duration::from_millis(500));
-    let client = inner.link.topology().subscriber_client(attempt);
     let connect = async {
+        let client = inner.link.topology().subscriber_client(attempt).await?;
         let mut pubsub = client.get_async_pubsub().await.ok()?;
         pubsub.subscribe(inner.names.channel()).await.ok()?;
         Some(pubsub)

@@ -1,5 +1,6 @@
 //! Where Redis is, and the connections to it: one server (a URL: plain, TLS, or a Unix socket),
-//! or a Redis Cluster (its seed nodes). Commands go through one connection that redis-rs keeps
+//! a Redis Cluster (its seed nodes), or the primary that Redis Sentinels name (asked again
+//! whenever a connection to it fails, so a failover is followed by itself). Commands go through one connection that redis-rs keeps
 //! working (a connection manager that reconnects; for a cluster, its cluster connection, which
 //! routes by slot, follows `MOVED` and `ASK`, and learns the new primaries after a failover).
 //! The revocation subscription is a connection of its own to one server: for a cluster, any
@@ -8,12 +9,13 @@
 //! bus traffic does not matter, and a subscriber then needs no slot routing and can move to
 //! another node whenever its node fails).
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
+    sentinel::SentinelClient,
     Cmd, Pipeline, RedisFuture, Value,
 };
 
@@ -29,6 +31,8 @@ pub(crate) enum Topology {
         client: ClusterClient,
         nodes: Vec<redis::Client>,
     },
+    /// The primary Sentinels monitor under one name.
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
 impl fmt::Debug for Topology {
@@ -37,18 +41,28 @@ impl fmt::Debug for Topology {
         match self {
             Self::Single(_) => f.write_str("Single"),
             Self::Cluster { nodes, .. } => write!(f, "Cluster({} seed nodes)", nodes.len()),
+            Self::Sentinel(_) => f.write_str("Sentinel"),
         }
     }
 }
 
 impl Topology {
     /// The server the subscription's `attempt`-th connection goes to: for a cluster, each
-    /// seed node in turn, so a failed node is left for the next.
-    pub(super) fn subscriber_client(&self, attempt: usize) -> &redis::Client {
+    /// seed node in turn, so a failed node is left for the next; with Sentinels, the primary
+    /// they name now. `None` when the Sentinels cannot say.
+    pub(super) async fn subscriber_client(&self, attempt: usize) -> Option<redis::Client> {
         match self {
-            Self::Single(client) => client,
-            Self::Cluster { nodes, .. } => &nodes[attempt % nodes.len()],
+            Self::Single(client) => Some(client.clone()),
+            Self::Cluster { nodes, .. } => Some(nodes[attempt % nodes.len()].clone()),
+            Self::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await.ok(),
         }
+    }
+
+    /// Whether a failed call means the connection may lead to the wrong server (a primary
+    /// Sentinels have replaced): it is then made anew, from what the Sentinels say. A single
+    /// server's and a cluster's connections find their way by themselves.
+    pub(super) fn reconnects_on_failure(&self) -> bool {
+        matches!(self, Self::Sentinel(_))
     }
 
     /// The command connection. A single server's connects lazily (on first use) and
@@ -58,14 +72,10 @@ impl Topology {
         let connect_within = timeout.max(Duration::from_millis(250));
         let respond_within = timeout.max(super::revocations::RECORDS_TIMEOUT);
         match self {
-            Self::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_within))
-                    .set_response_timeout(Some(respond_within))
-                    // The link's gate paces reconnection; the manager need not retry itself.
-                    .set_number_of_retries(1);
-                ConnectionManager::new_lazy_with_config(client.clone(), config)
-                    .map(Connection::Single)
+            Self::Single(client) => single(client.clone(), connect_within, respond_within),
+            Self::Sentinel(sentinel) => {
+                let primary = sentinel.lock().await.async_get_client().await?;
+                single(primary, connect_within, respond_within)
             }
             Self::Cluster { client, .. } => {
                 let config = redis::cluster::ClusterConfig::new()
@@ -78,6 +88,20 @@ impl Topology {
             }
         }
     }
+}
+
+/// A connection manager for one server: it connects on first use and reconnects by itself.
+fn single(
+    client: redis::Client,
+    connect_within: Duration,
+    respond_within: Duration,
+) -> redis::RedisResult<Connection> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect_within))
+        .set_response_timeout(Some(respond_within))
+        // The link's gate paces reconnection; the manager need not retry itself.
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, config).map(Connection::Single)
 }
 
 /// The command connection, whichever the topology.

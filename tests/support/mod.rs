@@ -13,6 +13,7 @@ mod inner;
 pub mod pki;
 mod received;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 pub mod replicas;
 
