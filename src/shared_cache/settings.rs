@@ -246,11 +246,9 @@ impl SharedCacheSettings {
                     .rsplit_once(':')
                     .filter(|(host, _)| !host.is_empty())?;
                 let port: u16 = port.parse().ok()?;
-                Some(
-                    redis::ConnectionAddr::Tcp(host.to_owned(), port)
-                        .into_connection_info()
-                        .ok()?,
-                )
+                redis::ConnectionAddr::Tcp(host.to_owned(), port)
+                    .into_connection_info()
+                    .ok()
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {
@@ -266,7 +264,8 @@ impl SharedCacheSettings {
             .set_redis_connection_info(primary);
         let client = redis::sentinel::SentinelClient::build(
             addresses,
-            primary_name.to_owned(),
+            // A String: what redis-rs takes without its rustls feature.
+            String::from(primary_name),
             Some(node),
             redis::sentinel::SentinelServerType::Master,
         )
