@@ -27,7 +27,9 @@
 //! | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
 //! | `SHARED_CACHE_SECRET` | required with `REDIS_URL` (the app exits without it) | the same ≥ 32-byte secret on every replica |
 //! | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
-//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | from `REDIS_URL` | a Redis 6 ACL user, for a URL that carries none |
+//! | `REDIS_CLUSTER_NODES` | unset | comma-separated seed node URLs of a Redis Cluster, instead of `REDIS_URL` |
+//! | `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` | unset | comma-separated Sentinel `host:port`s and the monitored primary's name, instead of `REDIS_URL` |
+//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | from `REDIS_URL` | a Redis 6 ACL user, for URLs that carry none (and for the Sentinels' primary) |
 //! | `REDIS_CA_FILE` | the platform's roots | a PEM CA bundle to trust for `rediss://` instead |
 //! | `REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE` | none | a PEM client certificate and key, for mutual TLS |
 //! | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT (Kratos's tokenizer template; the stand-in gets one of that name) |

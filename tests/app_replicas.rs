@@ -129,3 +129,33 @@ async fn an_app_with_a_redis_url_and_no_secret_refuses_to_start() {
         200
     );
 }
+
+#[tokio::test]
+async fn an_app_given_two_redis_or_an_unreadable_file_refuses_to_start_naming_them() {
+    let both = App::try_spawn(&[
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        (
+            "REDIS_CLUSTER_NODES",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        ),
+        ("SHARED_CACHE_SECRET", SECRET),
+    ])
+    .expect_err("started with two Redis");
+    assert!(
+        both.contains("REDIS_URL") && both.contains("REDIS_CLUSTER_NODES"),
+        "{both}"
+    );
+    let no_name = App::try_spawn(&[
+        ("REDIS_SENTINELS", "127.0.0.1:26379"),
+        ("SHARED_CACHE_SECRET", SECRET),
+    ])
+    .expect_err("started without the primary's name");
+    assert!(no_name.contains("REDIS_SENTINEL_MASTER"), "{no_name}");
+    let unreadable = App::try_spawn(&[
+        ("REDIS_URL", "rediss://127.0.0.1:6380"),
+        ("REDIS_CA_FILE", "/nonexistent/ca.pem"),
+        ("SHARED_CACHE_SECRET", SECRET),
+    ])
+    .expect_err("started with an unreadable CA file");
+    assert!(unreadable.contains("REDIS_CA_FILE"), "{unreadable}");
+}

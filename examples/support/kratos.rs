@@ -24,7 +24,9 @@ use tower_kratos::{
 /// | `REDIS_URL` | unset (no shared cache) | share the session cache and revocations with every replica through this Redis |
 /// | `SHARED_CACHE_SECRET` | required with `REDIS_URL` | the same ≥ 32-byte secret on every replica |
 /// | `REDIS_KEY_PREFIX` | `tower-kratos` | prefix of every Redis key, so several apps can share one Redis |
-/// | `REDIS_USERNAME`, `REDIS_PASSWORD` | from `REDIS_URL` | a Redis 6 ACL user, for a URL that carries none |
+/// | `REDIS_CLUSTER_NODES` | unset | comma-separated seed node URLs of a Redis Cluster, instead of `REDIS_URL` |
+/// | `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER` | unset | comma-separated Sentinel `host:port`s and the monitored primary's name, instead of `REDIS_URL` |
+/// | `REDIS_USERNAME`, `REDIS_PASSWORD` | from `REDIS_URL` | a Redis 6 ACL user, for URLs that carry none (and for the Sentinels' primary) |
 /// | `REDIS_CA_FILE` | the platform's roots | a PEM CA bundle to trust for `rediss://` instead |
 /// | `REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE` | none | a PEM client certificate and key, for mutual TLS |
 /// | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT with this tokenizer template |
@@ -44,9 +46,63 @@ pub struct Settings {
     pub tokenize_as: Option<String>,
 }
 
-/// `REDIS_URL` and what goes with it.
+/// Where the shared cache's Redis is: `REDIS_URL`, `REDIS_CLUSTER_NODES`, or `REDIS_SENTINELS`
+/// with `REDIS_SENTINEL_MASTER`.
+pub enum RedisTarget {
+    Url(String),
+    Cluster(Vec<String>),
+    Sentinels(Vec<String>, String),
+}
+
+impl RedisTarget {
+    /// The one of the three variables that is set, if any; an error naming them when more are.
+    fn from_env() -> Result<Option<Self>, String> {
+        let list = |name: &str| {
+            var(name).map(|value| {
+                value
+                    .split(',')
+                    .map(|item| item.trim().to_owned())
+                    .filter(|item| !item.is_empty())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let targets = [
+            var("REDIS_URL").map(Self::Url),
+            list("REDIS_CLUSTER_NODES").map(Self::Cluster),
+            match (list("REDIS_SENTINELS"), var("REDIS_SENTINEL_MASTER")) {
+                (Some(sentinels), Some(primary)) => Some(Self::Sentinels(sentinels, primary)),
+                (Some(_), None) => {
+                    return Err("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER (the \
+                                monitored primary's name) is not"
+                        .into())
+                }
+                (None, _) => None,
+            },
+        ];
+        let mut set = targets.into_iter().flatten();
+        let target = set.next();
+        if set.next().is_some() {
+            return Err(
+                "REDIS_URL, REDIS_CLUSTER_NODES and REDIS_SENTINELS exclude each other: \
+                        set one"
+                    .into(),
+            );
+        }
+        Ok(target)
+    }
+
+    fn uses_tls(&self) -> bool {
+        match self {
+            Self::Url(url) => url.starts_with("rediss://"),
+            Self::Cluster(nodes) => nodes.iter().any(|node| node.starts_with("rediss://")),
+            Self::Sentinels(..) => false,
+        }
+    }
+}
+
+/// The shared cache's Redis and what goes with it.
 pub struct SharedCache {
-    pub redis_url: String,
+    pub target: RedisTarget,
     pub secret: String,
     pub key_prefix: Option<String>,
     /// `REDIS_USERNAME` and `REDIS_PASSWORD`, for URLs that carry none.
@@ -58,7 +114,7 @@ pub struct SharedCache {
 }
 
 impl SharedCache {
-    fn from_env(redis_url: String, secret: String) -> Result<Self, String> {
+    fn from_env(target: RedisTarget, secret: String) -> Result<Self, String> {
         let credentials = match (var("REDIS_USERNAME"), env::var("REDIS_PASSWORD").ok()) {
             (username, Some(password)) => Some((username.unwrap_or_default(), password)),
             (Some(_), None) => return Err("REDIS_USERNAME is set but REDIS_PASSWORD is not".into()),
@@ -79,7 +135,7 @@ impl SharedCache {
             }
         };
         Ok(Self {
-            redis_url,
+            target,
             secret,
             key_prefix: var("REDIS_KEY_PREFIX"),
             credentials,
@@ -126,17 +182,20 @@ impl Settings {
                 "MAX_CONCURRENT_LOOKUPS",
                 &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
             )?,
-            shared_cache: match (var("REDIS_URL"), env::var("SHARED_CACHE_SECRET").ok()) {
+            shared_cache: match (
+                RedisTarget::from_env()?,
+                env::var("SHARED_CACHE_SECRET").ok(),
+            ) {
                 (None, _) => None,
                 (Some(_), None) => {
                     return Err(
-                        "REDIS_URL is set but SHARED_CACHE_SECRET is not: every replica \
+                        "a Redis is set but SHARED_CACHE_SECRET is not: every replica \
                                 needs the same secret of at least 32 bytes (for example \
                                 `openssl rand -base64 32`)"
                             .to_owned(),
                     )
                 }
-                (Some(redis_url), Some(secret)) => Some(SharedCache::from_env(redis_url, secret)?),
+                (Some(target), Some(secret)) => Some(SharedCache::from_env(target, secret)?),
             },
             tokenize_as: var("TOKENIZE_AS"),
         })
@@ -213,14 +272,19 @@ impl Kratos {
             builder = builder.tokenize_as(template);
         }
         if let Some(shared) = &settings.shared_cache {
-            if shared.redis_url.starts_with("rediss://") {
+            if shared.target.uses_tls() {
                 // The app is the application: it picks the process's rustls provider, which
                 // redis-rs builds its TLS configuration from.
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             }
-            builder = builder
-                .redis_url(&shared.redis_url)
-                .shared_cache_secret(&shared.secret);
+            builder = match &shared.target {
+                RedisTarget::Url(url) => builder.redis_url(url),
+                RedisTarget::Cluster(nodes) => builder.redis_cluster_nodes(nodes.clone()),
+                RedisTarget::Sentinels(sentinels, primary) => {
+                    builder.redis_sentinels(sentinels.clone(), primary)
+                }
+            }
+            .shared_cache_secret(&shared.secret);
             if let Some(prefix) = &shared.key_prefix {
                 builder = builder.redis_key_prefix(prefix);
             }

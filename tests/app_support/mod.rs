@@ -164,6 +164,9 @@ impl App {
             "REDIS_CA_FILE",
             "REDIS_CLIENT_CERT_FILE",
             "REDIS_CLIENT_KEY_FILE",
+            "REDIS_CLUSTER_NODES",
+            "REDIS_SENTINELS",
+            "REDIS_SENTINEL_MASTER",
         ] {
             command.env_remove(name);
         }
