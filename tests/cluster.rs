@@ -14,7 +14,8 @@ use http::StatusCode;
 use support::{
     assert_session,
     redis_cluster::RedisCluster,
-    replicas::{refused_after, until_stats, Replica, DEADLINE, SECRET},
+    replicas::{revoked_through_the_first, until_stats, Replica, SECRET},
+    token_headers,
 };
 use tower_kratos::{
     testing::{Endpoint, KratosStandIn, TestSession},
@@ -81,12 +82,6 @@ async fn entries_written(cluster: &RedisCluster, count: usize) {
     }
 }
 
-fn token_headers(session: &TestSession) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-session-token", session.token.parse().expect("header"));
-    headers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_cost_one_whoami_on_three_replicas_and_spread_over_the_primaries() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
@@ -133,20 +128,7 @@ async fn revocations_reach_replicas_subscribed_on_other_nodes() {
     let me = kratos.create_session();
     for _ in 0..5 {
         let victim = kratos.session().identity(&me.identity_id).create();
-        for replica in &replicas {
-            assert_session(&replica.get(&victim).await, &victim.id, &victim.identity_id);
-        }
-        replicas[0]
-            .layer
-            .lifecycle()
-            .revoke_session(&token_headers(&me), &victim.id)
-            .await
-            .expect("revoked");
-        let since = Instant::now();
-        for replica in &replicas[1..] {
-            let took = refused_after(replica, &victim, since).await;
-            assert!(took < DEADLINE, "refused after {took:?}");
-        }
+        revoked_through_the_first(&replicas, &me, &victim, || {}).await;
     }
     // And a replica started later reads the records wherever their slot lives.
     let me = kratos.create_session();
@@ -339,23 +321,6 @@ async fn a_failover_or_a_killed_primary_costs_valid_sessions_nothing() {
     println!("sharing again after {:?}", started.elapsed());
     // And revocations still reach every replica.
     let me = kratos.create_session();
-    let revoked = kratos.session().identity(&me.identity_id).create();
-    for replica in &replicas {
-        assert_session(
-            &replica.get(&revoked).await,
-            &revoked.id,
-            &revoked.identity_id,
-        );
-    }
-    replicas[0]
-        .layer
-        .lifecycle()
-        .revoke_session(&token_headers(&me), &revoked.id)
-        .await
-        .expect("revoked");
-    let since = Instant::now();
-    for replica in &replicas[1..] {
-        let took = refused_after(replica, &revoked, since).await;
-        assert!(took < DEADLINE, "refused after {took:?}");
-    }
+    let victim = kratos.session().identity(&me.identity_id).create();
+    revoked_through_the_first(&replicas, &me, &victim, || {}).await;
 }

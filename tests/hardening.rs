@@ -16,38 +16,22 @@ use support::{
     assert_session, echo_session, get,
     redis_server::RedisServer,
     replicas::{
-        refused_after, replicas, shared_builder, subscribed, until_stats, Replica, DEADLINE,
+        refused_after, replicas, revoked_through_the_first, shared_builder, subscribed,
+        until_stats, warm, Replica, DEADLINE,
     },
-    send, with_token,
+    send, token_headers, with_token,
 };
 use tower::ServiceBuilder;
 use tower_kratos::{
     require::Requirement,
-    testing::{Endpoint, KratosStandIn, TestSession},
+    testing::{Endpoint, KratosStandIn},
 };
 
 /// The revocation records' key under the tests' prefix.
 const RECORDS: &str = "test:revocations";
 
-fn token_headers(session: &TestSession) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-session-token", session.token.parse().expect("header"));
-    headers
-}
-
 fn records(redis: &RedisServer) -> u64 {
     redis.query(redis::cmd("ZCARD").arg(RECORDS))
-}
-
-/// Warms every replica with the session (one whoami in all, through Redis).
-async fn warm(replicas: &[Replica], session: &TestSession) {
-    for replica in replicas {
-        assert_session(
-            &replica.get(session).await,
-            &session.id,
-            &session.identity_id,
-        );
-    }
 }
 
 /// The ids of the pub/sub clients connected now.
@@ -331,19 +315,10 @@ async fn ten_subscription_breaks_cost_kratos_nothing_and_miss_no_revocation() {
     // A revocation published while the subscriptions are down is read from the records.
     let me = kratos.create_session();
     let victim = kratos.session().identity(&me.identity_id).create();
-    warm(&replicas, &victim).await;
-    let _: i64 = redis.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"));
-    replicas[0]
-        .layer
-        .lifecycle()
-        .revoke_session(&token_headers(&me), &victim.id)
-        .await
-        .expect("revoked");
-    let since = Instant::now();
-    for replica in &replicas[1..] {
-        let took = refused_after(replica, &victim, since).await;
-        assert!(took < DEADLINE, "refused after {took:?}");
-    }
+    revoked_through_the_first(&replicas, &me, &victim, || {
+        let _: i64 = redis.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,9 @@ use tower_kratos::{
     KratosLayer, KratosLayerBuilder, KratosSession,
 };
 
-use support::{assert_unauthorized, default_layer, get, post, send, values, with_token, Answer};
+use support::{
+    assert_unauthorized, default_layer, get, post, send, token_headers, values, with_token, Answer,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 /// Far from expiry: never due for [`HOUR`].
@@ -129,10 +131,6 @@ fn headers_with(name: &str, value: &str) -> HeaderMap {
         value.parse().expect("value"),
     );
     headers
-}
-
-fn token_headers(session: &TestSession) -> HeaderMap {
-    headers_with("x-session-token", &session.token)
 }
 
 fn set_cookies(answer: &Answer) -> Vec<String> {

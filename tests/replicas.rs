@@ -14,9 +14,10 @@ use support::{
     app, assert_session,
     redis_server::RedisServer,
     replicas::{
-        entries_written, refused_after, replicas, shared_builder, until_stats, Replica, DEADLINE,
+        entries_written, honoured_by_all, refused_after, replicas, shared_builder, until_stats,
+        Replica, DEADLINE,
     },
-    send, with_token,
+    send, token_headers, with_token,
 };
 use tokio::task::JoinSet;
 use tower_kratos::testing::{Endpoint, KratosStandIn, TestSession};
@@ -74,44 +75,19 @@ async fn concurrent_first_requests_on_three_replicas_make_one_whoami() {
     assert_eq!(kratos.calls(Endpoint::Whoami), 1);
 }
 
-/// Warms every replica with the session, revokes it through the first with `revoke`, and
-/// asserts the others refuse it within the deadline. Returns the slowest.
-async fn honoured_by_all<F, Fut>(replicas: &[Replica], victim: &TestSession, revoke: F) -> Duration
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for replica in replicas {
-        assert_session(&replica.get(victim).await, &victim.id, &victim.identity_id);
-    }
-    revoke().await;
-    let since = Instant::now();
-    let mut slowest = Duration::ZERO;
-    for replica in &replicas[1..] {
-        slowest = slowest.max(refused_after(replica, victim, since).await);
-    }
-    assert!(slowest < DEADLINE, "honoured after {slowest:?}");
-    slowest
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_revocation_helper_is_honoured_by_the_other_replicas() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let redis = RedisServer::start();
     let replicas = replicas(&kratos, &redis, 3).await;
     let sessions = replicas[0].layer.lifecycle();
-    let headers = |session: &TestSession| {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-session-token", session.token.parse().expect("header"));
-        headers
-    };
 
     // revoke_session: another session of the caller's identity.
     let me = kratos.create_session();
     let victim = kratos.session().identity(&me.identity_id).create();
     honoured_by_all(&replicas, &victim, || async {
         sessions
-            .revoke_session(&headers(&me), &victim.id)
+            .revoke_session(&token_headers(&me), &victim.id)
             .await
             .expect("revoked");
     })
@@ -122,7 +98,7 @@ async fn every_revocation_helper_is_honoured_by_the_other_replicas() {
     let victim = kratos.session().identity(&me.identity_id).create();
     honoured_by_all(&replicas, &victim, || async {
         sessions
-            .revoke_other_sessions(&headers(&me))
+            .revoke_other_sessions(&token_headers(&me))
             .await
             .expect("revoked");
     })
@@ -132,7 +108,7 @@ async fn every_revocation_helper_is_honoured_by_the_other_replicas() {
     let victim = kratos.create_session();
     honoured_by_all(&replicas, &victim, || async {
         sessions
-            .logout(&headers(&victim))
+            .logout(&token_headers(&victim))
             .await
             .expect("logged out");
     })

@@ -128,6 +128,16 @@ fn with_headers(mut request: http::request::Builder, headers: &[(&str, &str)]) -
     request.body(String::new()).expect("request")
 }
 
+/// The session's token as request headers (`X-Session-Token`), for the lifecycle helpers.
+pub fn token_headers(session: &TestSession) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-session-token",
+        session.token.parse().expect("a token header"),
+    );
+    headers
+}
+
 /// `GET uri` carrying the session's token in `X-Session-Token`.
 pub fn with_token(uri: &str, session: &TestSession) -> Request<String> {
     get(uri, &[("x-session-token", &session.token)])

@@ -122,3 +122,56 @@ pub async fn until_stats(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Warms every replica with the session (one whoami in all, through Redis).
+pub async fn warm(replicas: &[Replica], session: &TestSession) {
+    for replica in replicas {
+        super::assert_session(
+            &replica.get(session).await,
+            &session.id,
+            &session.identity_id,
+        );
+    }
+}
+
+/// Warms every replica with the session, revokes it through the first with `revoke`, and
+/// asserts the others refuse it within the deadline. Returns the slowest.
+pub async fn honoured_by_all<F, Fut>(
+    replicas: &[Replica],
+    victim: &TestSession,
+    revoke: F,
+) -> Duration
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    warm(replicas, victim).await;
+    revoke().await;
+    let since = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for replica in &replicas[1..] {
+        slowest = slowest.max(refused_after(replica, victim, since).await);
+    }
+    assert!(slowest < DEADLINE, "honoured after {slowest:?}");
+    slowest
+}
+
+/// [`honoured_by_all`] for `victim`, another session of `me`'s identity, revoked by `me`
+/// through the first replica (`revoke_session`) once `before` has run.
+pub async fn revoked_through_the_first(
+    replicas: &[Replica],
+    me: &TestSession,
+    victim: &TestSession,
+    before: impl FnOnce(),
+) -> Duration {
+    honoured_by_all(replicas, victim, || async {
+        before();
+        replicas[0]
+            .layer
+            .lifecycle()
+            .revoke_session(&super::token_headers(me), &victim.id)
+            .await
+            .expect("revoked");
+    })
+    .await
+}
