@@ -1,33 +1,42 @@
-//! Many replicas over one Redis (feature `redis`), measured side by side in one run against a
-//! real `redis-server` (started by the bench on a free loopback port) and the stand-in:
+//! Many replicas over one Redis (feature `redis`), measured side by side in one run against
+//! real `redis-server` processes (started by the bench on free loopback ports: one plain, one
+//! over TLS, and a 3-primary cluster with a replica each) and the stand-in:
 //!
 //! 1. **Kratos load by replica count**: one Zipf workload spread at random over N = 1, 2 and 4
-//!    replicas, each with its own local cache, with and without the shared cache. Target: with
-//!    Redis, the same whoami calls for every N.
+//!    replicas, each with its own local cache, with and without the shared cache, then over the
+//!    cluster. Target: with Redis, the same whoami calls for every N.
 //! 2. **Revocation propagation**: 100 sessions cached on 3 replicas, each disabled through
 //!    replica 0's admin helper; the time from the helper's return until replicas 1 and 2 refuse
-//!    it. Target: p99 under 100 ms, never over 1 s.
+//!    it; over one Redis, over TLS, and over the cluster. Target: p99 under 100 ms, never over
+//!    1 s.
 //! 3. **What a lookup costs**: a local hit, a Redis hit (another replica asked Kratos), and a miss
 //!    that asks Kratos (whoami answering after 2 ms), with Redis and without, in alternating
 //!    rounds; beside them one bare Redis round trip, the floor under a Redis hit.
 //! 4. **The cached path with Redis on and off**: throughput of cached sessions in alternating
 //!    slices, and the Redis commands the cached run sent. Target: within noise (a hit never
 //!    touches Redis).
+//! 5. **A Redis hit over TLS against plain TCP**, in alternating rounds.
+//! 6. and 7. **Sizing**: Redis memory per cached session and per revocation record, and Redis
+//!    commands per miss, per Redis hit, per local hit and per revocation, measured on the
+//!    cluster (6) and on one Redis (7), then extrapolated to 100k–10M sessions on 10 and 100
+//!    replicas.
 //!
 //! ```text
-//! cargo bench --bench replicas                     # about 4 minutes (six 30 s load runs)
-//! LOAD_SECONDS=6 cargo bench --bench replicas      # a quick run
+//! cargo bench --bench replicas                     # about 8 minutes (nine 30 s load runs)
+//! LOAD_SECONDS=6 cargo bench --bench replicas      # a quicker run
 //! ```
 //!
 //! `LOAD_TTL_SECONDS` (default 5) sets the cache TTL of the load runs, `LOAD_CLIENTS` (default
 //! 16) their concurrency; `SECONDS` (default 0.5) and `ROUNDS` (default 12) the cached-path
-//! slices;
-//! `PARTS` (default `1234`) which parts run.
+//! slices; `PARTS` (default `1234567`) which parts run.
 
 mod support;
 
 #[path = "../tests/support/pki.rs"]
 mod pki;
+#[path = "../tests/support/redis_cluster.rs"]
+#[allow(dead_code)] // the bench uses part of what the tests do
+mod redis_cluster;
 #[path = "../tests/support/redis_server.rs"]
 #[allow(dead_code)] // the bench uses part of what the tests do
 mod redis_server;
@@ -42,6 +51,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 use support::{
     drive, env_count, env_seconds, machine, trivial, with_token, Human, Latencies, LoadCredential,
@@ -67,17 +77,32 @@ fn main() {
     println!("machine: {}", machine());
     let redis = RedisServer::start_as(redis_server::Flavor::Plain);
     println!("redis: {}", redis_version(&redis));
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1234567".into());
+    // The other topologies, started only for the parts that use them.
+    let tls = parts
+        .contains(['2', '5'])
+        .then(|| RedisServer::start_as(redis_server::Flavor::Tls));
+    let cluster = parts.contains(['1', '2', '6']).then(RedisCluster::start);
     let stand_in = support::SeparateKratos::start();
     let kratos = stand_in.kratos.clone();
     kratos.set_latency(WHOAMI_LATENCY);
     let runtime = Runtime::new().expect("tokio runtime");
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1234".into());
+    let plain = Backend::Server(&redis);
     runtime.block_on(async {
         if parts.contains('1') {
-            load_by_replica_count(&kratos, &redis).await;
+            load_by_replica_count(&kratos, plain, true).await;
+            if let Some(cluster) = &cluster {
+                load_by_replica_count(&kratos, Backend::Cluster(cluster), false).await;
+            }
         }
         if parts.contains('2') {
-            revocation_propagation(&kratos, &redis).await;
+            revocation_propagation(&kratos, plain).await;
+            if let Some(tls) = &tls {
+                revocation_propagation(&kratos, Backend::Server(tls)).await;
+            }
+            if let Some(cluster) = &cluster {
+                revocation_propagation(&kratos, Backend::Cluster(cluster)).await;
+            }
         }
         if parts.contains('3') {
             lookup_costs(&kratos, &redis).await;
@@ -85,7 +110,67 @@ fn main() {
         if parts.contains('4') {
             cached_path(&kratos, &redis).await;
         }
+        if let (true, Some(tls)) = (parts.contains('5'), &tls) {
+            tls_against_plain(&kratos, &redis, tls).await;
+        }
+        if let (true, Some(cluster)) = (parts.contains('6'), &cluster) {
+            sizing(&kratos, Backend::Cluster(cluster)).await;
+        }
+        if parts.contains('7') {
+            sizing(&kratos, plain).await;
+        }
     });
+}
+
+/// Where a part's Redis is: one server (plain or TLS) or a cluster.
+#[derive(Clone, Copy)]
+enum Backend<'a> {
+    Server(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+impl Backend<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Server(server) if server.pki().is_some() => "one Redis over TLS",
+            Self::Server(_) => "one Redis",
+            Self::Cluster(_) => "a 3-primary cluster",
+        }
+    }
+
+    fn configure(self, builder: KratosLayerBuilder) -> KratosLayerBuilder {
+        let builder = match self {
+            Self::Server(server) => server.configure(builder).redis_url(server.url()),
+            Self::Cluster(cluster) => builder.redis_cluster_nodes(cluster.seed_urls(0)),
+        };
+        builder.shared_cache_secret(SECRET).redis_key_prefix("bench")
+    }
+
+    /// Empties it (every primary of a cluster).
+    fn flush(self) {
+        match self {
+            Self::Server(server) => {
+                let _: () = server.query(&mut redis::cmd("FLUSHALL"));
+            }
+            Self::Cluster(cluster) => {
+                for index in cluster.primaries() {
+                    let _: () = cluster.query(index, &mut redis::cmd("FLUSHALL"));
+                }
+            }
+        }
+    }
+
+    /// Each server's (each primary's) connection, for counting and sizing.
+    fn connections(self) -> Vec<redis::Connection> {
+        match self {
+            Self::Server(server) => vec![server.connection()],
+            Self::Cluster(cluster) => cluster
+                .primaries()
+                .into_iter()
+                .map(|index| cluster.connection(index))
+                .collect(),
+        }
+    }
 }
 
 fn redis_version(redis: &RedisServer) -> String {
@@ -96,13 +181,10 @@ fn redis_version(redis: &RedisServer) -> String {
         .to_owned()
 }
 
-fn builder(kratos: &KratosStandIn, redis: Option<&RedisServer>) -> KratosLayerBuilder {
+fn builder(kratos: &KratosStandIn, redis: Option<Backend<'_>>) -> KratosLayerBuilder {
     let builder = KratosLayer::builder(kratos.public_url()).admin_url(kratos.admin_url());
     match redis {
-        Some(redis) => builder
-            .redis_url(redis.url())
-            .shared_cache_secret(SECRET)
-            .redis_key_prefix("bench"),
+        Some(redis) => redis.configure(builder),
         None => builder,
     }
 }
@@ -162,8 +244,9 @@ impl Service<Request<String>> for Balancer {
     }
 }
 
-/// 1. The whoami calls of one Zipf workload over N replicas, with and without Redis.
-async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
+/// 1. The whoami calls of one Zipf workload over N replicas, with Redis (and, when `alone`,
+/// without it).
+async fn load_by_replica_count(kratos: &KratosStandIn, redis: Backend<'_>, alone: bool) {
     let smoke_test = support::smoke_test();
     let duration = env_seconds("LOAD_SECONDS", if smoke_test { 1.0 } else { 30.0 });
     let ttl = env_seconds("LOAD_TTL_SECONDS", if smoke_test { 0.5 } else { 5.0 });
@@ -173,14 +256,17 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
     let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
     println!();
     println!(
-        "1. Kratos load by replica count: {SESSIONS} sessions, Zipf s={ZIPF_S}, {clients} \
-         clients spread at random over the replicas, cache TTL {ttl:?}, {duration:?} per run"
+        "1. Kratos load by replica count over {}: {SESSIONS} sessions, Zipf s={ZIPF_S}, \
+         {clients} clients spread at random over the replicas, cache TTL {ttl:?}, {duration:?} \
+         per run",
+        redis.name()
     );
     println!("   replicas  redis   requests      req/s  whoami  whoami/1k req  vs N=1");
-    for shared in [false, true] {
+    let sides: &[bool] = if alone { &[false, true] } else { &[true] };
+    for &shared in sides {
         let mut first = None;
         for n in [1usize, 2, 4] {
-            let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+            redis.flush();
             let mut replicas = Vec::with_capacity(n);
             for _ in 0..n {
                 let builder = builder(kratos, shared.then_some(redis)).cache_ttl(ttl);
@@ -222,12 +308,12 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: &RedisServer) {
 }
 
 /// 2. From a revocation's return on replica 0 until replicas 1 and 2 refuse the session.
-async fn revocation_propagation(kratos: &KratosStandIn, redis: &RedisServer) {
+async fn revocation_propagation(kratos: &KratosStandIn, redis: Backend<'_>) {
     kratos.set_latency(Duration::ZERO);
-    let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
+    redis.flush();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        let builder = builder(kratos, Some(redis)).cache_ttl(Duration::from_secs(300));
+        let builder = builder(kratos, Some(Backend::Server(redis))).cache_ttl(Duration::from_secs(300));
         replicas.push(replica(builder, true).await);
     }
     let mut latencies = Latencies::with_capacity(2 * REVOCATIONS);
@@ -266,8 +352,9 @@ async fn revocation_propagation(kratos: &KratosStandIn, redis: &RedisServer) {
     let sorted = latencies.sorted();
     println!();
     println!(
-        "2. revocation propagation: {REVOCATIONS} sessions cached on 3 replicas, each disabled \
-         through replica 0; from the helper's return until replicas 1 and 2 refuse it"
+        "2. revocation propagation over {}: {REVOCATIONS} sessions cached on 3 replicas, each \
+         disabled through replica 0; from the helper's return until replicas 1 and 2 refuse it",
+        redis.name()
     );
     println!(
         "   p50 {}, p99 {}, max {} (target: p99 < 100 ms, never over 1 s: {})",
@@ -289,8 +376,8 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
     let per_round = 200;
     let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
     let ttl = Duration::from_secs(600);
-    let (_, writer) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
-    let (_, reader) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, writer) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
+    let (_, reader) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
     let (_, alone) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
     // The floor under a Redis hit: one round trip of redis-rs's connection manager.
     let mut manager = redis::Client::open(redis.url())
@@ -409,7 +496,7 @@ async fn cached_path(kratos: &KratosStandIn, redis: &RedisServer) {
     let ttl = Duration::from_secs(600);
     let sessions: Arc<Vec<String>> =
         Arc::new((0..100).map(|_| kratos.create_session().token).collect());
-    let (_, with_redis) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, with_redis) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
     let (_, without) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
     for token in sessions.iter() {
         for service in [&with_redis, &without] {
@@ -470,4 +557,205 @@ fn commands_processed(redis: &RedisServer) -> u64 {
         .find_map(|line| line.strip_prefix("total_commands_processed:"))
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// 5. A Redis hit over TLS against one over plain TCP, in alternating rounds.
+async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &RedisServer) {
+    let rounds = if support::smoke_test() { 2 } else { 12 };
+    let per_round = 200;
+    let ttl = Duration::from_secs(600);
+    let mut sides = Vec::new();
+    for server in [plain, tls] {
+        let backend = Backend::Server(server);
+        backend.flush();
+        let (_, writer) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
+        let (_, reader) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
+        sides.push((server, writer, reader, Latencies::with_capacity(rounds * per_round)));
+    }
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let mut means = [Duration::ZERO; 2];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (server, writer, reader, latencies) = &mut sides[side];
+            let sessions: Vec<TestSession> =
+                (0..per_round).map(|_| kratos.create_session()).collect();
+            for session in &sessions {
+                assert_eq!(status(writer, with_token(&session.token)).await, StatusCode::OK);
+            }
+            wait_for_keys(server, (round + 1) * per_round).await;
+            let started = Instant::now();
+            for session in &sessions {
+                let one = Instant::now();
+                assert_eq!(status(reader, with_token(&session.token)).await, StatusCode::OK);
+                latencies.push(one.elapsed());
+            }
+            means[side] = started.elapsed() / per_round as u32;
+        }
+        ratios.push(means[1].as_secs_f64() / means[0].as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let [plain_side, tls_side] = [sides.remove(0), sides.remove(0)];
+    let (plain_mean, plain_p50, plain_p99) = summary(plain_side.3);
+    let (tls_mean, tls_p50, tls_p99) = summary(tls_side.3);
+    println!();
+    println!(
+        "5. a Redis hit (another replica asked Kratos) over TLS against plain TCP: {rounds} \
+         alternating rounds of {per_round} sequential requests"
+    );
+    println!(
+        "   plain: mean {}, p50 {}, p99 {}; TLS: mean {}, p50 {}, p99 {}; TLS/plain per round: \
+         median {:.2} (range {:.2}–{:.2})",
+        Human(plain_mean),
+        Human(plain_p50),
+        Human(plain_p99),
+        Human(tls_mean),
+        Human(tls_p50),
+        Human(tls_p99),
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}
+
+/// Waits until the server holds at least `count` keys.
+async fn wait_for_keys(redis: &RedisServer, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: usize = redis.query(&mut redis::cmd("DBSIZE"));
+        if keys >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{keys} of {count} keys written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sums one `INFO` field over every server of the backend.
+fn info_sum(redis: Backend<'_>, section: &str, field: &str) -> u64 {
+    redis
+        .connections()
+        .iter_mut()
+        .map(|connection| {
+            let info: String = redis::cmd("INFO")
+                .arg(section)
+                .query(connection)
+                .expect("INFO");
+            info.lines()
+                .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Commands the backend has processed (the `INFO` calls that read it excluded).
+fn commands(redis: Backend<'_>) -> u64 {
+    let servers = redis.connections().len() as u64;
+    info_sum(redis, "stats", "total_commands_processed").saturating_sub(servers)
+}
+
+/// 6 and 7. What Redis holds and is sent per session, per lookup and per revocation, measured
+/// on `redis`, then extrapolated to large deployments.
+async fn sizing(kratos: &KratosStandIn, redis: Backend<'_>) {
+    let sessions_measured = if support::smoke_test() { 200 } else { 2_000 };
+    let revocations = 100;
+    kratos.set_latency(Duration::ZERO);
+    redis.flush();
+    let ttl = Duration::from_secs(600);
+    let (writer_layer, writer) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let (_, reader) = replica(builder(kratos, Some(redis)).cache_ttl(ttl), true).await;
+    let sessions: Vec<TestSession> = (0..sessions_measured)
+        .map(|_| kratos.create_session())
+        .collect();
+    let memory_before = info_sum(redis, "memory", "used_memory");
+    let before = commands(redis);
+    for session in &sessions {
+        assert_eq!(status(&writer, with_token(&session.token)).await, StatusCode::OK);
+    }
+    // Entries are written on tasks of their own: wait for all of them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys(redis) < sessions_measured as u64 {
+        assert!(Instant::now() < deadline, "entries not written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let per_miss = (commands(redis) - before) as f64 / sessions_measured as f64;
+    let per_entry = info_sum(redis, "memory", "used_memory").saturating_sub(memory_before) as f64
+        / sessions_measured as f64;
+    let before = commands(redis);
+    for session in &sessions {
+        assert_eq!(status(&reader, with_token(&session.token)).await, StatusCode::OK);
+    }
+    let per_shared_hit = (commands(redis) - before) as f64 / sessions_measured as f64;
+    let before = commands(redis);
+    for session in &sessions {
+        assert_eq!(status(&reader, with_token(&session.token)).await, StatusCode::OK);
+    }
+    let per_local_hit = (commands(redis) - before) as f64 / sessions_measured as f64;
+    let memory_before = info_sum(redis, "memory", "used_memory");
+    let before = commands(redis);
+    for session in sessions.iter().take(revocations) {
+        writer_layer
+            .lifecycle()
+            .disable_session(&session.id)
+            .await
+            .expect("disabled");
+    }
+    let per_revocation = (commands(redis) - before) as f64 / revocations as f64;
+    let per_record = info_sum(redis, "memory", "used_memory").saturating_sub(memory_before) as f64
+        / revocations as f64;
+    kratos.set_latency(WHOAMI_LATENCY);
+
+    println!();
+    println!(
+        "{}. sizing on {}: {sessions_measured} sessions asked through one replica, read from \
+         Redis by another, then {revocations} revocations",
+        if matches!(redis, Backend::Cluster(_)) { 6 } else { 7 },
+        redis.name()
+    );
+    println!(
+        "   Redis memory: {per_entry:.0} B per cached session (sealed entry, key, expiry; the \
+         fill lock lives only during a miss), {per_record:.0} B per live revocation record"
+    );
+    println!(
+        "   Redis commands: {per_miss:.2} per miss that asks Kratos, {per_shared_hit:.2} per hit \
+         read from Redis, {per_local_hit:.2} per local hit, {per_revocation:.2} per revocation"
+    );
+    println!(
+        "   extrapolated, cache TTL 60 s, every active session used on every replica within \
+         each TTL (the most Redis is asked):"
+    );
+    println!(
+        "   {:>11} {:>9} {:>13} {:>17} {:>13}",
+        "sessions", "replicas", "Redis memory", "Redis commands/s", "whoami/s"
+    );
+    for active in [100_000u64, 1_000_000, 10_000_000] {
+        for replicas in [10u64, 100] {
+            let ttl = 60.0;
+            let misses = active as f64 / ttl;
+            // Each replica's own entry for a session ends once per TTL: one replica asks
+            // Kratos (and writes), the others read Redis.
+            let reads = misses * (replicas - 1) as f64;
+            let commands_per_second = misses * per_miss + reads * per_shared_hit;
+            println!(
+                "   {active:>11} {replicas:>9} {:>10.1} GB {:>17.0} {:>13.0}",
+                active as f64 * per_entry / 1e9,
+                commands_per_second,
+                misses
+            );
+        }
+    }
+}
+
+/// The keys every server of the backend holds.
+fn keys(redis: Backend<'_>) -> u64 {
+    redis
+        .connections()
+        .iter_mut()
+        .map(|connection| {
+            redis::cmd("DBSIZE")
+                .query::<u64>(connection)
+                .expect("DBSIZE")
+        })
+        .sum()
 }
