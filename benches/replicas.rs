@@ -143,7 +143,9 @@ impl Backend<'_> {
             Self::Server(server) => server.configure(builder).redis_url(server.url()),
             Self::Cluster(cluster) => builder.redis_cluster_nodes(cluster.seed_urls(0)),
         };
-        builder.shared_cache_secret(SECRET).redis_key_prefix("bench")
+        builder
+            .shared_cache_secret(SECRET)
+            .redis_key_prefix("bench")
     }
 
     /// Empties it (every primary of a cluster).
@@ -244,8 +246,8 @@ impl Service<Request<String>> for Balancer {
     }
 }
 
-/// 1. The whoami calls of one Zipf workload over N replicas, with Redis (and, when `alone`,
-/// without it).
+/// Part 1: the whoami calls of one Zipf workload over N replicas, with Redis (and, when
+/// `alone`, without it).
 async fn load_by_replica_count(kratos: &KratosStandIn, redis: Backend<'_>, alone: bool) {
     let smoke_test = support::smoke_test();
     let duration = env_seconds("LOAD_SECONDS", if smoke_test { 1.0 } else { 30.0 });
@@ -313,7 +315,7 @@ async fn revocation_propagation(kratos: &KratosStandIn, redis: Backend<'_>) {
     redis.flush();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        let builder = builder(kratos, Some(Backend::Server(redis))).cache_ttl(Duration::from_secs(300));
+        let builder = builder(kratos, Some(redis)).cache_ttl(Duration::from_secs(300));
         replicas.push(replica(builder, true).await);
     }
     let mut latencies = Latencies::with_capacity(2 * REVOCATIONS);
@@ -376,8 +378,16 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
     let per_round = 200;
     let _: () = redis.query(&mut redis::cmd("FLUSHALL"));
     let ttl = Duration::from_secs(600);
-    let (_, writer) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
-    let (_, reader) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
+    let (_, writer) = replica(
+        builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl),
+        true,
+    )
+    .await;
+    let (_, reader) = replica(
+        builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl),
+        true,
+    )
+    .await;
     let (_, alone) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
     // The floor under a Redis hit: one round trip of redis-rs's connection manager.
     let mut manager = redis::Client::open(redis.url())
@@ -496,7 +506,11 @@ async fn cached_path(kratos: &KratosStandIn, redis: &RedisServer) {
     let ttl = Duration::from_secs(600);
     let sessions: Arc<Vec<String>> =
         Arc::new((0..100).map(|_| kratos.create_session().token).collect());
-    let (_, with_redis) = replica(builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl), true).await;
+    let (_, with_redis) = replica(
+        builder(kratos, Some(Backend::Server(redis))).cache_ttl(ttl),
+        true,
+    )
+    .await;
     let (_, without) = replica(builder(kratos, None).cache_ttl(ttl), false).await;
     for token in sessions.iter() {
         for service in [&with_redis, &without] {
@@ -570,7 +584,12 @@ async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &Re
         backend.flush();
         let (_, writer) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
         let (_, reader) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
-        sides.push((server, writer, reader, Latencies::with_capacity(rounds * per_round)));
+        sides.push((
+            server,
+            writer,
+            reader,
+            Latencies::with_capacity(rounds * per_round),
+        ));
     }
     let mut ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -581,13 +600,19 @@ async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &Re
             let sessions: Vec<TestSession> =
                 (0..per_round).map(|_| kratos.create_session()).collect();
             for session in &sessions {
-                assert_eq!(status(writer, with_token(&session.token)).await, StatusCode::OK);
+                assert_eq!(
+                    status(writer, with_token(&session.token)).await,
+                    StatusCode::OK
+                );
             }
             wait_for_keys(server, (round + 1) * per_round).await;
             let started = Instant::now();
             for session in &sessions {
                 let one = Instant::now();
-                assert_eq!(status(reader, with_token(&session.token)).await, StatusCode::OK);
+                assert_eq!(
+                    status(reader, with_token(&session.token)).await,
+                    StatusCode::OK
+                );
                 latencies.push(one.elapsed());
             }
             means[side] = started.elapsed() / per_round as u32;
@@ -671,7 +696,10 @@ async fn sizing(kratos: &KratosStandIn, redis: Backend<'_>) {
     let memory_before = info_sum(redis, "memory", "used_memory");
     let before = commands(redis);
     for session in &sessions {
-        assert_eq!(status(&writer, with_token(&session.token)).await, StatusCode::OK);
+        assert_eq!(
+            status(&writer, with_token(&session.token)).await,
+            StatusCode::OK
+        );
     }
     // Entries are written on tasks of their own: wait for all of them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -684,12 +712,18 @@ async fn sizing(kratos: &KratosStandIn, redis: Backend<'_>) {
         / sessions_measured as f64;
     let before = commands(redis);
     for session in &sessions {
-        assert_eq!(status(&reader, with_token(&session.token)).await, StatusCode::OK);
+        assert_eq!(
+            status(&reader, with_token(&session.token)).await,
+            StatusCode::OK
+        );
     }
     let per_shared_hit = (commands(redis) - before) as f64 / sessions_measured as f64;
     let before = commands(redis);
     for session in &sessions {
-        assert_eq!(status(&reader, with_token(&session.token)).await, StatusCode::OK);
+        assert_eq!(
+            status(&reader, with_token(&session.token)).await,
+            StatusCode::OK
+        );
     }
     let per_local_hit = (commands(redis) - before) as f64 / sessions_measured as f64;
     let memory_before = info_sum(redis, "memory", "used_memory");
@@ -710,7 +744,11 @@ async fn sizing(kratos: &KratosStandIn, redis: Backend<'_>) {
     println!(
         "{}. sizing on {}: {sessions_measured} sessions asked through one replica, read from \
          Redis by another, then {revocations} revocations",
-        if matches!(redis, Backend::Cluster(_)) { 6 } else { 7 },
+        if matches!(redis, Backend::Cluster(_)) {
+            6
+        } else {
+            7
+        },
         redis.name()
     );
     println!(

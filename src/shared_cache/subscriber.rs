@@ -49,22 +49,28 @@ pub(super) async fn run(shared: Weak<Inner>, mut stop: watch::Receiver<()>) {
             _ = stop.changed() => return,
         };
         attempt = attempt.wrapping_add(1);
-        let Some(mut messages) = subscribed else {
-            if !was_down_logged {
-                tracing::warn!(
-                    "cannot subscribe to Redis revocations; retrying. Until then this replica \
-                     reads no shared entries, and revocations made elsewhere reach it when its \
-                     own cache entries end"
-                );
-                was_down_logged = true;
+        let mut messages = match subscribed {
+            Ok(messages) => messages,
+            Err(reason) => {
+                if !was_down_logged {
+                    // The reason is redis-rs's or rustls's (a TLS failure names what was
+                    // wrong: an unknown issuer, another host's certificate); no secret is in it.
+                    tracing::warn!(
+                        reason,
+                        "cannot subscribe to Redis revocations; retrying. Until then this \
+                         replica reads no shared entries, and revocations made elsewhere reach \
+                         it when its own cache entries end"
+                    );
+                    was_down_logged = true;
+                }
+                drop(inner);
+                tokio::select! {
+                    () = tokio::time::sleep(retry) => {}
+                    _ = stop.changed() => return,
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+                continue;
             }
-            drop(inner);
-            tokio::select! {
-                () = tokio::time::sleep(retry) => {}
-                _ = stop.changed() => return,
-            }
-            retry = (retry * 2).min(MAX_RETRY);
-            continue;
         };
         retry = MIN_RETRY;
         if was_down_logged {
@@ -122,17 +128,33 @@ fn watch_break(shared: &Weak<Inner>, inner: &Inner, broken_at: Instant) {
 
 /// Connects, subscribes, then reads the live records: in that order, so that nothing published
 /// between the two is missed (a record heard twice is applied twice, harmlessly).
-async fn subscribe(inner: &Inner, attempt: usize) -> Option<redis::aio::PubSubStream> {
+async fn subscribe(inner: &Inner, attempt: usize) -> Result<redis::aio::PubSubStream, String> {
     let timeout = inner.link.timeout().max(Duration::from_millis(500));
     let connect = async {
-        let client = inner.link.topology().subscriber_client(attempt).await?;
-        let mut pubsub = client.get_async_pubsub().await.ok()?;
-        pubsub.subscribe(inner.names.channel()).await.ok()?;
-        Some(pubsub)
+        let client = inner
+            .link
+            .topology()
+            .subscriber_client(attempt)
+            .await
+            .ok_or("the Sentinels named no primary")?;
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .map_err(|error| error.to_string())?;
+        pubsub
+            .subscribe(inner.names.channel())
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok::<_, String>(pubsub)
     };
-    let pubsub = tokio::time::timeout(timeout, connect).await.ok()??;
+    let pubsub = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| "no subscription within the timeout".to_owned())??;
     let asked_at = Instant::now();
-    let records = inner.live_records(OffsetDateTime::now_utc()).await?;
+    let records = inner
+        .live_records(OffsetDateTime::now_utc())
+        .await
+        .ok_or("the revocation records could not be read")?;
     for record in &records.sealed {
         inner.heard(record);
     }
@@ -144,5 +166,5 @@ async fn subscribe(inner: &Inner, attempt: usize) -> Option<redis::aio::PubSubSt
         );
         inner.emit(SharedEvent::MissedSince(asked_at));
     }
-    Some(pubsub.into_on_message())
+    Ok(pubsub.into_on_message())
 }
