@@ -103,8 +103,8 @@ impl SharedCacheSettings {
                 if any_other {
                     return Err(BuildError::setting(
                         "redis_url",
-                        "the shared cache settings need a Redis URL (redis_url) or a cluster's \
-                         nodes (redis_cluster_nodes)",
+                        "the shared cache settings need a Redis: redis_url, \
+                         redis_cluster_nodes or redis_sentinels",
                     ));
                 }
                 return Ok(None);
@@ -113,8 +113,8 @@ impl SharedCacheSettings {
         let secret = self.secret.ok_or_else(|| {
             BuildError::setting(
                 "shared_cache_secret",
-                "is required with redis_url: every replica derives its cache keys and value \
-                 seal from it",
+                "is required with a Redis: every replica derives its cache keys and value seal \
+                 from it",
             )
         })?;
         if secret.len() < MIN_SHARED_CACHE_SECRET_LEN {
@@ -135,7 +135,7 @@ impl SharedCacheSettings {
                 "redis_key_prefix",
                 format!(
                     "must be 1 to {MAX_PREFIX_LEN} visible ASCII characters, without `*`, `?`, \
-                     `{{` or `}}`"
+                     `[`, `]`, `\\`, `{{` or `}}`"
                 ),
             ));
         }
