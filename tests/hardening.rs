@@ -58,6 +58,48 @@ fn break_subscriptions(redis: &RedisServer, count: usize) {
     }
 }
 
+/// Writes `count` records that are not the crate's (they do not open) at `score`, each padded
+/// with `padding` bytes.
+fn add_junk_records(redis: &RedisServer, count: usize, score: i64, padding: usize) {
+    let mut connection = redis.connection();
+    let filler = "j".repeat(padding);
+    for batch in 0..count.div_ceil(1000) {
+        let mut pipe = redis::pipe();
+        for index in 0..1000.min(count - batch * 1000) {
+            let member = format!("{batch}-{index}-{filler}");
+            pipe.cmd("ZADD")
+                .arg(RECORDS)
+                .arg(score)
+                .arg(member)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut connection).expect("junk written");
+    }
+}
+
+/// Breaks every subscription, waits until each replica has subscribed again, serves every
+/// session on every replica, and returns the whoami calls that cost.
+async fn served_after_a_break(
+    kratos: &KratosStandIn,
+    redis: &RedisServer,
+    replicas: &[Replica],
+    sessions: &[tower_kratos::testing::TestSession],
+) -> usize {
+    let calls = kratos.calls(Endpoint::Whoami);
+    break_subscriptions(redis, replicas.len());
+    for replica in replicas {
+        subscribed(&replica.layer).await;
+        for session in sessions {
+            assert_session(
+                &replica.get(session).await,
+                &session.id,
+                &session.identity_id,
+            );
+        }
+    }
+    kratos.calls(Endpoint::Whoami) - calls
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_anonymous_logouts_write_nothing_to_redis_on_three_replicas() {
     let kratos = KratosStandIn::start().await.expect("stand-in");
@@ -217,29 +259,10 @@ async fn junk_records_neither_switch_sharing_off_nor_outlive_the_next_write() {
     }
 
     // 120,000 records far in the future (29 MB in the trial), then every subscription broken.
-    let far = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 + 86_400_000;
-    let mut connection = redis.connection();
-    for batch in 0..120 {
-        let mut pipe = redis::pipe();
-        for index in 0..1000 {
-            let member = format!("{batch}-{index}-{}", "junk".repeat(60));
-            pipe.cmd("ZADD").arg(RECORDS).arg(far).arg(member).ignore();
-        }
-        let _: () = pipe.query(&mut connection).expect("junk written");
-    }
-    let calls = kratos.calls(Endpoint::Whoami);
-    break_subscriptions(&redis, 3);
-    for replica in &replicas {
-        subscribed(&replica.layer).await;
-        for session in &sessions {
-            assert_session(
-                &replica.get(session).await,
-                &session.id,
-                &session.identity_id,
-            );
-        }
-    }
-    assert_eq!(kratos.calls(Endpoint::Whoami), calls, "asked Kratos again");
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    add_junk_records(&redis, 120_000, now_ms + 86_400_000, 240);
+    let asked = served_after_a_break(&kratos, &redis, &replicas, &sessions).await;
+    assert_eq!(asked, 0, "asked Kratos again");
 
     // The next revocation's record trims them.
     let me = kratos.create_session();
@@ -254,31 +277,8 @@ async fn junk_records_neither_switch_sharing_off_nor_outlive_the_next_write() {
 
     // More live-looking junk than the crate can have written: read no further, distrust
     // what is cached (one whoami per cached session and replica at most), sharing on.
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    for batch in 0..11 {
-        let mut pipe = redis::pipe();
-        for index in 0..1000 {
-            pipe.cmd("ZADD")
-                .arg(RECORDS)
-                .arg(now)
-                .arg(format!("{batch}-{index}"))
-                .ignore();
-        }
-        let _: () = pipe.query(&mut connection).expect("junk written");
-    }
-    let calls = kratos.calls(Endpoint::Whoami);
-    break_subscriptions(&redis, 3);
-    for replica in &replicas {
-        subscribed(&replica.layer).await;
-        for session in &sessions {
-            assert_session(
-                &replica.get(session).await,
-                &session.id,
-                &session.identity_id,
-            );
-        }
-    }
-    let asked = kratos.calls(Endpoint::Whoami) - calls;
+    add_junk_records(&redis, 11_000, now_ms, 0);
+    let asked = served_after_a_break(&kratos, &redis, &replicas, &sessions).await;
     assert!(
         asked <= 30,
         "{asked} whoami calls for 10 sessions on 3 replicas"
@@ -294,21 +294,11 @@ async fn ten_subscription_breaks_cost_kratos_nothing_and_miss_no_revocation() {
     for session in &sessions {
         warm(&replicas, session).await;
     }
-    let calls = kratos.calls(Endpoint::Whoami);
 
+    let mut asked = 0;
     for _ in 0..10 {
-        break_subscriptions(&redis, 3);
-        for replica in &replicas {
-            for session in &sessions {
-                assert_session(
-                    &replica.get(session).await,
-                    &session.id,
-                    &session.identity_id,
-                );
-            }
-        }
+        asked += served_after_a_break(&kratos, &redis, &replicas, &sessions).await;
     }
-    let asked = kratos.calls(Endpoint::Whoami) - calls;
     println!("10 breaks, 40 sessions, 3 replicas: {asked} whoami calls");
     assert_eq!(asked, 0);
 
