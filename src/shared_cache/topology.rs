@@ -99,8 +99,10 @@ fn single(
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(connect_within))
         .set_response_timeout(Some(respond_within))
-        // The link's gate paces reconnection; the manager need not retry itself.
-        .set_number_of_retries(1);
+        // The link's gate paces reconnection; the manager does not retry by itself, so a
+        // failure (a TLS one: an unknown issuer, another host's certificate) reaches the log
+        // with its reason rather than as a timeout of the retries.
+        .set_number_of_retries(0);
     ConnectionManager::new_lazy_with_config(client, config).map(Connection::Single)
 }
 
