@@ -16,7 +16,7 @@ use support::{
     assert_session, echo_session, get,
     redis_server::RedisServer,
     replicas::{
-        refused_after, replicas, revoked_through_the_first, shared_builder, subscribed,
+        replicas, revoked_through_the_first, served_after_revoking, shared_builder, subscribed,
         until_stats, warm, Replica, DEADLINE,
     },
     send, token_headers, with_token,
@@ -162,21 +162,11 @@ async fn a_full_redis_still_carries_a_revocation_and_records_it_once_it_has_room
     let replicas = replicas(&kratos, &redis, 3).await;
     let me = kratos.create_session();
     let victim = kratos.session().identity(&me.identity_id).create();
-    warm(&replicas, &victim).await;
-
-    // maxmemory with noeviction (Redis's default policy): every write is refused as OOM.
-    let _: () = redis.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"));
-    replicas[0]
-        .layer
-        .lifecycle()
-        .revoke_session(&token_headers(&me), &victim.id)
-        .await
-        .expect("revoked at Kratos");
-    let since = Instant::now();
-    let mut served_elsewhere = Duration::ZERO;
-    for replica in &replicas[1..] {
-        served_elsewhere = served_elsewhere.max(refused_after(replica, &victim, since).await);
-    }
+    let served_elsewhere = served_after_revoking(&replicas, &me, &victim, || {
+        // maxmemory with noeviction (Redis's default policy): every write is refused as OOM.
+        let _: () = redis.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"));
+    })
+    .await;
     println!("full Redis: the revoked session was served elsewhere for {served_elsewhere:?}");
     assert!(
         served_elsewhere < DEADLINE,
@@ -209,30 +199,22 @@ async fn a_paused_redis_carries_a_revocation_as_soon_as_it_takes_writes() {
     let replicas = replicas(&kratos, &redis, 3).await;
     let me = kratos.create_session();
     let victim = kratos.session().identity(&me.identity_id).create();
-    warm(&replicas, &victim).await;
-
     // CLIENT PAUSE WRITE (a failover's pause) holds back writes and PUBLISH alike: nothing can
     // reach the other replicas until it ends, so the revoking replica keeps trying.
     let pause = Duration::from_millis(700);
-    let _: () = redis.query(
-        redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(pause.as_millis() as u64)
-            .arg("WRITE"),
-    );
-    let paused_at = Instant::now();
-    replicas[0]
-        .layer
-        .lifecycle()
-        .revoke_session(&token_headers(&me), &victim.id)
-        .await
-        .expect("revoked at Kratos");
-    let since = Instant::now();
-    let mut served_elsewhere = Duration::ZERO;
-    for replica in &replicas[1..] {
-        served_elsewhere = served_elsewhere.max(refused_after(replica, &victim, since).await);
-    }
-    let after_pause = (since + served_elsewhere).saturating_duration_since(paused_at + pause);
+    let paused_at = std::cell::Cell::new(Instant::now());
+    let served_elsewhere = served_after_revoking(&replicas, &me, &victim, || {
+        let _: () = redis.query(
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(pause.as_millis() as u64)
+                .arg("WRITE"),
+        );
+        paused_at.set(Instant::now());
+    })
+    .await;
+    let refused_everywhere = Instant::now();
+    let after_pause = refused_everywhere.saturating_duration_since(paused_at.get() + pause);
     println!(
         "paused Redis ({pause:?}): the revoked session was served elsewhere for \
          {served_elsewhere:?}, {after_pause:?} of it after the pause ended"

@@ -86,9 +86,9 @@ pub(super) struct LiveRecords {
 impl SharedCache {
     /// Publishes a revocation made here and records it for replicas that subscribe later;
     /// drops the credential's entry too when one is named. Tried even while Redis is paused: a
-    /// revocation is rare and worth one timeout. `false` when Redis did not take all of it now;
-    /// the rest is retried until it does.
-    pub(crate) async fn publish(&self, target: RevokedTarget, entry_of: Option<&[u8; 32]>) -> bool {
+    /// revocation is rare and worth one timeout. What Redis does not take now is retried until
+    /// it does.
+    pub(crate) async fn publish(&self, target: RevokedTarget, entry_of: Option<&[u8; 32]>) {
         let inner = &*self.inner;
         let at_ms = unix_ms(OffsetDateTime::now_utc());
         let record = Record { target, at: at_ms };
@@ -96,7 +96,7 @@ impl SharedCache {
             .ok()
             .and_then(|plain| inner.sealer.seal(inner.names.records().as_bytes(), &plain))
         else {
-            return false;
+            return;
         };
         let mut unsent = Unsent {
             sealed,
@@ -107,7 +107,7 @@ impl SharedCache {
         };
         inner.send(&mut unsent).await;
         if unsent.published && unsent.recorded {
-            return true;
+            return;
         }
         if let Some(left_out) = inner.warnings.admit(("shared_cache", "publish")) {
             tracing::warn!(
@@ -119,7 +119,6 @@ impl SharedCache {
             );
         }
         self.retry_later(unsent);
-        false
     }
 
     /// Queues what Redis did not take, and starts the retrier if it is not running.

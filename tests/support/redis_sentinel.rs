@@ -2,8 +2,8 @@
 //! three `redis-sentinel` processes (Debian's `redis-sentinel`; `.ci/run` installs it) that
 //! fail over half a second after the primary stops answering. Killed when dropped.
 
+use super::redis_server::free_port;
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Mutex, PoisonError},
@@ -170,11 +170,4 @@ fn try_query<T: redis::FromRedisValue>(port: u16, command: &mut redis::Cmd) -> O
 
 fn query<T: redis::FromRedisValue>(port: u16, command: &mut redis::Cmd) -> T {
     try_query(port, command).expect("a command to a Sentinel")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
