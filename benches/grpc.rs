@@ -15,6 +15,7 @@ use std::{
 
 mod support;
 
+use kratos_stand_in::KratosStandIn;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
@@ -23,11 +24,9 @@ use tonic::{
     Request, Response, Status,
 };
 use tower::Layer;
-use tower_kratos::{testing::KratosStandIn, KratosLayer};
+use tower_kratos::KratosLayer;
 
-#[path = "../examples/grpc/tower_kratos.demo.v1.rs"]
-#[allow(clippy::all, missing_debug_implementations, dead_code)]
-mod demo;
+use test_support::demo;
 
 use demo::{
     identity_client::IdentityClient,
@@ -162,7 +161,7 @@ fn main() {
             if ratio >= 0.95 { "met" } else { "NOT met" }
         );
         assert_eq!(
-            kratos.calls(tower_kratos::testing::Endpoint::Whoami),
+            kratos.calls(kratos_stand_in::Endpoint::Whoami),
             1,
             "every layered call after the first was a cache hit"
         );

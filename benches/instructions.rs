@@ -17,16 +17,13 @@ use std::{convert::Infallible, process::Command, time::Instant};
 
 mod support;
 
-#[path = "../tests/support/pki.rs"]
-mod pki;
-#[path = "../tests/support/redis_server.rs"]
-#[allow(dead_code)] // the bench uses part of what the tests do
-mod redis_server;
+use test_support::redis_server;
 
 use http::{Request, Response};
+use kratos_stand_in::KratosStandIn;
 use support::{trivial, with_cookie, with_token};
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_kratos::{testing::KratosStandIn, KratosLayer};
+use tower_kratos::KratosLayer;
 
 /// Requests of the shorter run of each side; the longer one sends twice as many.
 const REQUESTS: u64 = 20_000;

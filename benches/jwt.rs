@@ -25,13 +25,11 @@ use std::{
 
 use http::{Request, Response, StatusCode};
 use jwt_authorizer::{Authorizer, JwtAuthorizer, RegisteredClaims, Validation};
+use kratos_stand_in::{KratosStandIn, SigningAlg, TokenizerTemplate};
 use serde_json::json;
 use support::{env_count, machine, smoke_test};
 use tower::{Layer, ServiceExt};
-use tower_kratos::{
-    jwt::JwtLayer,
-    testing::{KratosStandIn, SigningAlg, TokenizerTemplate},
-};
+use tower_kratos::jwt::JwtLayer;
 
 const ISSUER: &str = "http://localhost/";
 

@@ -20,15 +20,13 @@ use std::{
 };
 
 use http::{Request, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{
     drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, LoadCredential, Zipf,
 };
 use tokio::{runtime::Runtime, sync::Barrier};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn},
-    KratosLayer,
-};
+use tower_kratos::KratosLayer;
 
 const BURST: usize = 1_000;
 const SESSIONS: usize = 1_000;

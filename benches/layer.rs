@@ -17,13 +17,11 @@ mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{trivial, with_cookie, with_token};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn},
-    KratosLayer,
-};
+use tower_kratos::KratosLayer;
 
 /// Criterion's default, set explicitly: the summary reads exactly this many samples.
 const SAMPLE_SIZE: usize = 100;

@@ -28,13 +28,13 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{env_count, machine, trivial, with_cookie, with_token, Human, Latencies, Rng};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_kratos::{
     credentials::{find_credential, CookieNames},
     session::{Identity, Session},
-    testing::{Endpoint, KratosStandIn},
     KratosLayer, KratosSession,
 };
 

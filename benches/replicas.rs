@@ -32,14 +32,7 @@
 
 mod support;
 
-#[path = "../tests/support/pki.rs"]
-mod pki;
-#[path = "../tests/support/redis_cluster.rs"]
-#[allow(dead_code)] // the bench uses part of what the tests do
-mod redis_cluster;
-#[path = "../tests/support/redis_server.rs"]
-#[allow(dead_code)] // the bench uses part of what the tests do
-mod redis_server;
+use test_support::{redis_cluster, redis_server};
 
 use std::{
     convert::Infallible,
@@ -51,6 +44,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
 use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 use support::{
@@ -59,10 +53,7 @@ use support::{
 };
 use tokio::runtime::Runtime;
 use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn, TestSession},
-    KratosLayer, KratosLayerBuilder,
-};
+use tower_kratos::{KratosLayer, KratosLayerBuilder};
 
 const SECRET: &str = "a shared secret of at least 32 bytes, for the bench";
 const SESSIONS: usize = 1_000;

@@ -26,10 +26,11 @@ use std::{
 };
 
 use http::{header, Request, Response, StatusCode};
+use kratos_stand_in::Endpoint;
 use support::{drive, env_seconds, machine, trivial, with_token, Human, Latencies, Run};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_kratos::{session::Session, testing::Endpoint, KratosLayer, KratosSession};
+use tower_kratos::{session::Session, KratosLayer, KratosSession};
 
 const SESSIONS: usize = 1_000;
 const WHOAMI_LATENCY: Duration = Duration::from_millis(2);

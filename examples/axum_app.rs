@@ -8,7 +8,7 @@
 //! stand-in's login page: open `http://127.0.0.1:3000/` and click through (sign in as the demo
 //! user, step up to a second factor for `/billing`, sign out). It also creates a demo session and
 //! prints `curl` lines to try it without a browser. Environment (the Kratos settings are every reference app's,
-//! `examples/support/kratos.rs`):
+//! `test-support/src/app_settings.rs`):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -69,12 +69,9 @@ use tower_kratos::{
 };
 use tracing_subscriber::EnvFilter;
 
-#[path = "support/kratos.rs"]
-mod kratos;
-#[path = "support/serve.rs"]
-mod serve;
 use kratos::{parse, var, Kratos, Settings};
 use serve::serve;
+use test_support::{app_settings as kratos, serve};
 
 /// The most pages `GET /me/sessions` reads (100 sessions each): a bound, not a real limit.
 const MAX_PAGES: usize = 20;

@@ -23,12 +23,10 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder, ServiceExt};
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn},
-    KratosLayer, ResponseBody, DEFAULT_MAX_CONCURRENT_LOOKUPS,
-};
+use tower_kratos::{KratosLayer, ResponseBody, DEFAULT_MAX_CONCURRENT_LOOKUPS};
 
 type App = BoxCloneService<Request<String>, Response<ResponseBody<String>>, Infallible>;
 

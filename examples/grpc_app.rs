@@ -6,10 +6,10 @@
 //!
 //! Without `KRATOS_PUBLIC_URL` it starts the built-in Kratos stand-in, creates a demo session and
 //! prints how to call the services with it. It reads the Kratos settings every reference app
-//! reads (`examples/support/kratos.rs`: `KRATOS_PUBLIC_URL`, `KRATOS_ADMIN_URL`,
+//! reads (`test-support/src/app_settings.rs`: `KRATOS_PUBLIC_URL`, `KRATOS_ADMIN_URL`,
 //! `CACHE_TTL_SECS`, `KRATOS_TIMEOUT_MS`, `STALE_IF_ERROR_SECS`, `MAX_CONCURRENT_LOOKUPS`,
 //! `EXTEND_WITHIN_SECS`, ...) and `BIND_ADDR` (default `127.0.0.1:50051`), and serves
-//! `examples/grpc/demo.proto`:
+//! `test-support/src/demo/demo.proto`:
 //!
 //! | service | session | answers |
 //! |---|---|---|
@@ -31,11 +31,6 @@ use tower::Layer;
 use tower_kratos::{lifecycle::SessionLifecycle, tonic::KratosRequestExt};
 use tracing_subscriber::EnvFilter;
 
-#[path = "grpc/tower_kratos.demo.v1.rs"]
-#[allow(clippy::all, missing_debug_implementations)]
-mod demo;
-#[path = "support/kratos.rs"]
-mod kratos;
 use demo::{
     greeter_server::{Greeter, GreeterServer},
     identity_server::{Identity, IdentityServer},
@@ -44,6 +39,7 @@ use demo::{
     RevokeOtherSessionsResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use kratos::{parse, Kratos, Settings};
+use test_support::{app_settings as kratos, demo};
 
 /// `Identity`: only reached with a session (the layer around it is required).
 struct IdentityService;
@@ -157,7 +153,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     if let Some(demo) = kratos_api.demo() {
         println!("built-in Kratos stand-in with a demo session; try:");
         println!(
-            "  grpcurl -plaintext -import-path examples/grpc -proto demo.proto \
+            "  grpcurl -plaintext -import-path test-support/src/demo -proto demo.proto \
              -H 'x-session-token: {}' {addr} tower_kratos.demo.v1.Identity/WhoAmI",
             demo.token
         );

@@ -10,9 +10,7 @@ use std::process::ExitCode;
 
 use tonic::{metadata::MetadataValue, transport::Channel, Code, Request};
 
-#[path = "grpc/tower_kratos.demo.v1.rs"]
-#[allow(clippy::all, missing_debug_implementations, dead_code)]
-mod demo;
+use test_support::demo;
 
 use demo::{
     greeter_client::GreeterClient, identity_client::IdentityClient, HelloRequest, WhoAmIRequest,

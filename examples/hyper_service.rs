@@ -13,13 +13,13 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use kratos_stand_in::KratosStandIn;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosSession};
+use tower_kratos::{KratosLayer, KratosSession};
 
-#[path = "support/serve.rs"]
-mod serve;
 use serve::serve;
+use test_support::serve;
 
 /// The app itself: it only reads the session the layer put in the request's extensions.
 async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -23,20 +23,15 @@
 use std::{error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{routing::get, Json, Router};
+use kratos_stand_in::{KratosStandIn, SigningAlg, TokenizerTemplate};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
-use tower_kratos::{
-    jwt::{JwtLayer, TokenizedSession},
-    testing::{KratosStandIn, SigningAlg, TokenizerTemplate},
-};
+use tower_kratos::jwt::{JwtLayer, TokenizedSession};
 use tracing_subscriber::EnvFilter;
 
-#[path = "support/kratos.rs"]
-mod kratos;
-#[path = "support/serve.rs"]
-mod serve;
 use kratos::{parse, var};
+use test_support::{app_settings as kratos, serve};
 
 /// The stand-in's template when no Kratos is configured.
 const DEMO_TEMPLATE: &str = "internal";

@@ -709,8 +709,7 @@ fn is_cookie_name(name: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
-/// A header map from name/value pairs, in order (repeats kept), for unit tests here and in
-/// `testing`.
+/// A header map from name/value pairs, in order (repeats kept), for unit tests.
 #[cfg(test)]
 pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();

@@ -307,7 +307,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for KratosIdentity {
 /// }
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+/// # let kratos = kratos_stand_in::KratosStandIn::start().await?;
 /// let app: Router = Router::new()
 ///     .route("/me", get(me))
 ///     .layer(KratosLayer::builder(kratos.public_url()).build()?);

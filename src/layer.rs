@@ -24,7 +24,7 @@ use crate::{
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+/// # let kratos = kratos_stand_in::KratosStandIn::start().await?;
 /// # let kratos_url = kratos.public_url();
 /// # let session = kratos.create_session();
 /// use http::{Request, Response, StatusCode};

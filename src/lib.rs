@@ -20,7 +20,7 @@
 //! }
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+//! # let kratos = kratos_stand_in::KratosStandIn::start().await?;
 //! # let kratos_public_url = kratos.public_url();
 //! let kratos_layer = KratosLayer::builder(kratos_public_url).build()?;
 //! let app = Router::new().route("/me", get(me)).layer(kratos_layer);
@@ -31,7 +31,7 @@
 //! #     .body(axum::body::Body::empty())?;
 //! # let response = app.oneshot(request).await?;
 //! # assert_eq!(response.status(), 200);
-//! # assert_eq!(kratos.calls(tower_kratos::testing::Endpoint::Whoami), 1);
+//! # assert_eq!(kratos.calls(kratos_stand_in::Endpoint::Whoami), 1);
 //! # Ok(()) }
 //! ```
 //!
@@ -44,7 +44,6 @@
 //! - [`require`]: asking more of a session per route (second factor, recent sign-in, age).
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
 //! - [`tonic`](mod@tonic) (feature `tonic`): the session in a gRPC handler, errors as statuses.
-//! - [`testing`] (feature `test-util`): a Kratos stand-in for your tests.
 //!
 //! # Layering
 //! A request's way through the crate reads one direction: request → credentials → cache →
@@ -73,7 +72,6 @@
 //! | `extract` | axum extractors | outcome, rejection, response, session |
 //! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service, jwt and below |
 //! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors) | cache (revocations heard), extract, rejection, outcome, config and below |
-//! | `testing` | the Kratos stand-in | nothing of the crate |
 //!
 //! # Security
 //! - Only the chosen credential is sent to Kratos: the session cookie as `name=value` (with any
@@ -135,9 +133,6 @@ pub mod session;
 mod shared;
 #[cfg(feature = "redis")]
 mod shared_cache;
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-pub mod testing;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;

@@ -35,7 +35,7 @@
 //! }
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+//! # let kratos = kratos_stand_in::KratosStandIn::start().await?;
 //! # let (public_url, admin_url) = (kratos.public_url(), kratos.admin_url());
 //! let layer = KratosLayer::builder(public_url).admin_url(admin_url).build()?;
 //! let app: Router = Router::new()
@@ -301,7 +301,8 @@ impl SessionLifecycle {
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// use tower_kratos::{lifecycle::SessionExtension, testing::{Endpoint, KratosStandIn}, KratosLayer};
+    /// use kratos_stand_in::{Endpoint, KratosStandIn};
+    /// use tower_kratos::{lifecycle::SessionExtension, KratosLayer};
     ///
     /// let kratos = KratosStandIn::start().await?;
     /// let layer = KratosLayer::builder(kratos.public_url()).admin_url(kratos.admin_url()).build()?;
@@ -380,7 +381,8 @@ impl SessionLifecycle {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_kratos::{lifecycle::Page, testing::KratosStandIn, KratosLayer};
+    /// use kratos_stand_in::KratosStandIn;
+    /// use tower_kratos::{lifecycle::Page, KratosLayer};
     ///
     /// let kratos = KratosStandIn::start().await?;
     /// let sessions = KratosLayer::builder(kratos.public_url()).build()?.lifecycle();
@@ -556,7 +558,7 @@ impl SessionLifecycle {
     /// }
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let kratos = tower_kratos::testing::KratosStandIn::start().await?;
+    /// # let kratos = kratos_stand_in::KratosStandIn::start().await?;
     /// let layer = tower_kratos::KratosLayer::builder(kratos.public_url()).build()?;
     /// let app: Router = Router::new()
     ///     .route("/logout", post(logout))

@@ -4,13 +4,13 @@
 //! share a cache without its secret refuses to start.
 
 mod app_support;
-mod support;
+use test_support as support;
 
 use std::time::{Duration, Instant};
 
 use app_support::App;
+use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
 use support::redis_server::RedisServer;
-use tower_kratos::testing::{Endpoint, KratosStandIn, TestSession};
 
 const SECRET: &str = "thirty-two bytes or more, the same on all three";
 

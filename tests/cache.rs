@@ -5,11 +5,12 @@
 //!
 //! Sleeps only cross an expiry and stay short; nothing asserts on speed.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn};
 use support::{
     app, assert_session, assert_unauthorized, assert_unavailable, default_app, get, send,
     wait_for_whoami_calls, with_token, App,
@@ -17,7 +18,6 @@ use support::{
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tower_kratos::outcome::Unauthenticated;
-use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
 use tower_kratos::{KratosLayer, KratosLayerBuilder, Outcome};
 
 /// The app with a layer configured by `configure`.

@@ -3,7 +3,7 @@
 //! primaries with no CROSSSLOT, revocations honoured by replicas subscribed on different nodes,
 //! and a migrated slot, a manual failover and a killed primary costing valid sessions nothing.
 
-mod support;
+use test_support as support;
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -11,16 +11,14 @@ use std::{
 };
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
 use support::{
     assert_session,
     redis_cluster::RedisCluster,
     replicas::{revoked_through_the_first, until_stats, Replica, SECRET},
     token_headers,
 };
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn, TestSession},
-    KratosLayer,
-};
+use tower_kratos::KratosLayer;
 
 /// Replica `index` of the app, its seed list starting at node `index` (so each subscribes on
 /// another node).

@@ -4,9 +4,10 @@
 //! Each test drives the layer with `oneshot` against a stand-in on loopback and checks both the
 //! response and the whoami requests Kratos received.
 
-mod support;
+use test_support as support;
 
 use http::{HeaderValue, Request};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{
     app, assert_kratos_got_cookie_only, assert_kratos_got_token_only, assert_session,
     assert_unauthorized, default_app, get, send, values, whoami_headers, with_token, Answer,
@@ -15,7 +16,6 @@ use tower_kratos::credentials::{
     MalformedCredential, MAX_CREDENTIAL_LEN, MAX_FORWARDED_COOKIE_LEN,
 };
 use tower_kratos::outcome::Unauthenticated;
-use tower_kratos::testing::{Endpoint, KratosStandIn};
 use tower_kratos::{KratosLayer, Outcome};
 
 fn bearer(token: &str) -> String {

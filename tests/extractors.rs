@@ -1,18 +1,15 @@
 //! The axum extractors (`KratosSession`, `KratosIdentity` and `Option<…>` of both) on a real
 //! `Router`, under the required layer, the optional layer and no layer at all.
 
-mod support;
+use test_support as support;
 
 use axum::{routing::get as get_route, Json, Router};
 use bytes::Bytes;
 use http::{header, request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_kratos::{
-    outcome::Unauthenticated,
-    testing::{Endpoint, Fault, KratosStandIn, TestSession},
-    KratosIdentity, KratosLayer, KratosSession, Outcome,
-};
+use tower_kratos::{outcome::Unauthenticated, KratosIdentity, KratosLayer, KratosSession, Outcome};
 
 use support::{builder, get, kratos, layer, send, split_return_to, with_token, Answer};
 

@@ -7,7 +7,7 @@
 //! Sleeps only wait for an entry or a back-off window to pass (all configured short here);
 //! nothing asserts on speed.
 
-mod support;
+use test_support as support;
 
 use std::{
     convert::Infallible,
@@ -18,6 +18,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use support::{
     assert_session, assert_unauthorized, assert_unavailable, builder, default_layer, echo_session,
     get, send, wait_for_whoami_calls, with_token, Answer, App, GUARD, KRATOS_TIMEOUT,
@@ -27,7 +28,6 @@ use tower::{util::BoxCloneService, ServiceBuilder};
 use tower_kratos::{
     credentials::MAX_FORWARDED_COOKIE_LEN,
     outcome::{Unauthenticated, Unavailable},
-    testing::{Endpoint, Fault, KratosStandIn, TestSession},
     KratosLayer, KratosLayerBuilder, Outcome, StaleSession,
 };
 

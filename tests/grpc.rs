@@ -4,13 +4,14 @@
 //! metadata, concurrent calls of one session over one connection make one whoami, and streamed
 //! bodies pass through.
 
-mod support;
+use test_support as support;
 
 use std::{net::SocketAddr, time::Duration};
 
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
@@ -21,7 +22,6 @@ use tonic::{
 use tower::Layer;
 use tower_kratos::{
     rejection::{REDIRECT_BROWSER_TO, RETRY_AFTER, RETRY_PUSHBACK_MS},
-    testing::{Endpoint, Fault, KratosStandIn, TestSession},
     tonic::KratosRequestExt,
     KratosLayer, Outcome,
 };
@@ -29,9 +29,7 @@ use tower_kratos::{
 #[path = "grpc/tower_kratos.test.v1.rs"]
 #[allow(clippy::all, missing_debug_implementations)]
 mod countdown;
-#[path = "../examples/grpc/tower_kratos.demo.v1.rs"]
-#[allow(clippy::all, missing_debug_implementations)]
-mod demo;
+use test_support::demo;
 
 use countdown::{
     countdown_client::CountdownClient,
@@ -692,10 +690,8 @@ impl Identity for TokenizedIdentity {
 
 #[tokio::test]
 async fn a_tokenized_session_is_answered_in_grpcs_terms() {
-    use tower_kratos::{
-        jwt::JwtLayer,
-        testing::{SigningAlg, TokenizerTemplate},
-    };
+    use kratos_stand_in::{SigningAlg, TokenizerTemplate};
+    use tower_kratos::jwt::JwtLayer;
     let kratos = KratosStandIn::builder()
         .tokenizer(
             "internal",

@@ -4,7 +4,7 @@
 //! revocations, junk records neither switch sharing off nor last, and a broken subscription
 //! costs Kratos nothing when it comes back.
 
-mod support;
+use test_support as support;
 
 use std::{
     collections::HashSet,
@@ -12,6 +12,7 @@ use std::{
 };
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{
     assert_session, echo_session, get,
     redis_server::RedisServer,
@@ -22,10 +23,7 @@ use support::{
     send, token_headers, with_token,
 };
 use tower::ServiceBuilder;
-use tower_kratos::{
-    require::Requirement,
-    testing::{Endpoint, KratosStandIn},
-};
+use tower_kratos::require::Requirement;
 
 /// The revocation records' key under the tests' prefix.
 const RECORDS: &str = "test:revocations";
@@ -83,7 +81,7 @@ async fn served_after_a_break(
     kratos: &KratosStandIn,
     redis: &RedisServer,
     replicas: &[Replica],
-    sessions: &[tower_kratos::testing::TestSession],
+    sessions: &[kratos_stand_in::TestSession],
 ) -> usize {
     let calls = kratos.calls(Endpoint::Whoami);
     break_subscriptions(redis, replicas.len());

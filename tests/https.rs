@@ -2,8 +2,9 @@
 //! CA added as a root the layer validates sessions; without it, or for a certificate naming
 //! another host, the TLS handshake fails and the caller gets 503 (an outage), never 401.
 
-mod support;
+use test_support as support;
 
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{
     app, assert_kratos_got_cookie_only, assert_kratos_got_token_only, assert_session,
     assert_unavailable, default_app, get,
@@ -11,7 +12,6 @@ use support::{
     send, whoami_headers, with_token, Answer, App,
 };
 use tower_kratos::outcome::Unavailable;
-use tower_kratos::testing::{Endpoint, KratosStandIn};
 use tower_kratos::{KratosLayer, Outcome};
 
 async fn https_stand_in(pki: &Pki) -> KratosStandIn {

@@ -2,7 +2,7 @@
 //! `hyper_util::service::TowerToHyperService`, in front of a `service_fn` answering
 //! `Full<Bytes>`, reached by hyper-util's client over real TCP.
 
-mod support;
+use test_support as support;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn};
 use serde_json::json;
 use support::{
     assert_503_with_retry_after, assert_kratos_got_cookie_only, assert_kratos_got_token_only,
@@ -22,7 +23,6 @@ use support::{
 };
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
 use tower_kratos::{KratosLayer, KratosSession};
 
 /// The handler: the session it was given and the request body it read, as JSON.

@@ -19,17 +19,14 @@ use std::{
 
 use axum::{routing::get, Json, Router};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
 use serde_json::{json, Value};
 use tokio::{
     net::TcpListener,
     sync::{watch, Notify},
     task::JoinSet,
 };
-use tower_kratos::{
-    lifecycle::SessionLifecycle,
-    testing::{Endpoint, KratosStandIn, TestSession},
-    KratosIdentity, KratosLayer, KratosSession,
-};
+use tower_kratos::{lifecycle::SessionLifecycle, KratosIdentity, KratosLayer, KratosSession};
 
 const SESSIONS: usize = 1_000;
 const REQUESTS: usize = 10_000;

@@ -2,7 +2,7 @@
 //! with keys it generates), handlers get the JWT, and `JwtLayer` verifies it downstream with no
 //! Kratos call, over real HTTP for the key set URL and a real redis-server for revocations.
 
-mod support;
+use test_support as support;
 
 use std::{
     convert::Infallible,
@@ -11,6 +11,7 @@ use std::{
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, SigningAlg, TokenizerTemplate};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use support::{
@@ -22,7 +23,6 @@ use tower::{Layer, ServiceExt};
 use tower_kratos::{
     jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession, DEFAULT_JWKS_MIN_REFETCH},
     outcome::{TokenRejected, Unauthenticated, Unavailable},
-    testing::{Endpoint, Fault, KratosStandIn, SigningAlg, TokenizerTemplate},
     KratosLayer, KratosSession, Outcome,
 };
 

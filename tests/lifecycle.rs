@@ -3,7 +3,7 @@
 //! process's cache. Each test runs a stand-in on loopback and asserts on the response and on
 //! what Kratos saw (calls per endpoint, headers).
 
-mod support;
+use test_support as support;
 
 use std::{
     convert::Infallible,
@@ -12,6 +12,7 @@ use std::{
 };
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, ExtendResponse, Fault, KratosStandIn, TestSession};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tower::Layer;
@@ -19,7 +20,6 @@ use tower_kratos::{
     credentials::Credential,
     lifecycle::{LifecycleError, Page, SessionExtension, SessionLifecycle},
     outcome::Unavailable,
-    testing::{Endpoint, ExtendResponse, Fault, KratosStandIn, TestSession},
     KratosLayer, KratosLayerBuilder, KratosSession,
 };
 

@@ -2,18 +2,18 @@
 //! through the layer with `oneshot` against a real stand-in, asserting both what the client got
 //! and what Kratos saw.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use time::OffsetDateTime;
 use tower::Layer;
 use tower_kratos::{
     credentials::MalformedCredential,
     outcome::{AalRequired, Unauthenticated, Unavailable},
-    testing::{Endpoint, Fault, KratosStandIn, TestSession},
     KratosLayer, Mode, Outcome,
 };
 

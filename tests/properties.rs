@@ -13,11 +13,12 @@
 //!
 //! A failure prints the smallest input proptest could shrink it to.
 
-mod support;
+use test_support as support;
 
 use std::{collections::BTreeMap, fmt, ops::Deref};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use kratos_stand_in::Endpoint;
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::Value;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -28,7 +29,6 @@ use tower_kratos::{
         MAX_CREDENTIAL_LEN, MAX_FORWARDED_COOKIE_LEN, MAX_SESSION_COOKIES,
     },
     session::Session,
-    testing::Endpoint,
 };
 
 use support::{kratos, layer, send, Recorder};

@@ -6,7 +6,7 @@
 //! a call to an instance that was not polled ready since its last call is answered 500 and
 //! counted, so a test fails on the assertion, not on a panic inside the layer's future.
 
-mod support;
+use test_support as support;
 
 use std::{
     convert::Infallible,
@@ -20,9 +20,9 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{default_layer, get, with_token};
 use tower::{Layer, Service, ServiceExt};
-use tower_kratos::testing::{Endpoint, KratosStandIn};
 
 /// Answers 200 only when this instance was polled ready since its last call.
 #[derive(Debug)]

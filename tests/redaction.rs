@@ -7,17 +7,17 @@
 //! invented ones marked `SECRETSECRET`. Every 12-byte window of each is searched for, so a
 //! truncated or partly masked credential is caught too.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
 use axum::{routing::get as route, Router};
 use http::{header, Request, StatusCode};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use tower::{Layer, ServiceExt};
 use tower_kratos::{
     credentials::{find_credential, CookieNames, Credential},
     session::Session,
-    testing::{Endpoint, Fault, KratosStandIn, TestSession},
     KratosIdentity, KratosLayer, KratosSession, Outcome, SessionRejection,
 };
 use tracing::Level;

@@ -5,10 +5,11 @@
 //! least-privilege user is `TOWER_KRATOS_REDIS=tls|mtls|acl cargo test --test replicas --test
 //! hardening --test app_replicas`, which `.ci/run` runs.)
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
+use kratos_stand_in::KratosStandIn;
 use support::{
     app, assert_session,
     capture::capture,
@@ -16,7 +17,7 @@ use support::{
     replicas::SECRET,
     send, with_token,
 };
-use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosLayerBuilder};
+use tower_kratos::{KratosLayer, KratosLayerBuilder};
 
 const PASSWORD: &str = "never-in-a-log";
 

@@ -5,11 +5,12 @@
 //! never serves a revoked session, tampered values never give a wrong or revoked session, and
 //! Redis faults never reach the user.
 
-mod support;
+use test_support as support;
 
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
 use support::{
     app, assert_session,
     redis_server::RedisServer,
@@ -20,7 +21,6 @@ use support::{
     send, token_headers, with_token,
 };
 use tokio::task::JoinSet;
-use tower_kratos::testing::{Endpoint, KratosStandIn, TestSession};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_used_on_three_replicas_costs_one_whoami() {

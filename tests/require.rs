@@ -3,12 +3,13 @@
 //! composition, the maximum session age with extension, the check in a handler, and the step-up
 //! that is seen at once.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
 use axum::{routing, Router};
 use http::{header, StatusCode};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use serde_json::Value;
 use support::{
     assert_session, builder, echo_session, get, kratos, send, split_return_to, with_token, Answer,
@@ -18,7 +19,6 @@ use tower::ServiceBuilder;
 use tower_kratos::{
     outcome::{Insufficient, Unauthenticated, Unmet},
     require::Requirement,
-    testing::{Endpoint, KratosStandIn},
     KratosLayer, KratosSession, Outcome, SessionRejection,
 };
 

@@ -3,7 +3,7 @@
 //! follows the new one for commands and for its subscription by itself: no user gets an
 //! error, and sharing is back within 10 s.
 
-mod support;
+use test_support as support;
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -11,15 +11,13 @@ use std::{
 };
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, KratosStandIn};
 use support::{
     assert_session,
     redis_sentinel::{RedisSentinels, PRIMARY_NAME},
     replicas::{revoked_through_the_first, Replica, SECRET},
 };
-use tower_kratos::{
-    testing::{Endpoint, KratosStandIn},
-    KratosLayer,
-};
+use tower_kratos::KratosLayer;
 
 async fn replica(kratos: &KratosStandIn, sentinels: &RedisSentinels) -> Replica {
     Replica::start(

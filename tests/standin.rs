@@ -1,13 +1,13 @@
 //! The Kratos stand-in, driven over real HTTP with reqwest: every route, credential path, fault
-//! and knob, checked against the behaviour in Kratos's source (see `tower_kratos::testing`).
+//! and knob, checked against the behaviour in Kratos's source (see `kratos_stand_in`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use kratos_stand_in::{Endpoint, ExtendResponse, Fault, KratosStandIn, TestSession};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use tower_kratos::testing::{Endpoint, ExtendResponse, Fault, KratosStandIn, TestSession};
 
 const UNAUTHORIZED: &str = r#"{"error":{"code":401,"status":"Unauthorized","reason":"No valid session credentials found in the request.","message":"The request could not be authorized"}}"#;
 const AAL2_REASON: &str = "An active session was found but it does not fulfill the requested Authenticator Assurance Level. Please verify yourself with a second factor to resolve this issue.";
@@ -1880,7 +1880,7 @@ async fn browser_logout_revokes_the_session_and_clears_the_cookie() {
 mod tokenized {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
-    use tower_kratos::testing::{SigningAlg, TokenizerTemplate};
+    use kratos_stand_in::{SigningAlg, TokenizerTemplate};
 
     use super::*;
 

@@ -4,13 +4,13 @@
 //!
 //! The subscriber is installed as the thread's default (`support::capture`).
 
-mod support;
+use test_support as support;
 
 use http::StatusCode;
+use kratos_stand_in::{Endpoint, Fault};
 use tower::Layer;
 use tower_kratos::{
     credentials::{find_credential, CookieNames, Credential},
-    testing::{Endpoint, Fault},
     Outcome,
 };
 
@@ -286,10 +286,8 @@ async fn rejections_never_carry_the_credential() {
 
 #[tokio::test]
 async fn extensions_and_revocations_are_logged_without_any_secret() {
-    use tower_kratos::{
-        lifecycle::SessionExtension,
-        testing::{ExtendResponse, KratosStandIn},
-    };
+    use kratos_stand_in::{ExtendResponse, KratosStandIn};
+    use tower_kratos::lifecycle::SessionExtension;
 
     let (captured, _guard) = capture();
     let admin_key = "ory_pat_adminsecret0123456789";

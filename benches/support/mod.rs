@@ -12,9 +12,9 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::{KratosStandIn, TestSession};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
-use tower_kratos::testing::{KratosStandIn, TestSession};
 
 /// The service behind the middleware: it does nothing, so what is measured is the middleware.
 pub async fn trivial(_request: Request<String>) -> Result<Response<String>, Infallible> {

@@ -370,16 +370,16 @@ impl SessionCache {
     }
 }
 
-#[cfg(all(test, feature = "test-util"))]
+#[cfg(test)]
 mod tests {
     use super::{fill::CacheStatus, *};
     use crate::{
         client::{Admission, AdmissionConfig},
         credentials::{find_credential, CookieNames},
         outcome::Unavailable,
-        testing::{Endpoint, Fault, KratosStandIn, TestSession},
     };
     use http::{HeaderMap, HeaderValue, StatusCode};
+    use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 
     const TTL: Duration = Duration::from_millis(100);
 

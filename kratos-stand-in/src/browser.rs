@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::header::SET_COOKIE;
 use http::request::Parts;
 use http::StatusCode;
-use reqwest::Url;
 use time::OffsetDateTime;
+use url::Url;
 
 use super::credentials::Presented;
 use super::ids;

@@ -78,7 +78,18 @@ pub(crate) fn bearer_token(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::test_headers as headers;
+    use http::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+                HeaderValue::from_str(value).expect("a valid header value"),
+            );
+        }
+        map
+    }
 
     #[test]
     fn bearer_needs_exactly_one_space() {

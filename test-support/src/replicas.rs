@@ -4,10 +4,8 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use tower_kratos::{
-    testing::{KratosStandIn, TestSession},
-    KratosLayer, KratosLayerBuilder,
-};
+use kratos_stand_in::{KratosStandIn, TestSession};
+use tower_kratos::{KratosLayer, KratosLayerBuilder};
 
 use super::{app, get, redis_server::RedisServer, send, with_token, Answer, App};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use tower_kratos::testing::{Endpoint, KratosStandIn};
+use kratos_stand_in::{Endpoint, KratosStandIn};
 
 /// The headers of the `index`-th whoami Kratos received.
 pub fn whoami_headers(kratos: &KratosStandIn, index: usize) -> HeaderMap {

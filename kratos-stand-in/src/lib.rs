@@ -12,7 +12,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use tower_kratos::testing::{Endpoint, KratosStandIn};
+//! use kratos_stand_in::{Endpoint, KratosStandIn};
 //!
 //! let kratos = KratosStandIn::start().await?;
 //! let alice = kratos.create_session();
@@ -28,12 +28,29 @@
 //! # }
 //! ```
 //!
-//! With feature `jwt`, whoami also answers Kratos's `?tokenize_as=<template>`: register a
+//! Whoami also answers Kratos's `?tokenize_as=<template>`: register a
 //! `TokenizerTemplate` with `StandInBuilder::tokenizer`, and the stand-in signs the session as a
 //! JWT with a key it made at start, serves the public keys at `KratosStandIn::jwks_url`, rotates
 //! them with `KratosStandIn::rotate_key`, and signs any claims with `KratosStandIn::sign_claims`.
 //!
 //! What follows Kratos exactly and what is simplified is listed on [`KratosStandIn`].
+//!
+//! Add it where your tests are:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! kratos-stand-in = "0.1"
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    clippy::unwrap_used
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod browser;
 mod credentials;
@@ -47,7 +64,6 @@ mod server;
 mod shared;
 mod spec;
 mod store;
-#[cfg(feature = "jwt")]
 mod tokenizer;
 
 use std::fmt;
@@ -64,8 +80,6 @@ pub use fault::{ExtendResponse, Fault};
 pub use record::{Endpoint, RecordedRequest};
 pub use spec::{SessionSpec, TestSession};
 // `tokenize_as`. The types carry their own docs: docs here would be prepended to both.
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use tokenizer::{SigningAlg, TokenizerTemplate};
 
 use fault::Knobs;
@@ -105,7 +119,7 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// | `GET /welcome` | who is signed in, with a sign-out link |
 /// | `GET /self-service/logout/browser` | 200 `{"logout_url", "logout_token"}`; 401 without a session |
 /// | `GET /self-service/logout?token=…&return_to=` | revokes the session and clears the cookie: 204 for JSON requests, else 303 to `return_to` (else `/welcome`); 400 no token; 401 no session; 403 another session's token |
-/// | `GET /.well-known/stand-in/jwks/{template}.json` | 200 the template's public JWKS (feature `jwt`; the stand-in's own route, `jwks_url`); 404 for a template that is not registered |
+/// | `GET /.well-known/stand-in/jwks/{template}.json` | 200 the template's public JWKS (the stand-in's own route, `jwks_url`); 404 for a template that is not registered |
 /// | anything else | 404 |
 ///
 /// # Credentials
@@ -124,8 +138,8 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// # Simplifications
 ///
-/// One identity schema (`default`); `tokenize_as` templates (feature `jwt`, else none is
-/// registered) map claims statically instead of running Jsonnet, and sign with keys the stand-in
+/// One identity schema (`default`); `tokenize_as` templates (none unless a test registers
+/// one) map claims statically instead of running Jsonnet, and sign with keys the stand-in
 /// makes at start instead of reading a `jwks_url`; the login page signs in only the demo user,
 /// with made-up factors and no CSRF token (it is for loopback tests and demos), and takes
 /// `return_to` only to loopback addresses; login flows answer browsers only (no JSON flow); `page_token` is the decimal offset; bad-UUID
@@ -138,7 +152,7 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use tower_kratos::testing::{Endpoint, Fault, KratosStandIn};
+/// use kratos_stand_in::{Endpoint, Fault, KratosStandIn};
 ///
 /// let kratos = KratosStandIn::builder()
 ///     .cookie_name("ory_session_playground")
@@ -233,7 +247,7 @@ impl KratosStandIn {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_kratos::testing::KratosStandIn;
+    /// use kratos_stand_in::KratosStandIn;
     ///
     /// let kratos = KratosStandIn::start().await?;
     /// let held_elsewhere = kratos.clone();
@@ -442,7 +456,6 @@ pub struct StandInBuilder {
     extend_response: ExtendResponse,
     session_cache_for: Option<Duration>,
     /// `tokenize_as` templates by name, in registration order.
-    #[cfg(feature = "jwt")]
     tokenizers: Vec<(String, TokenizerTemplate)>,
 }
 
@@ -456,7 +469,6 @@ impl Default for StandInBuilder {
             admin_token: None,
             extend_response: ExtendResponse::WithBody,
             session_cache_for: None,
-            #[cfg(feature = "jwt")]
             tokenizers: Vec::new(),
         }
     }
@@ -476,7 +488,6 @@ impl fmt::Debug for StandInBuilder {
             )
             .field("extend_response", &self.extend_response)
             .field("session_cache_for", &self.session_cache_for);
-        #[cfg(feature = "jwt")]
         debug.field("tokenizers", &self.tokenizers);
         debug.finish()
     }
@@ -550,7 +561,6 @@ impl StandInBuilder {
                 format!("stand-in: invalid cookie name {:?}", self.cookie_name),
             ));
         }
-        #[cfg(feature = "jwt")]
         let tokenizers = tokenizer::Tokenizers::generate(self.tokenizers)?;
         let tls = match &self.tls {
             Some((chain, key)) => Some(server::tls_acceptor(chain, key)?),
@@ -574,7 +584,6 @@ impl StandInBuilder {
             session_cache_for: self.session_cache_for,
         };
         let shared = Shared::new(config, knobs);
-        #[cfg(feature = "jwt")]
         let shared = shared.with_tokenizers(tokenizers);
         let shared = Arc::new(shared);
         let server = tokio::spawn(server::run(listener, tls, Arc::clone(&shared)));

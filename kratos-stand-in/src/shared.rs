@@ -1,5 +1,4 @@
-//! The state the handle and the server tasks share: fixed configuration plus three locks (four
-//! with feature `jwt`).
+//! The state the handle and the server tasks share: fixed configuration plus four locks.
 //!
 //! Locks are never held across an `.await`, and a poisoned lock is used as is: the data stays
 //! consistent because no code panics while holding one. The tokenizers' lock may be taken while
@@ -11,7 +10,6 @@ use std::time::Duration;
 use super::fault::Knobs;
 use super::record::Journal;
 use super::store::Store;
-#[cfg(feature = "jwt")]
 use super::tokenizer::Tokenizers;
 
 /// Settings fixed at start.
@@ -34,7 +32,6 @@ pub(crate) struct Shared {
     knobs: Mutex<Knobs>,
     journal: Mutex<Journal>,
     /// The `tokenize_as` templates and their keys.
-    #[cfg(feature = "jwt")]
     tokenizers: Mutex<Tokenizers>,
 }
 
@@ -45,13 +42,11 @@ impl Shared {
             store: Mutex::new(Store::default()),
             knobs: Mutex::new(knobs),
             journal: Mutex::new(Journal::default()),
-            #[cfg(feature = "jwt")]
             tokenizers: Mutex::new(Tokenizers::default()),
         }
     }
 
     /// The same state with these templates (and keys) for `tokenize_as`.
-    #[cfg(feature = "jwt")]
     pub(crate) fn with_tokenizers(mut self, tokenizers: Tokenizers) -> Self {
         self.tokenizers = Mutex::new(tokenizers);
         self
@@ -69,7 +64,6 @@ impl Shared {
         self.journal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    #[cfg(feature = "jwt")]
     pub(crate) fn tokenizers(&self) -> MutexGuard<'_, Tokenizers> {
         self.tokenizers
             .lock()

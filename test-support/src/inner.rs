@@ -7,8 +7,9 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use kratos_stand_in::KratosStandIn;
 use tower::{util::BoxCloneService, Service, ServiceBuilder};
-use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosSession, Outcome, ResponseBody};
+use tower_kratos::{KratosLayer, KratosSession, Outcome, ResponseBody};
 
 use super::default_layer;
 

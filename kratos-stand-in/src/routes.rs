@@ -55,7 +55,6 @@ pub(crate) enum Route {
     LogoutBrowser,
     Logout,
     /// A tokenizer template's public JWKS, by template name.
-    #[cfg(feature = "jwt")]
     Jwks(String),
     NotFound,
 }
@@ -91,7 +90,6 @@ impl Route {
             (&Method::GET, ["welcome"]) => Some(Self::Welcome),
             (&Method::GET, ["self-service", "logout", "browser"]) => Some(Self::LogoutBrowser),
             (&Method::GET, ["self-service", "logout"]) => Some(Self::Logout),
-            #[cfg(feature = "jwt")]
             (&Method::GET, [".well-known", "stand-in", "jwks", file]) => file
                 .strip_suffix(super::tokenizer::JWKS_PATH_SUFFIX)
                 .filter(|name| !name.is_empty())
@@ -117,7 +115,6 @@ impl Route {
             Self::Login => Endpoint::Login,
             Self::LogoutBrowser => Endpoint::LogoutBrowser,
             Self::Logout => Endpoint::Logout,
-            #[cfg(feature = "jwt")]
             Self::Jwks(_) => Endpoint::Jwks,
             Self::NotFound => Endpoint::Other,
         }
@@ -174,7 +171,6 @@ pub(crate) fn session_of(
         | Route::AdminDisableSession(id)
         | Route::AdminDeleteIdentitySessions(id) => Some(ids::canonical(id)),
         Route::LoginPage | Route::NotFound => None,
-        #[cfg(feature = "jwt")]
         Route::Jwks(_) => None,
     }
 }
@@ -201,7 +197,6 @@ pub(crate) fn respond(shared: &Shared, route: &Route, parts: &Parts, body: &Byte
         Route::Welcome => Ok(browser::welcome_page(shared, parts, now)),
         Route::LogoutBrowser => browser::create_logout_flow(shared, parts, now),
         Route::Logout => browser::complete_logout(shared, parts, now),
-        #[cfg(feature = "jwt")]
         Route::Jwks(name) => jwks(shared, name),
         Route::NotFound => Err(KratosError::new(StatusCode::NOT_FOUND)),
     };
@@ -325,7 +320,6 @@ fn tokenize_as(parts: &Parts) -> Option<String> {
 
 /// Kratos's `TokenizeSession` for this session; `iss` is the public base URL as Kratos writes
 /// its default one, with a trailing slash.
-#[cfg(feature = "jwt")]
 fn tokenize(
     shared: &Shared,
     name: &str,
@@ -344,20 +338,7 @@ fn tokenize(
     shared.tokenizers().tokenize(name, &subject, &issuer, now)
 }
 
-/// Without feature `jwt` the stand-in has no templates, as a Kratos with none configured.
-#[cfg(not(feature = "jwt"))]
-fn tokenize(
-    _shared: &Shared,
-    name: &str,
-    _store: &Store,
-    _session: &Session,
-    _now: OffsetDateTime,
-) -> Result<String, KratosError> {
-    Err(KratosError::unknown_tokenizer_template(name))
-}
-
 /// `GET /.well-known/stand-in/jwks/{template}.json`: the template's public keys.
-#[cfg(feature = "jwt")]
 fn jwks(shared: &Shared, name: &str) -> Result<Reply, KratosError> {
     let tokenizers = shared.tokenizers();
     let tokenizer = tokenizers
@@ -699,7 +680,6 @@ mod tests {
         assert_eq!(r(Method::GET, ""), Route::NotFound);
     }
 
-    #[cfg(feature = "jwt")]
     #[test]
     fn jwks_route_takes_the_template_name() {
         let r = |m: Method, p: &str| Route::parse(&m, p);

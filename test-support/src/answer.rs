@@ -6,9 +6,10 @@ use std::{fmt::Debug, future::Future};
 use bytes::Bytes;
 use http::{header, Extensions, HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use kratos_stand_in::TestSession;
 use serde_json::Value;
 use tower::{Service, ServiceExt};
-use tower_kratos::{testing::TestSession, Outcome};
+use tower_kratos::Outcome;
 
 use super::IDENTITY_HEADER;
 

@@ -1,13 +1,10 @@
 //! What the reference apps share: their Kratos settings from the environment, the built-in
 //! Kratos stand-in when no Kratos is configured, and the layer built from both.
-#![allow(dead_code)] // each app uses a part
 
 use std::{env, error::Error, time::Duration};
 
-use tower_kratos::{
-    testing::{KratosStandIn, SigningAlg, TestSession, TokenizerTemplate},
-    KratosLayer, KratosLayerBuilder,
-};
+use kratos_stand_in::{KratosStandIn, SigningAlg, TestSession, TokenizerTemplate};
+use tower_kratos::{KratosLayer, KratosLayerBuilder};
 
 /// The environment every reference app reads; a bad value stops the app with a clear error.
 ///

@@ -1,6 +1,6 @@
 //! Kratos's session tokenizer (`/sessions/whoami?tokenize_as=NAME`): the templates a test
 //! registers, the signing keys the stand-in makes for them, and the JWTs and JWKS made with those
-//! keys (feature `jwt`).
+//! keys.
 //!
 //! The JWT is built as Kratos's `session/tokenizer.go` `TokenizeSession` builds it: golang-jwt's
 //! header (`alg`, the key's `kid`, `typ: JWT`, keys sorted as Go sorts a map), claims `jti`, `iss`,
@@ -150,7 +150,7 @@ impl StandInBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// use tower_kratos::testing::{KratosStandIn, SigningAlg, TokenizerTemplate};
+    /// use kratos_stand_in::{KratosStandIn, SigningAlg, TokenizerTemplate};
     ///
     /// let kratos = KratosStandIn::builder()
     ///     .tokenizer(
@@ -255,7 +255,7 @@ impl KratosStandIn {
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_kratos::testing::{KratosStandIn, SigningAlg, TokenizerTemplate};
+    /// use kratos_stand_in::{KratosStandIn, SigningAlg, TokenizerTemplate};
     ///
     /// let kratos = KratosStandIn::builder()
     ///     .tokenizer("api", TokenizerTemplate::new(SigningAlg::Es256).key_id("k1"))

@@ -39,8 +39,6 @@ pub enum Endpoint {
     /// `GET /.well-known/stand-in/jwks/{template}.json`: a tokenizer template's public keys
     /// ([`KratosStandIn::jwks_url`](super::KratosStandIn::jwks_url); the stand-in's own route,
     /// Kratos serves none).
-    #[cfg(feature = "jwt")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     Jwks,
     /// Any other route (answered 404).
     Other,

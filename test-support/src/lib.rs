@@ -1,14 +1,22 @@
-//! Helpers shared by the layer's integration tests (`cache`, `credentials`, `extractors`,
-//! `faults`, `https`, `hyper`, `lifecycle`, `outcomes`, `properties`, `readiness`, `redaction`,
-//! `tracing`): the stand-in and the layer in front of it (here), the inner services behind it
-//! (`inner`), sending a request and reading the answer (`answer`), what Kratos received
-//! (`received`), and a subscriber that keeps what is logged (`capture`).
+//! What tower-kratos's own tests, benches and reference apps share (not published): the
+//! stand-in and the layer in front of it (here), the inner services behind it (`inner`), sending
+//! a request and reading the answer (`answer`), what Kratos received (`received`), a subscriber
+//! that keeps what is logged (`capture`), certificates (`pki`), real `redis-server` processes,
+//! clusters and Sentinels the tests start (`redis_*`), replicas sharing one Redis (`replicas`),
+//! and the reference apps' settings (`app_settings`) and server (`serve`).
 //!
-//! Each test binary uses a different subset, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! Tests name every helper `support::…` (`use test_support as support;`).
+#![forbid(unsafe_code)]
+#![allow(missing_docs, clippy::missing_panics_doc)]
 
 mod answer;
+pub mod app_settings;
 pub mod capture;
+/// The reference apps' gRPC services (`demo/demo.proto`), generated once and committed so that no
+/// `protoc` is needed.
+#[path = "demo/tower_kratos.demo.v1.rs"]
+#[allow(clippy::all, missing_debug_implementations)]
+pub mod demo;
 mod inner;
 pub mod pki;
 mod received;
@@ -16,14 +24,13 @@ pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
 pub mod replicas;
+pub mod serve;
 
 use std::time::Duration;
 
-use tower_kratos::{testing::KratosStandIn, KratosLayer, KratosLayerBuilder};
+use kratos_stand_in::KratosStandIn;
+use tower_kratos::{KratosLayer, KratosLayerBuilder};
 
-// Re-exported so that tests name every helper `support::…`. A binary that uses nothing from one
-// of these files would be warned about its re-export, as about dead code above.
-#[allow(unused_imports)]
 pub use {answer::*, inner::*, received::*};
 
 /// The layer's whoami deadline in these tests: short, so hang and delay tests end quickly.

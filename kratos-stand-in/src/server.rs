@@ -31,8 +31,8 @@ use super::shared::Shared;
 /// Request bodies above this size are answered 413 (the only bodies Kratos reads here are tiny).
 const MAX_BODY: usize = 1024 * 1024;
 
-/// Builds the TLS acceptor from PEM text, with the provider of the crate's TLS feature chosen
-/// explicitly, so no process-wide default provider is needed or installed.
+/// Builds the TLS acceptor from PEM text, with aws-lc-rs's provider chosen explicitly, so no
+/// process-wide default provider is needed or installed.
 pub(crate) fn tls_acceptor(cert_chain_pem: &str, private_key_pem: &str) -> io::Result<TlsAcceptor> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -51,12 +51,7 @@ pub(crate) fn tls_acceptor(cert_chain_pem: &str, private_key_pem: &str) -> io::R
     }
     let key = PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes())
         .map_err(|e| invalid("private key PEM", &e))?;
-    let provider = crypto_provider().ok_or_else(|| {
-        invalid(
-            "TLS",
-            &"built without a TLS feature (tls-aws-lc-rs or tls-ring)",
-        )
-    })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("protocol versions", &e))?
@@ -66,16 +61,6 @@ pub(crate) fn tls_acceptor(cert_chain_pem: &str, private_key_pem: &str) -> io::R
     // The server speaks HTTP/1.1 only; say so, so clients do not try h2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The rustls provider of the crate's TLS feature (aws-lc-rs when both are on).
-fn crypto_provider() -> Option<rustls::crypto::CryptoProvider> {
-    #[cfg(feature = "tls-aws-lc-rs")]
-    return Some(rustls::crypto::aws_lc_rs::default_provider());
-    #[cfg(all(feature = "tls-ring", not(feature = "tls-aws-lc-rs")))]
-    return Some(rustls::crypto::ring::default_provider());
-    #[cfg(not(any(feature = "tls-aws-lc-rs", feature = "tls-ring")))]
-    None
 }
 
 /// Accepts connections until the task is aborted. The connection tasks live in a `JoinSet` owned
