@@ -53,7 +53,7 @@ use support::{
 };
 use tokio::runtime::Runtime;
 use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
-use tower_kratos::{KratosLayer, KratosLayerBuilder};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 
 const SECRET: &str = "a shared secret of at least 32 bytes, for the bench";
 const SESSIONS: usize = 1_000;

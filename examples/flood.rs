@@ -26,7 +26,9 @@ use http::{Request, Response, StatusCode};
 use kratos_stand_in::{Endpoint, KratosStandIn};
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder, ServiceExt};
-use tower_kratos::{KratosLayer, ResponseBody, DEFAULT_MAX_CONCURRENT_LOOKUPS};
+use tower_kratos::{
+    defaults::DEFAULT_MAX_CONCURRENT_LOOKUPS, rejection::ResponseBody, KratosLayer,
+};
 
 type App = BoxCloneService<Request<String>, Response<ResponseBody<String>>, Infallible>;
 

@@ -6,53 +6,6 @@ use std::{fmt, time::Duration};
 
 use reqwest::Url;
 
-/// The default cache TTL. See [`KratosLayerBuilder::cache_ttl`](crate::KratosLayerBuilder::cache_ttl)
-/// for what it means for revocation.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
-/// How long before a tokenized session's JWT expires its cache entry ends, by default.
-pub const DEFAULT_TOKENIZED_MARGIN: Duration = Duration::from_secs(10);
-/// The default number of cached sessions.
-pub const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
-/// The default connect timeout for Kratos.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The default deadline for a whole whoami call.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-/// The longest a 401 may be cached
-/// ([`KratosLayerBuilder::cache_rejections`](crate::KratosLayerBuilder::cache_rejections)).
-pub const MAX_REJECTION_TTL: Duration = Duration::from_secs(60);
-/// The default cap on whoami calls in flight
-/// ([`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
-pub const DEFAULT_MAX_CONCURRENT_LOOKUPS: usize = 32;
-/// How long a lookup waits for a slot by default
-/// ([`KratosLayerBuilder::lookup_queue_timeout`](crate::KratosLayerBuilder::lookup_queue_timeout)).
-pub const DEFAULT_LOOKUP_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest a lookup may wait for a slot: every waiting request holds its memory.
-pub(crate) const MAX_LOOKUP_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The default shortest back-off window
-/// ([`KratosLayerBuilder::backoff`](crate::KratosLayerBuilder::backoff)).
-pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// The default longest back-off window: Ory's guidance for 429s
-/// ([`KratosLayerBuilder::backoff`](crate::KratosLayerBuilder::backoff)).
-pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// The longest back-off window accepted.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// How many failed whoami calls in a row open the back-off by default
-/// ([`KratosLayerBuilder::backoff_after_failures`](crate::KratosLayerBuilder::backoff_after_failures)).
-pub const DEFAULT_BACKOFF_AFTER_FAILURES: u32 = 5;
-/// The longest stale-if-error grace
-/// ([`KratosLayerBuilder::stale_if_error`](crate::KratosLayerBuilder::stale_if_error)).
-pub const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
-/// The default deadline for one admin API call (extend, admin revocations).
-pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// The default time after a session's extension attempt before it is tried again.
-pub const DEFAULT_EXTEND_COOLDOWN: Duration = Duration::from_secs(60);
-/// The longest extension cooldown accepted: longer than a day would outlast most sessions.
-pub const MAX_EXTEND_COOLDOWN: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long clients are told to wait when Kratos is unavailable and gave no `Retry-After` of its
-/// own.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
-/// The longest admin API key accepted, in bytes (Ory Network's keys are under 100).
-pub(crate) const MAX_ADMIN_API_KEY_LEN: usize = 4096;
 /// How long idle connections to Kratos are kept: below common load-balancer keep-alives (60 s),
 /// so a pooled connection is not reused just as the other side closes it.
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,4 +1,4 @@
-//! The extension engine behind [`extend_within`](crate::KratosLayerBuilder::extend_within) and
+//! The extension engine behind [`extend_within`](crate::authenticate::KratosLayerBuilder::extend_within) and
 //! [`SessionLifecycle::extend_if_expiring`](crate::lifecycle::SessionLifecycle::extend_if_expiring):
 //! one attempt per session at a time, shared by every request that arrives meanwhile and, for the
 //! cooldown after it, by the ones after; a pause for every session after the admin API failed,
@@ -22,15 +22,15 @@ use tracing::Instrument;
 use crate::{
     cache::{Revoked, SessionCache},
     client::{ExtendAnswer, KratosClient, LifecycleError},
-    config::MAX_EXTEND_COOLDOWN,
     credentials::Credential,
+    defaults::MAX_EXTEND_COOLDOWN,
     outcome::{Outcome, Unavailable},
     session::KratosSession,
 };
 
 /// What one extension attempt ended in.
 ///
-/// The layer (with [`extend_within`](crate::KratosLayerBuilder::extend_within)) puts it in the
+/// The layer (with [`extend_within`](crate::authenticate::KratosLayerBuilder::extend_within)) puts it in the
 /// request's and the response's extensions when the request's session was due for extension,
 /// and only then. Requests that shared one attempt (concurrent ones, or ones within the
 /// cooldown after it) carry the same report.

@@ -67,8 +67,8 @@
 //! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
 //! | `lifecycle` | the public lifecycle helpers, browser logout included | shared and below |
 //! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | shared and below |
-//! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
-//! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
+//! | `body`, `future`, `service` | [`KratosService`](authenticate::KratosService): `call` serves a hit at once, a miss through its response future | shared and below |
+//! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`](authenticate::KratosLayerBuilder) | everything above |
 //! | `extract` | axum extractors | outcome, rejection, response, session |
 //! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service, jwt and below |
 //! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors) | cache (revocations heard), extract, rejection, outcome, config and below |
@@ -81,18 +81,18 @@
 //!   stored, logged, or shown by any `Debug` implementation.
 //! - A cached session is never served past its `expires_at`. A session revoked outside this
 //!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
-//!   default ([`KratosLayerBuilder::cache_ttl`]); with stale-if-error on, up to TTL + grace while
-//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`]). Revocations made through
+//!   default ([`KratosLayerBuilder::cache_ttl`](authenticate::KratosLayerBuilder::cache_ttl)); with stale-if-error on, up to TTL + grace while
+//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`](authenticate::KratosLayerBuilder::stale_if_error)). Revocations made through
 //!   [`lifecycle`] are enforced by this process at once, browser logout included
 //!   ([`SessionLifecycle::logout_browser`](lifecycle::SessionLifecycle::logout_browser)).
 //! - Kratos's session lifespan rolls forward with every extension; for an absolute cap on how
-//!   long one sign-in lasts, set [`KratosLayerBuilder::max_session_age`] (or a route's
+//!   long one sign-in lasts, set [`KratosLayerBuilder::max_session_age`](authenticate::KratosLayerBuilder::max_session_age) (or a route's
 //!   [`Requirement::max_session_age`](require::Requirement::max_session_age)).
 //! - While Kratos rate-limits or fails, the layer backs off and answers 503 without asking it;
-//!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`] whoami calls run at once
-//!   ([`KratosLayerBuilder::max_concurrent_lookups`]), so made-up credentials cannot open
+//!   at most [`DEFAULT_MAX_CONCURRENT_LOOKUPS`](defaults::DEFAULT_MAX_CONCURRENT_LOOKUPS) whoami calls run at once
+//!   ([`KratosLayerBuilder::max_concurrent_lookups`](authenticate::KratosLayerBuilder::max_concurrent_lookups)), so made-up credentials cannot open
 //!   unbounded connections to Kratos.
-//! - The admin API key ([`KratosLayerBuilder::admin_api_key`]) is sent only to the admin URL,
+//! - The admin API key ([`KratosLayerBuilder::admin_api_key`](authenticate::KratosLayerBuilder::admin_api_key)) is sent only to the admin URL,
 //!   as a sensitive header, and is shown by no `Debug` implementation or log.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -106,21 +106,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layering is in the crate docs above ("Layering"); `.ci/module-graph` checks it.
-mod body;
-mod builder;
+pub mod authenticate;
 mod cache;
 mod client;
 mod config;
 pub mod credentials;
+pub mod defaults;
 mod extend;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
-mod future;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
-mod layer;
 pub mod lifecycle;
 mod log_limit;
 pub mod outcome;
@@ -128,40 +126,23 @@ pub mod rejection;
 mod relay;
 pub mod require;
 mod response;
-mod service;
 pub mod session;
-mod shared;
 #[cfg(feature = "redis")]
 mod shared_cache;
+mod state;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
 pub use crate::{
-    body::ResponseBody,
-    builder::KratosLayerBuilder,
-    config::{
-        BuildError, Mode, DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES,
-        DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL,
-        DEFAULT_CONNECT_TIMEOUT, DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT,
-        DEFAULT_MAX_CONCURRENT_LOOKUPS, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_AFTER,
-        DEFAULT_TOKENIZED_MARGIN, MAX_EXTEND_COOLDOWN, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
-    },
-    future::ResponseFuture,
-    layer::{KratosLayer, LayerStats},
-    outcome::{Outcome, StaleSession},
-    rejection::{DefaultRejection, RejectionResponse},
-    service::KratosService,
-    session::{KratosIdentity, KratosSession, Session},
+    authenticate::KratosLayer,
+    config::{BuildError, Mode},
+    outcome::Outcome,
+    session::{KratosIdentity, KratosSession},
 };
 
 #[cfg(feature = "axum")]
-pub use crate::extract::{KratosTraits, SessionRejection};
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::shared_cache::{
-    SharedCacheStats, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, MIN_SHARED_CACHE_SECRET_LEN,
-};
+pub use crate::extract::KratosTraits;
 
 /// The README's Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

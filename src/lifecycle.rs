@@ -9,7 +9,7 @@
 //! (found the way the layer finds it): they take the request's headers rather than the session,
 //! since Kratos acts only on the caller's own credential and a session holds none (see
 //! [`Caller`]). The admin helpers need
-//! [`admin_url`](crate::KratosLayerBuilder::admin_url).
+//! [`admin_url`](crate::authenticate::KratosLayerBuilder::admin_url).
 //!
 //! ```
 //! use axum::{extract::{Path, State}, http::{HeaderMap, StatusCode}, routing::{delete, post}, Router};
@@ -59,14 +59,14 @@
 //! session (by session id, by identity id, or by credential) is checked with Kratos again
 //! before it is served, whatever the cache TTL; Kratos then rejects it. Revocations made
 //! elsewhere (the Kratos admin UI, another replica) are seen when the cache entry expires: at
-//! most [`cache_ttl`](crate::KratosLayerBuilder::cache_ttl).
+//! most [`cache_ttl`](crate::authenticate::KratosLayerBuilder::cache_ttl).
 //!
 //! # Extension
 //! [`SessionLifecycle::extend_if_expiring`] and the layer setting
-//! [`extend_within`](crate::KratosLayerBuilder::extend_within) share one mechanism:
+//! [`extend_within`](crate::authenticate::KratosLayerBuilder::extend_within) share one mechanism:
 //! - Kratos is called only when `expires_at - now` is below the threshold.
 //! - One extension per session at a time; requests arriving meanwhile wait for it and share
-//!   its result, and for [`extend_cooldown`](crate::KratosLayerBuilder::extend_cooldown) after
+//!   its result, and for [`extend_cooldown`](crate::authenticate::KratosLayerBuilder::extend_cooldown) after
 //!   it the session is not extended again (Ory Network's admin rate limits are low).
 //! - After a failure of the admin API (down, slow, 429, refused key), no session is extended
 //!   for the cooldown, or for as long as a 429's `Retry-After` asks.
@@ -86,7 +86,7 @@ use crate::{
     outcome::Outcome,
     relay::{relayable, set_cookies_as_response_parts},
     session::KratosSession,
-    shared::Shared,
+    state::LayerState,
 };
 pub use crate::{
     client::{LifecycleError, Page, SessionList, MAX_PAGE_SIZE},
@@ -263,7 +263,7 @@ impl Caller for Credential {
 /// [`LifecycleError`] before Kratos is called, and every Kratos call has a deadline.
 #[derive(Clone)]
 pub struct SessionLifecycle {
-    shared: Arc<Shared>,
+    shared: Arc<LayerState>,
 }
 
 impl fmt::Debug for SessionLifecycle {
@@ -276,7 +276,7 @@ impl fmt::Debug for SessionLifecycle {
 }
 
 impl SessionLifecycle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<LayerState>) -> Self {
         Self { shared }
     }
 

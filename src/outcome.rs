@@ -6,7 +6,7 @@ use std::{borrow::Cow, fmt, time::Duration};
 use http::StatusCode;
 
 use crate::{
-    config::DEFAULT_RETRY_AFTER, credentials::MalformedCredential, response::Refusal,
+    credentials::MalformedCredential, defaults::DEFAULT_RETRY_AFTER, response::Refusal,
     session::KratosSession,
 };
 
@@ -58,7 +58,7 @@ impl Outcome {
     /// let down = Outcome::Unavailable(Unavailable::Timeout);
     /// assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
     /// // A default for outages whose cause named no delay of its own.
-    /// assert_eq!(down.retry_after(), Some(tower_kratos::DEFAULT_RETRY_AFTER));
+    /// assert_eq!(down.retry_after(), Some(tower_kratos::defaults::DEFAULT_RETRY_AFTER));
     /// ```
     pub fn status(&self) -> StatusCode {
         match self {
@@ -197,7 +197,7 @@ pub enum Unauthenticated {
     /// The session's `expires_at` has passed.
     Expired,
     /// The session is older than the most the app accepts
-    /// ([`KratosLayerBuilder::max_session_age`](crate::KratosLayerBuilder::max_session_age), or a
+    /// ([`KratosLayerBuilder::max_session_age`](crate::authenticate::KratosLayerBuilder::max_session_age), or a
     /// route's [`Requirement::max_session_age`](crate::require::Requirement::max_session_age)),
     /// counted from its `issued_at`: signing in again is the only remedy.
     TooOld,
@@ -392,14 +392,14 @@ pub enum Unavailable {
     /// The lookup task stopped before it finished (the runtime is shutting down).
     Interrupted,
     /// Kratos was not asked: it rate-limited or kept failing lately, and the layer is leaving it
-    /// alone for a while (see [`KratosLayerBuilder::backoff`](crate::KratosLayerBuilder::backoff)).
+    /// alone for a while (see [`KratosLayerBuilder::backoff`](crate::authenticate::KratosLayerBuilder::backoff)).
     BackingOff {
         /// How long until the layer asks Kratos again (at least one probe lookup).
         retry_after: Duration,
     },
     /// Kratos was not asked: the configured number of whoami calls were already running and
     /// none finished within the queue timeout (see
-    /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
+    /// [`KratosLayerBuilder::max_concurrent_lookups`](crate::authenticate::KratosLayerBuilder::max_concurrent_lookups)).
     Overloaded,
     /// The JWT layer (feature `jwt`) could not get the keys to decide a token: its key set URL
     /// has not answered with a usable key set yet, or the token names a `kid` the keys had do
@@ -466,7 +466,7 @@ impl fmt::Display for Unavailable {
 
 /// Put in a request's extensions, next to its [`KratosSession`], when the session was served
 /// from an expired cache entry because Kratos could not be asked (stale-if-error, see
-/// [`KratosLayerBuilder::stale_if_error`](crate::KratosLayerBuilder::stale_if_error)).
+/// [`KratosLayerBuilder::stale_if_error`](crate::authenticate::KratosLayerBuilder::stale_if_error)).
 ///
 /// Kratos has not confirmed the session for [`age`](Self::age): a revocation made elsewhere in
 /// that time is not reflected. Handlers of sensitive operations (payments, changing credentials)
@@ -474,7 +474,7 @@ impl fmt::Display for Unavailable {
 ///
 /// ```
 /// use http::{Request, StatusCode};
-/// use tower_kratos::StaleSession;
+/// use tower_kratos::outcome::StaleSession;
 ///
 /// fn check<B>(request: &Request<B>) -> Result<(), StatusCode> {
 ///     match request.extensions().get::<StaleSession>() {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 /// knows about itself: enough to answer it in one shape of your own.
 ///
 /// Build your error body from it once, and use that for the layer's rejection
-/// ([`rejection_fn`](crate::KratosLayerBuilder::rejection_fn)) and for the errors your handlers
+/// ([`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn)) and for the errors your handlers
 /// return, and every refusal of your app looks alike:
 ///
 /// ```
@@ -56,7 +56,7 @@ pub trait Refusal {
     fn reason(&self) -> Cow<'_, str>;
 
     /// For a 503, how long a client should wait: the delay Kratos or the back-off named, else
-    /// [`DEFAULT_RETRY_AFTER`](crate::DEFAULT_RETRY_AFTER). `None` for every other refusal.
+    /// [`DEFAULT_RETRY_AFTER`](crate::defaults::DEFAULT_RETRY_AFTER). `None` for every other refusal.
     fn retry_after(&self) -> Option<Duration>;
 
     /// Where a browser completes what is missing (Kratos's step-up page), when Kratos said.

@@ -92,10 +92,10 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// The session as a JWT, when the layer asks whoami with
-    /// [`tokenize_as`](crate::KratosLayerBuilder::tokenize_as): to forward to internal services
+    /// [`tokenize_as`](crate::authenticate::KratosLayerBuilder::tokenize_as): to forward to internal services
     /// (`Authorization: Bearer`), which verify it with [`JwtLayer`](crate::jwt::JwtLayer) (feature
     /// `jwt`). A cached session never outlives its JWT's `exp` less
-    /// [`tokenized_margin`](crate::KratosLayerBuilder::tokenized_margin).
+    /// [`tokenized_margin`](crate::authenticate::KratosLayerBuilder::tokenized_margin).
     pub fn tokenized(&self) -> Option<&str> {
         self.tokenized.as_deref()
     }

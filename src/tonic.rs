@@ -4,7 +4,7 @@
 //! The layer goes in front of a tonic server (`Server::builder().layer(kratos_layer)`) or of one
 //! generated service; it reads the credential from the call's metadata (`x-session-token`,
 //! `authorization: Bearer`, `cookie`: HTTP/2 headers, in Kratos's precedence) and refuses calls
-//! in gRPC's own terms (see [`DefaultRejection`](crate::DefaultRejection)). Handlers read the
+//! in gRPC's own terms (see [`DefaultRejection`](crate::rejection::DefaultRejection)). Handlers read the
 //! session with [`KratosRequestExt`]:
 //!
 //! ```
@@ -161,7 +161,7 @@ impl Caller for MetadataMap {
 /// `Server::builder().add_service(...)` routes to it: the layer can wrap one service
 /// (`kratos.required().layer(IdentityServer::new(...))`) as well as the whole server.
 impl<S: tonic::server::NamedService, R> tonic::server::NamedService
-    for crate::service::KratosService<S, R>
+    for crate::authenticate::KratosService<S, R>
 {
     const NAME: &'static str = S::NAME;
 }

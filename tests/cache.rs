@@ -18,7 +18,7 @@ use support::{
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tower_kratos::outcome::Unauthenticated;
-use tower_kratos::{KratosLayer, KratosLayerBuilder, Outcome};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer, Outcome};
 
 /// The app with a layer configured by `configure`.
 fn app_with(

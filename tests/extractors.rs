@@ -65,7 +65,7 @@ fn required_app(kratos: &KratosLayer) -> Router {
 }
 
 /// Every route wrapped in the optional layer, per route (`MethodRouter::route_layer`).
-fn optional_app<R: tower_kratos::RejectionResponse>(kratos: &KratosLayer<R>) -> Router {
+fn optional_app<R: tower_kratos::rejection::RejectionResponse>(kratos: &KratosLayer<R>) -> Router {
     Router::new()
         .route(
             "/session",
@@ -448,7 +448,7 @@ async fn traits_are_read_as_your_type_and_a_mismatch_is_a_500_naming_it() {
 
 #[tokio::test]
 async fn every_refusal_has_a_status_and_answers_one_shape() {
-    use tower_kratos::{lifecycle::LifecycleError, rejection::Refusal, SessionRejection};
+    use tower_kratos::{extract::SessionRejection, lifecycle::LifecycleError, rejection::Refusal};
 
     let refusals: [(&dyn Refusal, StatusCode); 5] = [
         (&Outcome::Anonymous, StatusCode::UNAUTHORIZED),

@@ -26,9 +26,11 @@ use support::{
 use tokio::task::JoinSet;
 use tower::{util::BoxCloneService, ServiceBuilder};
 use tower_kratos::{
+    authenticate::KratosLayerBuilder,
     credentials::MAX_FORWARDED_COOKIE_LEN,
+    outcome::StaleSession,
     outcome::{Unauthenticated, Unavailable},
-    KratosLayer, KratosLayerBuilder, Outcome, StaleSession,
+    KratosLayer, Outcome,
 };
 
 /// The cache TTL of cells whose entry must have expired by the time the fault hits.
@@ -165,7 +167,7 @@ impl Failure {
     fn retry_after(self) -> u64 {
         match self {
             Self::RateLimited => KRATOS_RETRY_AFTER,
-            _ => tower_kratos::rejection::DEFAULT_RETRY_AFTER.as_secs(),
+            _ => tower_kratos::defaults::DEFAULT_RETRY_AFTER.as_secs(),
         }
     }
 
@@ -292,7 +294,7 @@ async fn cell(failure: Failure, entry: Entry, stale_if_error: bool) {
     }
 }
 
-const DEFAULT_TTL: Duration = tower_kratos::DEFAULT_CACHE_TTL;
+const DEFAULT_TTL: Duration = tower_kratos::defaults::DEFAULT_CACHE_TTL;
 
 /// Every cell of one fault's row, at once (each has its own stand-in and layer).
 async fn row(failure: Failure) {
@@ -999,7 +1001,7 @@ fn bad_outage_settings_are_refused_at_build_time() {
         assert_eq!(error.setting_name(), setting, "{error}");
     }
     let fine = KratosLayer::builder("http://k")
-        .stale_if_error(tower_kratos::MAX_STALE_IF_ERROR)
+        .stale_if_error(tower_kratos::defaults::MAX_STALE_IF_ERROR)
         .max_concurrent_lookups(1)
         .lookup_queue_timeout(Duration::ZERO)
         .backoff(second, second)

@@ -21,7 +21,8 @@ use support::{
 };
 use tower::{Layer, ServiceExt};
 use tower_kratos::{
-    jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession, DEFAULT_JWKS_MIN_REFETCH},
+    defaults::DEFAULT_JWKS_MIN_REFETCH,
+    jwt::{JwtLayer, JwtLayerBuilder, TokenizedSession},
     outcome::{TokenRejected, Unauthenticated, Unavailable},
     KratosLayer, KratosSession, Outcome,
 };

@@ -17,10 +17,11 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tower::Layer;
 use tower_kratos::{
+    authenticate::KratosLayerBuilder,
     credentials::Credential,
     lifecycle::{LifecycleError, Page, SessionExtension, SessionLifecycle},
     outcome::Unavailable,
-    KratosLayer, KratosLayerBuilder, KratosSession,
+    KratosLayer, KratosSession,
 };
 
 use support::{
@@ -901,8 +902,10 @@ struct Family {
 
 async fn family<S>(kratos: &KratosStandIn, service: &S) -> Family
 where
-    S: tower::Service<Request<String>, Response = Response<tower_kratos::ResponseBody<String>>>
-        + Clone,
+    S: tower::Service<
+            Request<String>,
+            Response = Response<tower_kratos::rejection::ResponseBody<String>>,
+        > + Clone,
     S::Error: std::fmt::Debug,
 {
     let current = kratos.create_session();

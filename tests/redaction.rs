@@ -17,8 +17,9 @@ use kratos_stand_in::{Endpoint, Fault, KratosStandIn, TestSession};
 use tower::{Layer, ServiceExt};
 use tower_kratos::{
     credentials::{find_credential, CookieNames, Credential},
+    extract::SessionRejection,
     session::Session,
-    KratosIdentity, KratosLayer, KratosSession, Outcome, SessionRejection,
+    KratosIdentity, KratosLayer, KratosSession, Outcome,
 };
 use tracing::Level;
 

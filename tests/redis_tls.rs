@@ -17,7 +17,7 @@ use support::{
     replicas::SECRET,
     send, with_token,
 };
-use tower_kratos::{KratosLayer, KratosLayerBuilder};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 
 const PASSWORD: &str = "never-in-a-log";
 

@@ -396,7 +396,7 @@ async fn redis_faults_never_reach_the_user() {
     // Calls started before the pause began may still be failing (over TLS a failed connection
     // takes longer than a refused one); each ends within the Redis timeout, so count from
     // when they all have.
-    tokio::time::sleep(2 * tower_kratos::DEFAULT_REDIS_TIMEOUT).await;
+    tokio::time::sleep(2 * tower_kratos::defaults::DEFAULT_REDIS_TIMEOUT).await;
     let paused = replica.layer.stats().await.shared_cache.expect("shared");
     assert!(!paused.in_use, "{paused:?}");
     for _ in 0..20 {

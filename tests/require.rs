@@ -17,9 +17,10 @@ use support::{
 use time::OffsetDateTime;
 use tower::ServiceBuilder;
 use tower_kratos::{
+    extract::SessionRejection,
     outcome::{Insufficient, Unauthenticated, Unmet},
     require::Requirement,
-    KratosLayer, KratosSession, Outcome, SessionRejection,
+    KratosLayer, KratosSession, Outcome,
 };
 
 const APP: &str = "http://app.example.test";
@@ -365,7 +366,7 @@ async fn refusals_in_a_loop_cost_kratos_one_whoami_per_window_and_a_step_up_pass
         }
         assert_insufficient(&answer, "second_factor_required", Some(&flow));
         assert!(
-            stepped_up.elapsed() < tower_kratos::require::RECHECK_SPACING + Duration::from_secs(1),
+            stepped_up.elapsed() < tower_kratos::defaults::RECHECK_SPACING + Duration::from_secs(1),
             "still refused {:?} after the step-up",
             stepped_up.elapsed()
         );

@@ -292,7 +292,7 @@ impl KratosStandIn {
     }
 
     /// Kratos's browser login flow, `{public_url}/self-service/login/browser`: the
-    /// [`login_url`](crate::KratosLayerBuilder::login_url) for an app in front of the
+    /// `login_url` (tower-kratos's `KratosLayerBuilder::login_url`) for an app in front of the
     /// stand-in. It leads to the stand-in's login page, which signs in the demo user
     /// ([`demo_identity_id`](Self::demo_identity_id)) with one factor or two, then back to
     /// `return_to`.

@@ -30,7 +30,6 @@ use std::{
 use http::HeaderValue;
 use moka::future::Cache;
 
-pub use self::recheck::RECHECK_SPACING;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 pub(crate) use self::watch::RevocationWatch;
 use self::{
@@ -43,7 +42,7 @@ use self::{
     stale::StaleStore,
 };
 pub(crate) use self::{
-    fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedSettings,
+    fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedCacheSetting,
 };
 use crate::{
     client::KratosClient,
@@ -134,7 +133,7 @@ impl SessionCache {
     pub(crate) fn new(
         config: CacheConfig,
         lookup_deadline: Duration,
-        shared: SharedSettings,
+        shared: SharedCacheSetting,
     ) -> Result<Self, getrandom::Error> {
         let entries = Cache::builder()
             .name("tower-kratos sessions")

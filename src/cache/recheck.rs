@@ -17,6 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::defaults::RECHECK_SPACING;
+
 use moka::{
     future::Cache,
     ops::compute::{CompResult, Op},
@@ -24,11 +26,6 @@ use moka::{
 
 use super::{entry::Cached, key::CacheKey, key::PassThroughHash, SessionCache};
 use crate::{client::KratosClient, credentials::Credential, outcome::Outcome};
-
-/// How long after a recheck the entry it produced may be rechecked again: longer than a busy
-/// page makes its requests in, shorter than a person takes to complete a second factor or a
-/// sign-in (so someone who goes through the flow twice in a row is not held up by it).
-pub const RECHECK_SPACING: Duration = Duration::from_secs(2);
 
 /// The last refusal of a credential's entry.
 #[derive(Clone, Copy, Debug)]

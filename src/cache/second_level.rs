@@ -39,7 +39,7 @@ mod with_redis {
     };
 
     /// The shared cache's settings, when one is configured.
-    pub(crate) type SharedSettings = Option<SharedCacheConfig>;
+    pub(crate) type SharedCacheSetting = Option<SharedCacheConfig>;
 
     /// What the second level gave a miss.
     pub(in crate::cache) enum SecondLevel {
@@ -245,7 +245,7 @@ mod without_redis {
     use super::super::{entry::Cached, key::CacheKey, revocation::MarkTarget, SessionCache};
 
     /// No shared cache without the feature.
-    pub(crate) type SharedSettings = ();
+    pub(crate) type SharedCacheSetting = ();
 
     /// Never a claim without a shared cache.
     pub(in crate::cache) enum FillClaim {}

@@ -5,8 +5,8 @@ use std::{borrow::Cow, fmt, time::Duration};
 use http::StatusCode;
 
 use crate::{
-    config::DEFAULT_RETRY_AFTER,
     credentials::MalformedCredential,
+    defaults::DEFAULT_RETRY_AFTER,
     outcome::{AalRequired, Outcome, Unauthenticated, Unavailable},
     response::Refusal,
 };
@@ -44,10 +44,10 @@ pub enum LifecycleError {
     /// another request is extending the same session at this moment.
     NotFound,
     /// The call needs the admin API, and the layer was built without
-    /// [`admin_url`](crate::KratosLayerBuilder::admin_url).
+    /// [`admin_url`](crate::authenticate::KratosLayerBuilder::admin_url).
     AdminNotConfigured,
     /// The admin API refused this process's credentials (401 or 403): check
-    /// [`admin_api_key`](crate::KratosLayerBuilder::admin_api_key).
+    /// [`admin_api_key`](crate::authenticate::KratosLayerBuilder::admin_api_key).
     AdminRefused(StatusCode),
     /// Kratos (or Ory Network) answered 429.
     RateLimited {
@@ -111,7 +111,7 @@ impl LifecycleError {
     }
 
     /// For a 503, how long a client should wait: what Kratos (after a 429) or the layer's
-    /// back-off said, else [`DEFAULT_RETRY_AFTER`](crate::DEFAULT_RETRY_AFTER). `None` for every
+    /// back-off said, else [`DEFAULT_RETRY_AFTER`](crate::defaults::DEFAULT_RETRY_AFTER). `None` for every
     /// other error.
     pub fn retry_after(&self) -> Option<Duration> {
         (self.status() == StatusCode::SERVICE_UNAVAILABLE)

@@ -2,6 +2,10 @@
 
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
+use crate::defaults::{
+    DEFAULT_JWKS_MIN_REFETCH, DEFAULT_JWKS_REFRESH, DEFAULT_JWT_LEEWAY, MAX_JWT_LEEWAY,
+};
+
 use tower_layer::Layer;
 
 use super::{
@@ -15,17 +19,6 @@ use crate::{
     config::{client_builder, parse_http_url, BuildError, Mode},
     rejection::{DefaultRejection, RejectionResponse},
 };
-
-/// The most leeway the layer takes on `exp`, `nbf` and `iat`.
-pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(300);
-/// The leeway when none is set: replicas' and Kratos's clocks differ by about a second.
-pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(5);
-/// How often a key set URL is fetched again in the background, by default.
-pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
-/// The shortest time between two fetches for unknown `kid`s, by default: short, since a token
-/// signed with a key Kratos has just rotated in waits for that fetch (or is answered 503), and
-/// long enough that a flood of made-up `kid`s costs the key set URL one request a second.
-pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(1);
 
 /// Verifies Kratos's tokenized sessions (`Authorization: Bearer <JWT>`, from
 /// `whoami?tokenize_as=…`) with no Kratos call: for internal services behind the edge app.
@@ -94,7 +87,7 @@ impl<R> JwtLayer<R> {
 
     /// The revocation subscription's state, with a shared cache configured.
     #[cfg(feature = "redis")]
-    pub fn shared_cache_stats(&self) -> Option<crate::SharedCacheStats> {
+    pub fn shared_cache_stats(&self) -> Option<crate::authenticate::SharedCacheStats> {
         self.policy
             .verifier
             .revocations
@@ -254,7 +247,7 @@ impl<R> JwtLayerBuilder<R> {
     }
 
     /// Refuse tokens whose session or identity was revoked through tower-kratos on any replica
-    /// sharing this Redis (feature `redis`): the edge's [`redis_url`](crate::KratosLayerBuilder::redis_url),
+    /// sharing this Redis (feature `redis`): the edge's [`redis_url`](crate::authenticate::KratosLayerBuilder::redis_url),
     /// with the same [`shared_cache_secret`](Self::shared_cache_secret) and
     /// [`redis_key_prefix`](Self::redis_key_prefix).
     #[cfg(feature = "redis")]
@@ -270,7 +263,7 @@ impl<R> JwtLayerBuilder<R> {
         self
     }
 
-    /// The edge's Redis key prefix (default [`DEFAULT_REDIS_KEY_PREFIX`](crate::DEFAULT_REDIS_KEY_PREFIX)).
+    /// The edge's Redis key prefix (default [`DEFAULT_REDIS_KEY_PREFIX`](crate::defaults::DEFAULT_REDIS_KEY_PREFIX)).
     #[cfg(feature = "redis")]
     pub fn redis_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.shared.key_prefix = Some(prefix.into());
@@ -313,7 +306,7 @@ impl<R> JwtLayerBuilder<R> {
     /// # Errors
     /// An issuer that is not an `http`/`https` URL; no key source, or a key set (inline or
     /// file) with no usable key; a zero or too long leeway, refresh or timeout; an empty
-    /// algorithm list; shared cache settings as [`KratosLayerBuilder::build`](crate::KratosLayerBuilder::build)
+    /// algorithm list; shared cache settings as [`KratosLayerBuilder::build`](crate::authenticate::KratosLayerBuilder::build)
     /// checks them.
     pub fn build(self) -> Result<JwtLayer<R>, BuildError> {
         parse_http_url("issuer", &self.issuer)?;

@@ -2,7 +2,7 @@
 //! `whoami?tokenize_as=<template>` with no Kratos call, for internal services behind the edge app
 //! that forwards it (`Authorization: Bearer`).
 //!
-//! What it checks, in order: a compact JWS of at most [`MAX_TOKEN_LEN`] bytes; an algorithm on
+//! What it checks, in order: a compact JWS of at most [`MAX_TOKEN_LEN`](crate::defaults::MAX_TOKEN_LEN) bytes; an algorithm on
 //! the allow-list ([`Algorithm`]: ES256 and ES512, which Kratos's docs recommend, RS256, RS512,
 //! EdDSA; never `none` or HMAC, so a public key can never serve as an HMAC secret) that fits the
 //! type and curve of the key its `kid` names; the signature (aws-lc-rs); `iss` equal to the
@@ -38,10 +38,7 @@ mod extract;
 
 pub use self::{
     keys::Algorithm,
-    layer::{
-        JwtLayer, JwtLayerBuilder, DEFAULT_JWKS_MIN_REFETCH, DEFAULT_JWKS_REFRESH,
-        DEFAULT_JWT_LEEWAY, MAX_JWT_LEEWAY,
-    },
+    layer::{JwtLayer, JwtLayerBuilder},
     service::{JwtResponseFuture, JwtService},
-    token::{TokenizedSession, MAX_TOKEN_LEN},
+    token::TokenizedSession,
 };

@@ -19,10 +19,10 @@ use super::{
     verifier::{Checked, SharedVerifier},
 };
 use crate::{
-    body::ResponseBody,
     config::Mode,
     outcome::{Outcome, TokenRejected, Unauthenticated, Unavailable},
     rejection::RejectionResponse,
+    rejection::ResponseBody,
 };
 
 /// What one layer's services share.

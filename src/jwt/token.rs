@@ -7,6 +7,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use crate::defaults::MAX_TOKEN_LEN;
+
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{Map, Value};
@@ -17,9 +19,6 @@ use super::{
     keys::{Algorithm, KeySet},
 };
 use crate::outcome::TokenRejected;
-
-/// The longest token read. Kratos's are well under 2 KiB; mapped claims add some.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// What a token must be, besides well signed.
 #[derive(Clone, Debug)]

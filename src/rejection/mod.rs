@@ -3,7 +3,7 @@
 //! The layer calls a [`RejectionResponse`] for every such outcome. The default,
 //! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
 //! browsers to the login page. A closure replaces it, with no type annotations, through
-//! [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn); everything it needs is here (no
+//! [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn); everything it needs is here (no
 //! `http` or `bytes` dependency of your own), and the [`Outcome`] says its status, its retry
 //! delay and its step-up page:
 //!
@@ -29,6 +29,7 @@
 //! Whatever produces the response, the layer attaches the [`Outcome`] to its extensions. To give
 //! lifecycle errors and extractor refusals the same shape, build them all from [`Refusal`].
 
+mod body;
 mod browser;
 mod grpc;
 
@@ -39,12 +40,14 @@ pub use bytes::Bytes;
 pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 use reqwest::Url;
 
+pub use self::body::ResponseBody;
 #[cfg(feature = "tonic")]
 pub(crate) use self::grpc::{code_for as grpc_code, metadata as grpc_metadata};
 pub use self::grpc::{REDIRECT_BROWSER_TO, RETRY_AFTER, RETRY_PUSHBACK_MS};
-pub use crate::{config::DEFAULT_RETRY_AFTER, response::Refusal};
+pub use crate::response::Refusal;
 use crate::{
     config::{parse_http_url, BuildError},
+    defaults::DEFAULT_RETRY_AFTER,
     outcome::Outcome,
     response::{refusal_response, ErrorBody},
 };
@@ -65,7 +68,7 @@ where
 }
 
 /// A closure as the rejection, from
-/// [`rejection_fn`](crate::KratosLayerBuilder::rejection_fn): there the closure's argument
+/// [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn): there the closure's argument
 /// types are known, so it needs no annotations.
 #[derive(Clone)]
 pub struct RejectionFn<F>(pub(crate) F);

@@ -17,14 +17,14 @@ use tower_service::Service;
 
 use super::Requirement;
 use crate::{
-    body::ResponseBody,
     credentials::find_credential,
     log_limit::WarnLimiter,
     outcome::{Insufficient, Outcome, Unmet},
+    rejection::ResponseBody,
     rejection::{DefaultRejection, RejectionResponse},
     response::ErrorBody,
     session::KratosSession,
-    shared::Policy,
+    state::Policy,
 };
 
 /// A [`Requirement`] as a layer, from [`KratosLayer::require`](crate::KratosLayer::require).

@@ -43,7 +43,7 @@
 //! refused again, and lets the request through if the newer answer meets the requirement: a
 //! user who has just stepped up is not sent round again, whatever the cache TTL. A refusal is
 //! not a revocation: nothing is marked or written to the shared cache, and a client that asks a
-//! refused route in a loop costs at most one whoami per session every [`RECHECK_SPACING`] on
+//! refused route in a loop costs at most one whoami per session every [`RECHECK_SPACING`](crate::defaults::RECHECK_SPACING) on
 //! each replica (the first refusal of a cached answer asks nothing).
 //!
 //! An unmet second factor, recent sign-in or condition is
@@ -61,13 +61,13 @@
 //!
 //! In a handler, [`Requirement::check`] gives the same verdict on the session it extracted;
 //! with axum, `?` turns a refusal into a
-//! [`SessionRejection::Requirement`](crate::SessionRejection::Requirement) (403 JSON naming what is
+//! [`SessionRejection::Requirement`](crate::extract::SessionRejection::Requirement) (403 JSON naming what is
 //! missing, or 401 past the maximum age). The layer is the one to use for browsers: only it knows
 //! the Kratos flow to send them to, and the rejection you configured.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_kratos::{require::Requirement, KratosSession, SessionRejection};
+//! use tower_kratos::{require::Requirement, KratosSession, extract::SessionRejection};
 //!
 //! async fn delete_account(session: KratosSession) -> Result<&'static str, SessionRejection> {
 //!     Requirement::new().signed_in_within(Duration::from_secs(300)).check(&session)?;
@@ -82,7 +82,6 @@ use std::{fmt, sync::Arc, time::Duration};
 use time::OffsetDateTime;
 
 pub use self::layer::{RequireFuture, RequireLayer, RequireService};
-pub use crate::cache::RECHECK_SPACING;
 use crate::{
     outcome::{Insufficient, Outcome, Unauthenticated, Unmet},
     session::{Aal, KratosSession, Session},

@@ -44,14 +44,6 @@ use self::{
 };
 use crate::{log_limit::WarnLimiter, session::Session};
 
-/// The shortest shared secret the builder accepts: 32 bytes, the key size of the hash and of the
-/// seal derived from it.
-pub const MIN_SHARED_CACHE_SECRET_LEN: usize = 32;
-/// The key prefix when none is set.
-pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tower-kratos";
-/// How long one Redis call may take before the request goes on without it.
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// How often a replica waiting for another's whoami looks for its entry.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -82,7 +74,7 @@ impl fmt::Debug for SharedCacheConfig {
     }
 }
 
-/// What the shared cache looks like now, in [`LayerStats`](crate::LayerStats).
+/// What the shared cache looks like now, in [`LayerStats`](crate::authenticate::LayerStats).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharedCacheStats {

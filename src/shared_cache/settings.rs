@@ -1,16 +1,16 @@
 //! The shared cache's builder settings and their checks: what
-//! [`KratosLayerBuilder::redis_url`](crate::KratosLayerBuilder::redis_url) and its siblings
+//! [`KratosLayerBuilder::redis_url`](crate::authenticate::KratosLayerBuilder::redis_url) and its siblings
 //! collect, turned into a [`SharedCacheConfig`] by `build()`.
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use redis::IntoConnectionInfo;
 
-use super::{
-    SharedCacheConfig, Topology, DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT,
-    MIN_SHARED_CACHE_SECRET_LEN,
-};
+use super::{SharedCacheConfig, Topology};
 use crate::config::BuildError;
+use crate::defaults::{
+    DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT, MIN_SHARED_CACHE_SECRET_LEN,
+};
 
 /// The longest Redis timeout accepted: Redis is a cache here, and a slow one is no help.
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,7 +4,7 @@
 use std::{env, error::Error, time::Duration};
 
 use kratos_stand_in::{KratosStandIn, SigningAlg, TestSession, TokenizerTemplate};
-use tower_kratos::{KratosLayer, KratosLayerBuilder};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 
 /// The environment every reference app reads; a bad value stops the app with a clear error.
 ///
@@ -177,7 +177,7 @@ impl Settings {
             },
             max_concurrent_lookups: parse(
                 "MAX_CONCURRENT_LOOKUPS",
-                &tower_kratos::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
+                &tower_kratos::defaults::DEFAULT_MAX_CONCURRENT_LOOKUPS.to_string(),
             )?,
             shared_cache: match (
                 RedisTarget::from_env()?,
@@ -307,7 +307,7 @@ impl Kratos {
                 shared
                     .key_prefix
                     .as_deref()
-                    .unwrap_or(tower_kratos::DEFAULT_REDIS_KEY_PREFIX)
+                    .unwrap_or(tower_kratos::defaults::DEFAULT_REDIS_KEY_PREFIX)
             );
         }
         println!(

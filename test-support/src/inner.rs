@@ -9,7 +9,7 @@ use std::{
 use http::{Request, Response, StatusCode};
 use kratos_stand_in::KratosStandIn;
 use tower::{util::BoxCloneService, Service, ServiceBuilder};
-use tower_kratos::{KratosLayer, KratosSession, Outcome, ResponseBody};
+use tower_kratos::{rejection::ResponseBody, KratosLayer, KratosSession, Outcome};
 
 use super::default_layer;
 

@@ -29,7 +29,7 @@ pub mod serve;
 use std::time::Duration;
 
 use kratos_stand_in::KratosStandIn;
-use tower_kratos::{KratosLayer, KratosLayerBuilder};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 
 pub use {answer::*, inner::*, received::*};
 
@@ -58,7 +58,7 @@ pub fn layer(kratos: &KratosStandIn) -> KratosLayer {
 }
 
 /// The required layer for this stand-in with every setting at its default (the deadline too:
-/// [`tower_kratos::DEFAULT_REQUEST_TIMEOUT`]), for tests whose Kratos answers slower than
+/// [`tower_kratos::defaults::DEFAULT_REQUEST_TIMEOUT`]), for tests whose Kratos answers slower than
 /// [`KRATOS_TIMEOUT`] on purpose.
 pub fn default_layer(kratos: &KratosStandIn) -> KratosLayer {
     KratosLayer::builder(kratos.public_url())

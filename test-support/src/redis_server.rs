@@ -2,7 +2,7 @@
 //! loopback port, for the shared-cache tests: started and stopped by the test, with no
 //! persistence, killed when dropped (also when a test panics).
 
-use tower_kratos::KratosLayerBuilder;
+use tower_kratos::authenticate::KratosLayerBuilder;
 
 use super::pki::{pki, Pki};
 use std::{

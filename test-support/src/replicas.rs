@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use kratos_stand_in::{KratosStandIn, TestSession};
-use tower_kratos::{KratosLayer, KratosLayerBuilder};
+use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 
 use super::{app, get, redis_server::RedisServer, send, with_token, Answer, App};
 
@@ -108,7 +108,7 @@ pub async fn entries_written(redis: &RedisServer, count: usize) -> Vec<String> {
 pub async fn until_stats(
     layer: &KratosLayer,
     what: &str,
-    done: impl Fn(&tower_kratos::SharedCacheStats) -> bool,
+    done: impl Fn(&tower_kratos::authenticate::SharedCacheStats) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -13,15 +13,15 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::{
-    body::ResponseBody,
+    authenticate::future::{Additions, Resolved, ResponseFuture},
     cache::{CacheKey, Lookup},
     credentials::{Credential, CredentialSource, FoundCredential},
-    future::{Relay, Resolved, ResponseFuture},
     log_limit::WarnLimiter,
     outcome::{Outcome, Unauthenticated},
+    rejection::ResponseBody,
     rejection::{DefaultRejection, RejectionResponse},
     relay::relayable,
-    shared::{Policy, Shared},
+    state::{LayerState, Policy},
 };
 
 /// The service [`KratosLayer`](crate::KratosLayer) wraps around yours.
@@ -151,7 +151,7 @@ impl<S, R> KratosService<S, R> {
 /// a session due for extension, the layer's extension. Runs as the response future's boxed
 /// lookup; only misses pay for it.
 async fn resolve(
-    shared: Arc<Shared>,
+    shared: Arc<LayerState>,
     key: CacheKey,
     credential: Credential,
     request_id: Option<HeaderValue>,
@@ -170,35 +170,35 @@ async fn resolve(
     span.record("cache", lookup.status.as_str());
     span.record("outcome", lookup.outcome.kind());
     log_outcome(&span, &lookup, &shared.warnings);
-    let mut relay = Relay {
+    let mut additions = Additions {
         stale: lookup.stale,
-        ..Relay::default()
+        ..Additions::default()
     };
     if shared.relay_set_cookie {
         // A session extended elsewhere gets its cookie re-issued on whoami too.
-        relay.set_cookies = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
+        additions.set_cookies = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
     }
     let outcome = match lookup.outcome {
         outcome if shared.extender.is_due_for_layer(&outcome) => {
             // Boxed: only due requests pay for the extension's state, and the lookup future
             // every miss allocates stays as small as before.
-            Box::pin(extend(&shared, &credential, outcome, &mut relay).instrument(span)).await
+            Box::pin(extend(&shared, &credential, outcome, &mut additions).instrument(span)).await
         }
         outcome => outcome,
     };
     Resolved {
         outcome,
-        relay: relay.into_boxed(),
+        additions: additions.into_boxed(),
     }
 }
 
 /// The layer's extension of a due session: the shared attempt, its report and its cookie for
-/// the relay, and the refreshed session for the request.
+/// the additions, and the refreshed session for the request.
 async fn extend(
-    shared: &Shared,
+    shared: &LayerState,
     credential: &Credential,
     outcome: Outcome,
-    relay: &mut Relay,
+    additions: &mut Additions,
 ) -> Outcome {
     let Outcome::Authenticated(session) = outcome else {
         return outcome;
@@ -214,10 +214,10 @@ async fn extend(
             &shared.cookie_names,
         );
         if !set_cookies.is_empty() {
-            relay.set_cookies = set_cookies;
+            additions.set_cookies = set_cookies;
         }
     }
-    relay.extension = Some(attempt.report.clone());
+    additions.extension = Some(attempt.report.clone());
     Outcome::Authenticated(attempt.session.clone().unwrap_or(session))
 }
 

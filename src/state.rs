@@ -1,4 +1,4 @@
-//! What every service made by one builder shares ([`Shared`]), and one layer's [`Policy`]: the
+//! What every service made by one builder shares ([`LayerState`]), and one layer's [`Policy`]: the
 //! shared state with that layer's mode and rejection.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use crate::{
 
 /// What every service made by one builder shares: the client, the cache, the settings.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct LayerState {
     pub(crate) client: KratosClient,
     pub(crate) cache: SessionCache,
     pub(crate) cookie_names: CookieNames,
@@ -25,7 +25,7 @@ pub(crate) struct Shared {
 /// hold it behind one `Arc`, so a request clones a pointer, never the settings.
 #[derive(Debug)]
 pub(crate) struct Policy<R> {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<LayerState>,
     pub(crate) mode: Mode,
     pub(crate) rejection: R,
 }

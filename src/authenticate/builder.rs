@@ -6,23 +6,25 @@ use std::{fmt, sync::Arc, time::Duration};
 #[cfg(feature = "redis")]
 use crate::shared_cache::settings::SharedCacheSettings;
 use crate::{
+    authenticate::KratosLayer,
     cache::{CacheConfig, SessionCache},
     client::{AdminApi, Admission, AdmissionConfig, KratosClient},
     config::{
         client_builder, is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
+    },
+    credentials::CookieNames,
+    defaults::{
         DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX,
         DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS,
         DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKENIZED_MARGIN, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF,
         MAX_EXTEND_COOLDOWN, MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
     },
-    credentials::CookieNames,
     extend::Extender,
-    layer::KratosLayer,
     log_limit::WarnLimiter,
     outcome::Outcome,
     rejection::{Bytes, DefaultRejection, Parts, RejectionFn, RejectionResponse, Response},
-    shared::{Policy, Shared},
+    state::{LayerState, Policy},
 };
 
 impl KratosLayer {
@@ -291,7 +293,7 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// With [`tokenize_as`](Self::tokenize_as), how long before its JWT's `exp` a cached
-    /// session stops being served (default [`DEFAULT_TOKENIZED_MARGIN`](crate::DEFAULT_TOKENIZED_MARGIN),
+    /// session stops being served (default [`DEFAULT_TOKENIZED_MARGIN`](crate::defaults::DEFAULT_TOKENIZED_MARGIN),
     /// 10 s): time for the handler to forward the JWT and the internal service to check it. Keep
     /// it under the template's TTL (Kratos's default is 1 minute), or every request asks
     /// Kratos.
@@ -331,7 +333,7 @@ impl<R> KratosLayerBuilder<R> {
     /// back-off, too many lookups in flight). Off by default; `grace` is at most an hour.
     ///
     /// Such a request reaches your service with its [`KratosSession`](crate::KratosSession) and a
-    /// [`StaleSession`](crate::StaleSession) extension saying how old the session's last
+    /// [`StaleSession`](crate::outcome::StaleSession) extension saying how old the session's last
     /// confirmation is and why Kratos could not be asked; each one is logged at `warn`. A
     /// session is never served stale past its own `expires_at`, after a revocation made through
     /// this process, or after Kratos refused the credential (401, step-up). Cache hits are not
@@ -357,7 +359,7 @@ impl<R> KratosLayerBuilder<R> {
     /// above. Kratos being unreachable is also when an attacker holding a stolen, since revoked
     /// credential gains most from it. Turn it on only where keeping signed-in users working
     /// through a Kratos outage matters more than that, keep `grace` short, and have sensitive
-    /// handlers refuse requests carrying a [`StaleSession`](crate::StaleSession).
+    /// handlers refuse requests carrying a [`StaleSession`](crate::outcome::StaleSession).
     pub fn stale_if_error(mut self, grace: Duration) -> Self {
         if grace.is_zero() || grace > MAX_STALE_IF_ERROR {
             self.fail(BuildError::setting(
@@ -585,7 +587,7 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// The secret every replica sharing the Redis has (at least
-    /// [`MIN_SHARED_CACHE_SECRET_LEN`](crate::MIN_SHARED_CACHE_SECRET_LEN) bytes; required with
+    /// [`MIN_SHARED_CACHE_SECRET_LEN`](crate::defaults::MIN_SHARED_CACHE_SECRET_LEN) bytes; required with
     /// [`redis_url`](Self::redis_url)). From it every replica derives the same cache-key hash
     /// key, revocation-mark key and value-sealing key, so Redis holds no credential, no id and
     /// no readable session, and whoever can write to Redis cannot forge an entry. Keep it as
@@ -685,7 +687,7 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// The prefix of every Redis key and channel name, so several apps can share one Redis.
-    /// Default: [`DEFAULT_REDIS_KEY_PREFIX`](crate::DEFAULT_REDIS_KEY_PREFIX).
+    /// Default: [`DEFAULT_REDIS_KEY_PREFIX`](crate::defaults::DEFAULT_REDIS_KEY_PREFIX).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_key_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -694,7 +696,7 @@ impl<R> KratosLayerBuilder<R> {
     }
 
     /// How long one Redis call may take before the request goes on without it (at most 5 s).
-    /// Default: [`DEFAULT_REDIS_TIMEOUT`](crate::DEFAULT_REDIS_TIMEOUT).
+    /// Default: [`DEFAULT_REDIS_TIMEOUT`](crate::defaults::DEFAULT_REDIS_TIMEOUT).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
@@ -800,7 +802,7 @@ impl<R> KratosLayerBuilder<R> {
             Admission::new(self.admission),
         );
         let extension = self.extension;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(LayerState {
             client,
             cache,
             cookie_names: self.cookie_names,

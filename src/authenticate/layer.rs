@@ -6,12 +6,12 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use crate::{
+    authenticate::KratosService,
     config::Mode,
     lifecycle::SessionLifecycle,
     rejection::DefaultRejection,
     require::{RequireLayer, Requirement},
-    service::KratosService,
-    shared::Policy,
+    state::Policy,
 };
 
 /// A tower layer that validates Ory Kratos sessions.
@@ -143,20 +143,20 @@ impl<S, R> Layer<S> for KratosLayer<R> {
 #[non_exhaustive]
 pub struct LayerStats {
     /// Entries in the session cache: sessions, and 401s when
-    /// [`cache_rejections`](crate::KratosLayerBuilder::cache_rejections) is on.
+    /// [`cache_rejections`](crate::authenticate::KratosLayerBuilder::cache_rejections) is on.
     pub cache_entries: u64,
-    /// Sessions kept for [`stale_if_error`](crate::KratosLayerBuilder::stale_if_error) (0 when
+    /// Sessions kept for [`stale_if_error`](crate::authenticate::KratosLayerBuilder::stale_if_error) (0 when
     /// it is off).
     pub stale_entries: u64,
     /// whoami calls running now (at most
-    /// [`max_concurrent_lookups`](crate::KratosLayerBuilder::max_concurrent_lookups)).
+    /// [`max_concurrent_lookups`](crate::authenticate::KratosLayerBuilder::max_concurrent_lookups)).
     pub lookups_in_flight: usize,
     /// Whether the layer is backing off from Kratos: lookups are answered 503 (or stale) without
     /// asking it, until a probe lookup gets an answer.
     pub backing_off: bool,
     /// The shared cache's state and counters, when one is configured
-    /// ([`redis_url`](crate::KratosLayerBuilder::redis_url)).
+    /// ([`redis_url`](crate::authenticate::KratosLayerBuilder::redis_url)).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub shared_cache: Option<crate::SharedCacheStats>,
+    pub shared_cache: Option<crate::authenticate::SharedCacheStats>,
 }

@@ -15,13 +15,13 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
-    body::ResponseBody,
     config::Mode,
     extend::SessionExtension,
     outcome::{Outcome, StaleSession},
     rejection::RejectionResponse,
+    rejection::ResponseBody,
     relay::append_set_cookies,
-    shared::Policy,
+    state::Policy,
 };
 
 /// A session lookup in progress (cache, then maybe Kratos, then maybe an extension).
@@ -32,12 +32,12 @@ pub(crate) struct Resolved {
     pub(crate) outcome: Outcome,
     /// `None` (no allocation, one word in the future) unless Kratos issued a cookie, an
     /// extension was attempted or a stale session was served.
-    pub(crate) relay: Option<Box<Relay>>,
+    pub(crate) additions: Option<Box<Additions>>,
 }
 
 /// What the layer adds to the request and to the inner service's response, beyond the session.
 #[derive(Default)]
-pub(crate) struct Relay {
+pub(crate) struct Additions {
     /// Kratos's `Set-Cookie` headers for the session, appended to the response.
     pub(crate) set_cookies: Vec<HeaderValue>,
     /// The extension attempt's report, put in the request's and the response's extensions.
@@ -47,7 +47,7 @@ pub(crate) struct Relay {
     pub(crate) stale: Option<StaleSession>,
 }
 
-impl Relay {
+impl Additions {
     /// `None` (no allocation) when there is nothing to add.
     pub(crate) fn into_boxed(self) -> Option<Box<Self>> {
         let something =
@@ -57,7 +57,7 @@ impl Relay {
 }
 
 pin_project! {
-    /// The future [`KratosService`](crate::KratosService) returns.
+    /// The future [`KratosService`](crate::authenticate::KratosService) returns.
     pub struct ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
@@ -79,7 +79,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Lookup { lookup: LookupFuture },
-        Inner { #[pin] future: F, relay: Option<Box<Relay>> },
+        Inner { #[pin] future: F, additions: Option<Box<Additions>> },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -115,7 +115,7 @@ where
     ) -> Self {
         let resolved = Resolved {
             outcome,
-            relay: None,
+            additions: None,
         };
         Self {
             state: decide(resolved, request, service, policy),
@@ -126,7 +126,10 @@ where
 
 /// Lets the request on (with the session or the outcome in its extensions) or rejects it.
 fn decide<S, ReqBody, R>(
-    Resolved { outcome, mut relay }: Resolved,
+    Resolved {
+        outcome,
+        mut additions,
+    }: Resolved,
     mut request: Request<ReqBody>,
     service: &mut S,
     policy: &Arc<Policy<R>>,
@@ -145,11 +148,11 @@ where
         match outcome {
             Outcome::Authenticated(session) => {
                 request.extensions_mut().insert(session);
-                if let Some(relay) = &mut relay {
-                    if let Some(extension) = &relay.extension {
+                if let Some(additions) = &mut additions {
+                    if let Some(extension) = &additions.extension {
                         request.extensions_mut().insert(extension.clone());
                     }
-                    if let Some(stale) = relay.stale.take() {
+                    if let Some(stale) = additions.stale.take() {
                         request.extensions_mut().insert(stale);
                     }
                 }
@@ -168,7 +171,7 @@ where
         }
         return State::Inner {
             future: service.call(request),
-            relay,
+            additions,
         };
     }
     let (parts, _body) = request.into_parts();
@@ -203,14 +206,14 @@ where
                     let next = decide(resolved, request, &mut service, &policy);
                     this.state.set(next);
                 }
-                StateProj::Inner { future, relay } => {
+                StateProj::Inner { future, additions } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(relay) = relay.take() {
-                        let Relay {
+                    if let Some(additions) = additions.take() {
+                        let Additions {
                             set_cookies,
                             extension,
                             ..
-                        } = *relay;
+                        } = *additions;
                         append_set_cookies(response.headers_mut(), set_cookies);
                         if let Some(extension) = extension {
                             response.extensions_mut().insert(extension);
