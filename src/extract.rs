@@ -54,7 +54,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     log_limit::WarnLimiter,
     outcome::Outcome,
-    rejection::{DefaultRejection, LayerRejection, RejectionResponse},
+    rejection::{DefaultRejection, LayerRejection, Rejecter},
     response::{refusal_response, Refusal},
     session::{KratosIdentity, KratosSession},
 };
@@ -86,6 +86,10 @@ pub enum SessionRejection {
     TraitsMismatch {
         /// The type the traits were read as.
         type_name: &'static str,
+        /// Where and why they did not fit, as serde says it (`email: missing field`,
+        /// `phone: invalid type: (value withheld), expected u64`), with the traits' values left
+        /// out. Logged, never in the response.
+        cause: String,
     },
     /// The session does not meet a [`Requirement`](crate::require::Requirement) the handler
     /// checked ([`Requirement::check`](crate::require::Requirement::check) with `?`): 403 naming
@@ -106,8 +110,11 @@ impl fmt::Display for SessionRejection {
             Self::MissingLayer => f.write_str(MISSING_LAYER),
             Self::NotAuthenticated { outcome, .. } => write!(f, "no session: {outcome}"),
             Self::NoIdentity => f.write_str("the session carries no identity"),
-            Self::TraitsMismatch { type_name } => {
-                write!(f, "the identity's traits do not match `{type_name}`")
+            Self::TraitsMismatch { type_name, cause } => {
+                write!(
+                    f,
+                    "the identity's traits do not match `{type_name}`: {cause}"
+                )
             }
             Self::Requirement(outcome) => write!(f, "{outcome}"),
         }
@@ -138,10 +145,13 @@ impl Refusal for SessionRejection {
         match self {
             Self::NotAuthenticated { outcome, .. } | Self::Requirement(outcome) => outcome.reason(),
             Self::NoIdentity => Cow::Borrowed("The session carries no identity."),
-            // The server's to fix; what exactly is in its log.
-            Self::MissingLayer | Self::TraitsMismatch { .. } => {
-                Cow::Borrowed("the session service is misconfigured")
-            }
+            // The server's to fix: how, without the identity's data (the cause is in the log).
+            Self::MissingLayer => Cow::Borrowed(MISSING_LAYER),
+            Self::TraitsMismatch { type_name, .. } => Cow::Owned(format!(
+                "tower-kratos: the identity's traits do not fit `KratosTraits<{type_name}>`. \
+                 Make the type follow the identity schema (fields a schema does not require as \
+                 `Option`); the server's log says which field and why."
+            )),
         }
     }
 
@@ -189,11 +199,15 @@ impl IntoResponse for SessionRejection {
                 response.extensions_mut().insert(outcome);
                 *response
             }
-            Self::TraitsMismatch { type_name } => {
+            Self::TraitsMismatch {
+                type_name,
+                ref cause,
+            } => {
                 static MISMATCH_ERRORS: WarnLimiter = WarnLimiter::new();
                 if let Some(left_out) = MISMATCH_ERRORS.admit(("extract", type_name)) {
                     tracing::error!(
                         type_name,
+                        %cause,
                         left_out_since_last = left_out,
                         "tower-kratos: the identity's traits do not match the type KratosTraits \
                          asked for; does it follow the identity schema?"
@@ -239,7 +253,7 @@ pub(crate) fn not_authenticated(parts: &Parts) -> SessionRejection {
         .unwrap_or(Outcome::Anonymous);
     let response = match parts.extensions.get::<LayerRejection>() {
         Some(LayerRejection(rejection)) => rejection.response_for(&outcome, parts),
-        None => DefaultRejection::new().response(&outcome, parts),
+        None => Rejecter::<DefaultRejection>::default().answer(&outcome, parts),
     };
     SessionRejection::NotAuthenticated {
         outcome,
@@ -335,12 +349,30 @@ fn traits_from<T: DeserializeOwned>(
     let Some(identity) = session.identity.as_ref() else {
         return Ok(None);
     };
-    identity
-        .traits_as()
+    serde_path_to_error::deserialize(&identity.traits)
         .map(|traits| Some(KratosTraits(traits)))
-        .map_err(|_| SessionRejection::TraitsMismatch {
+        .map_err(|error| SessionRejection::TraitsMismatch {
             type_name: std::any::type_name::<T>(),
+            cause: without_values(&error),
         })
+}
+
+/// serde's error with the traits' values left out: `invalid type: string "ada@…", expected u64`
+/// names the value, and traits are personal data. Field names and expected types stay.
+fn without_values(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let message = error.inner().to_string();
+    let message = ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|prefix| {
+            let rest = message.strip_prefix(prefix)?;
+            let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
+            Some(format!("{prefix}(value withheld){expected}"))
+        })
+        .unwrap_or(message);
+    match error.path().to_string().as_str() {
+        "." | "" => message,
+        path => format!("{path}: {message}"),
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for KratosTraits<T> {

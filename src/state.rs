@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     cache::SessionCache, client::KratosClient, config::Mode, credentials::CookieNames,
-    extend::Extender, log_limit::WarnLimiter,
+    extend::Extender, log_limit::WarnLimiter, rejection::Rejecter,
 };
 
 /// What every service made by one builder shares: the client, the cache, the settings.
@@ -27,7 +27,7 @@ pub(crate) struct LayerState {
 pub(crate) struct Policy<R> {
     pub(crate) shared: Arc<LayerState>,
     pub(crate) mode: Mode,
-    pub(crate) rejection: R,
+    pub(crate) rejection: Rejecter<R>,
 }
 
 #[cfg(feature = "axum")]
@@ -37,6 +37,6 @@ impl<R: crate::rejection::RejectionResponse> crate::rejection::DynRejection for 
         outcome: &crate::outcome::Outcome,
         request: &http::request::Parts,
     ) -> http::Response<bytes::Bytes> {
-        self.rejection.response(outcome, request)
+        self.rejection.answer(outcome, request)
     }
 }

@@ -574,38 +574,58 @@ async fn the_lifecycle_helpers_work_from_a_grpc_handler() {
     );
 }
 
-/// A user's own rejection replaces the gRPC default too, with the outcome attached.
+/// A user's own rejection shapes what HTTP clients get; gRPC clients still get gRPC's own
+/// answer (a new user's custom rejection once made a tonic client read "invalid compression
+/// flag: 123 ... status: 401"), with the outcome attached for whoever is outside.
 #[tokio::test]
 async fn a_custom_rejection_still_answers_grpc_clients() {
-    use tower::ServiceExt;
     let kratos = support::kratos().await;
-    let service = KratosLayer::builder(kratos.public_url())
+    let layer = KratosLayer::builder(kratos.public_url())
         .rejection_fn(|outcome, _request| {
-            let mut response = http::Response::new(bytes::Bytes::new());
-            response
-                .headers_mut()
-                .insert("grpc-status", "13".parse().expect("ASCII"));
-            response
-                .headers_mut()
-                .insert("x-kind", outcome.kind().parse().expect("ASCII"));
+            let body = format!(r#"{{"problem":"{}"}}"#, outcome.kind());
+            let mut response = http::Response::new(bytes::Bytes::from(body));
+            *response.status_mut() = outcome.status();
             response
         })
         .build()
-        .expect("layer")
-        .layer(tower::service_fn(|_: Request<String>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-        }));
+        .expect("layer");
+
+    // A real tonic client over HTTP/2.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let router =
+        Server::builder().add_service(layer.required().layer(IdentityServer::new(IdentityService)));
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    let status = who_am_i(addr, &[]).await.expect_err("no session");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let session = kratos.create_session();
+    let reply = who_am_i(addr, &token(&session)).await.expect("a session");
+    assert_eq!(reply.session_id, session.id);
+
+    // On the wire: the trailers-only answer, the outcome attached; HTTP clients get the user's.
+    use tower::ServiceExt;
+    let service = layer.layer(tower::service_fn(|_: Request<String>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
     let request = Request::post("/pkg.Service/Method")
         .header("content-type", "application/grpc")
         .body(String::new())
         .expect("a request");
-    let response = service.oneshot(request).await.expect("infallible");
-    assert_eq!(response.headers()["grpc-status"], "13");
-    assert_eq!(response.headers()["x-kind"], "anonymous");
+    let response = service.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["grpc-status"], "16");
     assert!(matches!(
         response.extensions().get::<Outcome>(),
         Some(Outcome::Anonymous)
     ));
+    let request = Request::get("/me").body(String::new()).expect("a request");
+    let response = service.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 401);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], br#"{"problem":"anonymous"}"#);
 }
 
 /// Per-service requirements: an unmet second factor or recent sign-in is PERMISSION_DENIED

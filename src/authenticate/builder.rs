@@ -23,7 +23,10 @@ use crate::{
     extend::Extender,
     log_limit::WarnLimiter,
     outcome::Outcome,
-    rejection::{Bytes, DefaultRejection, Parts, RejectionFn, RejectionResponse, Response},
+    rejection::{
+        BrowserRedirects, Bytes, DefaultRejection, Parts, Rejecter, RejectionFn, RejectionResponse,
+        Response,
+    },
     state::{LayerState, Policy},
 };
 
@@ -47,6 +50,7 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     admin: AdminSettings,
     extension: ExtensionSettings,
     rejection: R,
+    browser: BrowserRedirects,
     #[cfg(feature = "redis")]
     shared_cache: SharedCacheSettings,
     tokenize_as: Option<String>,
@@ -157,19 +161,21 @@ impl KratosLayerBuilder {
                 relay_set_cookie: true,
             },
             rejection: DefaultRejection::new(),
+            browser: BrowserRedirects::default(),
             #[cfg(feature = "redis")]
             shared_cache: SharedCacheSettings::default(),
             tokenize_as: None,
             error: None,
         }
     }
+}
 
+impl<R> KratosLayerBuilder<R> {
     /// Redirect browsers (`Accept: text/html`) without a valid session to this login page, with
     /// `return_to` set to the URL they asked for. Default: none (401 JSON for everyone).
     pub fn login_url(mut self, url: &str) -> Self {
-        match self.rejection.clone().with_login_url(url) {
-            Ok(rejection) => self.rejection = rejection,
-            Err(error) => self.fail(error),
+        if let Err(error) = self.browser.set_login_url(url) {
+            self.fail(error);
         }
         self
     }
@@ -189,15 +195,12 @@ impl KratosLayerBuilder {
     /// once, at `warn`, when it builds a browser redirect with no app URL; the reference app
     /// refuses to start with `LOGIN_URL` and no `APP_URL`.
     pub fn app_url(mut self, url: &str) -> Self {
-        match self.rejection.clone().with_app_url(url) {
-            Ok(rejection) => self.rejection = rejection,
-            Err(error) => self.fail(error),
+        if let Err(error) = self.browser.set_app_url(url) {
+            self.fail(error);
         }
         self
     }
-}
 
-impl<R> KratosLayerBuilder<R> {
     fn fail(&mut self, error: BuildError) {
         self.error.get_or_insert(error);
     }
@@ -718,6 +721,7 @@ impl<R> KratosLayerBuilder<R> {
             admin: self.admin,
             extension: self.extension,
             rejection,
+            browser: self.browser,
             #[cfg(feature = "redis")]
             shared_cache: self.shared_cache,
             tokenize_as: self.tokenize_as,
@@ -819,7 +823,10 @@ impl<R> KratosLayerBuilder<R> {
             policy: Arc::new(Policy {
                 shared,
                 mode: self.mode,
-                rejection: self.rejection,
+                rejection: Rejecter {
+                    browser: self.browser,
+                    response: self.rejection,
+                },
             }),
         })
     }

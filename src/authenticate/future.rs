@@ -175,10 +175,8 @@ where
         };
     }
     let (parts, _body) = request.into_parts();
-    let mut response = policy.rejection.response(&outcome, &parts);
-    response.extensions_mut().insert(outcome);
     State::Rejected {
-        response: Some(response),
+        response: Some(policy.rejection.reject(outcome, &parts)),
     }
 }
 

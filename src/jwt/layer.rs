@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     config::{client_builder, parse_http_url, BuildError, Mode},
-    rejection::{DefaultRejection, RejectionResponse},
+    rejection::{BrowserRedirects, DefaultRejection, Rejecter, RejectionResponse},
 };
 
 /// Verifies Kratos's tokenized sessions (`Authorization: Bearer <JWT>`, from
@@ -357,7 +357,10 @@ impl<R> JwtLayerBuilder<R> {
             policy: Arc::new(JwtPolicy {
                 verifier: Arc::new(verifier),
                 mode: self.mode,
-                rejection: self.rejection,
+                rejection: Rejecter {
+                    browser: BrowserRedirects::default(),
+                    response: self.rejection,
+                },
             }),
         })
     }

@@ -29,7 +29,7 @@ use crate::{
 pub(crate) struct JwtPolicy<R> {
     pub(crate) verifier: SharedVerifier,
     pub(crate) mode: Mode,
-    pub(crate) rejection: R,
+    pub(crate) rejection: crate::rejection::Rejecter<R>,
 }
 
 /// The service [`JwtLayer`](super::JwtLayer) wraps around yours. Readiness is the inner
@@ -214,10 +214,8 @@ where
                 policy.verifier.log_unavailable();
             }
             let (parts, _) = request.into_parts();
-            let mut response = policy.rejection.response(&outcome, &parts);
-            response.extensions_mut().insert(outcome);
             return State::Refused {
-                response: Some(response),
+                response: Some(policy.rejection.reject(outcome, &parts)),
             };
         }
     }

@@ -5,10 +5,35 @@ use http::{header, uri::Authority, HeaderValue, Response, StatusCode};
 use reqwest::Url;
 use std::str::FromStr;
 
-use super::{Bytes, DefaultRejection, Parts};
-use crate::{outcome::Outcome, response::no_store};
+use super::{Bytes, Parts};
+use crate::{
+    config::{parse_http_url, BuildError},
+    outcome::Outcome,
+    response::no_store,
+};
 
-impl DefaultRejection {
+/// Where browsers without what a route needs are sent: the login page, Kratos's step-up page,
+/// with a `return_to` built from the app's URL. The crate's own answer, whatever rejection
+/// shapes the API clients' responses.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BrowserRedirects {
+    login_url: Option<Url>,
+    app_url: Option<Url>,
+}
+
+impl BrowserRedirects {
+    /// Sends browsers without a valid session to this login page.
+    pub(crate) fn set_login_url(&mut self, url: &str) -> Result<(), BuildError> {
+        self.login_url = Some(parse_http_url("login_url", url)?);
+        Ok(())
+    }
+
+    /// Builds `return_to` from this base URL instead of the request's own origin.
+    pub(crate) fn set_app_url(&mut self, url: &str) -> Result<(), BuildError> {
+        self.app_url = Some(parse_http_url("app_url", url)?);
+        Ok(())
+    }
+
     /// The URL the request asked for, absolute, for `return_to`: the configured app URL with the
     /// request's path and query; without one, the request's own `http`/`https` origin (its
     /// absolute-form target, else its `Host` header) when that is a plain host and port. Anything
@@ -54,7 +79,7 @@ impl DefaultRejection {
         Some(response)
     }
 
-    pub(super) fn browser_redirect(
+    pub(super) fn redirect_for(
         &self,
         outcome: &Outcome,
         request: &Parts,
@@ -128,7 +153,20 @@ fn accepts_html(request: &Parts) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rejection::RejectionResponse;
+    use crate::rejection::{DefaultRejection, Rejecter};
+
+    fn rejecter(login_url: &str) -> Rejecter<DefaultRejection> {
+        let mut rejecter = Rejecter::<DefaultRejection>::default();
+        rejecter.browser.set_login_url(login_url).unwrap();
+        rejecter
+    }
+
+    impl Rejecter<DefaultRejection> {
+        fn with_app_url(mut self, url: &str) -> Self {
+            self.browser.set_app_url(url).unwrap();
+            self
+        }
+    }
     use http::Request;
 
     fn parts(uri: &str, accept: &str) -> Parts {
@@ -143,38 +181,32 @@ mod tests {
 
     #[test]
     fn browsers_go_to_login_with_return_to() {
-        let rejection = DefaultRejection::new()
-            .with_login_url("https://auth.test/login?flow=x")
-            .unwrap();
-        let response = rejection.response(&Outcome::Anonymous, &parts("/me?a=1&b=2", "text/html"));
+        let rejection = rejecter("https://auth.test/login?flow=x");
+        let response = rejection.answer(&Outcome::Anonymous, &parts("/me?a=1&b=2", "text/html"));
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(
             response.headers()[header::LOCATION],
             "https://auth.test/login?flow=x&return_to=http%3A%2F%2Fapp.test%3A8080%2Fme%3Fa%3D1%26b%3D2"
         );
-        let api = rejection.response(&Outcome::Anonymous, &parts("/me", "application/json"));
+        let api = rejection.answer(&Outcome::Anonymous, &parts("/me", "application/json"));
         assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
         for refused in [
             "text/html;q=0",
             "application/json, text/html; q=0.0",
             "text/htmlx",
         ] {
-            let response = rejection.response(&Outcome::Anonymous, &parts("/me", refused));
+            let response = rejection.answer(&Outcome::Anonymous, &parts("/me", refused));
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused}");
         }
         let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-        let response = rejection.response(&Outcome::Anonymous, &parts("/me", browser));
+        let response = rejection.answer(&Outcome::Anonymous, &parts("/me", browser));
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
     }
 
     #[test]
     fn app_url_overrides_the_host_header() {
-        let rejection = DefaultRejection::new()
-            .with_login_url("https://auth.test/login")
-            .unwrap()
-            .with_app_url("https://app.example.com")
-            .unwrap();
-        let response = rejection.response(&Outcome::Anonymous, &parts("/me", "text/html"));
+        let rejection = rejecter("https://auth.test/login").with_app_url("https://app.example.com");
+        let response = rejection.answer(&Outcome::Anonymous, &parts("/me", "text/html"));
         assert_eq!(
             response.headers()[header::LOCATION],
             "https://auth.test/login?return_to=https%3A%2F%2Fapp.example.com%2Fme"
@@ -182,8 +214,8 @@ mod tests {
     }
 
     /// The `return_to` of the default rejection's redirect for this request, if any.
-    fn return_to(rejection: &DefaultRejection, request: Parts) -> Option<String> {
-        let response = rejection.response(&Outcome::Anonymous, &request);
+    fn return_to(rejection: &Rejecter<DefaultRejection>, request: Parts) -> Option<String> {
+        let response = rejection.answer(&Outcome::Anonymous, &request);
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let location = Url::parse(response.headers()[header::LOCATION].to_str().unwrap()).unwrap();
         let found = location
@@ -203,13 +235,8 @@ mod tests {
 
     #[test]
     fn return_to_never_leaves_the_app() {
-        let plain = DefaultRejection::new()
-            .with_login_url("https://auth.test/login")
-            .unwrap();
-        let with_app = plain
-            .clone()
-            .with_app_url("https://app.example.com")
-            .unwrap();
+        let plain = rejecter("https://auth.test/login");
+        let with_app = plain.clone().with_app_url("https://app.example.com");
 
         // Absolute-form targets: http(s) with a plain authority is kept, anything else is not.
         assert_eq!(

@@ -33,23 +33,19 @@ mod body;
 mod browser;
 mod grpc;
 
-use std::{borrow::Cow, time::Duration};
-
 /// What a rejection is made of, re-exported so that writing one needs no dependency of your own.
 pub use bytes::Bytes;
 pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
-use reqwest::Url;
 
 pub use self::body::ResponseBody;
+pub(crate) use self::browser::BrowserRedirects;
 #[cfg(feature = "tonic")]
 pub(crate) use self::grpc::{code_for as grpc_code, metadata as grpc_metadata};
 pub use self::grpc::{REDIRECT_BROWSER_TO, RETRY_AFTER, RETRY_PUSHBACK_MS};
 pub use crate::response::Refusal;
 use crate::{
-    config::{parse_http_url, BuildError},
-    defaults::DEFAULT_RETRY_AFTER,
     outcome::Outcome,
-    response::{refusal_response, ErrorBody},
+    response::{no_store, refusal_response, set_retry_after, ErrorBody},
 };
 
 /// Builds the response for a request the layer does not let through.
@@ -106,129 +102,103 @@ impl std::fmt::Debug for LayerRejection {
     }
 }
 
-/// The default rejection.
+/// The default rejection: Kratos's own JSON error envelope, so a client that reads Kratos's
+/// errors reads the layer's.
 ///
-/// | outcome | API client | browser (`Accept: text/html`), login URL set |
-/// |---|---|---|
-/// | no credential, or invalid | 401 JSON | 303 to the login URL with `return_to` |
-/// | step-up required | 403 JSON with `redirect_browser_to` | 303 to Kratos's step-up page with `return_to` |
-/// | a route's [`Requirement`](crate::require::Requirement) unmet: second factor, recent sign-in | 403 JSON (`id` `second_factor_required`, `recent_sign_in_required`) with `redirect_browser_to` | 303 to Kratos's login flow (`aal=aal2`, `refresh=true`) with `return_to` |
-/// | a route's condition unmet | 403 JSON (`id` `condition_unmet`) | the same |
-/// | past the maximum session age | 401 JSON | 303 to the login URL with `return_to` |
-/// | Kratos unavailable | 503 JSON with `Retry-After` | the same |
+/// | outcome | API client |
+/// |---|---|
+/// | no credential, or invalid; past the maximum session age | 401 (`WWW-Authenticate: Bearer`) |
+/// | step-up required | 403 with `redirect_browser_to` (`id` `session_aal2_required`) |
+/// | a route's [`Requirement`](crate::require::Requirement) unmet: second factor, recent sign-in | 403 (`id` `second_factor_required`, `recent_sign_in_required`) with `redirect_browser_to` |
+/// | a route's condition unmet | 403 (`id` `condition_unmet`) |
+/// | Kratos unavailable | 503 with `Retry-After` |
 ///
-/// A gRPC client (`content-type: application/grpc…` or `application/grpc-web…`) gets gRPC's own
-/// trailers-only answer instead: HTTP 200 with `grpc-status` 16 (no or invalid credential), 7
-/// (step-up or an unmet requirement; Kratos's page in [`REDIRECT_BROWSER_TO`]) or 14 (Kratos unavailable; the delay in
-/// [`RETRY_AFTER`] and [`RETRY_PUSHBACK_MS`]), and a percent-encoded `grpc-message`; never a
-/// redirect.
-///
-/// Never a 401 for an outage: a 401 makes clients drop their session.
+/// Never a 401 for an outage: a 401 makes clients drop their session. Browser redirects and
+/// gRPC answers are the layer's, with this rejection or any other (see the [module](self)).
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
-pub struct DefaultRejection {
-    login_url: Option<Url>,
-    app_url: Option<Url>,
-    retry_after: Option<Duration>,
-}
+pub struct DefaultRejection {}
 
 impl DefaultRejection {
-    /// The default: JSON only, no browser redirects.
+    /// The default rejection.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Send browsers without a valid session to this login page, with `return_to` set to the
-    /// URL they asked for. Off by default (401 JSON for everyone).
-    ///
-    /// # Errors
-    /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_login_url(mut self, url: &str) -> Result<Self, BuildError> {
-        self.login_url = Some(parse_http_url("login_url", url)?);
-        Ok(self)
-    }
-
-    /// The app's public base URL (e.g. `https://app.example.com`), used to build `return_to`
-    /// with the request's path and query. By default the request's own origin is used (its
-    /// absolute-form target, else `http://` and its `Host` header) when it is a plain
-    /// `http`/`https` host and port, and no `return_to` is sent otherwise: set this when the app
-    /// is behind a proxy that terminates TLS.
-    ///
-    /// # Errors
-    /// When `url` is not an absolute `http`/`https` URL.
-    pub fn with_app_url(mut self, url: &str) -> Result<Self, BuildError> {
-        self.app_url = Some(parse_http_url("app_url", url)?);
-        Ok(self)
-    }
-
-    /// The `Retry-After` sent with 503 when Kratos gave none. Default: [`DEFAULT_RETRY_AFTER`].
-    pub fn with_retry_after(mut self, wait: Duration) -> Self {
-        self.retry_after = Some(wait);
-        self
     }
 }
 
 impl RejectionResponse for DefaultRejection {
-    fn response(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
-        let refusal = WithDefaultWait {
-            outcome,
-            wait: self.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-        };
-        if let Some(content_type) = grpc::grpc_content_type(request) {
-            return grpc::trailers_only(&refusal, content_type);
-        }
-        if let Some(redirect) = self.browser_redirect(outcome, request) {
-            return redirect;
-        }
-        let mut response = match outcome {
+    fn response(&self, outcome: &Outcome, _request: &Parts) -> Response<Bytes> {
+        match outcome {
             // Not a refusal; answer as a server error rather than let the request through.
             Outcome::Authenticated(_) => ErrorBody::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "an authenticated request was rejected",
             )
             .response(),
-            _ => refusal_response(&refusal),
-        };
-        if matches!(outcome, Outcome::Anonymous | Outcome::Unauthenticated(_)) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"kratos\""),
-            );
+            _ => refusal_response(outcome),
         }
+    }
+}
+
+/// Whether the request is a gRPC call (`content-type: application/grpc…` or
+/// `application/grpc-web…`): such clients read only gRPC's own answer (HTTP 200 with
+/// `grpc-status` in trailers), which the layer gives them whatever the rejection.
+pub fn is_grpc(request: &Parts) -> bool {
+    grpc::grpc_content_type(request).is_some()
+}
+
+/// How a layer refuses a request: the crate's own answers where the client needs them (gRPC's
+/// trailers-only answer, a browser's redirect to the login or step-up page), else the
+/// [`RejectionResponse`] of your choice, completed with the headers a refusal must carry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rejecter<R> {
+    pub(crate) browser: BrowserRedirects,
+    pub(crate) response: R,
+}
+
+impl<R: RejectionResponse> Rejecter<R> {
+    /// The response refusing this request, with the outcome in its extensions for whoever is
+    /// outside the layer. Every middleware of the crate refuses through here.
+    pub(crate) fn reject(&self, outcome: Outcome, request: &Parts) -> Response<Bytes> {
+        let mut response = self.answer(&outcome, request);
+        response.extensions_mut().insert(outcome);
+        response
+    }
+
+    /// The response refusing this request, without the outcome attached.
+    pub(crate) fn answer(&self, outcome: &Outcome, request: &Parts) -> Response<Bytes> {
+        if let Some(content_type) = grpc::grpc_content_type(request) {
+            return grpc::trailers_only(outcome, content_type);
+        }
+        if let Some(redirect) = self.browser.redirect_for(outcome, request) {
+            return redirect;
+        }
+        let mut response = self.response.response(outcome, request);
+        complete_headers(&mut response, outcome);
         response
     }
 }
 
-/// An outcome, with this rejection's own retry delay for outages whose cause named none.
-struct WithDefaultWait<'a> {
-    outcome: &'a Outcome,
-    wait: Duration,
-}
-
-impl Refusal for WithDefaultWait<'_> {
-    fn status(&self) -> StatusCode {
-        self.outcome.status()
-    }
-
-    fn kind(&self) -> &'static str {
-        self.outcome.kind()
-    }
-
-    fn reason(&self) -> Cow<'_, str> {
-        self.outcome.reason()
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self.outcome {
-            Outcome::Unavailable(unavailable) => {
-                Some(unavailable.retry_after().unwrap_or(self.wait))
-            }
-            _ => None,
+/// What every refusal carries, added where the rejection left it out: `Retry-After` on a 503,
+/// `WWW-Authenticate` on a 401, and `Cache-Control: no-store` (an answer about one caller's
+/// session is never for a cache to keep).
+fn complete_headers(response: &mut Response<Bytes>, outcome: &Outcome) {
+    let status = response.status();
+    let headers = response.headers_mut();
+    if status == StatusCode::SERVICE_UNAVAILABLE && !headers.contains_key(header::RETRY_AFTER) {
+        if let Some(wait) = outcome.retry_after() {
+            set_retry_after(response, wait);
         }
     }
-
-    fn redirect_browser_to(&self) -> Option<&str> {
-        self.outcome.redirect_browser_to()
+    let headers = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED && !headers.contains_key(header::WWW_AUTHENTICATE) {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"kratos\""),
+        );
+    }
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        no_store(response);
     }
 }
 
@@ -237,6 +207,7 @@ mod tests {
     use super::*;
     use crate::outcome::{AalRequired, Unavailable};
     use http::Request;
+    use std::time::Duration;
 
     fn parts(uri: &str, accept: &str) -> Parts {
         Request::get(uri)
@@ -250,14 +221,14 @@ mod tests {
 
     #[test]
     fn outage_is_503_with_retry_after_never_401() {
-        let rejection = DefaultRejection::new();
+        let rejection = Rejecter::<DefaultRejection>::default();
         let outcome = Outcome::Unavailable(Unavailable::RateLimited {
             retry_after: Some(Duration::from_secs(7)),
         });
-        let response = rejection.response(&outcome, &parts("/", "*/*"));
+        let response = rejection.answer(&outcome, &parts("/", "*/*"));
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-        let response = rejection.response(
+        let response = rejection.answer(
             &Outcome::Unavailable(Unavailable::Timeout),
             &parts("/", "*/*"),
         );

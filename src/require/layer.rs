@@ -132,11 +132,14 @@ where
         let layered =
             extensions.get::<Outcome>().is_some() || extensions.get::<KratosSession>().is_some();
         if !layered {
-            // A wiring mistake: the server's, never the user's "signed out".
+            // A wiring mistake: the server's, never the user's "signed out"; the answer says how
+            // to fix it, as the extractors' does.
             let response = ErrorBody::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "the session service is misconfigured",
             )
+            .id("misconfigured")
+            .reason(MISSING_LAYER)
             .response();
             return RequireFuture::refused(response);
         }
@@ -203,9 +206,7 @@ fn refusal_response<R: RejectionResponse>(
     parts: &http::request::Parts,
 ) -> Response<Bytes> {
     let outcome = with_flow(policy, outcome);
-    let mut response = policy.rejection.response(&outcome, parts);
-    response.extensions_mut().insert(outcome);
-    response
+    policy.rejection.reject(outcome, parts)
 }
 
 /// The outcome with Kratos's browser login flow that meets it, for a second factor or a recent
