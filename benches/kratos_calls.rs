@@ -21,8 +21,9 @@ use std::{
 
 use http::{Request, StatusCode};
 use kratos_stand_in::{Endpoint, KratosStandIn};
+use rand_distr::{Distribution, Zipf};
 use support::{
-    drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, LoadCredential, Zipf,
+    drive, env_count, env_seconds, machine, trivial, with_cookie, with_token, LoadCredential,
 };
 use tokio::{runtime::Runtime, sync::Barrier};
 use tower::{ServiceBuilder, ServiceExt};
@@ -116,7 +117,7 @@ async fn load(kratos: &KratosStandIn) {
     let requests = LoadCredential::for_sessions(&sessions);
     let seen: Arc<Vec<AtomicBool>> =
         Arc::new((0..SESSIONS).map(|_| AtomicBool::new(false)).collect());
-    let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
+    let zipf = Zipf::new(SESSIONS as f64, ZIPF_S).expect("valid Zipf parameters");
 
     let layered = ServiceBuilder::new()
         .layer(
@@ -135,7 +136,8 @@ async fn load(kratos: &KratosStandIn) {
     let run = {
         let seen = Arc::clone(&seen);
         drive(layered, clients, duration, move |rng| {
-            let rank = zipf.sample(rng);
+            // Zipf draws ranks 1..=n.
+            let rank = zipf.sample(rng) as usize - 1;
             seen[rank].store(true, Ordering::Relaxed);
             requests[rank].request()
         })

@@ -27,9 +27,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hdrhistogram::Histogram;
 use http::{Request, Response, StatusCode};
 use kratos_stand_in::{Endpoint, KratosStandIn};
-use support::{env_count, machine, trivial, with_cookie, with_token, Human, Latencies, Rng};
+use rand::{rngs::SmallRng, RngExt, SeedableRng};
+use support::{env_count, latencies, machine, trivial, with_cookie, with_token, Human, Latencies};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_kratos::{
@@ -596,9 +598,9 @@ fn per_session(
                 .collect::<Vec<_>>(),
         );
         fill(&small, &few, StatusCode::OK).await;
-        let mut full = Latencies::default();
-        let mut small_cache = Latencies::default();
-        let mut rng = Rng::new(7);
+        let mut full = latencies();
+        let mut small_cache = latencies();
+        let mut rng = SmallRng::seed_from_u64(7);
         // Interleaved in rounds, so drift on a shared machine hits both alike.
         for _ in 0..20 {
             hits(
@@ -620,7 +622,7 @@ fn per_session(
             )
             .await;
         }
-        (full.sorted(), small_cache.sorted())
+        (full, small_cache)
     });
     println!();
     println!("cache-hit latency through the layer, one client, uniformly random session:");
@@ -629,32 +631,32 @@ fn per_session(
     for (entries, latencies) in [(sessions, &full_latency), (SMALL_CACHE, &small_latency)] {
         println!(
             "| {entries} | {} | {} | {} | {} |",
-            Human(latencies.percentile(50.0)),
-            Human(latencies.percentile(99.0)),
-            Human(latencies.percentile(99.9)),
-            Human(latencies.mean())
+            Human(latencies.at_quantile(0.5)),
+            Human(latencies.at_quantile(0.99)),
+            Human(latencies.at_quantile(0.999)),
+            Human(latencies.mean_latency())
         );
     }
 }
 
 async fn hits<S, B>(
     service: &S,
-    rng: &mut Rng,
+    rng: &mut SmallRng,
     credentials: &[(String, String)],
     among: usize,
     count: usize,
-    latencies: &mut Latencies,
+    latencies: &mut Histogram<u64>,
 ) where
     S: Service<Request<String>, Response = Response<B>> + Clone,
     S::Error: std::fmt::Debug,
 {
     let mut service = service.clone();
     for _ in 0..count {
-        let request = with_token(&credentials[rng.below(among)].0);
+        let request = with_token(&credentials[rng.random_range(..among)].0);
         let sent = Instant::now();
         let ready = service.ready().await.expect("ready");
         let response = ready.call(request).await.expect("call");
-        latencies.push(sent.elapsed());
+        latencies.record_latency(sent.elapsed());
         assert_eq!(response.status(), StatusCode::OK);
     }
 }

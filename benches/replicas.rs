@@ -43,13 +43,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hdrhistogram::Histogram;
 use http::{Request, Response, StatusCode};
 use kratos_stand_in::{Endpoint, KratosStandIn, TestSession};
+use rand::{rngs::SmallRng, RngExt};
+use rand_distr::{Distribution, Zipf};
 use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 use support::{
-    drive, env_count, env_seconds, machine, trivial, with_token, Human, Latencies, LoadCredential,
-    Rng, Zipf,
+    drive, env_count, env_seconds, latencies, machine, trivial, with_token, Human, Latencies,
+    LoadCredential,
 };
 use tokio::runtime::Runtime;
 use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
@@ -246,7 +249,7 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: Backend<'_>, alone
     let clients = env_count("LOAD_CLIENTS", 16);
     let sessions: Vec<TestSession> = (0..SESSIONS).map(|_| kratos.create_session()).collect();
     let requests = LoadCredential::for_sessions(&sessions);
-    let zipf = Arc::new(Zipf::new(SESSIONS, ZIPF_S));
+    let zipf = Zipf::new(SESSIONS as f64, ZIPF_S).expect("valid Zipf parameters");
     println!();
     println!(
         "1. Kratos load by replica count over {}: {SESSIONS} sessions, Zipf s={ZIPF_S}, \
@@ -267,15 +270,15 @@ async fn load_by_replica_count(kratos: &KratosStandIn, redis: Backend<'_>, alone
             }
             kratos.reset_counters();
             let requests = Arc::clone(&requests);
-            let zipf = Arc::clone(&zipf);
             let run = drive(
                 Balancer(Arc::new(replicas)),
                 clients,
                 duration,
-                move |rng: &mut Rng| {
-                    let rank = zipf.sample(rng);
+                move |rng: &mut SmallRng| {
+                    // Zipf draws ranks 1..=n.
+                    let rank = zipf.sample(rng) as usize - 1;
                     let mut request = requests[rank].request();
-                    request.extensions_mut().insert(To(rng.below(n)));
+                    request.extensions_mut().insert(To(rng.random_range(..n)));
                     request
                 },
             )
@@ -309,7 +312,7 @@ async fn revocation_propagation(kratos: &KratosStandIn, redis: Backend<'_>) {
         let builder = builder(kratos, Some(redis)).cache_ttl(Duration::from_secs(300));
         replicas.push(replica(builder, true).await);
     }
-    let mut latencies = Latencies::with_capacity(2 * REVOCATIONS);
+    let mut latencies = latencies();
     let mut worst = Duration::ZERO;
     for _ in 0..REVOCATIONS {
         let victim = kratos.create_session();
@@ -339,10 +342,9 @@ async fn revocation_propagation(kratos: &KratosStandIn, redis: Backend<'_>) {
             }
             let took = revoked.elapsed();
             worst = worst.max(took);
-            latencies.push(took);
+            latencies.record_latency(took);
         }
     }
-    let sorted = latencies.sorted();
     println!();
     println!(
         "2. revocation propagation over {}: {REVOCATIONS} sessions cached on 3 replicas, each \
@@ -351,10 +353,12 @@ async fn revocation_propagation(kratos: &KratosStandIn, redis: Backend<'_>) {
     );
     println!(
         "   p50 {}, p99 {}, max {} (target: p99 < 100 ms, never over 1 s: {})",
-        Human(sorted.percentile(0.50)),
-        Human(sorted.percentile(0.99)),
+        Human(latencies.at_quantile(0.5)),
+        Human(latencies.at_quantile(0.99)),
         Human(worst),
-        if sorted.percentile(0.99) < Duration::from_millis(100) && worst < Duration::from_secs(1) {
+        if latencies.at_quantile(0.99) < Duration::from_millis(100)
+            && worst < Duration::from_secs(1)
+        {
             "met"
         } else {
             "NOT met"
@@ -386,11 +390,11 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
         .get_connection_manager()
         .await
         .expect("connect");
-    let mut round_trip = Latencies::with_capacity(rounds * per_round);
-    let mut local_hit = Latencies::with_capacity(rounds * per_round);
-    let mut redis_hit = Latencies::with_capacity(rounds * per_round);
-    let mut miss_with_redis = Latencies::with_capacity(rounds * per_round);
-    let mut miss_alone = Latencies::with_capacity(rounds * per_round);
+    let mut round_trip = latencies();
+    let mut local_hit = latencies();
+    let mut redis_hit = latencies();
+    let mut miss_with_redis = latencies();
+    let mut miss_alone = latencies();
     let timed = |service: &Replica, session: &TestSession| {
         let service = service.clone();
         let request = with_token(&session.token);
@@ -410,16 +414,16 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
         }
         wait_for_entries(redis, &shared).await;
         for session in &shared {
-            redis_hit.push(timed(&reader, session).await);
+            redis_hit.record_latency(timed(&reader, session).await);
         }
         for session in &shared {
-            local_hit.push(timed(&reader, session).await);
+            local_hit.record_latency(timed(&reader, session).await);
         }
         for _ in 0..per_round {
-            miss_with_redis.push(timed(&reader, &kratos.create_session()).await);
+            miss_with_redis.record_latency(timed(&reader, &kratos.create_session()).await);
         }
         for _ in 0..per_round {
-            miss_alone.push(timed(&alone, &kratos.create_session()).await);
+            miss_alone.record_latency(timed(&alone, &kratos.create_session()).await);
         }
         for _ in 0..per_round {
             let started = Instant::now();
@@ -427,15 +431,15 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
                 .query_async(&mut manager)
                 .await
                 .expect("PONG");
-            round_trip.push(started.elapsed());
+            round_trip.record_latency(started.elapsed());
         }
     }
     let rows = [
-        ("local hit", summary(local_hit)),
-        ("Redis hit (another replica asked)", summary(redis_hit)),
-        ("miss with Redis (whoami 2 ms)", summary(miss_with_redis)),
-        ("miss without Redis (whoami 2 ms)", summary(miss_alone)),
-        ("(one Redis round trip: PING)", summary(round_trip)),
+        ("local hit", summary(&local_hit)),
+        ("Redis hit (another replica asked)", summary(&redis_hit)),
+        ("miss with Redis (whoami 2 ms)", summary(&miss_with_redis)),
+        ("miss without Redis (whoami 2 ms)", summary(&miss_alone)),
+        ("(one Redis round trip: PING)", summary(&round_trip)),
     ];
     println!();
     println!(
@@ -463,12 +467,11 @@ async fn lookup_costs(kratos: &KratosStandIn, redis: &RedisServer) {
 }
 
 /// Mean, median and p99.
-fn summary(latencies: Latencies) -> (Duration, Duration, Duration) {
-    let sorted = latencies.sorted();
+fn summary(latencies: &Histogram<u64>) -> (Duration, Duration, Duration) {
     (
-        sorted.mean(),
-        sorted.percentile(0.5),
-        sorted.percentile(0.99),
+        latencies.mean_latency(),
+        latencies.at_quantile(0.5),
+        latencies.at_quantile(0.99),
     )
 }
 
@@ -524,9 +527,12 @@ async fn cached_path(kratos: &KratosStandIn, redis: &RedisServer) {
         for shared in order {
             let service = if shared { &with_redis } else { &without };
             let sessions = Arc::clone(&sessions);
-            let run = drive(service.clone(), clients, slice, move |rng: &mut Rng| {
-                with_token(&sessions[rng.below(sessions.len())])
-            })
+            let run = drive(
+                service.clone(),
+                clients,
+                slice,
+                move |rng: &mut SmallRng| with_token(&sessions[rng.random_range(..sessions.len())]),
+            )
             .await;
             assert_eq!(run.failures, 0);
             rates[usize::from(shared)] = run.throughput();
@@ -575,12 +581,7 @@ async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &Re
         backend.flush();
         let (_, writer) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
         let (_, reader) = replica(builder(kratos, Some(backend)).cache_ttl(ttl), true).await;
-        sides.push((
-            server,
-            writer,
-            reader,
-            Latencies::with_capacity(rounds * per_round),
-        ));
+        sides.push((server, writer, reader, latencies()));
     }
     let mut ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -604,7 +605,7 @@ async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &Re
                     status(reader, with_token(&session.token)).await,
                     StatusCode::OK
                 );
-                latencies.push(one.elapsed());
+                latencies.record_latency(one.elapsed());
             }
             means[side] = started.elapsed() / per_round as u32;
         }
@@ -612,8 +613,8 @@ async fn tls_against_plain(kratos: &KratosStandIn, plain: &RedisServer, tls: &Re
     }
     ratios.sort_by(f64::total_cmp);
     let [plain_side, tls_side] = [sides.remove(0), sides.remove(0)];
-    let (plain_mean, plain_p50, plain_p99) = summary(plain_side.3);
-    let (tls_mean, tls_p50, tls_p99) = summary(tls_side.3);
+    let (plain_mean, plain_p50, plain_p99) = summary(&plain_side.3);
+    let (tls_mean, tls_p50, tls_p99) = summary(&tls_side.3);
     println!();
     println!(
         "5. a Redis hit (another replica asked Kratos) over TLS against plain TCP: {rounds} \

@@ -27,7 +27,8 @@ use std::{
 
 use http::{header, Request, Response, StatusCode};
 use kratos_stand_in::Endpoint;
-use support::{drive, env_seconds, machine, trivial, with_token, Human, Latencies, Run};
+use rand::{rngs::SmallRng, RngExt};
+use support::{drive, env_seconds, latencies, machine, trivial, with_token, Human, Latencies, Run};
 use tokio::runtime::Runtime;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_kratos::{session::Session, KratosLayer, KratosSession};
@@ -143,18 +144,17 @@ fn main() {
 
         // What one whoami costs from here: the stand-in's 2 ms sleep rounds up to Tokio's
         // millisecond timer, plus the loopback round trip.
-        let mut round_trips = Latencies::default();
+        let mut round_trips = latencies();
         for token in tokens.iter().take(200) {
             let sent = Instant::now();
             let response = hand.clone().oneshot(with_token(token)).await;
-            round_trips.push(sent.elapsed());
+            round_trips.record_latency(sent.elapsed());
             assert_eq!(response.map(|r| r.status()), Ok(StatusCode::OK));
         }
-        let round_trips = round_trips.sorted();
         println!(
             "hand-written, 1 client, sequential: p50 {} p99 {} (the whoami round trip)",
-            Human(round_trips.percentile(50.0)),
-            Human(round_trips.percentile(99.0)),
+            Human(round_trips.at_quantile(0.5)),
+            Human(round_trips.at_quantile(0.99)),
         );
 
         // Warm the layer's cache with every session.
@@ -168,7 +168,7 @@ fn main() {
         for clients in CLIENTS {
             let pick = {
                 let tokens = Arc::clone(&tokens);
-                move |rng: &mut support::Rng| with_token(&tokens[rng.below(tokens.len())])
+                move |rng: &mut SmallRng| with_token(&tokens[rng.random_range(..tokens.len())])
             };
             // A short unrecorded run first, so both sides start with open connections and a
             // running scheduler.
@@ -221,8 +221,8 @@ fn main() {
                 "| {} | {name} | {:.0} | {} | {} | {:.3} |",
                 cell.clients,
                 run.throughput(),
-                Human(run.latencies.percentile(50.0)),
-                Human(run.latencies.percentile(99.0)),
+                Human(run.latencies.at_quantile(0.5)),
+                Human(run.latencies.at_quantile(0.99)),
                 whoami as f64 * 1000.0 / run.requests as f64,
             );
         }
@@ -236,17 +236,17 @@ fn main() {
             "| {} | {:.1}× | {} | {:.0}× | {:.0}× |",
             cell.clients,
             cell.layer.throughput() / cell.hand.throughput(),
-            Human(hand.percentile(50.0).saturating_sub(layer.percentile(50.0))),
-            ratio(hand.percentile(50.0), layer.percentile(50.0)),
-            ratio(hand.percentile(99.0), layer.percentile(99.0)),
+            Human(hand.at_quantile(0.5).saturating_sub(layer.at_quantile(0.5))),
+            ratio(hand.at_quantile(0.5), layer.at_quantile(0.5)),
+            ratio(hand.at_quantile(0.99), layer.at_quantile(0.99)),
         );
     }
     if let Some(cell) = cells.iter().find(|cell| cell.clients == 64) {
         let saved = cell
             .hand
             .latencies
-            .percentile(50.0)
-            .saturating_sub(cell.layer.latencies.percentile(50.0));
+            .at_quantile(0.5)
+            .saturating_sub(cell.layer.latencies.at_quantile(0.5));
         let per_1000 = cell.layer_whoami as f64 * 1000.0 / cell.layer.requests as f64;
         println!();
         println!("targets at 64 clients:");

@@ -1,5 +1,5 @@
-//! What the harness-less benches share: the trivial service both sides wrap, request builders, a
-//! latency histogram, a Zipf sampler, a client driver, and a Kratos stand-in on its own runtime.
+//! What the harness-less benches share: the trivial service both sides wrap, request builders,
+//! latency histograms (hdrhistogram), a client driver, and a Kratos stand-in on its own runtime.
 
 // Each bench uses a subset of this module; the rest would be dead code in that target.
 #![allow(dead_code)]
@@ -11,8 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hdrhistogram::Histogram;
 use http::{Request, Response, StatusCode};
 use kratos_stand_in::{KratosStandIn, TestSession};
+use rand::{rngs::SmallRng, SeedableRng};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
@@ -95,111 +97,31 @@ impl fmt::Display for Human {
     }
 }
 
-/// Request latencies. A sorted `Vec` gives exact percentiles; a few million entries sort in well
-/// under a second, so a bucketed histogram would buy nothing here.
-#[derive(Default)]
-pub struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self(Vec::with_capacity(capacity))
-    }
-
-    pub fn push(&mut self, latency: Duration) {
-        self.0.push(latency);
-    }
-
-    pub fn append(&mut self, other: &mut Latencies) {
-        self.0.append(&mut other.0);
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Sorts once; then [`percentile`](Self::percentile) is an index.
-    pub fn sorted(mut self) -> Sorted {
-        self.0.sort_unstable();
-        Sorted(self.0)
-    }
+/// Latencies in nanoseconds, up to a minute, to three significant digits: an HDR histogram, so
+/// recording is constant-time and memory stays fixed however long a run is.
+pub fn latencies() -> Histogram<u64> {
+    Histogram::new_with_max(60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-pub struct Sorted(Vec<Duration>);
-
-impl Sorted {
-    /// The nearest-rank percentile (`p` in 0..=100); zero when empty.
-    pub fn percentile(&self, p: f64) -> Duration {
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
-        self.0[rank.clamp(1, self.0.len()) - 1]
-    }
-
-    pub fn mean(&self) -> Duration {
-        if self.0.is_empty() {
-            return Duration::ZERO;
-        }
-        self.0.iter().sum::<Duration>() / self.0.len() as u32
-    }
+/// [`Histogram`]s of nanoseconds read and written as [`Duration`]s.
+pub trait Latencies {
+    fn record_latency(&mut self, latency: Duration);
+    /// The latency at `quantile` (0.5 for the median, 0.99 for p99); zero when empty.
+    fn at_quantile(&self, quantile: f64) -> Duration;
+    fn mean_latency(&self) -> Duration;
 }
 
-/// xorshift64*: a fast, seeded generator. Benchmarks need repeatable, cheap numbers, not
-/// cryptographic ones.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        // Zero is xorshift's one fixed point.
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+impl Latencies for Histogram<u64> {
+    fn record_latency(&mut self, latency: Duration) {
+        self.saturating_record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    fn at_quantile(&self, quantile: f64) -> Duration {
+        Duration::from_nanos(self.value_at_quantile(quantile))
     }
 
-    /// Uniform in `0..n` (the modulo bias is far below what a benchmark can see).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf popularity over `n` items: item `k` (0-based) is drawn with weight `1 / (k + 1)^s`, the
-/// way a few users make most of a site's traffic. Sampling inverts the cumulative weights.
-pub struct Zipf {
-    cumulative: Vec<f64>,
-}
-
-impl Zipf {
-    pub fn new(n: usize, s: f64) -> Self {
-        let mut total = 0.0;
-        let mut cumulative: Vec<f64> = (1..=n)
-            .map(|rank| {
-                total += 1.0 / (rank as f64).powf(s);
-                total
-            })
-            .collect();
-        for weight in &mut cumulative {
-            *weight /= total;
-        }
-        Self { cumulative }
-    }
-
-    pub fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cumulative
-            .partition_point(|&weight| weight <= u)
-            .min(self.cumulative.len() - 1)
+    fn mean_latency(&self) -> Duration {
+        Duration::from_secs_f64(self.mean() / 1e9)
     }
 }
 
@@ -264,7 +186,7 @@ pub struct Run {
     /// Answers that were not 200.
     pub failures: u64,
     pub elapsed: Duration,
-    pub latencies: Sorted,
+    pub latencies: Histogram<u64>,
 }
 
 impl Run {
@@ -275,14 +197,15 @@ impl Run {
 
 /// Runs `clients` concurrent clients for `duration`, each sending its next request as soon as the
 /// previous one is answered (a closed loop, as keep-alive connections behave). The request is
-/// built before the clock starts, so only the service's work is timed.
+/// built before the clock starts, so only the service's work is timed. Each client draws from its
+/// own seeded generator, so runs are repeatable.
 pub async fn drive<S, B, F>(service: S, clients: usize, duration: Duration, request: F) -> Run
 where
     S: Service<Request<String>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Debug,
     B: Send + 'static,
-    F: Fn(&mut Rng) -> Request<String> + Send + Sync + 'static,
+    F: Fn(&mut SmallRng) -> Request<String> + Send + Sync + 'static,
 {
     let request = Arc::new(request);
     let started = Instant::now();
@@ -292,8 +215,8 @@ where
             let mut service = service.clone();
             let request = Arc::clone(&request);
             tokio::spawn(async move {
-                let mut rng = Rng::new(client as u64 + 1);
-                let mut latencies = Latencies::with_capacity(1 << 16);
+                let mut rng = SmallRng::seed_from_u64(client as u64 + 1);
+                let mut latencies = latencies();
                 let mut failures = 0u64;
                 while Instant::now() < deadline {
                     let next = request(&mut rng);
@@ -305,7 +228,7 @@ where
                         .call(next)
                         .await
                         .expect("service call");
-                    latencies.push(sent.elapsed());
+                    latencies.record_latency(sent.elapsed());
                     if response.status() != StatusCode::OK {
                         failures += 1;
                     }
@@ -314,18 +237,18 @@ where
             })
         })
         .collect();
-    let mut all = Latencies::default();
+    let mut all = latencies();
     let mut failures = 0;
     for task in tasks {
-        let (mut latencies, failed) = task.await.expect("client task");
-        all.append(&mut latencies);
+        let (latencies, failed) = task.await.expect("client task");
+        all.add(&latencies).expect("same bounds");
         failures += failed;
     }
     let elapsed = started.elapsed();
     Run {
-        requests: all.len() as u64,
+        requests: all.len(),
         failures,
         elapsed,
-        latencies: all.sorted(),
+        latencies: all,
     }
 }
