@@ -1,4 +1,4 @@
-//! When Kratos fails: the README's fault matrix (each fault × the credential's cache entry ×
+//! When Kratos fails: the guide's fault matrix (each fault × the credential's cache entry ×
 //! stale-if-error off or on, every cell a real request through the layer against a stand-in with
 //! the fault injected), then the rules each column relies on: stale-if-error's limits, back-off
 //! after 429s and failures, the cap on whoami calls in flight, cancelled requests, and a flood of
@@ -96,7 +96,7 @@ async fn wait_until_idle(layer: &KratosLayer) {
 // ---------------------------------------------------------------------------------------------
 // The fault matrix
 
-/// The faults of the README's matrix.
+/// The faults of the guide's matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
     Down,
@@ -341,7 +341,7 @@ async fn matrix_connection_reset() {
     row(Failure::ConnectionReset).await;
 }
 
-/// The README's table, rendered from [`expected`].
+/// The guide's table (`tower_kratos::guide::operations`), rendered from [`expected`].
 fn matrix_markdown() -> String {
     let mut table = String::from("| Kratos fault |");
     for entry in Entry::ALL {
@@ -381,12 +381,12 @@ fn matrix_markdown() -> String {
 }
 
 #[test]
-fn the_readme_states_the_matrix_these_tests_check() {
-    let readme = include_str!("../README.md");
+fn the_guide_states_the_matrix_these_tests_check() {
+    let guide = include_str!("../src/guide/operations.md");
     let table = matrix_markdown();
     assert!(
-        readme.contains(&table),
-        "README.md's fault matrix differs from tests/faults.rs; it should read:\n\n{table}"
+        guide.contains(&table),
+        "src/guide/operations.md's fault matrix differs from tests/faults.rs; it should read:\n\n{table}"
     );
 }
 

@@ -236,7 +236,7 @@ async fn refusals_are_grpc_statuses_with_their_metadata() {
     assert!(!status.message().contains(&step_up.token));
 }
 
-/// Every fault of the README's fault matrix: UNAVAILABLE with the retry delay, never
+/// Every fault of the guide's fault matrix: UNAVAILABLE with the retry delay, never
 /// UNAUTHENTICATED (which a client would take as "signed out").
 #[tokio::test]
 async fn every_kratos_fault_is_unavailable_never_unauthenticated() {
