@@ -106,6 +106,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layering is in the crate docs above ("Layering"); `.ci/module-graph` checks it.
+#[macro_use]
+mod macros;
+
 pub mod authenticate;
 mod cache;
 mod client;

@@ -2,7 +2,7 @@
 //! response.
 //!
 //! Kratos re-issues the session cookie on whoami when the one sent carries an older expiry than
-//! the session's (after an extension, here or elsewhere: API.md §a). Only the session cookie (by
+//! the session's (after an extension, here or elsewhere: Kratos's `session/handler.go` `whoami`). Only the session cookie (by
 //! the configured names) is passed on, only to a request that came with a cookie, and appended,
 //! never replacing the response's own cookies.
 

@@ -106,12 +106,12 @@ impl Session {
         use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
         #[derive(Deserialize)]
         struct Expiry {
-            exp: i64,
+            exp: serde_json::Value,
         }
         let payload = self.tokenized.as_deref()?.split('.').nth(1)?;
         let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let Expiry { exp } = serde_json::from_slice(&bytes).ok()?;
-        OffsetDateTime::from_unix_timestamp(exp).ok()
+        numeric_date(&exp)
     }
 
     /// The identity's id, when the identity was sent.
@@ -441,4 +441,16 @@ mod lenient_time {
             None => serializer.serialize_none(),
         }
     }
+}
+/// A JWT's NumericDate (`exp`, `iat`, `nbf`): seconds since the epoch, possibly fractional.
+/// Read here for the cache's edge and by the JWT layer's checks alike.
+pub(crate) fn numeric_date(value: &serde_json::Value) -> Option<OffsetDateTime> {
+    let seconds = value.as_f64()?;
+    if !seconds.is_finite() {
+        return None;
+    }
+    // Whole seconds are what Kratos writes; a fraction is dropped, towards the past.
+    #[allow(clippy::cast_possible_truncation)]
+    let whole = seconds.floor() as i64;
+    OffsetDateTime::from_unix_timestamp(whole).ok()
 }

@@ -2,7 +2,7 @@
 //!
 //! Credentials: whatever bytes the `Cookie`, `X-Session-Token` and `Authorization` headers hold,
 //! `find_credential` returns a typed answer and never panics; where the input is well formed the
-//! answer is the one Kratos's `extractToken` gives (`shared/kratos/API.md`, section a): a
+//! answer is the one Kratos's `extractToken` gives (`session/manager_http.go` `extractToken`): a
 //! non-empty `X-Session-Token` decides alone, then the first cookie of each session name, then
 //! `Bearer <token>` split on single spaces. The last credential property drives the layer
 //! against the stand-in on loopback and checks what Kratos received.
@@ -260,7 +260,7 @@ fn cookie_headers(cookies: Vec<Raw>) -> Vec<(&'static str, Raw)> {
     cookies.into_iter().map(|value| ("cookie", value)).collect()
 }
 
-/// What Kratos decides about an `X-Session-Token` value, from API.md: used alone when non-empty
+/// What Kratos decides about an `X-Session-Token` value, from Kratos's `extractToken`: used alone when non-empty
 /// (after the whitespace HTTP strips), refused here when it cannot be a token. `None`: empty, so
 /// the next source decides.
 fn session_token_verdict(raw: &[u8]) -> Option<Result<Credential, MalformedCredential>> {

@@ -41,22 +41,9 @@ impl<S, R> KratosService<S, R> {
     pub(crate) fn new(inner: S, policy: Arc<Policy<R>>) -> Self {
         Self { inner, policy }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+inner_service_accessors!(KratosService);
 
 impl<S: Clone, R> Clone for KratosService<S, R> {
     fn clone(&self) -> Self {

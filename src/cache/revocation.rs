@@ -5,7 +5,7 @@
 //! mark outdates everything asked for before the break.
 //!
 //! Marks force a new whoami call rather than a refusal: `DELETE /sessions/{id}` answers 204 even
-//! for another identity's session (API.md §d), so refusing outright would let one user lock
+//! for another identity's session (Kratos's `session/handler.go`), so refusing outright would let one user lock
 //! another out by naming their session id.
 //!
 //! Session and identity marks are kept as keyed hashes of the ids ([`MarkKeys`]), the form

@@ -50,7 +50,7 @@ impl fmt::Debug for AdminApi {
     }
 }
 
-/// What `PATCH /admin/sessions/{id}/extend` answered (API.md §c: clients must accept both).
+/// What `PATCH /admin/sessions/{id}/extend` answered (Kratos's `session/handler.go` `adminSessionExtend`: clients must accept both).
 #[derive(Debug)]
 pub(crate) enum ExtendAnswer {
     /// 200 with the session: stock self-hosted Kratos (`faster_session_extend` off).
@@ -96,7 +96,7 @@ impl KratosClient {
             .await
     }
 
-    /// An admin `DELETE`: 204 is done, 404 is "no such session or identity" (API.md §d),
+    /// An admin `DELETE`: 204 is done, 404 is "no such session or identity" (Kratos's `session/handler.go`),
     /// anything else a failure. A 200 is not Kratos's answer (an error page from a proxy, say):
     /// nothing says the session was revoked, so it is not reported as done.
     async fn admin_delete(&self, path: &[&str]) -> Result<(), LifecycleError> {

@@ -6,8 +6,10 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use reqwest::Url;
 
-use super::{whoami::aal_required, Admission, LifecycleError};
-use crate::outcome::Unavailable;
+use serde::Deserialize;
+
+use super::{Admission, LifecycleError};
+use crate::outcome::{AalRequired, Unavailable};
 
 /// The largest answer body read from Kratos for one session (whoami, extend). A whoami body is a
 /// few KiB; identities with large traits stay far below this.
@@ -134,7 +136,9 @@ pub(super) fn parse_seconds(headers: &HeaderMap, name: &str) -> Option<Duration>
     text.parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// `base` + path segments, each percent-encoded as one segment (so no id can add a segment).
+/// `base` + path segments, each percent-encoded as one segment (so no id can add a segment),
+/// keeping any path prefix `base` has (Kratos behind `/kratos/`, say). Every Kratos URL the
+/// crate calls is made here.
 pub(super) fn with_segments(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
     url.set_query(None);
@@ -143,6 +147,53 @@ pub(super) fn with_segments(base: &Url, segments: &[&str]) -> Url {
         path.pop_if_empty().extend(segments);
     }
     url
+}
+
+/// Kratos's error envelope, as far as this crate reads it.
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    error: Option<ErrorObject>,
+    #[serde(default)]
+    redirect_browser_to: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    details: Option<serde_json::Value>,
+}
+
+const AAL2_REQUIRED: &str = "session_aal2_required";
+
+/// Kratos's "second factor required" (`session_aal2_required`, in the body or the
+/// `Ory-Error-Id` header), with the page that completes it.
+pub(super) fn aal_required(headers: &HeaderMap, body: &[u8]) -> Option<AalRequired> {
+    let envelope: Option<ErrorEnvelope> = serde_json::from_slice(body).ok();
+    let error = envelope
+        .as_ref()
+        .and_then(|envelope| envelope.error.as_ref());
+    let id_in_body = error.and_then(|error| error.id.as_deref()) == Some(AAL2_REQUIRED);
+    let id_in_header = headers
+        .get("ory-error-id")
+        .is_some_and(|value| value.as_bytes() == AAL2_REQUIRED.as_bytes());
+    if !(id_in_body || id_in_header) {
+        return None;
+    }
+    let from_details = || {
+        error
+            .and_then(|error| error.details.as_ref())
+            .and_then(|details| details.get("redirect_browser_to"))
+            .and_then(|value| value.as_str())
+            .map(str::to_owned)
+    };
+    let redirect = envelope
+        .as_ref()
+        .and_then(|envelope| envelope.redirect_browser_to.clone())
+        .or_else(from_details);
+    Some(AalRequired::new(redirect))
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl KratosClient {
         admin: Option<AdminApi>,
         admission: Admission,
     ) -> Self {
-        let mut whoami_url = join(public_url, "sessions/whoami");
+        let mut whoami_url = exchange::with_segments(public_url, &["sessions", "whoami"]);
         if let Some(template) = tokenize_as {
             whoami_url
                 .query_pairs_mut()
@@ -122,7 +122,10 @@ impl KratosClient {
     /// Kratos's browser login flow with this query (`aal=aal2`, `refresh=true`): where a
     /// browser meets a second factor or signs in again. The rejection adds `return_to`.
     pub(crate) fn login_flow_url(&self, (key, value): (&str, &str)) -> Url {
-        let mut url = join(&self.inner.public_url, "self-service/login/browser");
+        let mut url = exchange::with_segments(
+            &self.inner.public_url,
+            &["self-service", "login", "browser"],
+        );
         url.query_pairs_mut().append_pair(key, value);
         url
     }
@@ -152,16 +155,6 @@ pub(crate) fn canonical_id(id: &str) -> Result<String, LifecycleError> {
     }
 }
 
-/// `base` + `path`, keeping any path prefix `base` has (Kratos behind `/kratos/`, say).
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = base.path().trim_end_matches('/');
-    url.set_path(&format!("{prefix}/{path}"));
-    url.set_query(None);
-    url.set_fragment(None);
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,19 +176,5 @@ mod tests {
         ] {
             assert_eq!(canonical_id(bad), Err(LifecycleError::InvalidId), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn join_keeps_prefixes() {
-        let base = Url::parse("https://x.example/kratos/").unwrap();
-        assert_eq!(
-            join(&base, "sessions/whoami").as_str(),
-            "https://x.example/kratos/sessions/whoami"
-        );
-        let base = Url::parse("http://127.0.0.1:4433").unwrap();
-        assert_eq!(
-            join(&base, "sessions/whoami").as_str(),
-            "http://127.0.0.1:4433/sessions/whoami"
-        );
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     session::Session,
 };
 
-/// Kratos's answer to `DELETE /sessions/{id}` for the caller's own session (API.md §d).
+/// Kratos's answer to `DELETE /sessions/{id}` for the caller's own session (Kratos's `session/handler.go`).
 const CANNOT_REVOKE_CURRENT: &str = "current session";
 
 impl KratosClient {
@@ -30,7 +30,7 @@ impl KratosClient {
         let url = self.public_url(&["sessions", session_id]);
         let request = self.inner.http.delete(url);
         let answer = self.as_caller(request, credential, MAX_BODY_LEN).await?;
-        // Only Kratos's own 204 says the session was revoked (API.md §d).
+        // Only Kratos's own 204 says the session was revoked (Kratos's `session/handler.go`).
         match answer.status {
             StatusCode::NO_CONTENT => Ok(()),
             StatusCode::BAD_REQUEST if refuses_current_session(&answer.body) => {
@@ -123,17 +123,17 @@ impl KratosClient {
         )
         .await
         .map_err(LifecycleError::Unavailable)?;
-        // Only Kratos's own 204 says the token was logged out (API.md §e).
+        // Only Kratos's own 204 says the token was logged out (Kratos's `selfservice/flow/logout/handler.go`).
         match answer.status {
             StatusCode::NO_CONTENT => Ok(()),
             // "The provided Ory Session Token could not be found, is invalid, or otherwise
-            // malformed" (API.md §e): to the caller, the same as a 401.
+            // malformed" (Kratos's `selfservice/flow/logout/handler.go`): to the caller, the same as a 401.
             StatusCode::FORBIDDEN => Err(LifecycleError::Unauthenticated),
             _ => Err(failure(Api::Public, &answer)),
         }
     }
 
-    /// Kratos's browser logout, completed here for the caller's cookie (API.md §e): create the
+    /// Kratos's browser logout, completed here for the caller's cookie (Kratos's `selfservice/flow/logout/handler.go`): create the
     /// logout flow (`GET /self-service/logout/browser`, which names the session's logout
     /// token), then complete it (`GET /self-service/logout?token=…`), both with the cookie and
     /// `Accept: application/json`, so Kratos answers JSON and 204 rather than redirecting. The
@@ -213,7 +213,7 @@ impl KratosClient {
 }
 
 /// Whether a logout token from Kratos is one to put in a URL: Kratos's are `ory_lo_` and 32
-/// alphanumerics (older ones unprefixed, API.md "Token formats"); anything else is not Kratos's
+/// alphanumerics (older ones unprefixed, Kratos's `x/token_prefixes.go`); anything else is not Kratos's
 /// answer.
 fn is_logout_token(token: &str) -> bool {
     (1..=512).contains(&token.len())

@@ -1,19 +1,18 @@
 //! `GET /sessions/whoami`: the one call a cache miss makes, admitted by the [`Admission`], and
-//! what its answer means (API.md §a).
+//! what its answer means (Kratos's `session/handler.go` `whoami`).
 
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::{
-    exchange::{exchange, parse_seconds, retry_after, MAX_BODY_LEN},
+    exchange::{aal_required, exchange, parse_seconds, retry_after, MAX_BODY_LEN},
     KratosClient,
 };
 use crate::{
     credentials::Credential,
-    outcome::{AalRequired, Outcome, Unauthenticated, Unavailable},
+    outcome::{Outcome, Unauthenticated, Unavailable},
     session::{KratosSession, Session},
 };
 
@@ -39,7 +38,7 @@ pub(crate) struct WhoamiAnswer {
     /// reflected in the answer.
     pub(crate) asked_at: Instant,
     /// The `Set-Cookie` headers of a 200: Kratos re-issues the session cookie when the one sent
-    /// carries an older expiry than the session's (after an extension, API.md §a).
+    /// carries an older expiry than the session's (after an extension, Kratos's `session/handler.go` `whoami`).
     pub(crate) set_cookies: Vec<HeaderValue>,
 }
 
@@ -57,7 +56,7 @@ impl WhoamiAnswer {
 impl KratosClient {
     /// `GET /sessions/whoami` with this credential alone, when the admission lets it go (else
     /// the answer is [`Unavailable`]). `fresh` asks Ory Network's session cache ("Edge
-    /// Sessions") for a fresh read (`Cache-Control: max-age=0`, API.md §f): for a session this
+    /// Sessions") for a fresh read (`Cache-Control: max-age=0`, Ory's docs, `concepts/cache.mdx`): for a session this
     /// process has just revoked or extended, whose cached answer would be stale.
     pub(crate) async fn whoami(
         &self,
@@ -171,7 +170,7 @@ fn is_forwardable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-/// Maps whoami's answer to an outcome, per API.md §a.
+/// Maps whoami's answer to an outcome, per Kratos's `session/handler.go` `whoami`.
 fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Outcome {
     match status {
         StatusCode::OK => match serde_json::from_slice::<Session>(body) {
@@ -192,7 +191,7 @@ fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Out
             Some(step_up) => Outcome::AalRequired(step_up),
             None => Outcome::Unavailable(Unavailable::Status(status)),
         },
-        // Ory's guidance is to prefer `x-ratelimit-reset` (API.md §f).
+        // Ory's guidance is to prefer `x-ratelimit-reset` (Ory's docs, `concepts/cache.mdx`).
         StatusCode::TOO_MANY_REQUESTS => Outcome::Unavailable(Unavailable::RateLimited {
             retry_after: retry_after(headers, &["x-ratelimit-reset", "retry-after"]),
         }),
@@ -200,54 +199,10 @@ fn interpret_whoami(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Out
     }
 }
 
-/// Kratos's error envelope, as far as this crate reads it.
-#[derive(Deserialize)]
-struct ErrorEnvelope {
-    #[serde(default)]
-    error: Option<ErrorObject>,
-    #[serde(default)]
-    redirect_browser_to: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorObject {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    details: Option<serde_json::Value>,
-}
-
-const AAL2_REQUIRED: &str = "session_aal2_required";
-
-pub(super) fn aal_required(headers: &HeaderMap, body: &[u8]) -> Option<AalRequired> {
-    let envelope: Option<ErrorEnvelope> = serde_json::from_slice(body).ok();
-    let error = envelope
-        .as_ref()
-        .and_then(|envelope| envelope.error.as_ref());
-    let id_in_body = error.and_then(|error| error.id.as_deref()) == Some(AAL2_REQUIRED);
-    let id_in_header = headers
-        .get("ory-error-id")
-        .is_some_and(|value| value.as_bytes() == AAL2_REQUIRED.as_bytes());
-    if !(id_in_body || id_in_header) {
-        return None;
-    }
-    let from_details = || {
-        error
-            .and_then(|error| error.details.as_ref())
-            .and_then(|details| details.get("redirect_browser_to"))
-            .and_then(|value| value.as_str())
-            .map(str::to_owned)
-    };
-    let redirect = envelope
-        .as_ref()
-        .and_then(|envelope| envelope.redirect_browser_to.clone())
-        .or_else(from_details);
-    Some(AalRequired::new(redirect))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::AalRequired;
 
     #[test]
     fn a_200_is_trusted_only_for_an_active_unexpired_session() {

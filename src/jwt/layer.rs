@@ -87,7 +87,7 @@ impl<R> JwtLayer<R> {
 
     /// The revocation subscription's state, with a shared cache configured.
     #[cfg(feature = "redis")]
-    pub fn shared_cache_stats(&self) -> Option<crate::authenticate::SharedCacheStats> {
+    pub fn shared_cache_stats(&self) -> Option<crate::shared_cache::SharedCacheStats> {
         self.policy
             .verifier
             .revocations

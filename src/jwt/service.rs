@@ -45,17 +45,9 @@ impl<S, R> JwtService<S, R> {
     pub(crate) fn new(inner: S, policy: Arc<JwtPolicy<R>>) -> Self {
         Self { inner, policy }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, consuming the wrapper.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+inner_service_accessors!(JwtService);
 
 impl<S: Clone, R> Clone for JwtService<S, R> {
     fn clone(&self) -> Self {
@@ -242,10 +234,9 @@ where
                     policy,
                 } => {
                     let decided = ready!(keys.as_mut().poll(cx));
-                    let Some(request) = request.take() else {
-                        // Polled after completion: the request went on before.
-                        return Poll::Pending;
-                    };
+                    let request = request
+                        .take()
+                        .expect("JwtResponseFuture polled after completion");
                     decide(decided, request, service, policy)
                 }
                 StateProj::Inner { future } => {

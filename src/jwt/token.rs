@@ -7,7 +7,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::defaults::MAX_TOKEN_LEN;
+use crate::{defaults::MAX_TOKEN_LEN, session::numeric_date};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde::{de::DeserializeOwned, Deserialize};
@@ -262,18 +262,6 @@ impl Parts<'_> {
 /// Issuers compare as Kratos writes them, a trailing `/` aside (its base URL usually has one).
 fn same_issuer(token: &str, configured: &str) -> bool {
     token.trim_end_matches('/') == configured.trim_end_matches('/')
-}
-
-/// A JSON NumericDate: seconds since the epoch, possibly fractional.
-fn numeric_date(value: &Value) -> Option<OffsetDateTime> {
-    let seconds = value.as_f64()?;
-    if !seconds.is_finite() {
-        return None;
-    }
-    // Whole seconds are what Kratos writes; a fraction is dropped, towards the past.
-    #[allow(clippy::cast_possible_truncation)]
-    let whole = seconds.floor() as i64;
-    OffsetDateTime::from_unix_timestamp(whole).ok()
 }
 
 /// A header or claims segment: base64url, then JSON that names each member once (at any

@@ -77,6 +77,8 @@ pub struct RequireService<S, R = DefaultRejection> {
     layer: RequireLayer<R>,
 }
 
+inner_service_accessors!(RequireService);
+
 impl<S: Clone, R> Clone for RequireService<S, R> {
     fn clone(&self) -> Self {
         Self {
