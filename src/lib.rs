@@ -48,8 +48,11 @@
 //!
 //! # Layering
 //! A request's way through the crate reads one direction: request → credentials → cache →
-//! client → outcome → extensions or rejection. Each module uses only the modules above it in
-//! this list (CI checks that the graph has no cycle: `.ci/module-graph`):
+//! client → outcome → extensions or rejection. The modules' imports go one way too: in this
+//! table, bottom first, each module uses only modules on rows above it. A module is a file under
+//! `src/` or a folder taken whole (`client/`); "uses" lists exactly the modules it imports
+//! directly. CI checks this table against the real imports, and that they have no cycle
+//! (`.ci/module-graph`):
 //!
 //! | module | what it is | uses |
 //! |---|---|---|
@@ -57,23 +60,26 @@
 //! | `log_limit` | warnings that cannot flood the log | nothing |
 //! | `session` | the Kratos session model | nothing |
 //! | `credentials` | finding the credential in a request | nothing |
-//! | `outcome` | what a lookup can end in | config, credentials, response, session |
 //! | `response` | the one JSON error body, `Retry-After` | nothing |
-//! | `relay` | passing Kratos's `Set-Cookie` on | credentials |
-//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
-//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | config, log_limit, session |
-//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | client, shared_cache and below |
-//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
-//! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | outcome, response, config |
-//! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
-//! | `lifecycle` | the public lifecycle helpers, browser logout included | shared and below |
-//! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | shared and below |
-//! | `body`, `future`, `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | shared and below |
-//! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`] | everything above |
-//! | `extract` | axum extractors | outcome, rejection, response, session |
-//! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service, jwt and below |
-//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors) | cache (revocations heard), extract, rejection, outcome, config and below |
-//! | `testing` | the Kratos stand-in | nothing of the crate |
+//! | `body` | [`ResponseBody`]: the inner service's body, or the rejection's | nothing |
+//! | `testing/` | feature `test-util`: the Kratos stand-in | nothing |
+//! | `outcome` | what a lookup can end in | `config`, `credentials`, `response`, `session` |
+//! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
+//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `log_limit`, `session` |
+//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `config`, `credentials`, `log_limit`, `outcome`, `response`, `session` |
+//! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | `config`, `outcome`, `response` |
+//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `log_limit`, `outcome`, `session`, `shared_cache/` |
+//! | `extract` | feature `axum`: axum extractors | `log_limit`, `outcome`, `rejection/`, `response`, `session` |
+//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `config`, `credentials`, `outcome`, `session` |
+//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `body`, `cache/`, `config`, `extract`, `log_limit`, `outcome`, `rejection/`, `shared_cache/` |
+//! | `shared` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `extend`, `log_limit`, `outcome`, `rejection/` |
+//! | `lifecycle` | the public lifecycle helpers, browser logout included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `shared` |
+//! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | `body`, `cache/`, `credentials`, `log_limit`, `outcome`, `rejection/`, `response`, `session`, `shared` |
+//! | `future` | the response future: the lookup when the cache could not answer at once, then the inner service or the rejection | `body`, `config`, `extend`, `outcome`, `rejection/`, `relay`, `shared` |
+//! | `service` | [`KratosService`]: `call` serves a hit at once, a miss through its response future | `body`, `cache/`, `credentials`, `future`, `log_limit`, `outcome`, `rejection/`, `relay`, `shared` |
+//! | `layer` | [`KratosLayer`], one layer's policy behind an `Arc` | `config`, `lifecycle`, `rejection/`, `require/`, `service`, `shared`, `shared_cache/` |
+//! | `tonic` | feature `tonic`: the tonic extension trait, statuses, `NamedService` | `client/`, `credentials`, `jwt/`, `lifecycle`, `outcome`, `rejection/`, `require/`, `response`, `service`, `session` |
+//! | `builder` | [`KratosLayerBuilder`]: every setting, its default, the checks `build` makes | `cache/`, `client/`, `config`, `credentials`, `extend`, `layer`, `log_limit`, `outcome`, `rejection/`, `shared`, `shared_cache/` |
 //!
 //! # Security
 //! - Only the chosen credential is sent to Kratos: the session cookie as `name=value` (with any
