@@ -36,6 +36,9 @@
 //! ```
 //!
 //! # Modules
+//! - [`guide`]: the long-form documentation, chapter by chapter, with examples that run.
+//! - [`authenticate`]: the session layer, its builder, service and future.
+//! - [`defaults`]: every default and limit of the settings.
 //! - [`credentials`]: finding the credential, Kratos's precedence, size limits.
 //! - [`session`]: the lenient Kratos session model.
 //! - [`outcome`]: what a lookup can end in.
@@ -47,31 +50,36 @@
 //!
 //! # Layering
 //! A request's way through the crate reads one direction: request → credentials → cache →
-//! client → outcome → extensions or rejection. Each module uses only the modules above it in
-//! this list (CI checks that the graph has no cycle: `.ci/module-graph`):
+//! client → outcome → extensions or rejection. The modules' imports go one way too: in this
+//! table, bottom first, each module uses only modules on rows above it. A module is a file under
+//! `src/` or a folder taken whole (`client/`); "uses" lists exactly the modules it imports
+//! directly. CI checks this table against the real imports, and that they have no cycle
+//! (`.ci/module-graph`):
 //!
 //! | module | what it is | uses |
 //! |---|---|---|
-//! | `config` | defaults and limits, [`Mode`], [`BuildError`], URL checks | nothing |
+//! | `config` | [`Mode`], [`BuildError`], URL checks, the HTTP client's settings | nothing |
+//! | `defaults` | every default and limit of the settings | nothing |
 //! | `log_limit` | warnings that cannot flood the log | nothing |
+//! | `macros` | what every middleware writes the same way (the inner-service accessors) | nothing |
+//! | `guide/` | the long-form documentation | nothing |
 //! | `session` | the Kratos session model | nothing |
 //! | `credentials` | finding the credential in a request | nothing |
-//! | `outcome` | what a lookup can end in | config, credentials, response, session |
-//! | `response` | the one JSON error body, `Retry-After` | nothing |
-//! | `relay` | passing Kratos's `Set-Cookie` on | credentials |
-//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | the above |
-//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | config, log_limit, session |
-//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | client, shared_cache and below |
-//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | cache, client and below |
-//! | `rejection/` | outcome → response: JSON, browser redirects, gRPC's trailers-only answers | outcome, response, config |
-//! | `shared` | what the services of one builder share, and one layer's policy | cache, client, extend, rejection |
-//! | `lifecycle` | the public lifecycle helpers, browser logout included | shared and below |
-//! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | shared and below |
-//! | `body`, `future`, `service` | [`KratosService`](authenticate::KratosService): `call` serves a hit at once, a miss through its response future | shared and below |
-//! | `layer`, `builder` | [`KratosLayer`] and [`KratosLayerBuilder`](authenticate::KratosLayerBuilder) | everything above |
-//! | `extract` | axum extractors | outcome, rejection, response, session |
-//! | `tonic` | the tonic extension trait, statuses, `NamedService` | lifecycle, rejection, service, jwt and below |
-//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors) | cache (revocations heard), extract, rejection, outcome, config and below |
+//! | `response` | [`Refusal`](rejection::Refusal), the one JSON error body, `Retry-After` | nothing |
+//! | `outcome` | what a lookup can end in | `credentials`, `defaults`, `response`, `session` |
+//! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
+//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `defaults`, `log_limit`, `session` |
+//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `credentials`, `defaults`, `log_limit`, `outcome`, `response`, `session` |
+//! | `rejection/` | outcome → response: the one place every middleware refuses through (gRPC's trailers-only answers, browser redirects, then your rejection), and the response body | `config`, `outcome`, `response` |
+//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `outcome`, `session`, `shared_cache/` |
+//! | `extract` | feature `axum`: axum extractors | `log_limit`, `outcome`, `rejection/`, `response`, `session` |
+//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `outcome`, `session` |
+//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `outcome`, `rejection/`, `session`, `shared_cache/` |
+//! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `extend`, `log_limit`, `outcome`, `rejection/` |
+//! | `lifecycle` | the public lifecycle helpers, browser logout included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `state` |
+//! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | `credentials`, `log_limit`, `outcome`, `rejection/`, `response`, `session`, `state` |
+//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `defaults`, `extend`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
+//! | `tonic` | feature `tonic`: the tonic extension trait, statuses, `NamedService` | `authenticate/`, `client/`, `credentials`, `jwt/`, `lifecycle`, `outcome`, `rejection/`, `require/`, `response`, `session` |
 //!
 //! # Security
 //! - Only the chosen credential is sent to Kratos: the session cookie as `name=value` (with any
@@ -147,6 +155,11 @@ pub use crate::{
 
 #[cfg(feature = "axum")]
 pub use crate::extract::KratosTraits;
+
+// The crates this crate's API is written in (a rejection is an `http::Response<bytes::Bytes>`),
+// so that writing one needs no dependency of your own; as `axum::http`.
+pub use bytes;
+pub use http;
 
 /// The README's Rust examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 /// return, and every refusal of your app looks alike:
 ///
 /// ```
-/// use tower_kratos::rejection::{Bytes, Refusal, Response};
+/// use tower_kratos::{bytes::Bytes, http::Response, rejection::Refusal};
 ///
 /// fn problem(refusal: &dyn Refusal) -> Response<Bytes> {
 ///     let body = format!(r#"{{"problem":"{}","detail":"{}"}}"#, refusal.kind(), refusal.reason());

@@ -10,9 +10,7 @@ use kratos_stand_in::KratosStandIn;
 use serde_json::json;
 use support::{get, send, with_token};
 use tower_kratos::{
-    rejection::{Bytes, Response},
-    require::Requirement,
-    KratosLayer, KratosTraits, Outcome,
+    bytes::Bytes, http::Response, require::Requirement, KratosLayer, KratosTraits, Outcome,
 };
 
 /// The user's own shape for API clients: `{"problem": kind}`.

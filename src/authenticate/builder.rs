@@ -3,6 +3,9 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use bytes::Bytes;
+use http::{request::Parts, Response};
+
 #[cfg(feature = "redis")]
 use crate::shared_cache::settings::SharedCacheSettings;
 use crate::{
@@ -23,10 +26,7 @@ use crate::{
     extend::Extender,
     log_limit::WarnLimiter,
     outcome::Outcome,
-    rejection::{
-        BrowserRedirects, Bytes, DefaultRejection, Parts, Rejecter, RejectionFn, RejectionResponse,
-        Response,
-    },
+    rejection::{BrowserRedirects, DefaultRejection, Rejecter, RejectionFn, RejectionResponse},
     state::{LayerState, Policy},
 };
 
@@ -732,10 +732,11 @@ impl<R> KratosLayerBuilder<R> {
     /// Replace the rejection response with a closure `|outcome, request| -> Response<Bytes>`,
     /// written without type annotations: its argument types are inferred here (through
     /// [`rejection`](Self::rejection), a closure compiles only with them written out). The
-    /// types it needs are re-exported in [`rejection`](crate::rejection).
+    /// types it needs are re-exported at the crate's root ([`http`](crate::http),
+    /// [`bytes`](crate::bytes)).
     ///
     /// ```
-    /// use tower_kratos::{rejection::{Bytes, Response}, KratosLayer};
+    /// use tower_kratos::{bytes::Bytes, http::Response, KratosLayer};
     ///
     /// # fn main() -> Result<(), tower_kratos::BuildError> {
     /// let layer = KratosLayer::builder("http://127.0.0.1:4433")

@@ -5,12 +5,13 @@ use http::{header, uri::Authority, HeaderValue, Response, StatusCode};
 use reqwest::Url;
 use std::str::FromStr;
 
-use super::{Bytes, Parts};
 use crate::{
     config::{parse_http_url, BuildError},
     outcome::Outcome,
     response::no_store,
 };
+use bytes::Bytes;
+use http::request::Parts;
 
 /// Where browsers without what a route needs are sent: the login page, Kratos's step-up page,
 /// with a `return_to` built from the app's URL. The crate's own answer, whatever rejection

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::{Bytes, Parts};
 use crate::response::Refusal;
+use bytes::Bytes;
+use http::request::Parts;
 
 /// The metadata entry carrying Kratos's step-up page (`redirect_browser_to`) on a
 /// `PERMISSION_DENIED` answer.

@@ -3,12 +3,13 @@
 //! The layer calls a [`RejectionResponse`] for every such outcome. The default,
 //! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
 //! browsers to the login page. A closure replaces it, with no type annotations, through
-//! [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn); everything it needs is here (no
-//! `http` or `bytes` dependency of your own), and the [`Outcome`] says its status, its retry
+//! [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn); the types it needs
+//! are re-exported at the crate's root ([`tower_kratos::http`](crate::http),
+//! [`tower_kratos::bytes`](crate::bytes): no dependency of your own), and the [`Outcome`] says its status, its retry
 //! delay and its step-up page:
 //!
 //! ```
-//! use tower_kratos::{rejection::{Bytes, Response}, KratosLayer};
+//! use tower_kratos::{bytes::Bytes, http::Response, KratosLayer};
 //!
 //! # fn main() -> Result<(), tower_kratos::BuildError> {
 //! let layer = KratosLayer::builder("http://127.0.0.1:4433")
@@ -33,9 +34,8 @@ mod body;
 mod browser;
 mod grpc;
 
-/// What a rejection is made of, re-exported so that writing one needs no dependency of your own.
-pub use bytes::Bytes;
-pub use http::{header, request::Parts, HeaderValue, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Response, StatusCode};
 
 pub use self::body::ResponseBody;
 pub(crate) use self::browser::BrowserRedirects;

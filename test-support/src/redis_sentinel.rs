@@ -37,7 +37,10 @@ impl RedisSentinels {
             let mut command = Command::new("redis-server");
             command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                // A replica writes the primary's snapshot where it runs: here, not in the
+                // repository (a stray dump.rdb once reached a commit).
+                .args(["--dir", &dir.to_string_lossy()]);
             if let Some(primary) = replica_of {
                 command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
             }
