@@ -4,6 +4,10 @@
 //! else its session cookie, else `Authorization: Bearer <token>`. This module does the same, so
 //! the layer never accepts a request Kratos would judge by another credential.
 //!
+//! The cookie reader is hand-written on purpose, not taken from the `cookie` crate: the layer
+//! must pick the very cookie Kratos (Go's `net/http`) picks among repeated and malformed pairs,
+//! and `cookie` reads by rules of its own.
+//!
 //! ```
 //! use http::Request;
 //! use tower_kratos::credentials::{CookieNames, CredentialSource, find_credential};

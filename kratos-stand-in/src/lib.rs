@@ -76,6 +76,9 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The `http` crate [`Fault::Status`] is written in, so that a test needs no dependency of its own.
+pub use http;
+
 pub use fault::{ExtendResponse, Fault};
 pub use record::{Endpoint, RecordedRequest};
 pub use spec::{SessionSpec, TestSession};
@@ -167,7 +170,9 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// assert_eq!(ok.status(), 200);
 /// assert_eq!(ok.headers()["x-kratos-authenticated-identity-id"], session.identity_id.as_str());
 ///
-/// kratos.set_fault(Endpoint::Whoami, Fault::Status(http::StatusCode::BAD_GATEWAY));
+/// // `http` is re-exported: a test needs no dependency of its own for a status.
+/// use kratos_stand_in::http::StatusCode;
+/// kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
 /// let down = client.get(&whoami).header("X-Session-Token", &session.token).send().await?;
 /// assert_eq!(down.status(), 502);
 ///

@@ -12,6 +12,11 @@
 //! identity was revoked through the crate on any replica is refused although it has not
 //! expired.
 //!
+//! The checks are written here on purpose, on aws-lc-rs's signature verification (no
+//! cryptography of this crate's own), rather than taken from a JWT crate: Kratos's tokens need
+//! refusals those crates do not make (a member named twice, an `alg` that does not fit its key's
+//! type and curve) and a key fetch after an unknown `kid` before any refusal.
+//!
 //! A verified token is cached (under a keyed hash) until its `exp`: a repeated token costs a
 //! lookup, not a signature check. Handlers get a [`TokenizedSession`] in the request's
 //! extensions (an axum extractor, and with `tonic` through
@@ -25,6 +30,7 @@
 //! for that fetch, or is answered 503, as it may be signed with a key Kratos has just rotated
 //! in.
 
+mod future;
 mod json;
 mod keys;
 mod layer;
@@ -37,8 +43,9 @@ mod verifier;
 mod extract;
 
 pub use self::{
+    future::JwtResponseFuture,
     keys::Algorithm,
     layer::{JwtLayer, JwtLayerBuilder},
-    service::{JwtResponseFuture, JwtService},
+    service::JwtService,
     token::TokenizedSession,
 };

@@ -1,26 +1,24 @@
-//! [`JwtService`] and its response future: a token decided with the keys at hand is served (or
-//! refused) at once; one that needs the key set fetched first waits in the future.
+//! [`JwtService`]: the bearer token checked with the keys at hand, or handed to its response
+//! future to wait for a key set fetch.
 
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http::{header::AUTHORIZATION, Request, Response};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
+    future::JwtResponseFuture,
     token::TokenizedSession,
     verifier::{Checked, SharedVerifier},
 };
 use crate::{
     config::Mode,
-    outcome::{Outcome, TokenRejected, Unauthenticated, Unavailable},
+    outcome::{Outcome, TokenRejected, Unauthenticated},
     rejection::RejectionResponse,
     rejection::ResponseBody,
 };
@@ -117,14 +115,7 @@ where
                     Box::pin(async move { verifier.check_with_fresh_keys(&token, seen).await });
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                JwtResponseFuture {
-                    state: State::Keys {
-                        keys,
-                        request: Some(request),
-                        service: ready,
-                        policy: Arc::clone(&self.policy),
-                    },
-                }
+                JwtResponseFuture::keys(keys, request, ready, Arc::clone(&self.policy))
             }
         }
     }
@@ -140,115 +131,6 @@ impl<S, R> JwtService<S, R> {
         S: Service<Request<ReqBody>>,
         R: RejectionResponse,
     {
-        JwtResponseFuture {
-            state: decide(decided, request, &mut self.inner, &self.policy),
-        }
-    }
-}
-
-type KeysFuture = Pin<Box<dyn Future<Output = Result<TokenizedSession, Outcome>> + Send>>;
-
-pin_project! {
-    /// The response future of [`JwtService`].
-    pub struct JwtResponseFuture<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<S, ReqBody, R>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Keys {
-            keys: KeysFuture,
-            request: Option<Request<ReqBody>>,
-            service: S,
-            policy: Arc<JwtPolicy<R>>,
-        },
-        Inner { #[pin] future: S::Future },
-        Refused { response: Option<Response<Bytes>> },
-    }
-}
-
-/// Lets the request on (with the token's session, or in optional mode the outcome, in its
-/// extensions) or refuses it.
-fn decide<S, ReqBody, R>(
-    decided: Result<TokenizedSession, Outcome>,
-    mut request: Request<ReqBody>,
-    service: &mut S,
-    policy: &JwtPolicy<R>,
-) -> State<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-    R: RejectionResponse,
-{
-    match decided {
-        Ok(session) => {
-            request.extensions_mut().insert(session);
-        }
-        // Never let an unchecked request pass as anonymous.
-        Err(outcome @ (Outcome::Anonymous | Outcome::Unauthenticated(_)))
-            if policy.mode == Mode::Optional =>
-        {
-            request.extensions_mut().insert(outcome);
-        }
-        Err(outcome) => {
-            if matches!(
-                outcome,
-                Outcome::Unavailable(Unavailable::SigningKeys { .. })
-            ) {
-                policy.verifier.log_unavailable();
-            }
-            let (parts, _) = request.into_parts();
-            return State::Refused {
-                response: Some(policy.rejection.reject(outcome, &parts)),
-            };
-        }
-    }
-    State::Inner {
-        future: service.call(request),
-    }
-}
-
-impl<S, ReqBody, R, ResBody> Future for JwtResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    R: RejectionResponse,
-{
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            let next = match state.as_mut().project() {
-                StateProj::Keys {
-                    keys,
-                    request,
-                    service,
-                    policy,
-                } => {
-                    let decided = ready!(keys.as_mut().poll(cx));
-                    let request = request
-                        .take()
-                        .expect("JwtResponseFuture polled after completion");
-                    decide(decided, request, service, policy)
-                }
-                StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
-                }
-                StateProj::Refused { response } => {
-                    let response = response.take().unwrap_or_default();
-                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
-                }
-            };
-            state.set(next);
-        }
+        JwtResponseFuture::decided(decided, request, &mut self.inner, &self.policy)
     }
 }
