@@ -210,7 +210,7 @@ async fn ory_session_cache_for_shortens_an_entry_below_the_ttl() {
 
 #[tokio::test]
 async fn a_session_revoked_at_kratos_is_served_from_cache_until_the_ttl_passes() {
-    // The revocation lag the README states: at most the cache TTL.
+    // The revocation lag the guide states: at most the cache TTL.
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let alice = kratos.create_session();
     let app = app_with(&kratos, |b| b.cache_ttl(Duration::from_secs(1)));

@@ -214,7 +214,7 @@ struct Expected {
     whoami: Option<usize>,
 }
 
-/// The matrix, as the README states it.
+/// The matrix, as the guide states it.
 fn expected(failure: Failure, entry: Entry, stale_if_error: bool) -> Expected {
     let (status, stale, whoami) = match (entry, stale_if_error) {
         (Entry::Fresh, _) => (StatusCode::OK, false, 0),

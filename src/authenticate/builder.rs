@@ -570,7 +570,8 @@ impl<R> KratosLayerBuilder<R> {
     /// through any replica's [`lifecycle`](crate::KratosLayer::lifecycle) helpers is honoured
     /// by all. Needs [`shared_cache_secret`](Self::shared_cache_secret). Redis need not be up
     /// when the layer is built; while it is down or slow, requests are served without it
-    /// (local cache and Kratos). See the README's "Running many replicas".
+    /// (local cache and Kratos). See the guide's
+    /// [shared cache](crate::guide::shared_cache) chapter.
     ///
     /// ```
     /// # fn main() -> Result<(), tower_kratos::BuildError> {
@@ -649,8 +650,9 @@ impl<R> KratosLayerBuilder<R> {
 
     /// The Redis 6 ACL user and password to connect as, for a [`redis_url`](Self::redis_url)
     /// that carries none (`rediss://user:password@host` works too). Give the app a user of its
-    /// own, limited to the prefix's keys and channels: the README's "Managed and clustered
-    /// Redis" has the `ACL SETUSER` line. The password is shown by no `Debug`, log or error.
+    /// own, limited to the prefix's keys and channels: the guide's
+    /// [least-privilege user](crate::guide::shared_cache#a-least-privilege-user) has the
+    /// `ACL SETUSER` line. The password is shown by no `Debug`, log or error.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_credentials(mut self, username: impl Into<String>, password: &str) -> Self {

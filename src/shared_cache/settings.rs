@@ -292,7 +292,7 @@ impl SharedCacheSettings {
                  rediss://… for TLS, or unix:///path/to/socket)",
             )
         })?;
-        // No `CLIENT SETINFO` on connecting: the crate sends only the commands the README's
+        // No `CLIENT SETINFO` on connecting: the crate sends only the commands the guide's
         // least-privilege ACL user is given.
         let mut redis = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some((username, password)) = &self.credentials {

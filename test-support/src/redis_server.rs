@@ -51,8 +51,8 @@ impl Flavor {
     }
 }
 
-/// The least-privilege user of the `acl` flavor, as the README's "Managed and clustered Redis"
-/// gives it (prefix `test`): its keys, its channel, and the commands the crate sends, nothing of
+/// The least-privilege user of the `acl` flavor, as the guide's "Managed and clustered Redis"
+/// (`src/guide/shared_cache.md`) gives it (prefix `test`): its keys, its channel, and the commands the crate sends, nothing of
 /// `@admin` or `@dangerous`.
 pub const ACL_USER: &str = "tower";
 const ACL_PASSWORD: &str = "a-long-password-for-the-tests-acl-user";
