@@ -263,21 +263,21 @@ impl Caller for Credential {
 /// [`LifecycleError`] before Kratos is called, and every Kratos call has a deadline.
 #[derive(Clone)]
 pub struct SessionLifecycle {
-    shared: Arc<LayerState>,
+    state: Arc<LayerState>,
 }
 
 impl fmt::Debug for SessionLifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLifecycle")
-            .field("admin", &self.shared.client.admin())
-            .field("extender", &self.shared.extender)
+            .field("admin", &self.state.client.admin())
+            .field("extender", &self.state.extender)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionLifecycle {
-    pub(crate) fn new(shared: Arc<LayerState>) -> Self {
-        Self { shared }
+    pub(crate) fn new(state: Arc<LayerState>) -> Self {
+        Self { state }
     }
 
     /// Extends the caller's session if it expires within `within`; otherwise calls nothing.
@@ -329,32 +329,32 @@ impl SessionLifecycle {
         caller: &impl Caller,
         within: Duration,
     ) -> Result<ExtendOutcome, LifecycleError> {
-        let shared = &self.shared;
-        let credential = caller.credential(&shared.cookie_names)?;
-        if shared.client.admin().is_none() {
+        let state = &self.state;
+        let credential = caller.credential(&state.cookie_names)?;
+        if state.client.admin().is_none() {
             return self.logged(Err(LifecycleError::AdminNotConfigured));
         }
-        let lookup = shared.cache.lookup(&credential, None, &shared.client).await;
-        let relayed = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
+        let lookup = state.cache.lookup(&credential, None, &state.client).await;
+        let relayed = relayable(&credential, lookup.set_cookies, &state.cookie_names);
         let session = match lookup.outcome {
             Outcome::Authenticated(session) => session,
             other => return Err(LifecycleError::from_outcome(other)),
         };
-        if !shared.extender.worth_extending(&session, within) {
+        if !state.extender.worth_extending(&session, within) {
             return Ok(ExtendOutcome {
                 attempt: None,
                 session,
                 set_cookies: relayed,
             });
         }
-        let attempt = shared
+        let attempt = state
             .extender
-            .attempt(&shared.client, &shared.cache, &credential, &session)
+            .attempt(&state.client, &state.cache, &credential, &session)
             .await;
         let extended = relayable(
             &credential,
             attempt.set_cookies.clone(),
-            &shared.cookie_names,
+            &state.cookie_names,
         );
         Ok(ExtendOutcome {
             attempt: Some(attempt.report.clone()),
@@ -404,8 +404,8 @@ impl SessionLifecycle {
         caller: &impl Caller,
         page: &Page,
     ) -> Result<SessionList, LifecycleError> {
-        let credential = caller.credential(&self.shared.cookie_names)?;
-        let listed = self.shared.client.list_my_sessions(&credential, page).await;
+        let credential = caller.credential(&self.state.cookie_names)?;
+        let listed = self.state.client.list_my_sessions(&credential, page).await;
         self.forget_if_refused(&credential, listed).await
     }
 
@@ -425,16 +425,16 @@ impl SessionLifecycle {
         caller: &impl Caller,
         session_id: &str,
     ) -> Result<(), LifecycleError> {
-        let credential = caller.credential(&self.shared.cookie_names)?;
+        let credential = caller.credential(&self.state.cookie_names)?;
         let session_id = canonical_id(session_id)?;
         let revoked = self
-            .shared
+            .state
             .client
             .revoke_my_session(&credential, &session_id)
             .await;
         let revoked = self.forget_if_refused(&credential, revoked).await;
         if may_have_acted(&revoked) {
-            self.shared
+            self.state
                 .cache
                 .revoked(Revoked::Session(&session_id))
                 .await;
@@ -454,15 +454,15 @@ impl SessionLifecycle {
     /// # Errors
     /// The caller errors of [`list_sessions`](Self::list_sessions).
     pub async fn revoke_other_sessions(&self, caller: &impl Caller) -> Result<u64, LifecycleError> {
-        let shared = &self.shared;
-        let credential = caller.credential(&shared.cookie_names)?;
+        let state = &self.state;
+        let credential = caller.credential(&state.cookie_names)?;
         // The identity to mark; normally a cache hit, as the layer has just validated it.
-        let lookup = shared.cache.lookup(&credential, None, &shared.client).await;
+        let lookup = state.cache.lookup(&credential, None, &state.client).await;
         let identity_id = match &lookup.outcome {
             Outcome::Authenticated(session) => session.identity_id().map(str::to_owned),
             _ => None,
         };
-        let revoked = shared.client.revoke_my_other_sessions(&credential).await;
+        let revoked = state.client.revoke_my_other_sessions(&credential).await;
         let revoked = self.forget_if_refused(&credential, revoked).await;
         if !may_have_acted(&revoked) {
             return revoked;
@@ -471,13 +471,13 @@ impl SessionLifecycle {
             Some(identity_id) => Some(identity_id),
             // The lookup failed (Kratos busy?) but the revocation went through: ask once more,
             // or the revoked sessions cached here would be served until their entries expire.
-            None => match shared.client.whoami(&credential, None, true).await.outcome {
+            None => match state.client.whoami(&credential, None, true).await.outcome {
                 Outcome::Authenticated(session) => session.identity_id().map(str::to_owned),
                 _ => None,
             },
         };
         match &identity_id {
-            Some(identity_id) => shared.cache.revoked(Revoked::Identity(identity_id)).await,
+            Some(identity_id) => state.cache.revoked(Revoked::Identity(identity_id)).await,
             // A session without an identity cannot have been looked up through whoami; should
             // Kratos ever send one, still make the caller's own entry ask again.
             None => {
@@ -485,7 +485,7 @@ impl SessionLifecycle {
                     "the caller's identity is unknown: its other sessions cached here stay \
                      accepted until their cache entries expire"
                 );
-                shared.cache.revoked(Revoked::Credential(&credential)).await;
+                state.cache.revoked(Revoked::Credential(&credential)).await;
             }
         }
         let count = revoked?;
@@ -507,11 +507,11 @@ impl SessionLifecycle {
     /// when Kratos does not know the token (403), and the other caller errors of
     /// [`list_sessions`](Self::list_sessions).
     pub async fn logout(&self, caller: &impl Caller) -> Result<(), LifecycleError> {
-        let credential = caller.credential(&self.shared.cookie_names)?;
-        let logged_out = self.shared.client.logout_api(&credential).await;
+        let credential = caller.credential(&self.state.cookie_names)?;
+        let logged_out = self.state.client.logout_api(&credential).await;
         let logged_out = self.forget_if_refused(&credential, logged_out).await;
         if may_have_acted(&logged_out) {
-            self.shared
+            self.state
                 .cache
                 .revoked(Revoked::Credential(&credential))
                 .await;
@@ -578,8 +578,8 @@ impl SessionLifecycle {
         &self,
         caller: &impl Caller,
     ) -> Result<BrowserLogout, LifecycleError> {
-        let shared = &self.shared;
-        let credential = match caller.credential(&shared.cookie_names) {
+        let state = &self.state;
+        let credential = match caller.credential(&state.cookie_names) {
             Ok(credential) => credential,
             Err(LifecycleError::NoCredential) => return Ok(BrowserLogout::nothing()),
             Err(error) => return Err(error),
@@ -587,10 +587,10 @@ impl SessionLifecycle {
         if credential.source() != CredentialSource::Cookie {
             return Err(LifecycleError::NotACookieSession);
         }
-        let logged_out = shared.client.logout_browser(&credential).await;
+        let logged_out = state.client.logout_browser(&credential).await;
         let logged_out = self.forget_if_refused(&credential, logged_out).await;
         if may_have_acted(&logged_out) {
-            shared.cache.revoked(Revoked::Credential(&credential)).await;
+            state.cache.revoked(Revoked::Credential(&credential)).await;
         }
         let set_cookies = match logged_out {
             Ok(set_cookies) => set_cookies,
@@ -602,7 +602,7 @@ impl SessionLifecycle {
         tracing::info!("Kratos session logged out (browser)");
         Ok(BrowserLogout {
             was_signed_in: true,
-            set_cookies: relayable(&credential, set_cookies, &shared.cookie_names),
+            set_cookies: relayable(&credential, set_cookies, &state.cookie_names),
         })
     }
 
@@ -618,9 +618,9 @@ impl SessionLifecycle {
     /// [`Unavailable`](LifecycleError::Unavailable).
     pub async fn disable_session(&self, session_id: &str) -> Result<(), LifecycleError> {
         let session_id = canonical_id(session_id)?;
-        let disabled = self.shared.client.disable_session(&session_id).await;
+        let disabled = self.state.client.disable_session(&session_id).await;
         if may_have_acted(&disabled) || matches!(disabled, Err(LifecycleError::NotFound)) {
-            self.shared
+            self.state
                 .cache
                 .revoked(Revoked::Session(&session_id))
                 .await;
@@ -641,12 +641,12 @@ impl SessionLifecycle {
     pub async fn revoke_identity_sessions(&self, identity_id: &str) -> Result<(), LifecycleError> {
         let identity_id = canonical_id(identity_id)?;
         let deleted = self
-            .shared
+            .state
             .client
             .delete_identity_sessions(&identity_id)
             .await;
         if may_have_acted(&deleted) || matches!(deleted, Err(LifecycleError::NotFound)) {
-            self.shared
+            self.state
                 .cache
                 .revoked(Revoked::Identity(&identity_id))
                 .await;
@@ -665,7 +665,7 @@ impl SessionLifecycle {
         if let Err(error @ (LifecycleError::AdminNotConfigured | LifecycleError::AdminRefused(_))) =
             &result
         {
-            if let Some(left_out) = self.shared.warnings.admit(("lifecycle", error.kind())) {
+            if let Some(left_out) = self.state.warnings.admit(("lifecycle", error.kind())) {
                 tracing::error!(
                     error = %error,
                     left_out_since_last = left_out,
@@ -686,7 +686,7 @@ impl SessionLifecycle {
         result: Result<T, LifecycleError>,
     ) -> Result<T, LifecycleError> {
         if matches!(result, Err(LifecycleError::Unauthenticated)) {
-            self.shared.cache.forget_credential(credential).await;
+            self.state.cache.forget_credential(credential).await;
         }
         result
     }

@@ -1,9 +1,19 @@
 //! What every middleware of the crate writes the same way, written once.
 
-/// `get_ref`, `get_mut` and `into_inner` for a service that wraps an `inner: S`, as each
-/// tower-http middleware has them.
-macro_rules! inner_service_accessors {
-    ($service:ident) => {
+/// For a service that wraps an `inner: S` beside its layer's shared `$shared` (an `Arc` or a
+/// layer holding one): `get_ref`, `get_mut` and `into_inner`, as each tower-http middleware has
+/// them, and `Clone` for any cloneable inner service (a derive would ask `R: Clone` too).
+macro_rules! wrapping_service {
+    ($service:ident, $shared:ident) => {
+        impl<S: Clone, R> Clone for $service<S, R> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: self.inner.clone(),
+                    $shared: self.$shared.clone(),
+                }
+            }
+        }
+
         impl<S, R> $service<S, R> {
             /// The inner service.
             pub fn get_ref(&self) -> &S {

@@ -25,7 +25,7 @@ pub(crate) struct LayerState {
 /// hold it behind one `Arc`, so a request clones a pointer, never the settings.
 #[derive(Debug)]
 pub(crate) struct Policy<R> {
-    pub(crate) shared: Arc<LayerState>,
+    pub(crate) state: Arc<LayerState>,
     pub(crate) mode: Mode,
     pub(crate) rejection: Rejecter<R>,
 }

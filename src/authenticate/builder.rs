@@ -711,7 +711,9 @@ impl<R> KratosLayerBuilder<R> {
 
     /// Replace the rejection response: a [`RejectionResponse`] of your own (or a closure
     /// with its argument types written out; without them, use
-    /// [`rejection_fn`](Self::rejection_fn)).
+    /// [`rejection_fn`](Self::rejection_fn)). It shapes what API clients get; browser
+    /// redirects ([`login_url`](Self::login_url)) and gRPC's answers stay the layer's, set
+    /// before or after this (see [`rejection`](crate::rejection)).
     pub fn rejection<R2: RejectionResponse>(self, rejection: R2) -> KratosLayerBuilder<R2> {
         KratosLayerBuilder {
             public_url: self.public_url,
@@ -809,7 +811,7 @@ impl<R> KratosLayerBuilder<R> {
             Admission::new(self.admission),
         );
         let extension = self.extension;
-        let shared = Arc::new(LayerState {
+        let state = Arc::new(LayerState {
             client,
             cache,
             cookie_names: self.cookie_names,
@@ -824,7 +826,7 @@ impl<R> KratosLayerBuilder<R> {
         });
         Ok(KratosLayer {
             policy: Arc::new(Policy {
-                shared,
+                state,
                 mode: self.mode,
                 rejection: Rejecter {
                     browser: self.browser,

@@ -61,7 +61,7 @@ impl<R> fmt::Debug for KratosLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KratosLayer")
             .field("mode", &self.policy.mode)
-            .field("shared", &self.policy.shared)
+            .field("state", &self.policy.state)
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +81,7 @@ impl<R: Clone> KratosLayer<R> {
     pub fn with_mode(&self, mode: Mode) -> Self {
         Self {
             policy: Arc::new(Policy {
-                shared: Arc::clone(&self.policy.shared),
+                state: Arc::clone(&self.policy.state),
                 mode,
                 rejection: self.policy.rejection.clone(),
             }),
@@ -102,16 +102,16 @@ impl<R> KratosLayer<R> {
     /// counted; an entry that expired in the last second or so may still be counted (it is never
     /// served). Too costly for every request: call it from a metrics scrape or a health check.
     pub async fn stats(&self) -> LayerStats {
-        let shared = &self.policy.shared;
-        let cache = shared.cache.stats().await;
-        let admission = shared.client.admission();
+        let state = &self.policy.state;
+        let cache = state.cache.stats().await;
+        let admission = state.client.admission();
         LayerStats {
             cache_entries: cache.entries,
             stale_entries: cache.stale_entries,
             lookups_in_flight: admission.in_flight(),
             backing_off: admission.backing_off(),
             #[cfg(feature = "redis")]
-            shared_cache: shared.cache.shared_stats(),
+            shared_cache: state.cache.shared_stats(),
         }
     }
 
@@ -125,7 +125,7 @@ impl<R> KratosLayer<R> {
     /// The session lifecycle helpers (extend, revoke, list, log out), sharing this layer's HTTP
     /// client and cache, so a revocation made through them is seen by this layer at once.
     pub fn lifecycle(&self) -> SessionLifecycle {
-        SessionLifecycle::new(Arc::clone(&self.policy.shared))
+        SessionLifecycle::new(Arc::clone(&self.policy.state))
     }
 }
 

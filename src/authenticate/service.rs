@@ -43,16 +43,7 @@ impl<S, R> KratosService<S, R> {
     }
 }
 
-inner_service_accessors!(KratosService);
-
-impl<S: Clone, R> Clone for KratosService<S, R> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
+wrapping_service!(KratosService, policy);
 
 impl<S: fmt::Debug, R> fmt::Debug for KratosService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,8 +71,8 @@ where
     /// Finds the credential, then serves a cache hit at once, or hands the miss to
     /// `resolve` and the response future.
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = &self.policy.shared;
-        let found = match FoundCredential::find(request.headers(), &shared.cookie_names) {
+        let state = &self.policy.state;
+        let found = match FoundCredential::find(request.headers(), &state.cookie_names) {
             Ok(Some(found)) => found,
             Ok(None) => {
                 tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
@@ -99,16 +90,16 @@ where
         };
         // The hot path: a fresh cache entry, found without copying the credential out of the
         // request, boxing a future or opening a span.
-        let key = shared.cache.key_for_found(&found);
-        if let Some(outcome) = shared.cache.hit_now(&key) {
-            if !shared.extender.is_due_for_layer(&outcome) {
+        let key = state.cache.key_for_found(&found);
+        if let Some(outcome) = state.cache.hit_now(&key) {
+            if !state.extender.is_due_for_layer(&outcome) {
                 log_hit(found.source(), &outcome);
                 return self.decided(outcome, request);
             }
         }
         let credential = found.into_credential();
         let request_id = request.headers().get(&REQUEST_ID).cloned();
-        let lookup = Box::pin(resolve(Arc::clone(shared), key, credential, request_id));
+        let lookup = Box::pin(resolve(Arc::clone(state), key, credential, request_id));
         // The inner service is called only when the lookup is done: the one polled ready goes
         // with the future, and a clone stays for the next call.
         let clone = self.inner.clone();
@@ -138,7 +129,7 @@ impl<S, R> KratosService<S, R> {
 /// a session due for extension, the layer's extension. Runs as the response future's boxed
 /// lookup; only misses pay for it.
 async fn resolve(
-    shared: Arc<LayerState>,
+    state: Arc<LayerState>,
     key: CacheKey,
     credential: Credential,
     request_id: Option<HeaderValue>,
@@ -149,27 +140,27 @@ async fn resolve(
         cache = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let lookup = shared
+    let lookup = state
         .cache
-        .lookup_keyed(key, &credential, request_id.as_ref(), &shared.client)
+        .lookup_keyed(key, &credential, request_id.as_ref(), &state.client)
         .instrument(span.clone())
         .await;
     span.record("cache", lookup.status.as_str());
     span.record("outcome", lookup.outcome.kind());
-    log_outcome(&span, &lookup, &shared.warnings);
+    log_outcome(&span, &lookup, &state.warnings);
     let mut additions = Additions {
         stale: lookup.stale,
         ..Additions::default()
     };
-    if shared.relay_set_cookie {
+    if state.relay_set_cookie {
         // A session extended elsewhere gets its cookie re-issued on whoami too.
-        additions.set_cookies = relayable(&credential, lookup.set_cookies, &shared.cookie_names);
+        additions.set_cookies = relayable(&credential, lookup.set_cookies, &state.cookie_names);
     }
     let outcome = match lookup.outcome {
-        outcome if shared.extender.is_due_for_layer(&outcome) => {
+        outcome if state.extender.is_due_for_layer(&outcome) => {
             // Boxed: only due requests pay for the extension's state, and the lookup future
             // every miss allocates stays as small as before.
-            Box::pin(extend(&shared, &credential, outcome, &mut additions).instrument(span)).await
+            Box::pin(extend(&state, &credential, outcome, &mut additions).instrument(span)).await
         }
         outcome => outcome,
     };
@@ -182,7 +173,7 @@ async fn resolve(
 /// The layer's extension of a due session: the shared attempt, its report and its cookie for
 /// the additions, and the refreshed session for the request.
 async fn extend(
-    shared: &LayerState,
+    state: &LayerState,
     credential: &Credential,
     outcome: Outcome,
     additions: &mut Additions,
@@ -190,16 +181,12 @@ async fn extend(
     let Outcome::Authenticated(session) = outcome else {
         return outcome;
     };
-    let attempt = shared
+    let attempt = state
         .extender
-        .for_request(&shared.client, &shared.cache, credential, &session)
+        .for_request(&state.client, &state.cache, credential, &session)
         .await;
-    if shared.relay_set_cookie {
-        let set_cookies = relayable(
-            credential,
-            attempt.set_cookies.clone(),
-            &shared.cookie_names,
-        );
+    if state.relay_set_cookie {
+        let set_cookies = relayable(credential, attempt.set_cookies.clone(), &state.cookie_names);
         if !set_cookies.is_empty() {
             additions.set_cookies = set_cookies;
         }

@@ -45,16 +45,7 @@ impl<S, R> JwtService<S, R> {
     }
 }
 
-inner_service_accessors!(JwtService);
-
-impl<S: Clone, R> Clone for JwtService<S, R> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
+wrapping_service!(JwtService, policy);
 
 impl<S: fmt::Debug, R> fmt::Debug for JwtService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

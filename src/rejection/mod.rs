@@ -1,12 +1,27 @@
 //! Turning an outcome the request cannot go on with into a response.
 //!
-//! The layer calls a [`RejectionResponse`] for every such outcome. The default,
-//! [`DefaultRejection`], answers API clients with JSON in Kratos's own error envelope and sends
-//! browsers to the login page. A closure replaces it, with no type annotations, through
-//! [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn); the types it needs
-//! are re-exported at the crate's root ([`tower_kratos::http`](crate::http),
-//! [`tower_kratos::bytes`](crate::bytes): no dependency of your own), and the [`Outcome`] says its status, its retry
-//! delay and its step-up page:
+//! Every middleware of the crate refuses a request the same way, in this order:
+//!
+//! 1. **A gRPC client** (`content-type: application/grpc…` or `application/grpc-web…`, see
+//!    [`is_grpc`]) gets gRPC's own trailers-only answer: HTTP 200 with `grpc-status` 16 (no or
+//!    invalid credential), 7 (step-up or an unmet requirement; Kratos's page in
+//!    [`REDIRECT_BROWSER_TO`]) or 14 (Kratos unavailable; the delay in [`RETRY_AFTER`] and
+//!    [`RETRY_PUSHBACK_MS`]), and a percent-encoded `grpc-message`. Never a redirect.
+//! 2. **A browser** (`Accept: text/html`), when the layer has a
+//!    [`login_url`](crate::authenticate::KratosLayerBuilder::login_url), is sent with a 303 to
+//!    the login page, or to Kratos's step-up page or the login flow that meets a route's
+//!    requirement, with a `return_to` that never leaves the app.
+//! 3. **Everyone else** gets your [`RejectionResponse`]: [`DefaultRejection`] (JSON in Kratos's
+//!    own error envelope) unless you chose another. The layer then adds what a refusal must
+//!    carry where yours left it out: `Retry-After` on a 503, `WWW-Authenticate` on a 401,
+//!    `Cache-Control: no-store`.
+//!
+//! So replacing the rejection changes the shape of the answer and nothing else: redirects,
+//! step-up flows and gRPC answers stay. A closure replaces it, with no type annotations,
+//! through [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn), in any
+//! order with the other settings; the types it needs are re-exported at the crate's root
+//! ([`tower_kratos::http`](crate::http), [`tower_kratos::bytes`](crate::bytes)), and the
+//! [`Outcome`] says its status, its retry delay and its step-up page:
 //!
 //! ```
 //! use tower_kratos::{bytes::Bytes, http::Response, KratosLayer};
@@ -64,8 +79,8 @@ where
 }
 
 /// A closure as the rejection, from
-/// [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn): there the closure's argument
-/// types are known, so it needs no annotations.
+/// [`rejection_fn`](crate::authenticate::KratosLayerBuilder::rejection_fn): there the closure's
+/// argument types are known, so it needs no annotations.
 #[derive(Clone)]
 pub struct RejectionFn<F>(pub(crate) F);
 

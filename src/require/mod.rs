@@ -47,7 +47,7 @@
 //! each replica (the first refusal of a cached answer asks nothing).
 //!
 //! An unmet second factor, recent sign-in or condition is
-//! [`Outcome::Insufficient`], never a 401 (the user is signed in):
+//! [`Outcome::Insufficient`](crate::Outcome::Insufficient), never a 401 (the user is signed in):
 //! the default rejection sends browsers (with a login URL set) to Kratos's browser login flow that
 //! meets it (`aal=aal2`, `refresh=true`, with `return_to`), answers API clients 403 JSON naming
 //! the requirement and giving that flow's URL, and gRPC clients `PERMISSION_DENIED` with it in

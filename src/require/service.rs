@@ -38,16 +38,7 @@ impl<S, R> RequireService<S, R> {
     }
 }
 
-inner_service_accessors!(RequireService);
-
-impl<S: Clone, R> Clone for RequireService<S, R> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            layer: self.layer.clone(),
-        }
-    }
-}
+wrapping_service!(RequireService, layer);
 
 impl<S: fmt::Debug, R> fmt::Debug for RequireService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,18 +106,13 @@ where
         // this request goes on to the route if the newer answer meets it.
         let policy = Arc::clone(&self.layer.policy);
         let requirement = Arc::clone(&self.layer.requirement);
-        let credential = find_credential(request.headers(), &policy.shared.cookie_names)
+        let credential = find_credential(request.headers(), &policy.state.cookie_names)
             .ok()
             .flatten();
         let verdict: Verdict<R> = Box::pin(async move {
-            let shared = &policy.shared;
+            let state = &policy.state;
             let newer = match &credential {
-                Some(credential) => {
-                    shared
-                        .cache
-                        .recheck_refused(credential, &shared.client)
-                        .await
-                }
+                Some(credential) => state.cache.recheck_refused(credential, &state.client).await,
                 None => None,
             };
             match newer {
@@ -179,7 +165,7 @@ fn with_flow<R>(policy: &Policy<R>, outcome: Outcome) -> Outcome {
         _ => None,
     };
     let redirect_browser_to =
-        query.map(|query| policy.shared.client.login_flow_url(query).to_string());
+        query.map(|query| policy.state.client.login_flow_url(query).to_string());
     Outcome::Insufficient(Insufficient {
         unmet,
         redirect_browser_to,
