@@ -1,4 +1,5 @@
-//! Behaviour knobs: injected faults, latency, the extend response and the session cache header.
+//! Behaviour knobs: injected faults, latency, the extend response, the session cache header,
+//! and the bulk route's wildcard batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,4 +65,6 @@ pub(crate) struct Knobs {
     /// `Some(max_age)` emulates `feature_flags.cacheable_sessions` with that
     /// `cacheable_sessions_max_age`.
     pub(crate) session_cache_for: Option<Duration>,
+    /// The most sessions one wildcard `POST /admin/sessions` processes.
+    pub(crate) bulk_batch_size: usize,
 }

@@ -53,6 +53,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod browser;
+mod bulk;
 mod credentials;
 mod fault;
 mod ids;
@@ -115,6 +116,7 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// | `GET /admin/sessions/{id}` | 200 (inactive ones too; `expand=identity`, `expand=devices`); 400; 404 |
 /// | `DELETE /admin/sessions/{id}` | 204; 400; 404 |
 /// | `DELETE /admin/identities/{id}/sessions` | 204; 400; 404 when the identity has no sessions |
+/// | `POST /admin/sessions` | 200 `{"processed":n,"more":bool}`: `{"action":"disable"\|"delete"}` with `"identities"` or `"sessions"` (one non-empty list of at most 500 UUIDs), or `"identities":["*"]` for every session, a batch per call ([`set_bulk_batch_size`](Self::set_bulk_batch_size)); 400 for any other body |
 /// | `DELETE /self-service/logout/api` | 204; 400 bad body; 403 unknown token |
 /// | `GET /self-service/login/browser?aal=&refresh=&return_to=` | 303 to the login page (`/login?flow=…`), or to `return_to` when the session already has what is asked; 400 bad `aal` or `return_to`; 401 `aal=aal2` without a session |
 /// | `GET /login?flow=…` | the login page (HTML, no JavaScript): sign in as the demo user, with or without a second factor; complete a second factor (`aal=aal2`); sign in again (`refresh=true`); 410 for an unknown, used or expired flow |
@@ -146,7 +148,8 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// makes at start instead of reading a `jwks_url`; the login page signs in only the demo user,
 /// with made-up factors and no CSRF token (it is for loopback tests and demos), and takes
 /// `return_to` only to loopback addresses; login flows answer browsers only (no JSON flow); `page_token` is the decimal offset; bad-UUID
-/// messages imitate Kratos's UUID library. Only the most recent 10 000 requests per endpoint are
+/// messages imitate Kratos's UUID library; the reasons of `POST /admin/sessions`'s 400s are the
+/// stand-in's own words. Only the most recent 10 000 requests per endpoint are
 /// kept for [`requests`](Self::requests); the counters are exact.
 ///
 /// # Example
@@ -447,6 +450,46 @@ impl KratosStandIn {
     pub fn set_session_cache_for(&self, max_age: Option<Duration>) {
         self.inner.shared.knobs().session_cache_for = max_age;
     }
+
+    /// How many sessions one wildcard `POST /admin/sessions` (`"identities": ["*"]`) processes
+    /// at most. A call that processes that many answers `"more": true`, and the caller sends the
+    /// same request again until `"more": false` (an exact multiple costs one more call that
+    /// processes 0). Default 5,000, Kratos's batch; a small one lets a test drain a few sessions
+    /// in several calls. 0 is taken as 1: a batch of none would never finish.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kratos_stand_in::KratosStandIn;
+    ///
+    /// let kratos = KratosStandIn::start().await?;
+    /// kratos.set_bulk_batch_size(2);
+    /// let sessions: Vec<_> = (0..3).map(|_| kratos.create_session()).collect();
+    ///
+    /// let client = reqwest::Client::new();
+    /// let mut calls = Vec::new();
+    /// loop {
+    ///     let answer = client
+    ///         .post(format!("{}/admin/sessions", kratos.admin_url()))
+    ///         .body(r#"{"action":"disable","identities":["*"]}"#)
+    ///         .send()
+    ///         .await?
+    ///         .bytes()
+    ///         .await?;
+    ///     let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    ///     calls.push(answer["processed"].as_u64());
+    ///     if answer["more"] == false {
+    ///         break;
+    ///     }
+    /// }
+    /// assert_eq!(calls, [Some(2), Some(1)]);
+    /// assert!(sessions.iter().all(|s| !kratos.session_state(&s.id).unwrap().active));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_bulk_batch_size(&self, size: usize) {
+        self.inner.shared.knobs().bulk_batch_size = size;
+    }
 }
 
 /// Settings for a [`KratosStandIn`]; from [`KratosStandIn::builder`].
@@ -587,6 +630,7 @@ impl StandInBuilder {
             whoami_latency: Duration::ZERO,
             extend_response: self.extend_response,
             session_cache_for: self.session_cache_for,
+            bulk_batch_size: bulk::DEFAULT_BATCH_SIZE,
         };
         let shared = Shared::new(config, knobs);
         let shared = shared.with_tokenizers(tokenizers);

@@ -24,6 +24,9 @@ pub enum Endpoint {
     AdminDisableSession,
     /// `DELETE /admin/identities/{id}/sessions`: delete all of an identity's sessions.
     AdminDeleteIdentitySessions,
+    /// `POST /admin/sessions`: disable or delete sessions in bulk (Kratos's `manageSessions`).
+    /// Not counted per session: a call is about many.
+    AdminSessionsBulk,
     /// `DELETE /self-service/logout/api`.
     LogoutApi,
     /// `GET /self-service/login/browser`: a browser login flow begins.

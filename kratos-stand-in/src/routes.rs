@@ -13,6 +13,7 @@ use http_body_util::Full;
 use time::OffsetDateTime;
 
 use super::browser;
+use super::bulk;
 use super::credentials::{bearer_token, lossy, Presented};
 use super::fault::ExtendResponse;
 use super::ids;
@@ -47,6 +48,7 @@ pub(crate) enum Route {
     AdminGetSession(String),
     AdminDisableSession(String),
     AdminDeleteIdentitySessions(String),
+    AdminSessionsBulk,
     LogoutApi,
     LoginBrowser,
     LoginPage,
@@ -80,6 +82,7 @@ impl Route {
             }
             (&Method::GET, ["admin", "sessions", sid]) => id(sid).map(Self::AdminGetSession),
             (&Method::DELETE, ["admin", "sessions", sid]) => id(sid).map(Self::AdminDisableSession),
+            (&Method::POST, ["admin", "sessions"]) => Some(Self::AdminSessionsBulk),
             (&Method::DELETE, ["admin", "identities", iid, "sessions"]) => {
                 id(iid).map(Self::AdminDeleteIdentitySessions)
             }
@@ -109,6 +112,7 @@ impl Route {
             Self::AdminGetSession(_) => Endpoint::AdminGetSession,
             Self::AdminDisableSession(_) => Endpoint::AdminDisableSession,
             Self::AdminDeleteIdentitySessions(_) => Endpoint::AdminDeleteIdentitySessions,
+            Self::AdminSessionsBulk => Endpoint::AdminSessionsBulk,
             Self::LogoutApi => Endpoint::LogoutApi,
             Self::LoginBrowser => Endpoint::LoginBrowser,
             Self::LoginPage | Self::Welcome => Endpoint::LoginUi,
@@ -135,6 +139,7 @@ impl Route {
                 | Self::AdminGetSession(_)
                 | Self::AdminDisableSession(_)
                 | Self::AdminDeleteIdentitySessions(_)
+                | Self::AdminSessionsBulk
         )
     }
 }
@@ -170,7 +175,7 @@ pub(crate) fn session_of(
         | Route::AdminGetSession(id)
         | Route::AdminDisableSession(id)
         | Route::AdminDeleteIdentitySessions(id) => Some(ids::canonical(id)),
-        Route::LoginPage | Route::NotFound => None,
+        Route::AdminSessionsBulk | Route::LoginPage | Route::NotFound => None,
         Route::Jwks(_) => None,
     }
 }
@@ -190,6 +195,7 @@ pub(crate) fn respond(shared: &Shared, route: &Route, parts: &Parts, body: &Byte
         Route::AdminGetSession(id) => admin_get_session(shared, parts, id, now),
         Route::AdminDisableSession(id) => admin_disable_session(shared, id),
         Route::AdminDeleteIdentitySessions(id) => admin_delete_identity_sessions(shared, id),
+        Route::AdminSessionsBulk => bulk::manage_sessions(shared, body),
         Route::LogoutApi => logout_api(shared, body),
         Route::LoginBrowser => browser::create_login_flow(shared, parts, now),
         Route::LoginPage => Ok(browser::login_page(shared, parts, now)),
@@ -676,6 +682,8 @@ mod tests {
             Route::ExtendSession("abc".into())
         );
         assert_eq!(r(Method::PATCH, "/sessions/abc/extend"), Route::NotFound);
+        assert_eq!(r(Method::POST, "/admin/sessions"), Route::AdminSessionsBulk);
+        assert_eq!(r(Method::PUT, "/admin/sessions"), Route::NotFound);
         assert_eq!(r(Method::GET, "/"), Route::NotFound);
         assert_eq!(r(Method::GET, ""), Route::NotFound);
     }

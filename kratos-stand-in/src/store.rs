@@ -1,6 +1,6 @@
 //! Kratos's data, in memory: identities, sessions, session tokens and the cookies issued for them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -586,12 +586,76 @@ impl Store {
             .filter(|s| s.identity_id == identity_id)
             .map(|s| s.id.clone())
             .collect();
-        for id in &doomed {
-            if let Some(session) = self.sessions.remove(id) {
-                self.tokens.remove(&session.token);
+        self.remove_sessions(&doomed)
+    }
+
+    /// Deactivates the selected sessions that are still active (the stored flag), oldest
+    /// first, at most `limit`; returns how many it deactivated.
+    pub(crate) fn disable_selected(&mut self, selection: &Selection, limit: usize) -> usize {
+        let chosen = self.select(selection, true, limit);
+        for id in &chosen {
+            if let Some(session) = self.sessions.get_mut(id) {
+                session.active = false;
             }
         }
-        doomed.len()
+        chosen.len()
+    }
+
+    /// Permanently deletes the selected sessions, oldest first, at most `limit`; returns how
+    /// many it deleted.
+    pub(crate) fn delete_selected(&mut self, selection: &Selection, limit: usize) -> usize {
+        let chosen = self.select(selection, false, limit);
+        self.remove_sessions(&chosen)
+    }
+
+    /// The ids of the selected sessions (only the active ones if asked), oldest first, at most
+    /// `limit`.
+    fn select(&self, selection: &Selection, only_active: bool, limit: usize) -> Vec<String> {
+        let mut chosen: Vec<&Session> = self
+            .sessions
+            .values()
+            .filter(|s| (s.active || !only_active) && selection.contains(s))
+            .collect();
+        chosen.sort_by_key(|s| s.seq);
+        chosen
+            .into_iter()
+            .take(limit)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Removes sessions and their tokens (cookie values stay known, as real cookies outlive
+    /// their sessions); returns how many existed.
+    fn remove_sessions(&mut self, ids: &[String]) -> usize {
+        let mut removed = 0;
+        for id in ids {
+            if let Some(session) = self.sessions.remove(id) {
+                self.tokens.remove(&session.token);
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// The sessions a bulk call (`POST /admin/sessions`) is about.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Selection {
+    /// `"identities": ["*"]`: every session of every identity.
+    All,
+    /// The sessions of these identities (canonical ids).
+    Identities(HashSet<String>),
+    /// These sessions (canonical ids).
+    Sessions(HashSet<String>),
+}
+
+impl Selection {
+    fn contains(&self, session: &Session) -> bool {
+        match self {
+            Self::All => true,
+            Self::Identities(ids) => ids.contains(&session.identity_id),
+            Self::Sessions(ids) => ids.contains(&session.id),
+        }
     }
 }
 
