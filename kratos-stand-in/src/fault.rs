@@ -1,9 +1,10 @@
 //! Behaviour knobs: injected faults, latency, the extend response, the session cache header,
-//! and the bulk route's wildcard batch.
+//! the bulk route's wildcard batch and the web hook.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::hook::WebHook;
 use super::record::Endpoint;
 
 /// A failure to inject into every later call of one endpoint, until cleared.
@@ -67,4 +68,6 @@ pub(crate) struct Knobs {
     pub(crate) session_cache_for: Option<Duration>,
     /// The most sessions one wildcard `POST /admin/sessions` processes.
     pub(crate) bulk_batch_size: usize,
+    /// Where `KratosStandIn::revoke_active_sessions` delivers Kratos's web hook, if anywhere.
+    pub(crate) web_hook: Option<WebHook>,
 }

@@ -9,6 +9,10 @@
 //! ([`calls`](KratosStandIn::calls), [`requests`](KratosStandIn::requests)). Faults, latency,
 //! the extend response style and Ory Network's session-cache header are knobs.
 //!
+//! It also plays what Kratos does on its own: [`KratosStandIn::revoke_active_sessions`] is the
+//! `revoke_active_sessions` hook followed by a `web_hook` to a receiver of the test's
+//! ([`WebHook`]), with Kratos's headers and retries.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,6 +60,7 @@ mod browser;
 mod bulk;
 mod credentials;
 mod fault;
+mod hook;
 mod ids;
 mod json;
 mod record;
@@ -81,7 +86,8 @@ use tokio::task::JoinHandle;
 pub use http;
 
 pub use fault::{ExtendResponse, Fault};
-pub use record::{Endpoint, RecordedRequest};
+pub use hook::{WebHook, WebHookError};
+pub use record::{Endpoint, RecordedRequest, WebHookDelivery};
 pub use spec::{SessionSpec, TestSession};
 // `tokenize_as`. The types carry their own docs: docs here would be prepended to both.
 pub use tokenizer::{SigningAlg, TokenizerTemplate};
@@ -149,7 +155,8 @@ const DEFAULT_LIFESPAN: Duration = Duration::from_secs(24 * 60 * 60);
 /// with made-up factors and no CSRF token (it is for loopback tests and demos), and takes
 /// `return_to` only to loopback addresses; login flows answer browsers only (no JSON flow); `page_token` is the decimal offset; bad-UUID
 /// messages imitate Kratos's UUID library; the reasons of `POST /admin/sessions`'s 400s are the
-/// stand-in's own words. Only the most recent 10 000 requests per endpoint are
+/// stand-in's own words; the web hook speaks plain HTTP only and times attempts out after 5 s
+/// (Kratos: 30 s). Only the most recent 10 000 requests per endpoint are
 /// kept for [`requests`](Self::requests); the counters are exact.
 ///
 /// # Example
@@ -411,7 +418,8 @@ impl KratosStandIn {
         self.inner.shared.journal().max_in_flight(endpoint)
     }
 
-    /// Forgets all counters and recorded requests. Requests still being handled stay in
+    /// Forgets all counters, recorded requests and [web hook
+    /// deliveries](Self::web_hook_deliveries). Requests still being handled stay in
     /// [`in_flight`](Self::in_flight) and become the new [`max_concurrent`](Self::max_concurrent).
     pub fn reset_counters(&self) {
         self.inner.shared.journal().clear();
@@ -489,6 +497,122 @@ impl KratosStandIn {
     /// ```
     pub fn set_bulk_batch_size(&self, size: usize) {
         self.inner.shared.knobs().bulk_batch_size = size;
+    }
+
+    /// Makes [`revoke_active_sessions`](Self::revoke_active_sessions) call this web hook, as
+    /// a `web_hook` listed after `revoke_active_sessions` in Kratos's hooks. It replaces any
+    /// earlier one. Default: none.
+    pub fn set_web_hook(&self, hook: WebHook) {
+        self.inner.shared.knobs().web_hook = Some(hook);
+    }
+
+    /// Removes the web hook: [`revoke_active_sessions`](Self::revoke_active_sessions) only
+    /// revokes.
+    pub fn clear_web_hook(&self) {
+        self.inner.shared.knobs().web_hook = None;
+    }
+
+    /// Plays Kratos's `revoke_active_sessions` hook, then the [web hook](Self::set_web_hook)
+    /// after it (`hooks: [revoke_active_sessions, web_hook]` after a settings change, a
+    /// recovery or a login).
+    ///
+    /// First every session of the identity but `keep_session_id` is disabled, as Kratos's
+    /// `UPDATE sessions SET active=false WHERE identity_id=? AND id<>?`: the rows are kept
+    /// (`session_state` says `active: false`) and whoami answers them 401. After a settings
+    /// change Kratos keeps the current session; after a login or a recovery it keeps none.
+    ///
+    /// Then, with a web hook set, it POSTs `{"identity_id":"<id>","keep_session_id":"<id>"}`
+    /// (`keep_session_id` left out when `None`) with `Content-Type: application/json`, the key
+    /// in the hook's header, `Ory-Webhook-Trigger-ID` (a UUID, the same on every attempt) and
+    /// `Ory-Webhook-Request-ID` (a UUID per attempt), and retries as Kratos's client: at most 3
+    /// attempts, waiting 1 s then 2 s (or the `Retry-After` of a 429 or a 503, in seconds, at
+    /// most 5 s), after a connection error, a timeout, a 429 or a 5xx other than 501. Each
+    /// attempt may take 5 s (Kratos: 30 s). Every call with a hook set adds a
+    /// [delivery](Self::web_hook_deliveries). The call returns once the hook is done, as a
+    /// hook with `response.ignore: false` does.
+    ///
+    /// Returns the last attempt's status (any status: a 404 or a 500 after 3 attempts is
+    /// returned too), or `None` without a web hook.
+    ///
+    /// # Errors
+    ///
+    /// When the last attempt got no answer ([`WebHookError::TimedOut`],
+    /// [`WebHookError::Connection`]), or the hook cannot be sent: an `https://` URL
+    /// ([`WebHookError::PlainHttpOnly`]), an invalid URL, header name or key. The sessions are
+    /// revoked all the same, as in Kratos.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random number generator fails.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kratos_stand_in::http::StatusCode;
+    /// use kratos_stand_in::{Endpoint, Fault, KratosStandIn, WebHook};
+    ///
+    /// let kratos = KratosStandIn::start().await?;
+    /// let laptop = kratos.create_session();
+    /// let phone = kratos.session().identity(&laptop.identity_id).create();
+    ///
+    /// // Any plain HTTP server can receive the hook: here a second stand-in, which answers 204
+    /// // to every request of a route it does not serve and records what it got.
+    /// let app = KratosStandIn::start().await?;
+    /// app.set_fault(Endpoint::Other, Fault::Status(StatusCode::NO_CONTENT));
+    /// kratos.set_web_hook(WebHook {
+    ///     url: format!("{}/hooks/sessions-revoked", app.public_url()),
+    ///     header: "X-Key".into(),
+    ///     key: "s3cret".into(),
+    /// });
+    ///
+    /// // A password change on the laptop: the phone's session goes.
+    /// let status = kratos.revoke_active_sessions(&laptop.identity_id, Some(&laptop.id)).await?;
+    /// assert_eq!(status, Some(StatusCode::NO_CONTENT));
+    /// assert!(!kratos.session_state(&phone.id).unwrap().active);
+    /// assert!(kratos.session_state(&laptop.id).unwrap().active);
+    ///
+    /// let received = &app.requests(Endpoint::Other)[0];
+    /// assert_eq!(received.headers["x-key"], "s3cret");
+    /// let body: serde_json::Value = serde_json::from_slice(&received.body)?;
+    /// assert_eq!(body["identity_id"], laptop.identity_id.as_str());
+    /// assert_eq!(body["keep_session_id"], laptop.id.as_str());
+    /// assert_eq!(kratos.web_hook_deliveries()[0].attempts, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn revoke_active_sessions(
+        &self,
+        identity_id: &str,
+        keep_session_id: Option<&str>,
+    ) -> Result<Option<http::StatusCode>, WebHookError> {
+        let shared = &self.inner.shared;
+        let identity_id = ids::canonical(identity_id);
+        let keep = keep_session_id.map(ids::canonical);
+        shared.store().revoke_others(&identity_id, keep.as_deref());
+        let hook = shared.knobs().web_hook.clone();
+        let Some(hook) = hook else {
+            return Ok(None);
+        };
+        let payload = hook::Payload {
+            identity_id: &identity_id,
+            keep_session_id: keep.as_deref(),
+        };
+        let sent = hook::deliver(&hook, &payload, hook::Timing::KRATOS).await;
+        shared.journal().record_delivery(WebHookDelivery {
+            trigger_id: sent.trigger_id,
+            attempts: sent.attempts,
+            status: sent.result.as_ref().ok().copied(),
+        });
+        sent.result.map(Some)
+    }
+
+    /// The web hook deliveries [`revoke_active_sessions`](Self::revoke_active_sessions) made,
+    /// oldest first (the most recent 10 000), since the start or the last
+    /// [`reset_counters`](Self::reset_counters).
+    pub fn web_hook_deliveries(&self) -> Vec<WebHookDelivery> {
+        self.inner.shared.journal().deliveries()
     }
 }
 
@@ -631,6 +755,7 @@ impl StandInBuilder {
             extend_response: self.extend_response,
             session_cache_for: self.session_cache_for,
             bulk_batch_size: bulk::DEFAULT_BATCH_SIZE,
+            web_hook: None,
         };
         let shared = Shared::new(config, knobs);
         let shared = shared.with_tokenizers(tokenizers);

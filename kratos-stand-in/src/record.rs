@@ -1,4 +1,5 @@
-//! What the stand-in saw: call counters and recorded requests, per endpoint and per session.
+//! What the stand-in saw: call counters and recorded requests, per endpoint and per session;
+//! and what it sent: web hook deliveries.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -64,6 +65,23 @@ pub struct RecordedRequest {
     pub session_id: Option<String>,
 }
 
+/// One web hook delivery: what one
+/// [`KratosStandIn::revoke_active_sessions`](super::KratosStandIn::revoke_active_sessions)
+/// with a web hook set sent, and what came of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebHookDelivery {
+    /// The `Ory-Webhook-Trigger-ID` every attempt carried (a UUID), for matching what the
+    /// receiver saw.
+    pub trigger_id: String,
+    /// How many attempts were made: 1 to 3, or 0 when the hook could not be sent at all (an
+    /// `https://` URL, an invalid header).
+    pub attempts: u32,
+    /// The status of the last attempt's answer; `None` when it got none (a timeout, a
+    /// connection error, nothing sent).
+    pub status: Option<http::StatusCode>,
+}
+
 /// How many requests per endpoint are kept for [`RecordedRequest`] inspection. Counters are
 /// unbounded; only the recorded requests are capped, so a long benchmark does not grow without end.
 pub(crate) const RECORDED_PER_ENDPOINT: usize = 10_000;
@@ -77,6 +95,8 @@ pub(crate) struct Journal {
     /// Requests being handled now, and the most handled at once, per endpoint.
     in_flight: HashMap<Endpoint, usize>,
     max_in_flight: HashMap<Endpoint, usize>,
+    /// Web hook deliveries, oldest first (the most recent [`RECORDED_PER_ENDPOINT`]).
+    deliveries: VecDeque<WebHookDelivery>,
 }
 
 impl Journal {
@@ -113,6 +133,17 @@ impl Journal {
             .unwrap_or_default()
     }
 
+    pub(crate) fn record_delivery(&mut self, delivery: WebHookDelivery) {
+        if self.deliveries.len() == RECORDED_PER_ENDPOINT {
+            self.deliveries.pop_front();
+        }
+        self.deliveries.push_back(delivery);
+    }
+
+    pub(crate) fn deliveries(&self) -> Vec<WebHookDelivery> {
+        self.deliveries.iter().cloned().collect()
+    }
+
     /// A request to `endpoint` starts being handled.
     pub(crate) fn enter(&mut self, endpoint: Endpoint) {
         let now = self.in_flight.entry(endpoint).or_default();
@@ -136,7 +167,7 @@ impl Journal {
         self.max_in_flight.get(&endpoint).copied().unwrap_or(0)
     }
 
-    /// Forgets counters and recorded requests. Requests still being handled stay counted, and
+    /// Forgets counters, recorded requests and deliveries. Requests still being handled stay counted, and
     /// become the new peak.
     pub(crate) fn clear(&mut self) {
         let in_flight = std::mem::take(&mut self.in_flight);

@@ -445,7 +445,7 @@ fn revoke_my_other_sessions(
     let mut store = shared.store();
     let current = caller(&store, shared, parts, now)?;
     let (identity_id, current_id) = (current.identity_id.clone(), current.id.clone());
-    let count = store.revoke_others(&identity_id, &current_id);
+    let count = store.revoke_others(&identity_id, Some(&current_id));
     Ok(json_reply(
         StatusCode::OK,
         format!(r#"{{"count":{count}}}"#).into_bytes(),

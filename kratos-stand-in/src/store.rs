@@ -495,12 +495,13 @@ impl Store {
         others
     }
 
-    /// Deactivates all the identity's sessions but `current_id`; returns how many matched
-    /// (already inactive ones included, as on PostgreSQL).
-    pub(crate) fn revoke_others(&mut self, identity_id: &str, current_id: &str) -> usize {
+    /// Deactivates all the identity's sessions but `keep` (Kratos's
+    /// `RevokeSessionsIdentityExcept`); returns how many matched (already inactive ones
+    /// included, as on PostgreSQL).
+    pub(crate) fn revoke_others(&mut self, identity_id: &str, keep: Option<&str>) -> usize {
         let mut count = 0;
         for session in self.sessions.values_mut() {
-            if session.identity_id == identity_id && session.id != current_id {
+            if session.identity_id == identity_id && Some(session.id.as_str()) != keep {
                 session.active = false;
                 count += 1;
             }
