@@ -81,7 +81,7 @@ use time::OffsetDateTime;
 
 use crate::{
     cache::Revoked,
-    client::canonical_id,
+    client::{canonical_id, MAX_BULK_IDS},
     credentials::{find_credential, CookieNames, Credential, CredentialSource},
     outcome::Outcome,
     relay::{relayable, set_cookies_as_response_parts},
@@ -92,6 +92,42 @@ pub use crate::{
     client::{LifecycleError, Page, SessionList, MAX_PAGE_SIZE},
     extend::SessionExtension,
 };
+
+/// What [`SessionLifecycle::manage_sessions`] does to the sessions it names (Kratos's bulk
+/// `POST /admin/sessions`). Either way whoami refuses them from then on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BulkAction {
+    /// Set them inactive; Kratos keeps them (they are listed, and can be looked at).
+    Disable,
+    /// Delete them.
+    Delete,
+}
+
+impl BulkAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// Whose sessions [`SessionLifecycle::manage_sessions`] disables or deletes.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum BulkTarget<'a> {
+    /// Every session of these identities (ids as UUIDs; any number, sent 500 at a time).
+    Identities(&'a [&'a str]),
+    /// These sessions (ids as UUIDs; any number, sent 500 at a time).
+    Sessions(&'a [&'a str]),
+    /// Every session of every identity: an incident responder's "sign everyone out".
+    Everyone,
+}
+
+/// The most `POST /admin/sessions` calls one "everyone" takes (Kratos takes 5,000 sessions a
+/// call): a Kratos that kept answering `more` would otherwise be asked for ever.
+const MAX_EVERYONE_CALLS: u32 = 100_000;
 
 /// The answer of [`SessionLifecycle::extend_if_expiring`].
 ///
@@ -657,6 +693,111 @@ impl SessionLifecycle {
             "all Kratos sessions of an identity revoked (admin)"
         );
         Ok(())
+    }
+
+    /// Disables or deletes many sessions through Kratos's bulk admin API
+    /// (`POST /admin/sessions`): those of given identities, given sessions, or everyone's. Lists
+    /// are sent 500 ids a call (Kratos's most); "everyone" is sent again while Kratos answers
+    /// that more are left. Returns how many sessions Kratos disabled or deleted.
+    ///
+    /// The cache follows on this replica and, with a shared cache, on every other (a replica
+    /// started later included): every cached session of the named identities or sessions, or
+    /// every cached session at all, is checked with Kratos again before it is served.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_kratos::{lifecycle::{BulkAction, BulkTarget}, KratosLayer};
+    /// # let kratos = kratos_stand_in::KratosStandIn::start().await?;
+    /// # let session = kratos.create_session();
+    /// let layer = KratosLayer::builder(kratos.public_url())
+    ///     .admin_url(kratos.admin_url())
+    ///     .build()?;
+    /// let lifecycle = layer.lifecycle();
+    /// let identities = [session.identity_id.as_str()];
+    /// let disabled = lifecycle
+    ///     .manage_sessions(BulkAction::Disable, BulkTarget::Identities(&identities))
+    ///     .await?;
+    /// assert_eq!(disabled, 1);
+    /// lifecycle.manage_sessions(BulkAction::Delete, BulkTarget::Everyone).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`InvalidId`](LifecycleError::InvalidId) for an id that is not a UUID (nothing is
+    /// sent), [`AdminNotConfigured`](LifecycleError::AdminNotConfigured),
+    /// [`AdminRefused`](LifecycleError::AdminRefused),
+    /// [`RateLimited`](LifecycleError::RateLimited),
+    /// [`Unavailable`](LifecycleError::Unavailable). A failure part-way leaves the calls made
+    /// before it done, and the cache follows them (and the failed one, if it may have acted).
+    pub async fn manage_sessions(
+        &self,
+        action: BulkAction,
+        target: BulkTarget<'_>,
+    ) -> Result<u64, LifecycleError> {
+        let (field, ids) = match target {
+            BulkTarget::Identities(ids) => ("identities", ids),
+            BulkTarget::Sessions(ids) => ("sessions", ids),
+            BulkTarget::Everyone => return self.manage_everyone(action).await,
+        };
+        let ids = ids
+            .iter()
+            .map(|id| canonical_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut processed = 0;
+        for batch in ids.chunks(MAX_BULK_IDS) {
+            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let answer = self
+                .state
+                .client
+                .manage_sessions(action.as_str(), field, &batch)
+                .await;
+            if may_have_acted(&answer) {
+                for id in &batch {
+                    let revoked = match target {
+                        BulkTarget::Sessions(_) => Revoked::Session(id),
+                        _ => Revoked::Identity(id),
+                    };
+                    self.state.cache.revoked(revoked).await;
+                }
+            }
+            processed += self.logged(answer)?.processed;
+        }
+        tracing::info!(
+            processed,
+            field,
+            action = action.as_str(),
+            "Kratos sessions managed in bulk (admin)"
+        );
+        Ok(processed)
+    }
+
+    /// `"identities": ["*"]`, sent again while Kratos says more are left; every cached session
+    /// is checked again after each call that may have acted.
+    async fn manage_everyone(&self, action: BulkAction) -> Result<u64, LifecycleError> {
+        let mut processed = 0;
+        for _ in 0..MAX_EVERYONE_CALLS {
+            let answer = self
+                .state
+                .client
+                .manage_sessions(action.as_str(), "identities", &["*"])
+                .await;
+            if may_have_acted(&answer) {
+                self.state.cache.revoked(Revoked::Everything).await;
+            }
+            let answer = self.logged(answer)?;
+            processed += answer.processed;
+            // A Kratos that says more are left but took none would be asked for ever.
+            if !answer.more || answer.processed == 0 {
+                break;
+            }
+        }
+        tracing::info!(
+            processed,
+            action = action.as_str(),
+            "every Kratos session managed in bulk (admin)"
+        );
+        Ok(processed)
     }
 
     /// Logs what is the operator's to fix (the admin API not configured, or refusing the API

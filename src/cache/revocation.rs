@@ -37,6 +37,8 @@ pub(crate) enum Revoked<'a> {
     Identity(&'a str),
     /// Whatever session this credential belongs to (API logout knows only the token).
     Credential(&'a Credential),
+    /// Every session (Kratos's bulk `POST /admin/sessions` with `"identities": ["*"]`).
+    Everything,
 }
 
 /// What a mark is kept under: hashes of the ids, or the credential's cache key.
@@ -45,9 +47,8 @@ pub(super) enum MarkTarget {
     Session([u8; 32]),
     Identity([u8; 32]),
     Credential(CacheKey),
-    /// Every entry: the shared cache's subscription broke, so revocations made elsewhere may
-    /// have been missed.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Every entry: every session was revoked (a bulk call), or the shared cache's
+    /// subscription broke, so revocations made elsewhere may have been missed.
     Everything,
 }
 
@@ -180,6 +181,7 @@ impl RevocationMarks {
             Revoked::Session(id) => MarkTarget::Session(self.keys.session(id)),
             Revoked::Identity(id) => MarkTarget::Identity(self.keys.identity(id)),
             Revoked::Credential(credential) => MarkTarget::Credential(key(credential)),
+            Revoked::Everything => MarkTarget::Everything,
         }
     }
 
@@ -265,6 +267,7 @@ impl RevocationMarks {
         let after = |mark: Option<&Instant>| mark.is_some_and(|mark| *mark >= at);
         after(marks.sessions.get(&self.keys.session(session_id)))
             || after(marks.identities.get(&self.keys.identity(identity_id)))
+            || after(marks.everything.as_ref())
     }
 
     pub(super) fn outdates(&self, key: &CacheKey, cached: &Cached) -> bool {

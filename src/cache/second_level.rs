@@ -89,6 +89,7 @@ mod with_redis {
                         inner.hot.remove(&key);
                         MarkTarget::Credential(key)
                     }
+                    RevokedTarget::Everything => MarkTarget::Everything,
                 };
                 inner.revoked.mark_heard(target, at);
             }
@@ -151,7 +152,7 @@ mod with_redis {
                 MarkTarget::Session(hash) => (RevokedTarget::Session(hash), None),
                 MarkTarget::Identity(hash) => (RevokedTarget::Identity(hash), None),
                 MarkTarget::Credential(key) => (RevokedTarget::Credential(key.0), Some(key.0)),
-                MarkTarget::Everything => return,
+                MarkTarget::Everything => (RevokedTarget::Everything, None),
             };
             level.shared.publish(target, entry_of.as_ref()).await;
         }

@@ -72,6 +72,8 @@ fn heard(marks: &RevocationMarks, event: SharedEvent) {
         RevokedTarget::Identity(hash) => MarkTarget::Identity(hash),
         // A credential's hash names no session a token carries.
         RevokedTarget::Credential(_) => return,
+        // Everyone's sessions: every token issued before it.
+        RevokedTarget::Everything => MarkTarget::Everything,
     };
     marks.mark_heard(target, at);
 }

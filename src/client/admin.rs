@@ -50,6 +50,18 @@ impl fmt::Debug for AdminApi {
     }
 }
 
+/// The most ids one `POST /admin/sessions` takes (Kratos's `manageSessions`).
+pub(crate) const MAX_BULK_IDS: usize = 500;
+
+/// What `POST /admin/sessions` answered: how many sessions it disabled or deleted, and, for
+/// `"*"`, whether more are left for the same request to take.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct BulkAnswer {
+    pub(crate) processed: u64,
+    #[serde(default)]
+    pub(crate) more: bool,
+}
+
 /// What `PATCH /admin/sessions/{id}/extend` answered (Kratos's `session/handler.go` `adminSessionExtend`: clients must accept both).
 #[derive(Debug)]
 pub(crate) enum ExtendAnswer {
@@ -96,6 +108,26 @@ impl KratosClient {
             .await
     }
 
+    /// `POST {admin}/admin/sessions`: disable or delete the sessions of these identities, or
+    /// these sessions (at most [`MAX_BULK_IDS`], canonical, or `["*"]` alone for identities).
+    /// Kratos answers 200 `{"processed": n, "more": bool}`; anything else is a failure.
+    pub(crate) async fn manage_sessions(
+        &self,
+        action: &'static str,
+        field: &'static str,
+        ids: &[&str],
+    ) -> Result<BulkAnswer, LifecycleError> {
+        let body = serde_json::json!({ "action": action, field: ids });
+        let answer = self
+            .admin_call_with(reqwest::Method::POST, &["admin", "sessions"], Some(body))
+            .await?;
+        match answer.status {
+            StatusCode::OK => serde_json::from_slice::<BulkAnswer>(&answer.body)
+                .map_err(|_| LifecycleError::Unavailable(Unavailable::InvalidBody)),
+            _ => Err(failure(Api::Admin, &answer)),
+        }
+    }
+
     /// An admin `DELETE`: 204 is done, 404 is "no such session or identity" (Kratos's `session/handler.go`),
     /// anything else a failure. A 200 is not Kratos's answer (an error page from a proxy, say):
     /// nothing says the session was revoked, so it is not reported as done.
@@ -115,12 +147,27 @@ impl KratosClient {
         method: reqwest::Method,
         segments: &[&str],
     ) -> Result<Answer, LifecycleError> {
+        self.admin_call_with(method, segments, None).await
+    }
+
+    /// [`admin_call`](Self::admin_call) with a JSON body.
+    async fn admin_call_with(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, LifecycleError> {
         let admin = self.admin().ok_or(LifecycleError::AdminNotConfigured)?;
         let mut request = self
             .inner
             .http
             .request(method, with_segments(&admin.base, segments))
             .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
         if let Some(authorization) = &admin.authorization {
             request = request.header(header::AUTHORIZATION, authorization.clone());
         }

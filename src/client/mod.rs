@@ -30,7 +30,7 @@ use reqwest::Url;
 use crate::log_limit::WarnLimiter;
 
 pub(crate) use self::{
-    admin::{AdminApi, ExtendAnswer},
+    admin::{AdminApi, ExtendAnswer, MAX_BULK_IDS},
     admission::{Admission, AdmissionConfig},
     whoami::WhoamiAnswer,
 };

@@ -104,6 +104,9 @@ pub(crate) enum RevokedTarget {
     Identity([u8; 32]),
     /// A credential's cache key.
     Credential([u8; 32]),
+    /// Every session: a bulk revocation of everyone's sessions. Recorded as the others are, so a
+    /// replica that subscribes later still outdates what Redis holds from before it.
+    Everything,
 }
 
 /// What the shared cache tells the session cache.
