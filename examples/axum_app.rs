@@ -21,6 +21,7 @@
 //! | `LOGIN_URL` | the stand-in's login flow (none with `KRATOS_PUBLIC_URL`) | send browsers without a session there, with `return_to` |
 //! | `RECENT_AUTH_SECS` | 300 | `GET /settings` needs a sign-in within this |
 //! | `APP_URL` | required with `KRATOS_PUBLIC_URL` and `LOGIN_URL` (the app exits without it); else the request's `Host` | the app's public URL, for that `return_to`: Kratos's `selfservice.allowed_return_urls` must list it |
+//! | `KRATOS_HOOK_KEY` | none: no receiver | at least 32 bytes (else the app exits saying so): mounts Kratos's web hook receiver at `POST /hooks/kratos/sessions-revoked`, key in `X-Kratos-Hook-Key`, body `{"identity_id", "keep_session_id"}` |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
 //! | `MAX_CONCURRENT_LOOKUPS` | 32 | whoami calls to Kratos in flight at once |
@@ -91,6 +92,8 @@ struct Config {
     login_url: Option<String>,
     app_url: Option<String>,
     recent_auth: Duration,
+    /// The key Kratos's web hook sends after `revoke_active_sessions`; unset: no receiver.
+    hook_key: Option<String>,
 }
 
 impl Config {
@@ -101,6 +104,7 @@ impl Config {
             login_url: var("LOGIN_URL"),
             app_url: var("APP_URL"),
             recent_auth: Duration::from_secs(parse("RECENT_AUTH_SECS", "300")?),
+            hook_key: var("KRATOS_HOOK_KEY"),
         })
     }
 }
@@ -190,6 +194,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .route("/health", get(|| async { "ok" }))
         .merge(lifecycle_routes)
         .with_state(state);
+    // Kratos's web hook after `revoke_active_sessions` (the guide's shared cache chapter has
+    // Kratos's configuration): a key shorter than 32 bytes stops the app with a message.
+    let app = match &config.hook_key {
+        Some(key) => app.route_service(
+            "/hooks/kratos/sessions-revoked",
+            kratos
+                .revocation_hook(key)
+                .map_err(|error| format!("KRATOS_HOOK_KEY: {error}"))?,
+        ),
+        None => app,
+    };
 
     let listener = TcpListener::bind(config.bind_addr).await?;
     let addr = listener.local_addr()?;

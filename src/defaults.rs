@@ -110,3 +110,13 @@ pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(1);
 
 /// The longest token read. Kratos's are well under 2 KiB; mapped claims add some.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+// The receiver of Kratos's web hook.
+
+/// The shortest key [`KratosLayer::revocation_hook`](crate::KratosLayer::revocation_hook)
+/// accepts, in bytes: 256 bits.
+pub const MIN_HOOK_KEY_LEN: usize = 32;
+
+/// The largest body the revocation hook reads, in bytes; larger ones are answered 413. The
+/// template's body is under 120 bytes.
+pub const MAX_HOOK_BODY_LEN: usize = 4 * 1024;

@@ -44,6 +44,7 @@
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
 //! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, logging out.
+//! - [`hook`]: a receiver for Kratos's web hook, so revocations Kratos makes reach the cache.
 //! - [`require`]: asking more of a session per route (second factor, recent sign-in, age).
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
 //! - [`tonic`](mod@tonic) (feature `tonic`): the session in a gRPC handler, errors as statuses.
@@ -76,9 +77,10 @@
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `outcome`, `session` |
 //! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `outcome`, `rejection/`, `session`, `shared_cache/` |
 //! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `extend`, `log_limit`, `outcome`, `rejection/` |
-//! | `lifecycle` | the public lifecycle helpers, browser logout included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `state` |
+//! | `lifecycle` | the public lifecycle helpers, browser logout and the bulk admin API included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `state` |
+//! | `hook` | the receiver of Kratos's web hook after `revoke_active_sessions` | `cache/`, `client/`, `config`, `defaults`, `response`, `state` |
 //! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | `credentials`, `log_limit`, `outcome`, `rejection/`, `response`, `session`, `state` |
-//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `defaults`, `extend`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
+//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `defaults`, `extend`, `hook`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
 //! | `tonic` | feature `tonic`: the tonic extension trait, statuses, `NamedService` | `authenticate/`, `client/`, `credentials`, `jwt/`, `lifecycle`, `outcome`, `rejection/`, `require/`, `response`, `session` |
 //!
 //! # Security
@@ -128,6 +130,7 @@ mod extend;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod guide;
+pub mod hook;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;

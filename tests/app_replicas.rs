@@ -159,3 +159,66 @@ async fn an_app_given_two_redis_or_an_unreadable_file_refuses_to_start_naming_th
     .expect_err("started with an unreadable CA file");
     assert!(unreadable.contains("REDIS_CA_FILE"), "{unreadable}");
 }
+
+/// The reference app with `KRATOS_HOOK_KEY`: Kratos's web hook (the stand-in playing it) reaches
+/// one process, and every process refuses the identity's other sessions within a second; a key
+/// shorter than 32 bytes stops the app with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kratoss_web_hook_reaches_every_app_process() {
+    const HOOK_KEY: &str = "the reference app's hook key, 32 bytes or more";
+    let short = App::try_spawn(&[("KRATOS_HOOK_KEY", "too short")]).expect_err("started");
+    assert!(
+        short.contains("KRATOS_HOOK_KEY") && short.contains("32 bytes"),
+        "{short}"
+    );
+
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let redis = RedisServer::start();
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let public_url = kratos.public_url();
+        let redis_env = redis.app_env();
+        let mut env = vec![
+            ("KRATOS_PUBLIC_URL", public_url.as_str()),
+            ("SHARED_CACHE_SECRET", SECRET),
+            ("REDIS_KEY_PREFIX", "test"),
+            ("KRATOS_HOOK_KEY", HOOK_KEY),
+        ];
+        env.extend(
+            redis_env
+                .iter()
+                .map(|(name, value)| (*name, value.as_str())),
+        );
+        apps.push(App::spawn(&env));
+    }
+    let kept = kratos.create_session();
+    let other = kratos.session().identity(&kept.identity_id).create();
+    let client = reqwest::Client::new();
+    for app in &apps {
+        for session in [&kept, &other] {
+            assert_eq!(status(&client, &app.url("/me"), session).await, 200);
+        }
+    }
+    kratos.set_web_hook(kratos_stand_in::WebHook {
+        url: apps[1].url("/hooks/kratos/sessions-revoked"),
+        header: "X-Kratos-Hook-Key".to_owned(),
+        key: HOOK_KEY.to_owned(),
+    });
+    let sent = Instant::now();
+    let delivered = kratos
+        .revoke_active_sessions(&kept.identity_id, Some(&kept.id))
+        .await
+        .expect("delivered");
+    assert_eq!(delivered.map(|status| status.as_u16()), Some(204));
+    for app in &apps {
+        loop {
+            match status(&client, &app.url("/me"), &other).await {
+                401 => break,
+                200 => assert!(sent.elapsed() < Duration::from_secs(1), "still served"),
+                other => panic!("neither served nor refused: {other}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(status(&client, &app.url("/me"), &kept).await, 200);
+    }
+}

@@ -7,7 +7,8 @@ use tower_layer::Layer;
 
 use crate::{
     authenticate::KratosService,
-    config::Mode,
+    config::{BuildError, Mode},
+    hook::RevocationHook,
     lifecycle::SessionLifecycle,
     rejection::DefaultRejection,
     require::{RequireLayer, Requirement},
@@ -126,6 +127,16 @@ impl<R> KratosLayer<R> {
     /// client and cache, so a revocation made through them is seen by this layer at once.
     pub fn lifecycle(&self) -> SessionLifecycle {
         SessionLifecycle::new(Arc::clone(&self.policy.state))
+    }
+
+    /// The receiver of Kratos's web hook after `revoke_active_sessions`, sharing this layer's
+    /// cache (and so its shared cache): see [`hook`](crate::hook).
+    ///
+    /// # Errors
+    /// When `key` is shorter than
+    /// [`MIN_HOOK_KEY_LEN`](crate::defaults::MIN_HOOK_KEY_LEN) bytes.
+    pub fn revocation_hook(&self, key: impl AsRef<[u8]>) -> Result<RevocationHook, BuildError> {
+        RevocationHook::new(Arc::clone(&self.policy.state), key.as_ref())
     }
 }
 

@@ -13,6 +13,7 @@
 //! | [`browsers`] | login redirects and `return_to`, step-up through Kratos's flows, browser logout |
 //! | [`requirements`] | per-route requirements: a second factor, a recent sign-in, a maximum session age, conditions of your own |
 //! | [`lifecycle`] | extending sessions, revoking them, listing them, logging out |
+//! | [`revocations`] | revocations Kratos makes itself (its web hook), the bulk admin API, and what no hook reports |
 //! | [`grpc`] | the layer in front of tonic, and the gRPC answers it gives |
 //! | [`shared_cache`] | one cache for many replicas through Redis: what is shared, TLS, ACL, Cluster, Sentinel, managed services, sizing |
 //! | [`tokenized_sessions`] | Kratos's session JWTs: asking for them at the edge, verifying them downstream |
@@ -38,6 +39,9 @@ pub mod requirements {}
 
 #[doc = include_str!("lifecycle.md")]
 pub mod lifecycle {}
+
+#[doc = include_str!("revocations.md")]
+pub mod revocations {}
 
 #[doc = include_str!("grpc.md")]
 pub mod grpc {}
