@@ -15,6 +15,11 @@ use support::redis_server::RedisServer;
 const SECRET: &str = "thirty-two bytes or more, the same on all three";
 
 fn replica(kratos: &KratosStandIn, redis: &RedisServer) -> App {
+    replica_with(kratos, redis, &[])
+}
+
+/// A replica with more settings than the shared cache's.
+fn replica_with(kratos: &KratosStandIn, redis: &RedisServer, more: &[(&str, &str)]) -> App {
     let public_url = kratos.public_url();
     let redis_env = redis.app_env();
     let mut env = vec![
@@ -28,6 +33,7 @@ fn replica(kratos: &KratosStandIn, redis: &RedisServer) -> App {
             .iter()
             .map(|(name, value)| (*name, value.as_str())),
     );
+    env.extend_from_slice(more);
     App::spawn(&env)
 }
 
@@ -174,23 +180,9 @@ async fn kratoss_web_hook_reaches_every_app_process() {
 
     let kratos = KratosStandIn::start().await.expect("stand-in");
     let redis = RedisServer::start();
-    let mut apps = Vec::new();
-    for _ in 0..3 {
-        let public_url = kratos.public_url();
-        let redis_env = redis.app_env();
-        let mut env = vec![
-            ("KRATOS_PUBLIC_URL", public_url.as_str()),
-            ("SHARED_CACHE_SECRET", SECRET),
-            ("REDIS_KEY_PREFIX", "test"),
-            ("KRATOS_HOOK_KEY", HOOK_KEY),
-        ];
-        env.extend(
-            redis_env
-                .iter()
-                .map(|(name, value)| (*name, value.as_str())),
-        );
-        apps.push(App::spawn(&env));
-    }
+    let apps: Vec<App> = (0..3)
+        .map(|_| replica_with(&kratos, &redis, &[("KRATOS_HOOK_KEY", HOOK_KEY)]))
+        .collect();
     let kept = kratos.create_session();
     let other = kratos.session().identity(&kept.identity_id).create();
     let client = reqwest::Client::new();

@@ -226,14 +226,7 @@ mod tests {
     }
 
     async fn whoami(kratos: &KratosStandIn, session: &TestSession) -> u16 {
-        reqwest::Client::new()
-            .get(format!("{}/sessions/whoami", kratos.public_url()))
-            .header("X-Session-Token", &session.token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        crate::whoami_status(kratos, &session.token).await
     }
 
     #[tokio::test]

@@ -572,16 +572,7 @@ mod tests {
         );
     }
 
-    async fn whoami(kratos: &KratosStandIn, token: &str) -> u16 {
-        reqwest::Client::new()
-            .get(format!("{}/sessions/whoami", kratos.public_url()))
-            .header("X-Session-Token", token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
+    use crate::whoami_status as whoami;
 
     #[tokio::test]
     async fn revoke_active_sessions_disables_the_others_then_calls_the_hook() {

@@ -778,3 +778,16 @@ fn is_token(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+/// The status whoami answers for this token, over HTTP: for the unit tests of several modules.
+#[cfg(test)]
+pub(crate) async fn whoami_status(kratos: &KratosStandIn, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/sessions/whoami", kratos.public_url()))
+        .header("X-Session-Token", token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
