@@ -3,11 +3,12 @@
 //! (Debian's `redis-tools`; `.ci/run` installs it), killed when dropped.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use super::redis_server::free_port;
 
 /// A running cluster.
 #[derive(Debug)]
@@ -185,19 +186,6 @@ impl Drop for RedisCluster {
             self.kill(index);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    // Cluster nodes also listen on port + 10000 (the cluster bus): keep both free and valid.
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free port");
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -263,12 +264,32 @@ impl Drop for RedisServer {
     }
 }
 
-/// A free loopback port.
+/// A free loopback port for a Redis process, free with the cluster bus port (+10000) a cluster
+/// node would also take, both below the kernel's
+/// ephemeral range: a port picked from inside that range (by binding port 0) could be taken by
+/// any process's outgoing connection between the check and redis-server's own bind, which made
+/// a node fail to start now and then on a busy machine. Handed out once per process, from a
+/// start that differs between processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Below the ephemeral range's start, bus port included: [10000, low - 10000).
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = low.saturating_sub(20_000).max(1);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = 10_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair below the ephemeral range");
 }
 
 impl RedisServer {
