@@ -349,11 +349,19 @@ fn traits_from<T: DeserializeOwned>(
     let Some(identity) = session.identity.as_ref() else {
         return Ok(None);
     };
-    serde_path_to_error::deserialize(&identity.traits)
+    // The plain read first: tracking the path costs every request, and matters only to explain
+    // a failure, which is read again for that.
+    identity
+        .traits_as()
+        .map_err(|_| {
+            serde_path_to_error::deserialize::<_, T>(&identity.traits)
+                .err()
+                .map_or_else(|| "inconsistent".to_owned(), |error| without_values(&error))
+        })
         .map(|traits| Some(KratosTraits(traits)))
-        .map_err(|error| SessionRejection::TraitsMismatch {
+        .map_err(|cause| SessionRejection::TraitsMismatch {
             type_name: std::any::type_name::<T>(),
-            cause: without_values(&error),
+            cause,
         })
 }
 

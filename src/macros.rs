@@ -2,9 +2,15 @@
 
 /// For a service that wraps an `inner: S` beside its layer's shared `$shared` (an `Arc` or a
 /// layer holding one): `get_ref`, `get_mut` and `into_inner`, as each tower-http middleware has
-/// them, and `Clone` for any cloneable inner service (a derive would ask `R: Clone` too).
+/// them, its `new`, and `Clone` for any cloneable inner service (a derive would ask `R: Clone`).
 macro_rules! wrapping_service {
-    ($service:ident, $shared:ident) => {
+    ($service:ident, $shared:ident: $shared_type:ty) => {
+        impl<S, R> $service<S, R> {
+            pub(crate) fn new(inner: S, $shared: $shared_type) -> Self {
+                Self { inner, $shared }
+            }
+        }
+
         impl<S: Clone, R> Clone for $service<S, R> {
             fn clone(&self) -> Self {
                 Self {

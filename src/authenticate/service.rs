@@ -37,13 +37,7 @@ pub struct KratosService<S, R = DefaultRejection> {
     policy: Arc<Policy<R>>,
 }
 
-impl<S, R> KratosService<S, R> {
-    pub(crate) fn new(inner: S, policy: Arc<Policy<R>>) -> Self {
-        Self { inner, policy }
-    }
-}
-
-wrapping_service!(KratosService, policy);
+wrapping_service!(KratosService, policy: Arc<Policy<R>>);
 
 impl<S: fmt::Debug, R> fmt::Debug for KratosService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -39,13 +39,7 @@ pub struct JwtService<S, R> {
     policy: Arc<JwtPolicy<R>>,
 }
 
-impl<S, R> JwtService<S, R> {
-    pub(crate) fn new(inner: S, policy: Arc<JwtPolicy<R>>) -> Self {
-        Self { inner, policy }
-    }
-}
-
-wrapping_service!(JwtService, policy);
+wrapping_service!(JwtService, policy: Arc<JwtPolicy<R>>);
 
 impl<S: fmt::Debug, R> fmt::Debug for JwtService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -32,13 +32,7 @@ pub struct RequireService<S, R = DefaultRejection> {
     layer: RequireLayer<R>,
 }
 
-impl<S, R> RequireService<S, R> {
-    pub(super) fn new(inner: S, layer: RequireLayer<R>) -> Self {
-        Self { inner, layer }
-    }
-}
-
-wrapping_service!(RequireService, layer);
+wrapping_service!(RequireService, layer: RequireLayer<R>);
 
 impl<S: fmt::Debug, R> fmt::Debug for RequireService<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
