@@ -89,12 +89,14 @@
 //!   `X-Session-Token`. The request's other cookies never leave your process.
 //! - The cache is keyed by a keyed BLAKE3 hash of the credential; the raw credential is not
 //!   stored, logged, or shown by any `Debug` implementation.
-//! - A cached session is never served past its `expires_at`. A session revoked outside this
-//!   process stays accepted until its cache entry expires: at most the cache TTL, 60 s by
-//!   default ([`KratosLayerBuilder::cache_ttl`](authenticate::KratosLayerBuilder::cache_ttl)); with stale-if-error on, up to TTL + grace while
-//!   Kratos is unavailable ([`KratosLayerBuilder::stale_if_error`](authenticate::KratosLayerBuilder::stale_if_error)). Revocations made through
-//!   [`lifecycle`] are enforced by this process at once, browser logout included
-//!   ([`SessionLifecycle::logout_browser`](lifecycle::SessionLifecycle::logout_browser)).
+//! - A cached session is never served past its `expires_at`. Revocations made through
+//!   [`lifecycle`] are enforced by this process at once (browser logout and Kratos's bulk API
+//!   included), and by every replica with a shared cache; so are those Kratos reports to the
+//!   [`hook`] receiver (its `revoke_active_sessions`). Any other revocation made outside the
+//!   crate stays accepted until the cache entry expires: at most the cache TTL, 60 s by default
+//!   ([`KratosLayerBuilder::cache_ttl`](authenticate::KratosLayerBuilder::cache_ttl)); with
+//!   stale-if-error on, up to TTL + grace while Kratos is unavailable
+//!   ([`KratosLayerBuilder::stale_if_error`](authenticate::KratosLayerBuilder::stale_if_error)).
 //! - Kratos's session lifespan rolls forward with every extension; for an absolute cap on how
 //!   long one sign-in lasts, set [`KratosLayerBuilder::max_session_age`](authenticate::KratosLayerBuilder::max_session_age) (or a route's
 //!   [`Requirement::max_session_age`](require::Requirement::max_session_age)).

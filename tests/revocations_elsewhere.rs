@@ -174,6 +174,8 @@ async fn a_wrong_key_or_a_bad_delivery_changes_nothing() {
         .revocation_hook(HOOK_KEY)
         .expect("a long key");
     let body = hook_body(&kept.identity_id, None);
+    // The replica writes its entries to Redis after answering: counted writes start after them.
+    support::replicas::entries_written(&redis, 2).await;
     redis.reset_stats();
     let whoami = kratos.calls(Endpoint::Whoami);
 
