@@ -430,6 +430,58 @@ impl<'a> FoundCredential<'a> {
     }
 }
 
+/// A request's credential kept past the request, for a connection that outlives it (see
+/// `cache::connections`): the header it was found in, which shares the request's buffer (a
+/// reference count, not a copy), or, when the session cookies were split over several `Cookie`
+/// headers (HTTP/2 may), the owned credential. Read again only when the connection is watched.
+#[derive(Clone)]
+pub(crate) enum CredentialCopy {
+    Header(HeaderName, HeaderValue),
+    Owned(Credential),
+}
+
+impl CredentialCopy {
+    /// The owned credential, found again in the copied header exactly as in the request.
+    pub(crate) fn credential(&self, cookie_names: &CookieNames) -> Option<Credential> {
+        match self {
+            Self::Header(name, value) => {
+                let mut headers = HeaderMap::with_capacity(1);
+                headers.insert(name.clone(), value.clone());
+                find_credential(&headers, cookie_names).ok().flatten()
+            }
+            Self::Owned(credential) => Some(credential.clone()),
+        }
+    }
+}
+
+impl From<Credential> for CredentialCopy {
+    fn from(credential: Credential) -> Self {
+        Self::Owned(credential)
+    }
+}
+
+impl fmt::Debug for CredentialCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialCopy([redacted])")
+    }
+}
+
+impl FoundCredential<'_> {
+    /// This credential kept past the request whose `headers` it was found in.
+    pub(crate) fn copy(self, headers: &HeaderMap) -> CredentialCopy {
+        let name = match self.source {
+            CredentialSource::SessionToken => SESSION_TOKEN,
+            CredentialSource::Bearer => header::AUTHORIZATION,
+            CredentialSource::Cookie => header::COOKIE,
+        };
+        let mut values = headers.get_all(&name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => CredentialCopy::Header(name, value.clone()),
+            _ => CredentialCopy::Owned(self.into_credential()),
+        }
+    }
+}
+
 /// Which of the configured names a cookie name matched.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NameMatch {

@@ -44,6 +44,7 @@
 //! - [`outcome`]: what a lookup can end in.
 //! - [`rejection`]: turning an outcome into a response, and replacing that.
 //! - [`lifecycle`]: extending sessions close to expiry, revoking, listing, logging out.
+//! - [`live`]: connections (streams, WebSockets, long work) that end with their session.
 //! - [`hook`]: a receiver for Kratos's web hook, so revocations Kratos makes reach the cache.
 //! - [`require`]: asking more of a session per route (second factor, recent sign-in, age).
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
@@ -71,9 +72,10 @@
 //! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
 //! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `defaults`, `log_limit`, `session` |
 //! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `credentials`, `defaults`, `log_limit`, `outcome`, `response`, `session` |
-//! | `rejection/` | outcome → response: the one place every middleware refuses through (gRPC's trailers-only answers, browser redirects, then your rejection), and the response body | `config`, `outcome`, `response` |
-//! | `cache/` | keys, entries, the hot table, revocation marks, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `outcome`, `session`, `shared_cache/` |
+//! | `cache/` | keys, entries, the hot table, revocation marks and the open connections they wake, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `outcome`, `session`, `shared_cache/` |
+//! | `rejection/` | outcome → response: the one place every middleware refuses through (gRPC's trailers-only answers, browser redirects, then your rejection), and the response body (which ends with its session) | `cache/`, `config`, `outcome`, `response` |
 //! | `extract` | feature `axum`: axum extractors | `log_limit`, `outcome`, `rejection/`, `response`, `session` |
+//! | `live/` | connections that end with their session: [`SessionEnd`](live::SessionEnd), WebSockets (feature `ws`) | `cache/`, `extract`, `session` |
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `outcome`, `session` |
 //! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `outcome`, `rejection/`, `session`, `shared_cache/` |
 //! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `extend`, `log_limit`, `outcome`, `rejection/` |
@@ -137,6 +139,7 @@ pub mod hook;
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
 pub mod lifecycle;
+pub mod live;
 mod log_limit;
 pub mod outcome;
 pub mod rejection;

@@ -14,7 +14,13 @@
 //! assert!(session.identity.is_none());
 //! ```
 
-use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    fmt,
+    ops::Deref,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
@@ -55,6 +61,31 @@ pub struct Session {
     /// takes it as the session: keep it as secret as the session token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenized: Option<String>,
+    /// The layer whose cache holds this session, so that a connection opened with it can be
+    /// watched (see [`live`](crate::live)). Never serialized or shown.
+    #[serde(skip)]
+    pub(crate) origin: Origin,
+}
+
+/// Where a session came from: a weak handle on the cache of the layer that validated it, set
+/// when the cache stores the session. Opaque here, so the session model depends on nothing.
+#[derive(Clone, Default)]
+pub(crate) struct Origin(Option<Weak<dyn Any + Send + Sync>>);
+
+impl Origin {
+    pub(crate) fn new(cache: Weak<dyn Any + Send + Sync>) -> Self {
+        Self(Some(cache))
+    }
+
+    /// The cache, while it lives.
+    pub(crate) fn upgrade(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.0.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Whether this is that cache's handle.
+    pub(crate) fn is(&self, cache: &Weak<dyn Any + Send + Sync>) -> bool {
+        self.0.as_ref().is_some_and(|own| Weak::ptr_eq(own, cache))
+    }
 }
 
 impl fmt::Debug for Session {
@@ -71,6 +102,7 @@ impl fmt::Debug for Session {
             identity,
             devices,
             tokenized,
+            origin: _,
         } = self;
         f.debug_struct("Session")
             .field("id", id)
@@ -370,6 +402,13 @@ impl KratosSession {
     /// The shared session.
     pub fn shared(&self) -> &Arc<Session> {
         &self.0
+    }
+
+    /// This session, from `origin` (copied only if shared).
+    pub(crate) fn with_origin(self, origin: Origin) -> Self {
+        let mut session = self.0;
+        Arc::make_mut(&mut session).origin = origin;
+        Self(session)
     }
 }
 

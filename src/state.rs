@@ -17,6 +17,8 @@ pub(crate) struct LayerState {
     pub(crate) extender: Extender,
     /// Whether Kratos's re-issued session cookie is passed on to the response.
     pub(crate) relay_set_cookie: bool,
+    /// Whether connections opened with a session end with it (see [`live`](crate::live)).
+    pub(crate) watch_connections: bool,
     /// Keeps outages and attacks from flooding the log with one warning per request.
     pub(crate) warnings: WarnLimiter,
 }

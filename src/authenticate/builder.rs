@@ -54,6 +54,7 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     #[cfg(feature = "redis")]
     shared_cache: SharedCacheSettings,
     tokenize_as: Option<String>,
+    watch_connections: bool,
     error: Option<BuildError>,
 }
 
@@ -165,6 +166,7 @@ impl KratosLayerBuilder {
             #[cfg(feature = "redis")]
             shared_cache: SharedCacheSettings::default(),
             tokenize_as: None,
+            watch_connections: true,
             error: None,
         }
     }
@@ -563,6 +565,26 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
+    /// End the connections a request opens with its session: a streamed response body
+    /// (server-sent events, a chunked stream, a gRPC server or bidirectional stream), a
+    /// WebSocket upgraded through [`live::WebSocketUpgrade`](crate::live), a handler waiting on
+    /// [`SessionEnd`](crate::live::SessionEnd). They end within a second of the session's
+    /// revocation (here, or with a shared cache on any replica) or its end of life. Default: on.
+    /// A response that does not wait costs nothing more; see the [`live`](crate::live) module.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// // Streams that must outlive their session (an audit log's export, say): not watched.
+    /// let kratos = tower_kratos::KratosLayer::builder("https://auth.example.com")
+    ///     .watch_connections(false)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_connections(mut self, watch: bool) -> Self {
+        self.watch_connections = watch;
+        self
+    }
+
     /// Share the session cache with every replica of the app through Redis (or Valkey) at
     /// `url` (`redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS; feature
     /// `redis`): a session looked
@@ -729,6 +751,7 @@ impl<R> KratosLayerBuilder<R> {
             #[cfg(feature = "redis")]
             shared_cache: self.shared_cache,
             tokenize_as: self.tokenize_as,
+            watch_connections: self.watch_connections,
             error: self.error,
         }
     }
@@ -811,6 +834,9 @@ impl<R> KratosLayerBuilder<R> {
             Admission::new(self.admission),
         );
         let extension = self.extension;
+        if self.watch_connections {
+            cache.watch_connections(client.clone(), self.cookie_names.clone());
+        }
         let state = Arc::new(LayerState {
             client,
             cache,
@@ -822,6 +848,7 @@ impl<R> KratosLayerBuilder<R> {
                 self.cache.capacity,
             ),
             relay_set_cookie: extension.relay_set_cookie,
+            watch_connections: self.watch_connections,
             warnings: WarnLimiter::default(),
         });
         Ok(KratosLayer {

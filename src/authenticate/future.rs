@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::{
+    cache::Seed,
     config::Mode,
     extend::SessionExtension,
     outcome::{Outcome, StaleSession},
@@ -33,6 +34,9 @@ pub(crate) struct Resolved {
     /// `None` (no allocation, one word in the future) unless Kratos issued a cookie, an
     /// extension was attempted or a stale session was served.
     pub(crate) additions: Option<Box<Additions>>,
+    /// For an authenticated request when the layer watches connections: what its response body
+    /// is watched with, should it outlive the request.
+    pub(crate) seed: Option<Seed>,
 }
 
 /// What the layer adds to the request and to the inner service's response, beyond the session.
@@ -79,7 +83,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Lookup { lookup: LookupFuture },
-        Inner { #[pin] future: F, additions: Option<Box<Additions>> },
+        Inner { #[pin] future: F, additions: Option<Box<Additions>>, seed: Option<Seed> },
         Rejected { response: Option<Response<Bytes>> },
     }
 }
@@ -109,6 +113,7 @@ where
     /// inner service, polled ready, is called now.
     pub(crate) fn decided(
         outcome: Outcome,
+        seed: Option<Seed>,
         request: Request<ReqBody>,
         service: &mut S,
         policy: &Arc<Policy<R>>,
@@ -116,6 +121,7 @@ where
         let resolved = Resolved {
             outcome,
             additions: None,
+            seed,
         };
         Self {
             state: decide(resolved, request, service, policy),
@@ -129,6 +135,7 @@ fn decide<S, ReqBody, R>(
     Resolved {
         outcome,
         mut additions,
+        seed,
     }: Resolved,
     mut request: Request<ReqBody>,
     service: &mut S,
@@ -172,6 +179,7 @@ where
         return State::Inner {
             future: service.call(request),
             additions,
+            seed,
         };
     }
     let (parts, _body) = request.into_parts();
@@ -184,6 +192,7 @@ impl<S, ReqBody, R, ResBody> Future for ResponseFuture<S, ReqBody, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     R: RejectionResponse,
+    ResBody: http_body::Body,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -204,7 +213,11 @@ where
                     let next = decide(resolved, request, &mut service, &policy);
                     this.state.set(next);
                 }
-                StateProj::Inner { future, additions } => {
+                StateProj::Inner {
+                    future,
+                    additions,
+                    seed,
+                } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(additions) = additions.take() {
                         let Additions {
@@ -217,7 +230,15 @@ where
                             response.extensions_mut().insert(extension);
                         }
                     }
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    let response = match seed.take() {
+                        Some(seed) if !response.body().is_end_stream() => {
+                            let (parts, body) = response.into_parts();
+                            let body = ResponseBody::live(body, seed, &parts.headers);
+                            Response::from_parts(parts, body)
+                        }
+                        _ => response.map(ResponseBody::inner),
+                    };
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Rejected { response } => {
                     let response = response

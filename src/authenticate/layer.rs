@@ -106,11 +106,14 @@ impl<R> KratosLayer<R> {
         let state = &self.policy.state;
         let cache = state.cache.stats().await;
         let admission = state.client.admission();
+        let (watched_credentials, watched_connections) = state.cache.watched();
         LayerStats {
             cache_entries: cache.entries,
             stale_entries: cache.stale_entries,
             lookups_in_flight: admission.in_flight(),
             backing_off: admission.backing_off(),
+            watched_credentials,
+            watched_connections,
             #[cfg(feature = "redis")]
             shared_cache: state.cache.shared_stats(),
         }
@@ -165,6 +168,11 @@ pub struct LayerStats {
     /// Whether the layer is backing off from Kratos: lookups are answered 503 (or stale) without
     /// asking it, until a probe lookup gets an answer.
     pub backing_off: bool,
+    /// Credentials whose open connections are watched, to end with their session (see
+    /// [`live`](crate::live)): one watch each, however many connections it has.
+    pub watched_credentials: usize,
+    /// Connections watched: streamed bodies that have waited, WebSockets, `SessionEnd`s.
+    pub watched_connections: usize,
     /// The shared cache's state and counters, when one is configured
     /// ([`redis_url`](crate::authenticate::KratosLayerBuilder::redis_url)).
     #[cfg(feature = "redis")]

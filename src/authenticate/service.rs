@@ -14,8 +14,8 @@ use tracing::Instrument;
 
 use crate::{
     authenticate::future::{Additions, Resolved, ResponseFuture},
-    cache::{CacheKey, Lookup},
-    credentials::{Credential, CredentialSource, FoundCredential},
+    cache::{CacheKey, Lookup, Seed},
+    credentials::{Credential, CredentialCopy, CredentialSource, FoundCredential},
     log_limit::WarnLimiter,
     outcome::{Outcome, Unauthenticated},
     rejection::ResponseBody,
@@ -70,7 +70,7 @@ where
             Ok(Some(found)) => found,
             Ok(None) => {
                 tracing::trace!(outcome = "anonymous", "no Kratos credential in the request");
-                return self.decided(Outcome::Anonymous, request);
+                return self.decided(Outcome::Anonymous, None, request);
             }
             Err(malformed) => {
                 tracing::debug!(
@@ -79,7 +79,7 @@ where
                     "credential refused without asking Kratos"
                 );
                 let outcome = Outcome::Unauthenticated(Unauthenticated::Malformed(malformed));
-                return self.decided(outcome, request);
+                return self.decided(outcome, None, request);
             }
         };
         // The hot path: a fresh cache entry, found without copying the credential out of the
@@ -88,7 +88,14 @@ where
         if let Some(outcome) = state.cache.hit_now(&key) {
             if !state.extender.is_due_for_layer(&outcome) {
                 log_hit(found.source(), &outcome);
-                return self.decided(outcome, request);
+                // The one place a hit pays for watching connections: two reference counts.
+                let seed = match &outcome {
+                    Outcome::Authenticated(session) if state.watch_connections => {
+                        Some(Seed::new(session.clone(), found.copy(request.headers())))
+                    }
+                    _ => None,
+                };
+                return self.decided(outcome, seed, request);
             }
         }
         let credential = found.into_credential();
@@ -109,13 +116,14 @@ impl<S, R> KratosService<S, R> {
     fn decided<ReqBody>(
         &mut self,
         outcome: Outcome,
+        seed: Option<Seed>,
         request: Request<ReqBody>,
     ) -> ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
         R: RejectionResponse,
     {
-        ResponseFuture::decided(outcome, request, &mut self.inner, &self.policy)
+        ResponseFuture::decided(outcome, seed, request, &mut self.inner, &self.policy)
     }
 }
 
@@ -158,9 +166,16 @@ async fn resolve(
         }
         outcome => outcome,
     };
+    let seed = match &outcome {
+        Outcome::Authenticated(session) if state.watch_connections => {
+            Some(Seed::new(session.clone(), CredentialCopy::from(credential)))
+        }
+        _ => None,
+    };
     Resolved {
         outcome,
         additions: additions.into_boxed(),
+        seed,
     }
 }
 
@@ -186,7 +201,11 @@ async fn extend(
         }
     }
     additions.extension = Some(attempt.report.clone());
-    Outcome::Authenticated(attempt.session.clone().unwrap_or(session))
+    match attempt.session.clone() {
+        // Confirmed by Kratos just now: watched through this cache like a stored one.
+        Some(extended) => Outcome::Authenticated(state.cache.adopt(extended)),
+        None => Outcome::Authenticated(session),
+    }
 }
 
 /// The header whose value is passed on to Kratos, to follow one request through both logs.

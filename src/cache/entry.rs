@@ -1,7 +1,11 @@
 //! A cache entry: the part of a whoami answer worth keeping, when its call was sent, and until
 //! when it may be served.
 
-use std::time::{Duration, Instant};
+use std::{
+    any::Any,
+    sync::Weak,
+    time::{Duration, Instant},
+};
 
 use moka::Expiry;
 use time::OffsetDateTime;
@@ -10,7 +14,7 @@ use super::key::CacheKey;
 use crate::{
     client::WhoamiAnswer,
     outcome::{Outcome, Unauthenticated},
-    session::KratosSession,
+    session::{KratosSession, Origin},
 };
 
 /// A cached whoami answer, when the call that produced it was sent, and until when it may be
@@ -83,7 +87,7 @@ impl Cached {
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Per-entry lifetimes: the least of the TTL, Kratos's hint and the session's `expires_at`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct EntryLifetime {
     pub(super) ttl: Duration,
     /// The layer's absolute cap on a session's age: an older one is refused, a younger one's
@@ -94,6 +98,9 @@ pub(super) struct EntryLifetime {
     pub(super) cache_rejections: bool,
     /// How long before a tokenized session's JWT expires its entry ends.
     pub(super) tokenized_margin: Duration,
+    /// The cache, as every session it stores is marked ([`Session`](crate::session::Session)'s
+    /// origin): what a connection opened with the session is watched through.
+    pub(super) origin: Weak<dyn Any + Send + Sync>,
 }
 
 impl EntryLifetime {
@@ -124,6 +131,7 @@ impl EntryLifetime {
 
     /// An entry for `answer`, stored now.
     pub(super) fn entry(&self, answer: CachedAnswer, asked_at: Instant) -> Cached {
+        let answer = self.adopted(answer);
         let now = OffsetDateTime::now_utc();
         let ends_at = self.ends_at(&answer, now);
         Cached::ending_at(answer, asked_at, ends_at, now)
@@ -152,7 +160,21 @@ impl EntryLifetime {
             CachedAnswer::Rejected => {}
         }
         let ends_at = ends_at_wall.min(self.ends_at(&answer, asked_at_wall));
-        (ends_at > now).then(|| Cached::ending_at(answer, asked_at, ends_at, now))
+        (ends_at > now).then(|| Cached::ending_at(self.adopted(answer), asked_at, ends_at, now))
+    }
+
+    /// The answer with its session marked as this cache's (a copy only if it is shared, which
+    /// a session just read from Kratos or Redis is not).
+    fn adopted(&self, answer: CachedAnswer) -> CachedAnswer {
+        match answer {
+            CachedAnswer::Session { session, cache_for } if !session.origin.is(&self.origin) => {
+                CachedAnswer::Session {
+                    session: session.with_origin(Origin::new(self.origin.clone())),
+                    cache_for,
+                }
+            }
+            other => other,
+        }
     }
 
     /// When an entry for `answer` stops being fresh, on the wall clock, counting its TTL from
@@ -239,6 +261,11 @@ mod tests {
         KratosSession::new(Arc::new(serde_json::from_value(body).unwrap()))
     }
 
+    /// A cache that is gone: sessions are marked with it, and never watched.
+    fn no_origin() -> Weak<dyn Any + Send + Sync> {
+        Weak::<()>::new()
+    }
+
     #[test]
     fn an_entry_ends_at_the_least_of_ttl_hint_and_expiry() {
         let lifetimes = EntryLifetime {
@@ -247,6 +274,7 @@ mod tests {
             negative_ttl: Duration::ZERO,
             cache_rejections: false,
             tokenized_margin: Duration::from_secs(10),
+            origin: no_origin(),
         };
         let now = Instant::now();
         let left = |answer| lifetimes.entry(answer, now).fresh_until - now;
@@ -285,6 +313,7 @@ mod tests {
             negative_ttl: Duration::ZERO,
             cache_rejections: false,
             tokenized_margin: Duration::from_secs(10),
+            origin: no_origin(),
         };
         let with_jwt = |claims: &str| {
             let mut session = (*session(3600)).clone();
@@ -319,6 +348,7 @@ mod tests {
             negative_ttl: Duration::MAX,
             cache_rejections: true,
             tokenized_margin: Duration::MAX,
+            origin: no_origin(),
         };
         let no_expiry = KratosSession::new(Arc::new(
             serde_json::from_str(r#"{"id":"s","active":true}"#).unwrap(),

@@ -10,6 +10,7 @@
 //! Kratos could not answer. A cached entry is served whatever the admission says: the back-off
 //! guards Kratos, not the cache.
 
+mod connections;
 mod entry;
 mod fill;
 mod hot;
@@ -22,16 +23,25 @@ mod stale;
 mod watch;
 
 use std::{
+    any::Any,
     future::Future,
-    sync::Arc,
+    sync::{Arc, OnceLock, Weak},
     time::{Duration, Instant},
 };
 
 use http::HeaderValue;
 use moka::future::Cache;
 
+pub use self::connections::Ended;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 pub(crate) use self::watch::RevocationWatch;
+pub(crate) use self::{
+    connections::{Seed, Watch},
+    fill::Lookup,
+    key::CacheKey,
+    revocation::Revoked,
+    second_level::SharedCacheSetting,
+};
 use self::{
     entry::{CachedAnswer, EntryLifetime, UntilFresh},
     hot::HotTable,
@@ -41,14 +51,11 @@ use self::{
     second_level::Level,
     stale::StaleStore,
 };
-pub(crate) use self::{
-    fill::Lookup, key::CacheKey, revocation::Revoked, second_level::SharedCacheSetting,
-};
 use crate::{
     client::KratosClient,
     credentials::{Credential, FoundCredential},
     outcome::Outcome,
-    session::KratosSession,
+    session::{KratosSession, Origin},
 };
 
 /// Cache settings, validated by the layer's builder.
@@ -114,6 +121,8 @@ struct Inner {
     /// Entries hold JWTs, which Redis never does: the second level is not read or written.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     tokenized: bool,
+    /// Set when connections opened with cached sessions are watched ([`connections`]).
+    live: OnceLock<connections::LiveSettings>,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -153,7 +162,7 @@ impl SessionCache {
         let retention = config.longest_entry_age(lookup_deadline) + Duration::from_secs(1);
         // Another replica's whoami takes up to the deadline; past it, ask Kratos too.
         let fill_wait = lookup_deadline + Duration::from_millis(250);
-        let inner = Arc::new_cyclic(|_cache| Inner {
+        let inner = Arc::new_cyclic(|_cache: &Weak<Inner>| Inner {
             entries,
             hot: HotTable::for_capacity(config.capacity),
             lifetimes: EntryLifetime {
@@ -162,6 +171,7 @@ impl SessionCache {
                 negative_ttl: config.negative_ttl.unwrap_or(Duration::ZERO),
                 cache_rejections: config.negative_ttl.is_some(),
                 tokenized_margin: config.tokenized_margin,
+                origin: _cache.clone(),
             },
             revoked: RevocationMarks::new(retention, keys.marks.clone()),
             refusals: Refusals::new(config.capacity, config.ttl),
@@ -177,6 +187,7 @@ impl SessionCache {
             keys: keys.hash,
             fill_wait,
             tokenized: config.tokenized,
+            live: OnceLock::new(),
         });
         // Only now: what the subscriber hears reaches the cache through a weak handle, which
         // upgrades only once `new_cyclic` has returned.
@@ -185,6 +196,20 @@ impl SessionCache {
             level.start();
         }
         Ok(Self { inner })
+    }
+
+    /// The cache a session was stored by, when that layer watches connections.
+    pub(crate) fn of_session(session: &KratosSession) -> Option<Self> {
+        let inner = session.origin.upgrade()?.downcast::<Inner>().ok()?;
+        inner.live.get()?;
+        Some(Self { inner })
+    }
+
+    /// `session`, marked as this cache's: a session the layer serves without storing it (the
+    /// one an extension returned) can still be watched.
+    pub(crate) fn adopt(&self, session: KratosSession) -> KratosSession {
+        let origin: Weak<dyn Any + Send + Sync> = Arc::downgrade(&self.inner) as _;
+        session.with_origin(Origin::new(origin))
     }
 
     pub(crate) fn key_for(&self, credential: &Credential) -> CacheKey {

@@ -23,6 +23,7 @@ use std::{
 use time::OffsetDateTime;
 
 use super::{
+    connections::Watches,
     entry::{Cached, CachedAnswer},
     key::{CacheKey, MarkKeys},
 };
@@ -66,6 +67,8 @@ pub(super) struct RevocationMarks {
     retention: Duration,
     keys: MarkKeys,
     warnings: WarnLimiter,
+    /// The connections open with cached sessions: every mark wakes those it names.
+    watches: Watches,
 }
 
 impl std::fmt::Debug for RevocationMarks {
@@ -162,11 +165,26 @@ impl RevocationMarks {
             retention,
             keys,
             warnings: WarnLimiter::new(),
+            watches: Watches::default(),
         }
     }
 
+    /// The connections these marks wake.
+    pub(super) fn watches(&self) -> &Watches {
+        &self.watches
+    }
+
+    /// The keyed hash an identity id is marked under.
+    pub(super) fn identity_hash(&self, id: &str) -> [u8; 32] {
+        self.keys.identity(id)
+    }
+
+    /// Whether anything was marked at or after `at`.
+    pub(super) fn marked_since(&self, at: Instant) -> bool {
+        self.latest.load(Ordering::Acquire) >= self.offset(at)
+    }
+
     /// The keyed hash a session id is marked under.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn session_hash(&self, id: &str) -> [u8; 32] {
         self.keys.session(id)
     }
@@ -235,6 +253,8 @@ impl RevocationMarks {
         }
         // Under the write lock, so `latest` never runs ahead of the maps it summarises.
         self.latest.fetch_max(self.offset(at), Ordering::Release);
+        drop(marks);
+        self.watches.wake(target);
     }
 
     /// Whether this credential was revoked here within the retention.

@@ -144,6 +144,9 @@ pub(crate) struct SharedEntry {
 }
 
 /// What Redis said about a credential on a miss.
+// One per miss, moved once into the cache: boxing the entry would cost an allocation to save
+// a copy.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Found {
     /// An entry, opened; the session cache decides whether it may be served.
