@@ -312,6 +312,9 @@ pub(crate) struct FoundCredential<'a> {
     source: CredentialSource,
     /// For tokens, one piece; for cookies, `name`, `value` per session cookie.
     pieces: Pieces<'a>,
+    /// The one header the credential was read from (a token's, or the only `Cookie` header),
+    /// for [`FoundCredential::copy`]; `None` when the cookies came in several headers.
+    header: Option<&'a HeaderValue>,
 }
 
 #[derive(Clone, Copy)]
@@ -339,7 +342,11 @@ impl<'a> FoundCredential<'a> {
             let token = trim_ows(value.to_str().map_err(|_| MalformedCredential::NotText)?);
             if !token.is_empty() {
                 check_token(token)?;
-                return Ok(Some(Self::token(CredentialSource::SessionToken, token)));
+                return Ok(Some(Self::token(
+                    CredentialSource::SessionToken,
+                    token,
+                    value,
+                )));
             }
         }
         // 2. The session cookies. Kratos picks its own by name, which this side cannot know when
@@ -350,25 +357,26 @@ impl<'a> FoundCredential<'a> {
         }
         // 3. Authorization: Bearer, parsed as Kratos does: split on single spaces, exactly 2
         //    parts.
-        if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let Ok(value) = value.to_str() else {
+        if let Some(header) = headers.get(header::AUTHORIZATION) {
+            let Ok(value) = header.to_str() else {
                 return Ok(None);
             };
             let mut parts = value.split(' ');
             if let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) {
                 if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
                     check_token(token)?;
-                    return Ok(Some(Self::token(CredentialSource::Bearer, token)));
+                    return Ok(Some(Self::token(CredentialSource::Bearer, token, header)));
                 }
             }
         }
         Ok(None)
     }
 
-    fn token(source: CredentialSource, token: &'a str) -> Self {
+    fn token(source: CredentialSource, token: &'a str, header: &'a HeaderValue) -> Self {
         Self {
             source,
             pieces: Pieces::Token(token),
+            header: Some(header),
         }
     }
 
@@ -467,17 +475,17 @@ impl fmt::Debug for CredentialCopy {
 }
 
 impl FoundCredential<'_> {
-    /// This credential kept past the request whose `headers` it was found in.
-    pub(crate) fn copy(self, headers: &HeaderMap) -> CredentialCopy {
+    /// This credential kept past the request: a clone of the header it was read from, which
+    /// shares the request's buffer; the owned credential when it came in several headers.
+    pub(crate) fn copy(self) -> CredentialCopy {
         let name = match self.source {
             CredentialSource::SessionToken => SESSION_TOKEN,
             CredentialSource::Bearer => header::AUTHORIZATION,
             CredentialSource::Cookie => header::COOKIE,
         };
-        let mut values = headers.get_all(&name).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => CredentialCopy::Header(name, value.clone()),
-            _ => CredentialCopy::Owned(self.into_credential()),
+        match self.header {
+            Some(value) => CredentialCopy::Header(name, value.clone()),
+            None => CredentialCopy::Owned(self.into_credential()),
         }
     }
 }
@@ -557,6 +565,8 @@ fn session_cookies<'a>(
     cookie_names: &CookieNames,
 ) -> Result<Option<FoundCredential<'a>>, MalformedCredential> {
     let mut seen = SeenCookies::default();
+    let mut headers_read = 0;
+    let mut last = None;
     for header_value in headers.get_all(header::COOKIE) {
         // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
         // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
@@ -564,8 +574,13 @@ fn session_cookies<'a>(
         for pair in header_value.as_bytes().split(|&byte| byte == b';') {
             seen.read(pair, cookie_names);
         }
+        headers_read += 1;
+        last = Some(header_value);
     }
-    seen.choose()
+    Ok(seen.choose()?.map(|mut found| {
+        found.header = last.filter(|_| headers_read == 1);
+        found
+    }))
 }
 
 /// The request's session cookies, as [`session_cookies`] reads them, before the choice.
@@ -676,6 +691,7 @@ impl<'a> SeenCookies<'a> {
                 count,
                 whole,
             },
+            header: None,
         }))
     }
 }

@@ -201,7 +201,9 @@ struct Open {
 }
 
 impl Open {
-    async fn all(addr: SocketAddr, session: &TestSession) -> Self {
+    /// Opens all three, and waits until `layer` watches them (its only connections): the
+    /// `/work` request reaches its handler on a task of its own.
+    async fn all(addr: SocketAddr, layer: &KratosLayer, session: &TestSession) -> Self {
         let events = EventStream::open(addr, session).await;
         let socket = open_socket(addr, session).await;
         let token = session.token.clone();
@@ -219,6 +221,7 @@ impl Open {
                 .to_bytes();
             String::from_utf8_lossy(&body).into_owned()
         });
+        until_watched(layer, 1, 3).await;
         Self {
             events,
             socket,
@@ -318,9 +321,8 @@ async fn every_way_of_revoking_ends_streams_sockets_and_waiting_work() {
     ] {
         let victim = kratos.create_session();
         let other = kratos.session().identity(&victim.identity_id).create();
-        let open = Open::all(addr, &victim).await;
         // One watch for the credential, shared by its three connections.
-        until_watched(&layer, 1, 3).await;
+        let open = Open::all(addr, &layer, &victim).await;
         let since = Instant::now();
         match revocation {
             Revocation::RevokeSession => lifecycle
@@ -383,7 +385,7 @@ async fn naming_someone_elses_session_closes_nothing_of_theirs() {
     let addr = serve(layer.clone()).await;
     let ada = kratos.create_session();
     let mallory = kratos.create_session();
-    let mut open = Open::all(addr, &ada).await;
+    let mut open = Open::all(addr, &layer, &ada).await;
     let asked_before = kratos.calls_for_session(Endpoint::Whoami, &ada.id);
     // Kratos answers 204 and revokes nothing: the layer asks Kratos about Ada's session again.
     layer
@@ -414,9 +416,10 @@ async fn expiry_and_the_maximum_age_end_them_and_an_extension_keeps_them_open() 
         .expires_in(Duration::from_millis(1500))
         .create();
     let expires_at = Instant::now() + Duration::from_millis(1500);
-    let open = Open::all(addr, &expiring).await;
+    let open = Open::all(addr, &layer, &expiring).await;
     tokio::time::sleep_until(expires_at.into()).await;
     open.all_ended(expires_at, "session expired").await;
+    until_unwatched(&layer).await;
 
     // Extended a second before its end: open past the old one, until the new one.
     let extended = kratos
@@ -424,7 +427,7 @@ async fn expiry_and_the_maximum_age_end_them_and_an_extension_keeps_them_open() 
         .expires_in(Duration::from_millis(1500))
         .create();
     let old_end = Instant::now() + Duration::from_millis(1500);
-    let mut open = Open::all(addr, &extended).await;
+    let mut open = Open::all(addr, &layer, &extended).await;
     let outcome = layer
         .lifecycle()
         .extend_if_expiring(&headers_of(&extended), Duration::from_secs(3600))
@@ -446,10 +449,10 @@ async fn expiry_and_the_maximum_age_end_them_and_an_extension_keeps_them_open() 
         .max_session_age(Duration::from_millis(1500))
         .build()
         .expect("a layer");
-    let addr = serve(capped).await;
+    let addr = serve(capped.clone()).await;
     let young = kratos.create_session();
     let too_old_at = Instant::now() + Duration::from_millis(1500);
-    let open = Open::all(addr, &young).await;
+    let open = Open::all(addr, &capped, &young).await;
     tokio::time::sleep_until(too_old_at.into()).await;
     open.all_ended(too_old_at, "session expired").await;
 }
@@ -464,7 +467,7 @@ async fn a_revocation_on_another_replica_ends_connections_here() {
     support::replicas::subscribed(&there).await;
     let addr = serve(here.clone()).await;
     let session = kratos.create_session();
-    let open = Open::all(addr, &session).await;
+    let open = Open::all(addr, &here, &session).await;
     let since = Instant::now();
     there
         .lifecycle()

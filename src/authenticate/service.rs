@@ -91,7 +91,7 @@ where
                 // The one place a hit pays for watching connections: two reference counts.
                 let seed = match &outcome {
                     Outcome::Authenticated(session) if state.watch_connections => {
-                        Some(Seed::new(session.clone(), found.copy(request.headers())))
+                        Some(Seed::new(&state.cache, session.clone(), found.copy()))
                     }
                     _ => None,
                 };
@@ -167,9 +167,11 @@ async fn resolve(
         outcome => outcome,
     };
     let seed = match &outcome {
-        Outcome::Authenticated(session) if state.watch_connections => {
-            Some(Seed::new(session.clone(), CredentialCopy::from(credential)))
-        }
+        Outcome::Authenticated(session) if state.watch_connections => Some(Seed::new(
+            &state.cache,
+            session.clone(),
+            CredentialCopy::from(credential),
+        )),
         _ => None,
     };
     Resolved {

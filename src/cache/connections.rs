@@ -82,18 +82,23 @@ pub(super) struct LiveSettings {
 pub(crate) struct Seed {
     session: KratosSession,
     credential: CredentialCopy,
-    /// When the request was served: a mark made since may concern it before it was watched.
-    /// `None`: not known, so the watch asks the cache at once (a hit, unless a mark outdated
-    /// the entry).
-    served_at: Option<Instant>,
+    /// The revocation marks' epoch when the request was served (a counter read, not a clock):
+    /// a mark made since may concern it before it was watched. `None`: not known, so the watch
+    /// asks the cache at once (a hit, unless a mark outdated the entry).
+    served_at: Option<u64>,
 }
 
 impl Seed {
-    pub(crate) fn new(session: KratosSession, credential: CredentialCopy) -> Self {
+    /// The seed of a request served now by `cache`.
+    pub(crate) fn new(
+        cache: &SessionCache,
+        session: KratosSession,
+        credential: CredentialCopy,
+    ) -> Self {
         Self {
             session,
             credential,
-            served_at: Some(Instant::now()),
+            served_at: Some(cache.inner.revoked.epoch()),
         }
     }
 
@@ -366,7 +371,7 @@ impl SessionCache {
         });
         if new {
             // A mark made between the request and now found nothing to wake: ask at once.
-            let ask_now = seed.served_at.is_none_or(|at| marks.marked_since(at));
+            let ask_now = seed.served_at.is_none_or(|epoch| marks.marked_after(epoch));
             let end_of_life = self.end_of_life(&seed.session);
             runtime.spawn(watch_credential(
                 self.clone(),
@@ -375,7 +380,7 @@ impl SessionCache {
                 end_of_life,
                 ask_now,
             ));
-        } else if seed.served_at.is_none_or(|at| marks.marked_since(at)) {
+        } else if seed.served_at.is_none_or(|epoch| marks.marked_after(epoch)) {
             watched.wake.notify_one();
         }
         let connection = watched.next_connection.fetch_add(1, Ordering::Relaxed);

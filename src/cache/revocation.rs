@@ -179,9 +179,16 @@ impl RevocationMarks {
         self.keys.identity(id)
     }
 
-    /// Whether anything was marked at or after `at`.
-    pub(super) fn marked_since(&self, at: Instant) -> bool {
-        self.latest.load(Ordering::Acquire) >= self.offset(at)
+    /// Where the marks stand: it changes with every mark made later than all before it.
+    pub(super) fn epoch(&self) -> u64 {
+        self.latest.load(Ordering::Acquire)
+    }
+
+    /// Whether a mark was made since the marks stood at `epoch`. A mark made earlier than the
+    /// latest (heard late from another replica) leaves the epoch alone: it concerns only
+    /// entries asked for before it, which the latest mark's already outdates or not.
+    pub(super) fn marked_after(&self, epoch: u64) -> bool {
+        self.epoch() > epoch
     }
 
     /// The keyed hash a session id is marked under.
