@@ -21,6 +21,7 @@
 //! | `LOGIN_URL` | the stand-in's login flow (none with `KRATOS_PUBLIC_URL`) | send browsers without a session there, with `return_to` |
 //! | `RECENT_AUTH_SECS` | 300 | `GET /settings` needs a sign-in within this |
 //! | `APP_URL` | required with `KRATOS_PUBLIC_URL` and `LOGIN_URL` (the app exits without it); else the request's `Host` | the app's public URL, for that `return_to`: Kratos's `selfservice.allowed_return_urls` must list it |
+//! | `TRUSTED_ORIGINS` | none | comma-separated origins (`https://app.example.com`: exactly `scheme://host[:port]`, else the app exits saying which) whose cookie requests pass the cross-origin rule, e.g. a front end on a sibling subdomain |
 //! | `KRATOS_HOOK_KEY` | none: no receiver | at least 32 bytes (else the app exits saying so): mounts Kratos's web hook receiver at `POST /hooks/kratos/sessions-revoked`, key in `X-Kratos-Hook-Key`, body `{"identity_id", "keep_session_id"}` |
 //! | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 //! | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
@@ -36,15 +37,17 @@
 //! | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT (Kratos's tokenizer template; the stand-in gets one of that name) |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
-//! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout, and the
-//! session lifecycle routes (required):
+//! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout (optional
+//! session), and the session lifecycle routes (required). Every route that acts on the cookie sits
+//! behind the layer, so a request with the cookie from another origin (a form on another site, or
+//! on a sibling subdomain) is refused with 403 `cross_origin_request` before it acts:
 //!
 //! | route | answer |
 //! |---|---|
 //! | `GET /settings` | 200 JSON with a sign-in within `RECENT_AUTH_SECS`; else browsers go to Kratos's `refresh=true` flow, API clients get 403 `recent_sign_in_required` |
 //! | `GET /billing` | 200 JSON at `aal2`; else browsers go to Kratos's `aal=aal2` flow, API clients get 403 `second_factor_required` |
 //! | `GET /me/token` | 200 `{"jwt": …}`, the caller's own tokenized session, to forward to internal services (`examples/jwt_downstream.rs`); 404 without `TOKENIZE_AS` |
-//! | `POST /logout` | Kratos's browser logout, completed here; 303 to `/` clearing the session cookie, which is refused at once |
+//! | `POST /logout` | Kratos's browser logout, completed here; 303 to `/` clearing the session cookie, which is refused at once (303 too without a session) |
 //! | `POST /me/extend` | 200 `{"extended": bool, "expires_at": …}`, with Kratos's re-issued `Set-Cookie` |
 //! | `GET /me/sessions` | 200 `[{"id": …, "expires_at": …}]`: the caller's other sessions |
 //! | `DELETE /me/sessions/{id}` | 204; 400 for the caller's own session (it stays usable) |
@@ -94,6 +97,8 @@ struct Config {
     recent_auth: Duration,
     /// The key Kratos's web hook sends after `revoke_active_sessions`; unset: no receiver.
     hook_key: Option<String>,
+    /// Origins whose cookie requests pass the cross-origin rule besides the app's own.
+    trusted_origins: Vec<String>,
 }
 
 impl Config {
@@ -105,6 +110,14 @@ impl Config {
             app_url: var("APP_URL"),
             recent_auth: Duration::from_secs(parse("RECENT_AUTH_SECS", "300")?),
             hook_key: var("KRATOS_HOOK_KEY"),
+            trusted_origins: var("TRUSTED_ORIGINS")
+                .map(|list| {
+                    list.split(',')
+                        .map(|origin| origin.trim().to_owned())
+                        .filter(|origin| !origin.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -154,7 +167,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     if let Some(app_url) = &config.app_url {
         builder = builder.app_url(app_url);
     }
-    let kratos = builder.build()?;
+    // The cross-origin rule is on by default; these origins pass it as the app's own does.
+    let kratos = builder
+        .trusted_origins(&config.trusted_origins)
+        .build()
+        .map_err(|error| match error.setting_name() {
+            "trusted_origins" => format!("TRUSTED_ORIGINS: {error}"),
+            _ => error.to_string(),
+        })?;
     let state = AppState {
         sessions: kratos.lifecycle(),
         extend_within: config.kratos.extend_within,
@@ -190,7 +210,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
                     .layer(kratos.require(Requirement::new().second_factor())),
             ),
         )
-        .route("/logout", post(logout))
+        // Behind the layer for its cross-origin rule: no other page can sign the user out.
+        // Optional: without a valid session there is nothing to sign out, and still a 303.
+        .route("/logout", post(logout).layer(kratos.optional()))
         .route("/health", get(|| async { "ok" }))
         .merge(lifecycle_routes)
         .with_state(state);
@@ -305,8 +327,9 @@ async fn billing(session: KratosSession) -> Json<Value> {
 }
 
 /// `POST /logout`: Kratos's browser logout, completed by this server (the cookie is refused
-/// here at once), then back home with Kratos's clearing `Set-Cookie`. A `POST`, and the session
-/// cookie is `SameSite=Lax`, so another site cannot sign a user out with a link or a form.
+/// here at once), then back home with Kratos's clearing `Set-Cookie`. A `POST`, so no link can
+/// sign a user out, behind the layer, whose cross-origin rule refuses a form or a `fetch` from
+/// another origin (`SameSite=Lax` alone lets a sibling subdomain's through).
 async fn logout(
     State(app): State<AppState>,
     headers: HeaderMap,

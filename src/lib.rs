@@ -67,6 +67,7 @@
 //! | `guide/` | the long-form documentation | nothing |
 //! | `session` | the Kratos session model | nothing |
 //! | `credentials` | finding the credential in a request | nothing |
+//! | `cross_origin` | the cross-origin rule for cookie requests, and the trusted origins | `config`, `credentials` |
 //! | `response` | [`Refusal`](rejection::Refusal), the one JSON error body, `Retry-After` | nothing |
 //! | `outcome` | what a lookup can end in | `credentials`, `defaults`, `response`, `session` |
 //! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
@@ -78,11 +79,11 @@
 //! | `live/` | connections that end with their session: [`SessionEnd`](live::SessionEnd), WebSockets (feature `ws`) | `cache/`, `extract`, `session` |
 //! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `outcome`, `session` |
 //! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `outcome`, `rejection/`, `session`, `shared_cache/` |
-//! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `extend`, `log_limit`, `outcome`, `rejection/` |
+//! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `extend`, `log_limit`, `outcome`, `rejection/` |
 //! | `lifecycle` | the public lifecycle helpers, browser logout and the bulk admin API included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `state` |
 //! | `hook` | the receiver of Kratos's web hook after `revoke_active_sessions` | `cache/`, `client/`, `config`, `defaults`, `response`, `state` |
 //! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | `credentials`, `log_limit`, `outcome`, `rejection/`, `response`, `session`, `state` |
-//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `defaults`, `extend`, `hook`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
+//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `defaults`, `extend`, `hook`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
 //! | `tonic` | feature `tonic`: the tonic extension trait, statuses, `NamedService` | `authenticate/`, `client/`, `credentials`, `jwt/`, `lifecycle`, `outcome`, `rejection/`, `require/`, `response`, `session` |
 //!
 //! # Security
@@ -108,6 +109,12 @@
 //!   unbounded connections to Kratos.
 //! - The admin API key ([`KratosLayerBuilder::admin_api_key`](authenticate::KratosLayerBuilder::admin_api_key)) is sent only to the admin URL,
 //!   as a sensitive header, and is shown by no `Debug` implementation or log.
+//! - A request the session cookie authenticates, that could change state (any method but `GET`,
+//!   `HEAD` and `OPTIONS`, and WebSocket upgrades), from another origin than the app's, is
+//!   refused with 403 ([`Outcome::CrossOriginRequest`]) before Kratos is asked, as Go's
+//!   `CrossOriginProtection` decides it (`Sec-Fetch-Site`, else `Origin` against `Host`); trust
+//!   your front end's origin with [`KratosLayerBuilder::trusted_origin`](authenticate::KratosLayerBuilder::trusted_origin)
+//!   (the guide's [cross-site request forgery](guide::security#cross-site-request-forgery)).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(
@@ -128,6 +135,7 @@ mod cache;
 mod client;
 mod config;
 pub mod credentials;
+mod cross_origin;
 pub mod defaults;
 mod extend;
 #[cfg(feature = "axum")]

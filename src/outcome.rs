@@ -35,6 +35,12 @@ pub enum Outcome {
     /// Kratos could not give an answer: down, slow, rate limited, or answered nonsense. The
     /// caller may well be signed in; this must not be treated as "logged out".
     Unavailable(Unavailable),
+    /// The request carries the session cookie, could change state (a method other than `GET`,
+    /// `HEAD` and `OPTIONS`, or a WebSocket upgrade), and comes from another origin than the
+    /// app's and the trusted ones: what a forged cross-site request looks like. Refused (403)
+    /// without asking Kratos, in optional mode too, and never redirected to the login page. See
+    /// [`KratosLayerBuilder::trusted_origin`](crate::authenticate::KratosLayerBuilder::trusted_origin).
+    CrossOriginRequest,
 }
 
 impl Outcome {
@@ -47,8 +53,9 @@ impl Outcome {
     }
 
     /// The status a rejection answers this outcome with: 401 (no credential, or not a valid
-    /// one), 403 (a second factor is required), 503 (Kratos unavailable: never a 401, which would
-    /// sign the user out). `Authenticated` is no refusal: 200.
+    /// one), 403 (a second factor is required, a route's requirement unmet, a cross-origin
+    /// request), 503 (Kratos unavailable: never a 401, which would sign the user out).
+    /// `Authenticated` is no refusal: 200.
     ///
     /// ```
     /// use http::StatusCode;
@@ -64,7 +71,9 @@ impl Outcome {
         match self {
             Self::Authenticated(_) => StatusCode::OK,
             Self::Anonymous | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::AalRequired(_) | Self::Insufficient(_) => StatusCode::FORBIDDEN,
+            Self::AalRequired(_) | Self::Insufficient(_) | Self::CrossOriginRequest => {
+                StatusCode::FORBIDDEN
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -123,6 +132,10 @@ impl Outcome {
                     "The session service is unavailable ({unavailable}); try again later."
                 ))
             }
+            Self::CrossOriginRequest => {
+                "The request came from another origin with the session cookie, and could \
+                 change state: refused as a possible cross-site request forgery."
+            }
         })
     }
 
@@ -136,6 +149,7 @@ impl Outcome {
             // Named by what is missing: the JSON error's `id`, for clients to act on.
             Self::Insufficient(insufficient) => insufficient.unmet.kind(),
             Self::Unavailable(_) => "unavailable",
+            Self::CrossOriginRequest => "cross_origin_request",
         }
     }
 }
@@ -157,6 +171,9 @@ impl fmt::Display for Outcome {
                 )
             }
             Self::Unavailable(reason) => write!(f, "Kratos unavailable: {reason}"),
+            Self::CrossOriginRequest => {
+                f.write_str("a request from another origin with the session cookie")
+            }
         }
     }
 }

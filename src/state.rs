@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     cache::SessionCache, client::KratosClient, config::Mode, credentials::CookieNames,
-    extend::Extender, log_limit::WarnLimiter, rejection::Rejecter,
+    cross_origin::CrossOrigin, extend::Extender, log_limit::WarnLimiter, rejection::Rejecter,
 };
 
 /// What every service made by one builder shares: the client, the cache, the settings.
@@ -14,6 +14,8 @@ pub(crate) struct LayerState {
     pub(crate) client: KratosClient,
     pub(crate) cache: SessionCache,
     pub(crate) cookie_names: CookieNames,
+    /// The cross-origin rule for cookie requests, and the origins it trusts.
+    pub(crate) cross_origin: CrossOrigin,
     pub(crate) extender: Extender,
     /// Whether Kratos's re-issued session cookie is passed on to the response.
     pub(crate) relay_set_cookie: bool,

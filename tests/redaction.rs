@@ -258,6 +258,31 @@ async fn no_outcome_logs_or_answers_with_the_credential() {
         "no credential",
     );
 
+    // 403: the session cookie from another origin, refused without asking Kratos.
+    let forged = kratos.create_session();
+    secrets.extend(secrets_of(&forged));
+    let whoami_before = kratos.calls(Endpoint::Whoami);
+    for accept in ["application/json", "text/html"] {
+        let request = support::post(
+            "/account",
+            &[
+                ("host", "app.example.test"),
+                ("accept", accept),
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example.test"),
+                ("cookie", &forged.cookie_header()),
+            ],
+        );
+        let answer = send(&service, request).await;
+        check(
+            &answer,
+            StatusCode::FORBIDDEN,
+            &secrets,
+            "a cross-origin request",
+        );
+    }
+    assert_eq!(kratos.calls(Endpoint::Whoami), whoami_before);
+
     let log = captured.take();
     // Every path was logged, down to TRACE, so the search below had something to search.
     for (outcome, cache) in [
@@ -277,6 +302,13 @@ async fn no_outcome_logs_or_answers_with_the_credential() {
         assert_logged(&log, &[&format!("source=\"{source}\"")]);
     }
     assert_logged(&log, &["credential refused without asking Kratos"]);
+    assert_logged(
+        &log,
+        &[
+            "outcome=\"cross_origin_request\"",
+            "with the session cookie refused without asking Kratos",
+        ],
+    );
     assert_logged(&log, &["TRACE", "no Kratos credential in the request"]);
     // The HTTP client's own events are in it too.
     assert_logged(&log, &["TRACE", "hyper_util::client"]);

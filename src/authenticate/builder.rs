@@ -16,6 +16,7 @@ use crate::{
         client_builder, is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
     },
     credentials::CookieNames,
+    cross_origin::CrossOrigin,
     defaults::{
         DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX,
         DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
@@ -51,6 +52,7 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     extension: ExtensionSettings,
     rejection: R,
     browser: BrowserRedirects,
+    cross_origin: CrossOrigin,
     #[cfg(feature = "redis")]
     shared_cache: SharedCacheSettings,
     tokenize_as: Option<String>,
@@ -115,7 +117,8 @@ impl<R> fmt::Debug for KratosLayerBuilder<R> {
             .field("admission", &self.admission)
             .field("http", &self.http)
             .field("admin", &self.admin)
-            .field("extension", &self.extension);
+            .field("extension", &self.extension)
+            .field("cross_origin", &self.cross_origin);
         #[cfg(feature = "redis")]
         f.field("shared_cache", &self.shared_cache);
         f.finish_non_exhaustive()
@@ -163,6 +166,7 @@ impl KratosLayerBuilder {
             },
             rejection: DefaultRejection::new(),
             browser: BrowserRedirects::default(),
+            cross_origin: CrossOrigin::default(),
             #[cfg(feature = "redis")]
             shared_cache: SharedCacheSettings::default(),
             tokenize_as: None,
@@ -205,6 +209,115 @@ impl<R> KratosLayerBuilder<R> {
 
     fn fail(&mut self, error: BuildError) {
         self.error.get_or_insert(error);
+    }
+
+    /// Trust requests from this origin as from the app's own: exactly `scheme://host[:port]`
+    /// (`http` or `https`), as browsers write it in `Origin`, e.g. the single-page app's
+    /// `https://app.example.com` on a sibling subdomain of the API. Repeatable; default: none.
+    ///
+    /// The layer refuses a request that carries the session cookie, could change state (any
+    /// method but `GET`, `HEAD` and `OPTIONS`, and WebSocket upgrades), and comes from another
+    /// origin: 403 with [`Outcome::CrossOriginRequest`] (JSON `id` `cross_origin_request`),
+    /// through your rejection, without asking Kratos, in optional mode too. It reads what
+    /// browsers set themselves, as Go's `net/http.CrossOriginProtection` does: `Sec-Fetch-Site`
+    /// first (`same-origin` and `none` pass, anything else is refused), else `Origin` against
+    /// the request's `Host` (HTTP/2's `:authority`); with neither header it is no browser's
+    /// request and passes. A request whose `Origin` is trusted passes. Token requests
+    /// (`X-Session-Token`, `Authorization: Bearer`) are not checked: browsers never add those
+    /// by themselves.
+    ///
+    /// An origin that is not exactly `scheme://host[:port]` (a path, even a lone trailing
+    /// slash, a query, a fragment, user info, a wildcard, another scheme) is refused by
+    /// [`build`](Self::build), naming this setting, and trusts nothing. Hosts are compared
+    /// without case, and the scheme's default port may be written or left out.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let kratos = kratos_stand_in::KratosStandIn::start().await?;
+    /// # let alice = kratos.create_session();
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_kratos::KratosLayer;
+    ///
+    /// let layer = KratosLayer::builder(kratos.public_url())
+    ///     .trusted_origin("https://app.example.com")
+    ///     .build()?;
+    /// let api = ServiceBuilder::new().layer(layer).service_fn(|_: Request<String>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(String::from("done")))
+    /// });
+    /// // A form or a fetch from `origin`, with the session cookie, as a browser sends it.
+    /// let from = |origin: &str| {
+    ///     Request::post("https://api.example.com/orders")
+    ///         .header("cookie", alice.cookie_header())
+    ///         .header("sec-fetch-site", "same-site")
+    ///         .header("origin", origin)
+    ///         .body(String::new())
+    /// };
+    /// let trusted = api.clone().oneshot(from("https://app.example.com")?).await?;
+    /// assert_eq!(trusted.status(), StatusCode::OK);
+    /// let forged = api.oneshot(from("https://blog.example.com")?).await?;
+    /// assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    /// # Ok(()) }
+    /// ```
+    pub fn trusted_origin(mut self, origin: &str) -> Self {
+        if let Err(error) = self.cross_origin.trust("trusted_origin", [origin]) {
+            self.fail(error);
+        }
+        self
+    }
+
+    /// Trust every one of these origins: [`trusted_origin`](Self::trusted_origin) for each.
+    /// When one is not an origin, [`build`](Self::build) says which, naming this setting, and
+    /// none of them is trusted.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// use tower_kratos::KratosLayer;
+    ///
+    /// let layer = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .trusted_origins(["https://app.example.com", "https://admin.example.com"])
+    ///     .build()?;
+    /// # let _ = layer;
+    /// let refused = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .trusted_origins(["https://app.example.com/"])
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(refused.setting_name(), "trusted_origins");
+    /// # Ok(()) }
+    /// ```
+    pub fn trusted_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        if let Err(error) = self.cross_origin.trust("trusted_origins", origins) {
+            self.fail(error);
+        }
+        self
+    }
+
+    /// Whether the layer refuses cookie requests from other origins (see
+    /// [`trusted_origin`](Self::trusted_origin) for the rule). Default: on.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tower_kratos::BuildError> {
+    /// // Another middleware in front of this one refuses cross-origin requests already.
+    /// let layer = tower_kratos::KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .cross_origin_protection(false)
+    ///     .build()?;
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    ///
+    /// # Security
+    /// Off, any page the user opens can make the browser send the session cookie with a form
+    /// post, a `fetch` or a WebSocket to your app, and act as the user: cross-site request
+    /// forgery. `SameSite=Lax` cookies (Kratos's default) stop that only across sites: another
+    /// origin of the same site (a sibling subdomain, another port) gets the cookie sent. Turn
+    /// it off only when something else refuses such requests (a CSRF token on every form, a
+    /// proxy that checks `Sec-Fetch-Site`), or when no browser holds the cookie.
+    pub fn cross_origin_protection(mut self, on: bool) -> Self {
+        self.cross_origin.set_enabled(on);
+        self
     }
 
     /// Recognise exactly this session cookie name (Kratos's `session.cookie.name`). Default:
@@ -748,6 +861,7 @@ impl<R> KratosLayerBuilder<R> {
             extension: self.extension,
             rejection,
             browser: self.browser,
+            cross_origin: self.cross_origin,
             #[cfg(feature = "redis")]
             shared_cache: self.shared_cache,
             tokenize_as: self.tokenize_as,
@@ -841,6 +955,7 @@ impl<R> KratosLayerBuilder<R> {
             client,
             cache,
             cookie_names: self.cookie_names,
+            cross_origin: self.cross_origin,
             extender: Extender::new(
                 extension.within,
                 self.cache.max_session_age,
@@ -1001,6 +1116,14 @@ mod tests {
             (
                 KratosLayer::builder("http://k").login_url("/login"),
                 "login_url",
+            ),
+            (
+                KratosLayer::builder("http://k").trusted_origin("https://app.test/"),
+                "trusted_origin",
+            ),
+            (
+                KratosLayer::builder("http://k").trusted_origins(["https://a.test", "null"]),
+                "trusted_origins",
             ),
         ];
         for (builder, setting) in cases {

@@ -149,6 +149,7 @@ where
         Outcome::Authenticated(_) => true,
         // Never let an unchecked request pass as anonymous: see Mode::Optional.
         Outcome::Unavailable(_) => false,
+        Outcome::CrossOriginRequest => false,
         _ => policy.mode == Mode::Optional,
     };
     if goes_on {

@@ -82,6 +82,9 @@ where
                 return self.decided(outcome, None, request);
             }
         };
+        if state.cross_origin.refuses(found.source(), &request) {
+            return self.decided(Outcome::CrossOriginRequest, None, request);
+        }
         // The hot path: a fresh cache entry, found without copying the credential out of the
         // request, boxing a future or opening a span.
         let key = state.cache.key_for_found(&found);

@@ -102,9 +102,9 @@ impl LifecycleError {
                 Self::RateLimited { retry_after }
             }
             Outcome::Unavailable(unavailable) => Self::Unavailable(unavailable),
-            // Not a lookup's answer (a session, or a route's requirement); only reached if a
-            // caller passes one here by mistake.
-            Outcome::Authenticated(_) | Outcome::Insufficient(_) => {
+            // Not a lookup's answer (a session, a route's requirement, the layer's cross-origin
+            // rule); only reached if a caller passes one here by mistake.
+            Outcome::Authenticated(_) | Outcome::Insufficient(_) | Outcome::CrossOriginRequest => {
                 Self::Unavailable(Unavailable::InvalidBody)
             }
         }

@@ -205,6 +205,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cross_origin_request_is_answered_not_redirected() {
+        let rejection = rejecter("https://auth.test/login");
+        let response = rejection.answer(
+            &Outcome::CrossOriginRequest,
+            &parts("/orders", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        );
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get(header::LOCATION).is_none());
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["id"], "cross_origin_request");
+    }
+
+    #[test]
     fn app_url_overrides_the_host_header() {
         let rejection = rejecter("https://auth.test/login").with_app_url("https://app.example.com");
         let response = rejection.answer(&Outcome::Anonymous, &parts("/me", "text/html"));

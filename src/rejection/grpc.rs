@@ -187,6 +187,10 @@ mod tests {
         assert_eq!(down.headers()[RETRY_AFTER], "3");
         assert_eq!(down.headers()[RETRY_PUSHBACK_MS], "2500");
 
+        let forged = answer(Outcome::CrossOriginRequest);
+        assert_eq!(forged.headers()["grpc-status"], "7");
+        assert!(forged.headers().get(REDIRECT_BROWSER_TO).is_none());
+
         let web = trailers_only(
             &Outcome::Anonymous,
             &HeaderValue::from_static("application/grpc-web-text+proto"),

@@ -4,13 +4,14 @@
 //!
 //! 1. **A gRPC client** (`content-type: application/grpc…` or `application/grpc-web…`, see
 //!    [`is_grpc`]) gets gRPC's own trailers-only answer: HTTP 200 with `grpc-status` 16 (no or
-//!    invalid credential), 7 (step-up or an unmet requirement; Kratos's page in
+//!    invalid credential), 7 (step-up, an unmet requirement, a cross-origin request; Kratos's page in
 //!    [`REDIRECT_BROWSER_TO`]) or 14 (Kratos unavailable; the delay in [`RETRY_AFTER`] and
 //!    [`RETRY_PUSHBACK_MS`]), and a percent-encoded `grpc-message`. Never a redirect.
 //! 2. **A browser** (`Accept: text/html`), when the layer has a
 //!    [`login_url`](crate::authenticate::KratosLayerBuilder::login_url), is sent with a 303 to
 //!    the login page, or to Kratos's step-up page or the login flow that meets a route's
-//!    requirement, with a `return_to` that never leaves the app.
+//!    requirement, with a `return_to` that never leaves the app. A cross-origin request is
+//!    never redirected: it is no navigation of the user's, and gets the 403 below.
 //! 3. **Everyone else** gets your [`RejectionResponse`]: [`DefaultRejection`] (JSON in Kratos's
 //!    own error envelope) unless you chose another. The layer then adds what a refusal must
 //!    carry where yours left it out: `Retry-After` on a 503, `WWW-Authenticate` on a 401,
@@ -126,6 +127,7 @@ impl std::fmt::Debug for LayerRejection {
 /// | step-up required | 403 with `redirect_browser_to` (`id` `session_aal2_required`) |
 /// | a route's [`Requirement`](crate::require::Requirement) unmet: second factor, recent sign-in | 403 (`id` `second_factor_required`, `recent_sign_in_required`) with `redirect_browser_to` |
 /// | a route's condition unmet | 403 (`id` `condition_unmet`) |
+/// | the session cookie on a request from another origin that could change state | 403 (`id` `cross_origin_request`) |
 /// | Kratos unavailable | 503 with `Retry-After` |
 ///
 /// Never a 401 for an outage: a 401 makes clients drop their session. Browser redirects and

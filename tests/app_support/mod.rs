@@ -156,6 +156,7 @@ impl App {
             "KRATOS_ADMIN_TOKEN",
             "LOGIN_URL",
             "RECENT_AUTH_SECS",
+            "TRUSTED_ORIGINS",
             "REDIS_URL",
             "SHARED_CACHE_SECRET",
             "REDIS_KEY_PREFIX",

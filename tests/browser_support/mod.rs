@@ -111,6 +111,45 @@ impl Drop for LoginPage {
     }
 }
 
+/// An empty page on a port of its own: another origin than the app's on the same host, so the
+/// same site (`SameSite=Lax` cookies go along), as a sibling subdomain would be.
+#[derive(Debug)]
+pub struct OtherOrigin {
+    /// `http://127.0.0.1:PORT`, as the browser writes it in `Origin`.
+    pub origin: String,
+    server: JoinHandle<()>,
+}
+
+impl OtherOrigin {
+    pub async fn start() -> Self {
+        let listener = step("binding the other origin", TcpListener::bind("127.0.0.1:0")).await;
+        let addr = step("the other origin's address", async {
+            listener.local_addr()
+        })
+        .await;
+        let page = "<!doctype html><title>Another origin</title><h1>Another origin</h1>";
+        let router = Router::new().route("/", get(move || async move { Html(page) }));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            origin: format!("http://{addr}"),
+            server,
+        }
+    }
+
+    /// Its page's URL.
+    pub fn page(&self) -> String {
+        format!("{}/", self.origin)
+    }
+}
+
+impl Drop for OtherOrigin {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 /// chromedriver and the Chromium it starts, in their own process group, killed together on drop;
 /// then the profile directory is removed.
 #[derive(Debug)]
@@ -252,9 +291,14 @@ impl Browser {
     /// (its host, `Path=/`, `HttpOnly`, `SameSite=Lax`), expiring at `expires`. The browser must
     /// be on the app's origin.
     pub async fn add_session_cookie(&self, app: &App, expires: OffsetDateTime) {
-        // fantoccini sends an absent domain as `null`, which chromedriver refuses: name the host.
-        let host = app.host();
         let (name, value) = app.demo_cookie();
+        self.add_cookie(app.host(), name, value, expires).await;
+    }
+
+    /// Puts a session cookie into the jar as Kratos sets one (`host`, `Path=/`, `HttpOnly`,
+    /// `SameSite=Lax`): sent to every port of `host`. The browser must be on a page of `host`.
+    pub async fn add_cookie(&self, host: &str, name: &str, value: &str, expires: OffsetDateTime) {
+        // fantoccini sends an absent domain as `null`, which chromedriver refuses: name the host.
         let cookie = Cookie::build((name.to_owned(), value.to_owned()))
             .domain(host.to_owned())
             .path("/")
@@ -280,6 +324,65 @@ impl Browser {
         )
         .await;
         step(&format!("clicking `{css}`"), element.click()).await;
+        self.wait_for_the_next_document(css).await;
+    }
+
+    /// Submits a form posting nothing to `action` from the current page, as a page of that
+    /// origin would (the browser adds `Origin`, `Sec-Fetch-Site` and the cookies itself), and
+    /// waits for the page the answer is.
+    pub async fn post_form(&self, action: &str) {
+        const SCRIPT: &str = "
+            window.__towerKratosBeforeClick = true;
+            const form = document.createElement('form');
+            form.method = 'post';
+            form.action = arguments[0];
+            document.body.appendChild(form);
+            form.submit();
+            return null;";
+        step(
+            &format!("posting a form to {action}"),
+            self.client.execute(SCRIPT, vec![json!(action)]),
+        )
+        .await;
+        self.wait_for_the_next_document(action).await;
+    }
+
+    /// `fetch(url, {method: 'POST', credentials: 'include', mode: 'no-cors'})` from the current
+    /// page, as a script of another origin can send it without asking CORS: the response is
+    /// opaque to the page (its type, `opaque`, is returned), but the request was sent with the
+    /// cookie.
+    pub async fn post_no_cors(&self, url: &str) -> String {
+        const SCRIPT: &str = "
+            const [url, done] = arguments;
+            fetch(url, { method: 'POST', credentials: 'include', mode: 'no-cors' })
+                .then((response) => done(response.type))
+                .catch((error) => done('failed: ' + String(error)));";
+        let reply = step(
+            &format!("POST {url} from the page (no-cors)"),
+            self.client.execute_async(SCRIPT, vec![json!(url)]),
+        )
+        .await;
+        reply.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Opens a WebSocket to `url` from the current page: `open` when the handshake succeeded,
+    /// else `refused` (a WebSocket's page learns no more than that).
+    pub async fn open_websocket(&self, url: &str) -> String {
+        const SCRIPT: &str = "
+            const [url, done] = arguments;
+            const socket = new WebSocket(url);
+            socket.onopen = () => { done('open'); socket.close(); };
+            socket.onerror = () => done('refused');";
+        let reply = step(
+            &format!("opening a WebSocket to {url}"),
+            self.client.execute_async(SCRIPT, vec![json!(url)]),
+        )
+        .await;
+        reply.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until a document other than the one marked `__towerKratosBeforeClick` has loaded.
+    async fn wait_for_the_next_document(&self, what: &str) {
         let loaded = async {
             loop {
                 let state = self
@@ -297,7 +400,7 @@ impl Browser {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        step(&format!("the page `{css}` leads to"), loaded).await;
+        step(&format!("the page `{what}` leads to"), loaded).await;
     }
 
     /// The text of the element `css` finds.
