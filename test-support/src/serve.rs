@@ -49,10 +49,13 @@ where
             Err(error) => return Err(error),
         };
         let _ = stream.set_nodelay(true);
-        let connection = server.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
+        // With upgrades: a WebSocket handshake hands the connection over to the socket.
+        let connection = server
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
+            .with_upgrades();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
