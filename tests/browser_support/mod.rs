@@ -252,9 +252,15 @@ impl Browser {
     /// (its host, `Path=/`, `HttpOnly`, `SameSite=Lax`), expiring at `expires`. The browser must
     /// be on the app's origin.
     pub async fn add_session_cookie(&self, app: &App, expires: OffsetDateTime) {
+        let (name, value) = app.demo_cookie();
+        self.add_cookie(app, name, value, expires).await;
+    }
+
+    /// Puts a session cookie `name=value` into the jar as [`add_session_cookie`]
+    /// (Self::add_session_cookie) does: for a session the test made itself.
+    pub async fn add_cookie(&self, app: &App, name: &str, value: &str, expires: OffsetDateTime) {
         // fantoccini sends an absent domain as `null`, which chromedriver refuses: name the host.
         let host = app.host();
-        let (name, value) = app.demo_cookie();
         let cookie = Cookie::build((name.to_owned(), value.to_owned()))
             .domain(host.to_owned())
             .path("/")
@@ -298,6 +304,39 @@ impl Browser {
             }
         };
         step(&format!("the page `{css}` leads to"), loaded).await;
+    }
+
+    /// Clicks the element `css` finds (a button whose script stays on the page), without
+    /// waiting for a page load.
+    pub async fn press(&self, css: &str) {
+        let element = step(
+            &format!("finding `{css}` on the page"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await;
+        step(&format!("clicking `{css}`"), element.click()).await;
+    }
+
+    /// The text of the element `css` finds once `until` holds for it, read every 50 ms; a panic
+    /// with the last text read when it does not within `within`.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        within: Duration,
+        until: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let text = self.text_of(css).await;
+            if until(&text) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`{css}` still reads {text:?} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The text of the element `css` finds.
