@@ -31,7 +31,7 @@ use test_support::demo;
 use demo::{
     identity_client::IdentityClient,
     identity_server::{Identity, IdentityServer},
-    WhoAmIRequest, WhoAmIResponse,
+    WatchRequest, WatchResponse, WhoAmIRequest, WhoAmIResponse,
 };
 
 /// The same handler on both sides: it answers a fixed message, so what differs is the layer.
@@ -48,6 +48,15 @@ impl Identity for Fixed {
             identity_id: "i".into(),
             aal: "aal1".into(),
         }))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("not measured"))
     }
 }
 

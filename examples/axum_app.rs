@@ -37,10 +37,12 @@
 //! | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT (Kratos's tokenizer template; the stand-in gets one of that name) |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
-//! JSON otherwise), `GET /me` (required), the per-route requirements, browser logout (optional
-//! session), and the session lifecycle routes (required). Every route that acts on the cookie sits
-//! behind the layer, so a request with the cookie from another origin (a form on another site, or
-//! on a sibling subdomain) is refused with 403 `cross_origin_request` before it acts:
+//! JSON otherwise; signed in, the page shows the session, the user's other sessions with a
+//! button to sign each out, and a live panel fed by `/live/ws`), `GET /me` (required), the
+//! per-route requirements, browser logout (optional session), the session lifecycle routes and
+//! the live routes (required). Every route that acts on the cookie sits behind the layer, so a
+//! request with the cookie from another origin (a form on another site, or on a sibling
+//! subdomain) is refused with 403 `cross_origin_request` before it acts:
 //!
 //! | route | answer |
 //! |---|---|
@@ -52,22 +54,29 @@
 //! | `GET /me/sessions` | 200 `[{"id": …, "expires_at": …}]`: the caller's other sessions |
 //! | `DELETE /me/sessions/{id}` | 204; 400 for the caller's own session (it stays usable) |
 //! | `DELETE /me/sessions` | 200 `{"count": n}`: all the caller's other sessions revoked |
+//! | `GET /live/ws` | a WebSocket: echoes each text message, sends `tick` every second; closed with code 1008 and `session revoked` / `session expired` when the session ends |
+//! | `GET /live/events` | server-sent events: a `tick` event every 500 ms, until the session ends |
 
-use std::{error::Error, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{convert::Infallible, error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    extract::{ws::Message, Path, State},
     http::{header, HeaderMap, StatusCode},
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{
+        sse::{Event, Sse},
+        Html, IntoResponse, Redirect, Response,
+    },
     routing::{delete, get, post},
     Json, Router,
 };
 use serde_json::{json, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tower::ServiceBuilder;
 use tower_kratos::{
     lifecycle::{BrowserLogout, ExtendOutcome, LifecycleError, Page, SessionLifecycle},
+    live::{WebSocket, WebSocketUpgrade},
     require::Requirement,
     KratosSession,
 };
@@ -210,6 +219,10 @@ async fn run() -> Result<(), Box<dyn Error>> {
                     .layer(kratos.require(Requirement::new().second_factor())),
             ),
         )
+        // Nothing in these handlers watches the session: the layer ends the event stream, and
+        // `tower_kratos::live::WebSocket` closes the socket, when it ends.
+        .route("/live/ws", get(live_ws).layer(kratos.required()))
+        .route("/live/events", get(live_events).layer(kratos.required()))
         // Behind the layer for its cross-origin rule: no other page can sign the user out.
         // Optional: without a valid session there is nothing to sign out, and still a 303.
         .route("/logout", post(logout).layer(kratos.optional()))
@@ -250,7 +263,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
 }
 
 /// `GET /`: works with or without a session; a page for browsers, JSON for everyone else.
-async fn home(headers: HeaderMap, session: Option<KratosSession>) -> Response {
+async fn home(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    session: Option<KratosSession>,
+) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())
@@ -262,36 +279,114 @@ async fn home(headers: HeaderMap, session: Option<KratosSession>) -> Response {
         }))
         .into_response();
     }
-    let who = match &session {
+    let body = match &session {
         Some(session) => {
-            let email = session
-                .identity
-                .as_ref()
-                .and_then(|identity| identity.traits.get("email"))
-                .and_then(|email| email.as_str())
-                .unwrap_or("(no e-mail)");
-            let aal = session.authenticator_assurance_level.as_ref();
-            format!(
-                "<p id=\"who\">Signed in as {} ({}).</p>\n\
-                 <form method=\"post\" action=\"/logout\"><button type=\"submit\" \
-                 id=\"sign-out\">Sign out</button></form>",
-                escape_html(email),
-                aal.map_or("?", |aal| aal.as_str()),
-            )
+            let others = other_sessions(&app, &headers).await;
+            signed_in(session, others)
         }
-        None => "<p id=\"who\">Not signed in: any link below takes you to sign in.</p>".to_owned(),
+        None => "<p id=\"who\">Not signed in: any link below takes you to sign in.</p>\n<ul>\n\
+                 <li><a href=\"/me\">/me</a>: your session (needs one)</li>\n\
+                 <li><a href=\"/settings\">/settings</a>: needs a recent sign-in</li>\n\
+                 <li><a href=\"/billing\">/billing</a>: needs a second factor</li>\n\
+                 </ul>"
+            .to_owned(),
     };
     Html(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>tower-kratos reference app</title></head>\n<body>\n\
-         <h1>tower-kratos reference app</h1>\n{who}\n<ul>\n\
-         <li><a href=\"/me\">/me</a>: your session (needs one)</li>\n\
-         <li><a href=\"/settings\">/settings</a>: needs a recent sign-in</li>\n\
-         <li><a href=\"/billing\">/billing</a>: needs a second factor</li>\n\
-         </ul>\n</body></html>\n"
+         <h1>tower-kratos reference app</h1>\n{body}\n</body></html>\n"
     ))
     .into_response()
 }
+
+/// The home page's body for a signed-in browser: who, this session, the other sessions (each
+/// with a button that revokes it: a same-origin `fetch` of `DELETE /me/sessions/{id}`), and a
+/// live panel on `/live/ws` that shows the close code and reason when the session ends.
+fn signed_in(session: &KratosSession, others: Result<Vec<OtherSession>, LifecycleError>) -> String {
+    let identity = session.identity.as_ref();
+    let email = identity
+        .and_then(|identity| identity.traits.get("email"))
+        .and_then(|email| email.as_str());
+    // Escaped too: the lenient model keeps a level it does not know as Kratos wrote it.
+    let aal = escape_html(
+        session
+            .authenticator_assurance_level
+            .as_ref()
+            .map_or("?", |aal| aal.as_str()),
+    );
+    let expires_at = rfc3339(session.expires_at).unwrap_or_else(|| "(none)".to_owned());
+    let others = match others {
+        Ok(others) if others.is_empty() => "<p id=\"other-sessions\">None.</p>".to_owned(),
+        Ok(others) => {
+            let items: String = others
+                .iter()
+                .map(|other| {
+                    let id = escape_html(&other.id);
+                    let expires = other.expires_at.as_deref().unwrap_or("?");
+                    format!(
+                        "<li>{id}, expires {} <button type=\"button\" \
+                         data-session-id=\"{id}\">sign out</button> <span></span></li>\n",
+                        escape_html(expires)
+                    )
+                })
+                .collect();
+            format!("<ul id=\"other-sessions\">\n{items}</ul>")
+        }
+        Err(error) => format!(
+            "<p id=\"other-sessions\">Kratos did not list them: {}</p>",
+            escape_html(&error.to_string())
+        ),
+    };
+    format!(
+        "<p id=\"who\">Signed in as {} ({aal}).</p>\n\
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\" \
+         id=\"sign-out\">Sign out</button></form>\n\
+         <h2>This session</h2>\n<dl>\n\
+         <dt>identity</dt><dd id=\"identity-id\">{}</dd>\n\
+         <dt>session</dt><dd id=\"session-id\">{}</dd>\n\
+         <dt>assurance level</dt><dd id=\"aal\">{aal}</dd>\n\
+         <dt>expires at</dt><dd id=\"expires-at\">{}</dd>\n</dl>\n\
+         <h2>Your other sessions</h2>\n{others}\n\
+         <h2>Live</h2>\n\
+         <p>A WebSocket on <code>/live/ws</code>: a tick every second until this session ends \
+         (sign it out from another window), then the server closes it.</p>\n\
+         <p>Ticks: <span id=\"live-ticks\">0</span>. \
+         <span id=\"live-status\">connecting</span></p>\n\
+         <script>{SIGNED_IN_SCRIPT}</script>",
+        escape_html(email.unwrap_or("(no e-mail)")),
+        escape_html(session.identity_id().unwrap_or("?")),
+        escape_html(&session.id),
+        escape_html(&expires_at),
+    )
+}
+
+/// The signed-in home page's script: the live panel, and the other sessions' "sign out"
+/// buttons (same-origin `fetch`es, so a rule refusing cross-site cookie writes lets them pass).
+const SIGNED_IN_SCRIPT: &str = r#"
+const liveStatus = document.getElementById('live-status');
+const liveTicks = document.getElementById('live-ticks');
+const liveSocket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/live/ws');
+liveSocket.onopen = () => { liveStatus.textContent = 'open'; };
+liveSocket.onmessage = (message) => {
+  if (message.data === 'tick') { liveTicks.textContent = String(Number(liveTicks.textContent) + 1); }
+};
+liveSocket.onclose = (close) => {
+  liveStatus.textContent = 'closed ' + close.code + (close.reason ? ': ' + close.reason : '');
+};
+for (const button of document.querySelectorAll('button[data-session-id]')) {
+  button.addEventListener('click', async () => {
+    const said = button.nextElementSibling;
+    const id = button.dataset.sessionId;
+    try {
+      const response = await fetch('/me/sessions/' + encodeURIComponent(id), { method: 'DELETE' });
+      said.textContent = response.status === 204 ? 'signed out' : 'refused: ' + response.status;
+      button.disabled = response.status === 204;
+    } catch (error) {
+      said.textContent = 'failed: ' + error;
+    }
+  });
+}
+"#;
 
 /// Text for HTML: identity traits are the user's own input.
 fn escape_html(text: &str) -> String {
@@ -401,26 +496,40 @@ async fn extend(
     Ok((outcome, Json(body)))
 }
 
+/// One of the caller's other sessions, as `GET /me/sessions` and the home page show it.
+#[derive(serde::Serialize)]
+struct OtherSession {
+    id: String,
+    expires_at: Option<String>,
+}
+
 /// `GET /me/sessions`: the caller's other active sessions, every page.
 async fn list_sessions(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<Value>>, LifecycleError> {
+) -> Result<Json<Vec<OtherSession>>, LifecycleError> {
+    other_sessions(&app, &headers).await.map(Json)
+}
+
+/// The caller's other active sessions, every page (at most [`MAX_PAGES`]).
+async fn other_sessions(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Vec<OtherSession>, LifecycleError> {
     let mut listed = Vec::new();
     let mut page = Page::first().with_size(100);
     for _ in 0..MAX_PAGES {
-        let list = app.sessions.list_sessions(&headers, &page).await?;
-        listed.extend(
-            list.sessions.iter().map(
-                |session| json!({ "id": session.id, "expires_at": rfc3339(session.expires_at) }),
-            ),
-        );
+        let list = app.sessions.list_sessions(headers, &page).await?;
+        listed.extend(list.sessions.iter().map(|session| OtherSession {
+            id: session.id.clone(),
+            expires_at: rfc3339(session.expires_at),
+        }));
         match list.next {
             Some(next) => page = next,
             None => break,
         }
     }
-    Ok(Json(listed))
+    Ok(listed)
 }
 
 /// `DELETE /me/sessions/{id}`: revokes another of the caller's sessions. Kratos refuses the
@@ -441,4 +550,49 @@ async fn revoke_other_sessions(
 ) -> Result<Json<Value>, LifecycleError> {
     let count = app.sessions.revoke_other_sessions(&headers).await?;
     Ok(Json(json!({ "count": count })))
+}
+
+/// `GET /live/ws`: echoes each text message and sends `tick` every second. When the session
+/// ends, `recv` (waiting in the `select!`) sends the close frame, 1008 with the reason, and
+/// returns `None`.
+async fn live_ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                message = socket.recv() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if socket.send(Message::Text(text)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The peer went away, or the session ended and the socket is closed.
+                    Some(Err(_)) | None => break,
+                },
+                _ = ticks.tick() => {
+                    if socket.send(Message::Text("tick".into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `GET /live/events`: a `tick` event every 500 ms, its data the count. The layer ends the
+/// stream when the session ends; the task feeding it stops at its next send.
+async fn live_events() -> Sse<ReceiverStream<Result<Event, Infallible>>> {
+    let (events, stream) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_millis(500));
+        for n in 1u64.. {
+            ticks.tick().await;
+            let event = Event::default().event("tick").data(n.to_string());
+            if events.send(Ok(event)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(stream))
 }

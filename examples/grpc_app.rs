@@ -14,6 +14,7 @@
 //! | service | session | answers |
 //! |---|---|---|
 //! | `tower_kratos.demo.v1.Identity/WhoAmI` | required | the session id, identity id and AAL |
+//! | `tower_kratos.demo.v1.Identity/Watch` | required | a stream: a tick every 500 ms while the session lasts, then `UNAUTHENTICATED` (16) with `session revoked` or `session expired` |
 //! | `tower_kratos.demo.v1.Greeter/Hello` | optional | whether the call is authenticated, and as whom |
 //! | `tower_kratos.demo.v1.Sessions/Extend` | required | extends the session if it expires within `EXTEND_WITHIN_SECS` |
 //! | `tower_kratos.demo.v1.Sessions/RevokeOtherSessions` | required | signs the caller's other devices out |
@@ -24,8 +25,8 @@
 use std::{error::Error, net::SocketAddr, process::ExitCode, time::Duration};
 
 use time::format_description::well_known::Rfc3339;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{transport::Server, Request, Response, Status};
 use tower::Layer;
 use tower_kratos::{lifecycle::SessionLifecycle, tonic::KratosRequestExt};
@@ -36,7 +37,7 @@ use demo::{
     identity_server::{Identity, IdentityServer},
     sessions_server::{Sessions, SessionsServer},
     ExtendRequest, ExtendResponse, HelloRequest, HelloResponse, RevokeOtherSessionsRequest,
-    RevokeOtherSessionsResponse, WhoAmIRequest, WhoAmIResponse,
+    RevokeOtherSessionsResponse, WatchRequest, WatchResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use kratos::{parse, Kratos, Settings};
 use test_support::{app_settings as kratos, demo};
@@ -60,6 +61,32 @@ impl Identity for IdentityService {
                 .map(|aal| aal.as_str().to_owned())
                 .unwrap_or_default(),
         }))
+    }
+
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    /// A tick every 500 ms. Nothing here watches the session: the layer ends the stream with
+    /// `UNAUTHENTICATED` when the session ends, and the task feeding it stops at its next send.
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let session_id = request.kratos_session()?.id.clone();
+        let (replies, stream) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(500));
+            for tick in 1u32.. {
+                ticks.tick().await;
+                let reply = WatchResponse {
+                    tick,
+                    session_id: session_id.clone(),
+                };
+                if replies.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 }
 

@@ -1,6 +1,6 @@
-//! A tonic client for the gRPC reference app (`examples/grpc_app.rs`): calls `Identity/WhoAmI`
-//! and `Greeter/Hello` with and without a session token and prints each call's gRPC status, one
-//! line each, for `.ci/run` to check. A real gRPC client over HTTP/2, as users' clients are.
+//! A tonic client for the gRPC reference app (`examples/grpc_app.rs`): calls `Identity/WhoAmI`,
+//! `Identity/Watch` (its first message) and `Greeter/Hello` with and without a session token and
+//! prints each call's gRPC status, one line each, for `.ci/run` to check. A real gRPC client over HTTP/2, as users' clients are.
 //!
 //! ```text
 //! cargo run --example grpc_probe -- http://127.0.0.1:50051 ory_st_...
@@ -13,7 +13,8 @@ use tonic::{metadata::MetadataValue, transport::Channel, Code, Request};
 use test_support::demo;
 
 use demo::{
-    greeter_client::GreeterClient, identity_client::IdentityClient, HelloRequest, WhoAmIRequest,
+    greeter_client::GreeterClient, identity_client::IdentityClient, HelloRequest, WatchRequest,
+    WhoAmIRequest,
 };
 
 fn with_token<T>(message: T, token: Option<&str>) -> Result<Request<T>, String> {
@@ -45,6 +46,15 @@ async fn run(url: String, token: String) -> Result<(), String> {
             .who_am_i(with_token(WhoAmIRequest {}, token)?)
             .await;
         println!("Identity/WhoAmI {name}: {:?}", code(&who));
+        let watch = match identity.watch(with_token(WatchRequest {}, token)?).await {
+            Ok(stream) => match stream.into_inner().message().await {
+                Ok(Some(_first)) => Ok(()),
+                Ok(None) => Err(tonic::Status::unknown("the stream ended before a message")),
+                Err(status) => Err(status),
+            },
+            Err(status) => Err(status),
+        };
+        println!("Identity/Watch {name}: {:?}", code(&watch));
         let hello = greeter.hello(with_token(HelloRequest {}, token)?).await;
         println!("Greeter/Hello {name}: {:?}", code(&hello));
     }

@@ -11,7 +11,7 @@ mod app_support;
 mod browser_support;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use browser_support::{
     skip_requested, start_app, App, Browser, LoginPage, OtherOrigin, LOGIN_TITLE,
@@ -618,4 +618,100 @@ mod websocket {
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
         base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
     }
+}
+/// How long the live panel may take to say something: a WebSocket on loopback, and a revocation
+/// the layer checks with Kratos (one whoami) before closing.
+const LIVE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The two windows: two browsers, each signed in as the demo user with a session of its
+/// own, on the home page. Window B signs A's session out from its list of other sessions, and A's
+/// live panel (fed by `/live/ws`) shows the server's close, 1008 `session revoked`, within
+/// seconds; B's own panel stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_signed_out_from_another_window_ends_its_live_panel_with_the_reason() {
+    if skip_requested() {
+        return;
+    }
+    // The test's own stand-in, so it can make the two sessions and see what Kratos was asked.
+    let kratos = KratosStandIn::start()
+        .await
+        .expect("start the Kratos stand-in");
+    let demo_user = kratos.demo_identity_id();
+    let a = kratos.session().identity(&demo_user).create();
+    let b = kratos.session().identity(&demo_user).create();
+    let app = start_app(None, &[("KRATOS_PUBLIC_URL", &kratos.public_url())]);
+    let window_a = Browser::launch().await;
+    let window_b = Browser::launch().await;
+    within(async {
+        let expires = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        for (window, session) in [(&window_a, &a), (&window_b, &b)] {
+            window.goto(&app.url("/health")).await;
+            window
+                .add_cookie(
+                    app.host(),
+                    &session.cookie_name,
+                    &session.cookie_value,
+                    expires,
+                )
+                .await;
+            window.goto(&app.url("/")).await;
+            assert!(window.text_of("#who").await.contains("demo@example.org"));
+            assert_eq!(window.text_of("#identity-id").await, demo_user);
+            assert_eq!(window.text_of("#session-id").await, session.id);
+            window
+                .wait_for_text("#live-status", LIVE_WITHIN, |status| status == "open")
+                .await;
+        }
+        window_a
+            .wait_for_text("#live-ticks", LIVE_WITHIN, |ticks| {
+                ticks.parse::<u32>().is_ok_and(|ticks| ticks >= 2)
+            })
+            .await;
+
+        // In B's list of other sessions, A's, with its "sign out" button.
+        let sign_out_a = format!("#other-sessions button[data-session-id=\"{}\"]", a.id);
+        let pressed = Instant::now();
+        window_b.press(&sign_out_a).await;
+
+        let said = window_b
+            .wait_for_text(&format!("{sign_out_a} + span"), LIVE_WITHIN, |said| {
+                !said.is_empty()
+            })
+            .await;
+        assert_eq!(said, "signed out", "B's page after pressing the button");
+        let closed = window_a
+            .wait_for_text("#live-status", LIVE_WITHIN, |status| {
+                status.starts_with("closed")
+            })
+            .await;
+        assert_eq!(closed, "closed 1008: session revoked");
+        assert!(
+            pressed.elapsed() < LIVE_WITHIN,
+            "A's panel closed {:?} after B pressed the button",
+            pressed.elapsed()
+        );
+
+        // Kratos was asked by B's session to revoke A's, once; A's is inactive, B's is not.
+        let revocations = kratos.requests(Endpoint::RevokeMySession);
+        assert_eq!(revocations.len(), 1, "{revocations:?}");
+        assert_eq!(revocations[0].uri.path(), format!("/sessions/{}", a.id));
+        assert_eq!(revocations[0].session_id.as_deref(), Some(b.id.as_str()));
+        let state = |id: &str| kratos.session_state(id).expect("the session exists");
+        assert!(!state(&a.id).active, "A's session is still active");
+        assert!(state(&b.id).active, "B's session was revoked too");
+
+        // B's own panel is still open and still ticking.
+        assert_eq!(window_b.text_of("#live-status").await, "open");
+        let ticks: u32 = window_b
+            .text_of("#live-ticks")
+            .await
+            .parse()
+            .expect("a count");
+        window_b
+            .wait_for_text("#live-ticks", LIVE_WITHIN, |now| {
+                now.parse::<u32>().is_ok_and(|now| now > ticks)
+            })
+            .await;
+    })
+    .await;
 }

@@ -41,7 +41,7 @@ use demo::{
     greeter_server::{Greeter, GreeterServer},
     identity_client::IdentityClient,
     identity_server::{Identity, IdentityServer},
-    HelloRequest, HelloResponse, WhoAmIRequest, WhoAmIResponse,
+    HelloRequest, HelloResponse, WatchRequest, WatchResponse, WhoAmIRequest, WhoAmIResponse,
 };
 
 struct IdentityService;
@@ -59,6 +59,15 @@ impl Identity for IdentityService {
             identity_id: identity.id.clone(),
             aal: String::new(),
         }))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("streams are Countdown's here"))
     }
 }
 
@@ -705,6 +714,15 @@ impl Identity for TokenizedIdentity {
             identity_id: session.subject().to_owned(),
             aal: session.claim::<String>("aal").unwrap_or_default(),
         }))
+    }
+
+    type WatchStream = tokio_stream::Empty<Result<WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("not served here"))
     }
 }
 

@@ -403,6 +403,39 @@ impl Browser {
         step(&format!("the page `{what}` leads to"), loaded).await;
     }
 
+    /// Clicks the element `css` finds (a button whose script stays on the page), without
+    /// waiting for a page load.
+    pub async fn press(&self, css: &str) {
+        let element = step(
+            &format!("finding `{css}` on the page"),
+            self.client.find(Locator::Css(css)),
+        )
+        .await;
+        step(&format!("clicking `{css}`"), element.click()).await;
+    }
+
+    /// The text of the element `css` finds once `until` holds for it, read every 50 ms; a panic
+    /// with the last text read when it does not within `within`.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        within: Duration,
+        until: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let text = self.text_of(css).await;
+            if until(&text) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "`{css}` still reads {text:?} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The text of the element `css` finds.
     pub async fn text_of(&self, css: &str) -> String {
         let element = step(
