@@ -439,19 +439,36 @@ impl<'a> FoundCredential<'a> {
 }
 
 /// A request's credential kept past the request, for a connection that outlives it (see
-/// `cache::connections`): the header it was found in, which shares the request's buffer (a
-/// reference count, not a copy), or, when the session cookies were split over several `Cookie`
-/// headers (HTTP/2 may), the owned credential. Read again only when the connection is watched.
+/// `cache::connections`), made on every request served with a session, so without allocating:
+/// a token copied inline (Kratos's are about 40 bytes), or the header the credential was found
+/// in, which shares the request's buffer (a reference count), or, when the session cookies were
+/// split over several `Cookie` headers (HTTP/2 may), the owned credential. Read again only when
+/// the connection is watched.
 #[derive(Clone)]
 pub(crate) enum CredentialCopy {
+    Token {
+        source: CredentialSource,
+        len: u8,
+        bytes: [u8; INLINE_TOKEN_LEN],
+    },
     Header(HeaderName, HeaderValue),
     Owned(Credential),
 }
+
+/// The longest token [`CredentialCopy`] copies inline.
+const INLINE_TOKEN_LEN: usize = 64;
 
 impl CredentialCopy {
     /// The owned credential, found again in the copied header exactly as in the request.
     pub(crate) fn credential(&self, cookie_names: &CookieNames) -> Option<Credential> {
         match self {
+            Self::Token { source, len, bytes } => {
+                let token = std::str::from_utf8(&bytes[..usize::from(*len)]).ok()?;
+                Some(Credential {
+                    source: *source,
+                    secret: token.to_owned(),
+                })
+            }
             Self::Header(name, value) => {
                 let mut headers = HeaderMap::with_capacity(1);
                 headers.insert(name.clone(), value.clone());
@@ -475,9 +492,21 @@ impl fmt::Debug for CredentialCopy {
 }
 
 impl FoundCredential<'_> {
-    /// This credential kept past the request: a clone of the header it was read from, which
-    /// shares the request's buffer; the owned credential when it came in several headers.
+    /// This credential kept past the request: see [`CredentialCopy`].
     pub(crate) fn copy(self) -> CredentialCopy {
+        if let Pieces::Token(token) = self.pieces {
+            if let Ok(len) = u8::try_from(token.len()) {
+                if usize::from(len) <= INLINE_TOKEN_LEN {
+                    let mut bytes = [0; INLINE_TOKEN_LEN];
+                    bytes[..token.len()].copy_from_slice(token.as_bytes());
+                    return CredentialCopy::Token {
+                        source: self.source,
+                        len,
+                        bytes,
+                    };
+                }
+            }
+        }
         let name = match self.source {
             CredentialSource::SessionToken => SESSION_TOKEN,
             CredentialSource::Bearer => header::AUTHORIZATION,

@@ -91,7 +91,11 @@
 //!   other session-named cookie, so Kratos picks its own by name), or a token as
 //!   `X-Session-Token`. The request's other cookies never leave your process.
 //! - The cache is keyed by a keyed BLAKE3 hash of the credential; the raw credential is not
-//!   stored, logged, or shown by any `Debug` implementation.
+//!   stored, logged, or shown by any `Debug` implementation. An open connection that is watched
+//!   ([`live`]) keeps its request's credential in memory while it lasts, to ask Kratos again
+//!   when a revocation names its session; never in Redis, a log or a `Debug`.
+//! - Streams, WebSockets and long handlers opened with a session end when it is revoked or
+//!   expires ([`live`]), within a second, not when the client goes away.
 //! - A cached session is never served past its `expires_at`. Revocations made through
 //!   [`lifecycle`] are enforced by this process at once (browser logout and Kratos's bulk API
 //!   included), and by every replica with a shared cache; so are those Kratos reports to the
