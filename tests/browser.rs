@@ -464,24 +464,22 @@ async fn a_websocket_from_another_origin_is_refused_and_one_from_the_apps_origin
     .await;
 }
 
-/// A minimal WebSocket server behind the layer: the handshake (RFC 6455's 101) and nothing
-/// more, and a record of every handshake request and its answer.
+/// A WebSocket server behind the layer (the crate's own upgrade), and a record of every
+/// handshake request and its answer.
 mod websocket {
     use std::sync::{Arc, Mutex, PoisonError};
 
     use axum::{
-        body::Body,
         extract::Request,
         middleware::{self, Next},
         response::{Html, Response},
         routing::get,
         Router,
     };
-    use base64::Engine;
-    use http::{header, HeaderValue, StatusCode};
+    use http::{header, HeaderValue};
     use kratos_stand_in::KratosStandIn;
     use tokio::{net::TcpListener, task::JoinHandle};
-    use tower_kratos::{KratosLayer, KratosSession};
+    use tower_kratos::{live::WebSocketUpgrade, KratosLayer, KratosSession};
 
     /// One handshake as the server saw it.
     #[derive(Clone, Debug)]
@@ -579,44 +577,15 @@ mod websocket {
         response
     }
 
-    /// Behind the layer: accepts the WebSocket (`101` with `Sec-WebSocket-Accept`) and keeps
-    /// the connection open a while; says whose session it was in `x-session-id`.
-    async fn accept(mut request: Request) -> Response {
-        let session_id = request
-            .extensions()
-            .get::<KratosSession>()
-            .map(|session| session.id.clone())
-            .unwrap_or_default();
-        let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
-            return Response::builder()
-                .status(StatusCode::BAD_REQUEST)
-                .body(Body::empty())
-                .expect("response");
-        };
-        let upgrade = hyper::upgrade::on(&mut request);
-        tokio::spawn(async move {
-            if let Ok(connection) = upgrade.await {
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                drop(connection);
-            }
+    /// Behind the layer: the crate's own WebSocket upgrade (axum's, closed with the session),
+    /// held open a while; says whose session it was in `x-session-id`.
+    async fn accept(session: KratosSession, upgrade: WebSocketUpgrade) -> Response {
+        let mut response = upgrade.on_upgrade(|mut socket| async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv()).await;
         });
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, "websocket")
-            .header("sec-websocket-accept", accept_key(&key))
-            .header("x-session-id", session_id)
-            .body(Body::empty())
-            .expect("response")
-    }
-
-    /// RFC 6455 §4.2.2: base64 of the SHA-1 of the key and the protocol's GUID.
-    fn accept_key(key: &HeaderValue) -> String {
-        let mut input = key.as_bytes().to_vec();
-        input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
-        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        let id = HeaderValue::from_str(&session.id).expect("a session id");
+        response.headers_mut().insert("x-session-id", id);
+        response
     }
 }
 /// How long the live panel may take to say something: a WebSocket on loopback, and a revocation

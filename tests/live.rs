@@ -634,3 +634,31 @@ async fn a_grpc_server_stream_ends_unauthenticated_with_its_session() {
     assert!(lag < DEADLINE, "{lag:?}");
     until_unwatched(&layer).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_no_one_reports_ends_them_within_the_cache_ttl() {
+    let kratos = support::kratos().await;
+    let ttl = Duration::from_millis(1500);
+    let layer = support::builder(&kratos)
+        .cache_ttl(ttl)
+        .build()
+        .expect("a layer");
+    let addr = serve(layer.clone()).await;
+    let session = kratos.create_session();
+    let open = Open::all(addr, &layer, &session).await;
+    // Revoked in Kratos alone (its console, say): no mark, no hook.
+    kratos.revoke_session(&session.id);
+    let since = Instant::now();
+    let (code, why, lag) = {
+        let mut open = open;
+        let closed = closed_after(&mut open.socket, since).await;
+        open.events.ended_after(since).await;
+        closed
+    };
+    println!("ended {lag:?} after a revocation nobody reported (cache TTL {ttl:?})");
+    assert_eq!((code, why.as_str()), (1008, "session revoked"));
+    assert!(lag <= ttl + DEADLINE, "{lag:?}");
+    // The first request's whoami, then the watch's one check for all three connections.
+    assert_eq!(kratos.calls_for_session(Endpoint::Whoami, &session.id), 2);
+    until_unwatched(&layer).await;
+}

@@ -3,10 +3,11 @@
 //!
 //! One watch per credential, shared by every connection opened with it, and one task per watch,
 //! alive while a connection is. The task sleeps until a revocation mark names the session, its
-//! identity or its credential (or everything), or until the session's end of life (its
-//! `expires_at`, the layer's maximum age); then it asks the cache again, which asks Kratos when
-//! the mark outdated the entry. An answer that is still a session keeps the connections open
-//! (an extension moves the end of life); any other ends them.
+//! identity or its credential (or everything), until the session's end of life (its
+//! `expires_at`, the layer's maximum age), or for one cache TTL at most; then it asks the cache
+//! again, which asks Kratos when the mark outdated the entry or the entry has expired. An
+//! answer that is still a session keeps the connections open (an extension moves the end of
+//! life); any other ends them.
 //!
 //! A mark alone never ends a connection: marks force a new whoami rather than a refusal (see
 //! [`revocation`](super::revocation)), so a caller naming someone else's session id cannot
@@ -309,6 +310,11 @@ impl fmt::Debug for Watch {
 }
 
 impl Watch {
+    /// The reason, if the session has ended; keeps no waker.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.watched.ended.get().copied()
+    }
+
     /// Ready with the reason once the session has ended; until then, this connection's waker is
     /// kept to be woken then.
     pub(crate) fn poll_ended(&self, cx: &mut Context<'_>) -> Poll<Ended> {
@@ -416,8 +422,14 @@ impl SessionCache {
     }
 }
 
-/// A watch's task: sleeps until a mark or the session's end of life, then asks again; ends the
-/// connections when the answer is no longer the session. Stops when the last connection closes.
+/// A watch's task: sleeps until a mark, the session's end of life or the next periodic check,
+/// then asks again; ends the connections when the answer is no longer the session. Stops when
+/// the last connection closes.
+///
+/// The periodic check, once per cache TTL, bounds what no mark reports (a session revoked in
+/// Kratos's console, an identity disabled) as it bounds requests: an open connection is asked
+/// about as often as a client sending a request every TTL, and shares the cache with the
+/// session's requests, so it costs Kratos nothing while they come.
 async fn watch_credential(
     cache: SessionCache,
     credential: Credential,
@@ -433,42 +445,43 @@ async fn watch_credential(
     else {
         return;
     };
+    let every = cache.inner.lifetimes.ttl;
+    let mut next_check = Instant::now() + every;
     loop {
         if !ask_now {
-            match end_of_life {
-                Some(at) => tokio::select! {
-                    () = watched.wake.notified() => {}
-                    () = tokio::time::sleep_until(at.into()) => {}
-                },
-                None => watched.wake.notified().await,
+            let at = end_of_life.map_or(next_check, |end| end.min(next_check));
+            tokio::select! {
+                () = watched.wake.notified() => {}
+                () = tokio::time::sleep_until(at.into()) => {}
             }
         }
         ask_now = false;
         if watched.closed.load(Ordering::Acquire) {
             return;
         }
-        let past_end_of_life = || end_of_life.is_some_and(|at| at <= Instant::now());
         let lookup = cache
             .lookup_keyed(watched.key, &credential, None, &client)
             .await;
+        let now = Instant::now();
+        next_check = now + every;
         let ended = match lookup.outcome {
             Outcome::Authenticated(session) => match cache.end_of_life(&session) {
                 // Served until its very end (an entry ends at `expires_at`, a clock tick may
                 // still find it): over all the same.
-                Some(at) if at <= Instant::now() => Ended::Expired,
+                Some(at) if at <= now => Ended::Expired,
                 later => {
                     end_of_life = later;
                     continue;
                 }
             },
             Outcome::Unavailable(_) => {
-                end_of_life = Some(Instant::now() + RETRY_UNAVAILABLE);
+                next_check = now + RETRY_UNAVAILABLE;
                 continue;
             }
             Outcome::Unauthenticated(Unauthenticated::Expired | Unauthenticated::TooOld) => {
                 Ended::Expired
             }
-            _ if past_end_of_life() => Ended::Expired,
+            _ if end_of_life.is_some_and(|at| at <= now) => Ended::Expired,
             _ => Ended::Revoked,
         };
         tracing::debug!(

@@ -14,6 +14,7 @@
 //! | [`requirements`] | per-route requirements: a second factor, a recent sign-in, a maximum session age, conditions of your own |
 //! | [`lifecycle`] | extending sessions, revoking them, listing them, logging out |
 //! | [`revocations`] | revocations Kratos makes itself (its web hook), the bulk admin API, and what no hook reports |
+//! | [`live`] | streams, WebSockets, gRPC streams and long handlers that end with their session |
 //! | [`grpc`] | the layer in front of tonic, and the gRPC answers it gives |
 //! | [`shared_cache`] | one cache for many replicas through Redis: what is shared, TLS, ACL, Cluster, Sentinel, managed services, sizing |
 //! | [`tokenized_sessions`] | Kratos's session JWTs: asking for them at the edge, verifying them downstream |
@@ -42,6 +43,9 @@ pub mod lifecycle {}
 
 #[doc = include_str!("revocations.md")]
 pub mod revocations {}
+
+#[doc = include_str!("live.md")]
+pub mod live {}
 
 #[doc = include_str!("grpc.md")]
 pub mod grpc {}

@@ -94,11 +94,7 @@ impl SessionEnd {
 
     /// Whether the session has ended already, without waiting.
     pub fn ended(&self) -> Option<Ended> {
-        let watch = self.watch.as_ref()?;
-        match watch.poll_ended(&mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(ended) => Some(ended),
-            Poll::Pending => None,
-        }
+        self.watch.as_ref()?.ended()
     }
 
     /// Whether the session is watched: `false` on a layer built with

@@ -23,8 +23,11 @@
 //! at most about a second. While Kratos cannot answer, connections stay open and are checked
 //! again every second: requests would get 503, not 401.
 //!
-//! A revocation Kratos makes without telling the app (the admin deleting a session in the
-//! console, with no web hook) is seen at the session's next check: its end of life.
+//! A revocation Kratos makes without telling the app (an admin deleting a session in the
+//! console, an identity disabled, with no web hook) is seen at the connection's periodic check:
+//! once per [`cache_ttl`](crate::authenticate::KratosLayerBuilder::cache_ttl) (60 s by
+//! default), the bound requests have too. The check shares the cache with the session's
+//! requests, so while those come it costs Kratos nothing.
 //!
 //! **What it costs:** a response that never waits for its body costs two reference counts.
 //! A body that waits, a WebSocket or a `SessionEnd` is watched: per credential, one small record
