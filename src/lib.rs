@@ -48,6 +48,7 @@
 //! - [`hook`]: a receiver for Kratos's web hook, so revocations Kratos makes reach the cache.
 //! - [`require`]: asking more of a session per route (second factor, recent sign-in, age).
 //! - [`extract`] (feature `axum`): extractors, `Option<…>` included.
+//! - [`metrics`] (feature `metrics`): the series the crate records, for your exporter.
 //! - [`tonic`](mod@tonic) (feature `tonic`): the session in a gRPC handler, errors as statuses.
 //!
 //! # Layering
@@ -70,20 +71,21 @@
 //! | `cross_origin` | the cross-origin rule for cookie requests, and the trusted origins | `config`, `credentials` |
 //! | `response` | [`Refusal`](rejection::Refusal), the one JSON error body, `Retry-After` | nothing |
 //! | `outcome` | what a lookup can end in | `credentials`, `defaults`, `response`, `session` |
+//! | `metrics` | feature `metrics`: every series' name, unit, description and labels, and the recording helpers (nothing without the feature) | `outcome` |
 //! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
-//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `defaults`, `log_limit`, `session` |
-//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `credentials`, `defaults`, `log_limit`, `outcome`, `response`, `session` |
-//! | `cache/` | keys, entries, the hot table, revocation marks and the open connections they wake, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `outcome`, `session`, `shared_cache/` |
+//! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `defaults`, `log_limit`, `metrics`, `session` |
+//! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `credentials`, `defaults`, `log_limit`, `metrics`, `outcome`, `response`, `session` |
+//! | `cache/` | keys, entries, the hot table, revocation marks and the open connections they wake, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `metrics`, `outcome`, `session`, `shared_cache/` |
 //! | `rejection/` | outcome → response: the one place every middleware refuses through (gRPC's trailers-only answers, browser redirects, then your rejection), and the response body (which ends with its session) | `cache/`, `config`, `outcome`, `response` |
 //! | `extract` | feature `axum`: axum extractors | `log_limit`, `outcome`, `rejection/`, `response`, `session` |
 //! | `live/` | connections that end with their session: [`SessionEnd`](live::SessionEnd), WebSockets (feature `ws`) | `cache/`, `extract`, `session` |
-//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `outcome`, `session` |
-//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `outcome`, `rejection/`, `session`, `shared_cache/` |
-//! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `extend`, `log_limit`, `outcome`, `rejection/` |
-//! | `lifecycle` | the public lifecycle helpers, browser logout and the bulk admin API included | `cache/`, `client/`, `credentials`, `extend`, `outcome`, `relay`, `session`, `state` |
+//! | `extend` | the extension engine (one attempt per session, cooldown, pause) | `cache/`, `client/`, `credentials`, `defaults`, `metrics`, `outcome`, `session` |
+//! | `jwt/` | feature `jwt`: tokenized sessions verified downstream (keys, token checks, the layer, extractors; revocations heard through the cache) | `cache/`, `config`, `defaults`, `extract`, `log_limit`, `metrics`, `outcome`, `rejection/`, `session`, `shared_cache/` |
+//! | `state` | what the services of one builder share, and one layer's policy | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `extend`, `log_limit`, `metrics`, `outcome`, `rejection/` |
+//! | `lifecycle` | the public lifecycle helpers, browser logout and the bulk admin API included | `cache/`, `client/`, `credentials`, `extend`, `metrics`, `outcome`, `relay`, `session`, `state` |
 //! | `hook` | the receiver of Kratos's web hook after `revoke_active_sessions` | `cache/`, `client/`, `config`, `defaults`, `response`, `state` |
 //! | `require/` | per-route requirements: [`Requirement`](require::Requirement), its check and its layer | `credentials`, `log_limit`, `outcome`, `rejection/`, `response`, `session`, `state` |
-//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `defaults`, `extend`, `hook`, `lifecycle`, `log_limit`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
+//! | `authenticate/` | the session layer: [`KratosLayer`], its builder, service and response future | `cache/`, `client/`, `config`, `credentials`, `cross_origin`, `defaults`, `extend`, `hook`, `lifecycle`, `log_limit`, `metrics`, `outcome`, `rejection/`, `relay`, `require/`, `shared_cache/`, `state` |
 //! | `tonic` | feature `tonic`: the tonic extension trait, statuses, `NamedService` | `authenticate/`, `client/`, `credentials`, `jwt/`, `lifecycle`, `outcome`, `rejection/`, `require/`, `response`, `session` |
 //!
 //! # Security
@@ -153,6 +155,11 @@ pub mod jwt;
 pub mod lifecycle;
 pub mod live;
 mod log_limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 pub mod outcome;
 pub mod rejection;
 mod relay;

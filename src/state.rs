@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::{
     cache::SessionCache, client::KratosClient, config::Mode, credentials::CookieNames,
-    cross_origin::CrossOrigin, extend::Extender, log_limit::WarnLimiter, rejection::Rejecter,
+    cross_origin::CrossOrigin, extend::Extender, log_limit::WarnLimiter, metrics::LayerMetrics,
+    rejection::Rejecter,
 };
 
 /// What every service made by one builder shares: the client, the cache, the settings.
@@ -23,6 +24,8 @@ pub(crate) struct LayerState {
     pub(crate) watch_connections: bool,
     /// Keeps outages and attacks from flooding the log with one warning per request.
     pub(crate) warnings: WarnLimiter,
+    /// The handles each request's series are counted through (nothing without `metrics`).
+    pub(crate) metrics: LayerMetrics,
 }
 
 /// One layer's policy: the shared state plus its mode and rejection. Services and their futures

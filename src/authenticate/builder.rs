@@ -26,6 +26,7 @@ use crate::{
     },
     extend::Extender,
     log_limit::WarnLimiter,
+    metrics::LayerMetrics,
     outcome::Outcome,
     rejection::{BrowserRedirects, DefaultRejection, Rejecter, RejectionFn, RejectionResponse},
     state::{LayerState, Policy},
@@ -965,6 +966,7 @@ impl<R> KratosLayerBuilder<R> {
             relay_set_cookie: extension.relay_set_cookie,
             watch_connections: self.watch_connections,
             warnings: WarnLimiter::default(),
+            metrics: LayerMetrics::new(),
         });
         Ok(KratosLayer {
             policy: Arc::new(Policy {

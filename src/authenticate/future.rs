@@ -18,6 +18,7 @@ use crate::{
     cache::Seed,
     config::Mode,
     extend::SessionExtension,
+    metrics::ServedFrom,
     outcome::{Outcome, StaleSession},
     rejection::RejectionResponse,
     rejection::ResponseBody,
@@ -37,6 +38,8 @@ pub(crate) struct Resolved {
     /// For an authenticated request when the layer watches connections: what its response body
     /// is watched with, should it outlive the request.
     pub(crate) seed: Option<Seed>,
+    /// Where an authenticated outcome's session came from, for the metrics.
+    pub(crate) served: ServedFrom,
 }
 
 /// What the layer adds to the request and to the inner service's response, beyond the session.
@@ -122,6 +125,7 @@ where
             outcome,
             additions: None,
             seed,
+            served: ServedFrom::Hit,
         };
         Self {
             state: decide(resolved, request, service, policy),
@@ -130,12 +134,14 @@ where
     }
 }
 
-/// Lets the request on (with the session or the outcome in its extensions) or rejects it.
+/// Lets the request on (with the session or the outcome in its extensions) or rejects it. The
+/// one place the session layer's requests are counted: every request, hit or miss, ends here.
 fn decide<S, ReqBody, R>(
     Resolved {
         outcome,
         mut additions,
         seed,
+        served,
     }: Resolved,
     mut request: Request<ReqBody>,
     service: &mut S,
@@ -145,6 +151,7 @@ where
     S: Service<Request<ReqBody>>,
     R: RejectionResponse,
 {
+    policy.state.metrics.decided(&outcome, served);
     let goes_on = match &outcome {
         Outcome::Authenticated(_) => true,
         // Never let an unchecked request pass as anonymous: see Mode::Optional.

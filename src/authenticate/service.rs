@@ -151,6 +151,7 @@ async fn resolve(
         .instrument(span.clone())
         .await;
     span.record("cache", lookup.status.as_str());
+    let served = lookup.status.served_from();
     span.record("outcome", lookup.outcome.kind());
     log_outcome(&span, &lookup, &state.warnings);
     let mut additions = Additions {
@@ -181,6 +182,7 @@ async fn resolve(
         outcome,
         additions: additions.into_boxed(),
         seed,
+        served,
     }
 }
 

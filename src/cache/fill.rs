@@ -13,6 +13,7 @@ use super::{
 use crate::{
     client::KratosClient,
     credentials::Credential,
+    metrics::ServedFrom,
     outcome::{Outcome, StaleSession, Unavailable},
     session::KratosSession,
 };
@@ -28,6 +29,8 @@ pub(crate) enum CacheStatus {
     Coalesced,
     /// Kratos could not be asked; an expired entry was served (stale-if-error).
     Stale,
+    /// From the shared cache (Redis), filled by another replica: Kratos was not asked.
+    Shared,
 }
 
 impl CacheStatus {
@@ -37,6 +40,18 @@ impl CacheStatus {
             Self::Miss => "miss",
             Self::Coalesced => "coalesced",
             Self::Stale => "stale",
+            Self::Shared => "shared",
+        }
+    }
+
+    /// The `source` its request is counted under.
+    pub(crate) fn served_from(self) -> ServedFrom {
+        match self {
+            Self::Hit => ServedFrom::Hit,
+            Self::Miss => ServedFrom::Miss,
+            Self::Coalesced => ServedFrom::Coalesced,
+            Self::Stale => ServedFrom::Stale,
+            Self::Shared => ServedFrom::Shared,
         }
     }
 }
@@ -80,6 +95,8 @@ impl Lookup {
 struct Filled {
     entry: Result<moka::Entry<CacheKey, Cached>, std::sync::Arc<Outcome>>,
     set_cookies: Vec<HeaderValue>,
+    /// The entry came from the shared cache, not from Kratos.
+    shared: bool,
 }
 
 impl SessionCache {
@@ -106,14 +123,21 @@ impl SessionCache {
             }
             .instrument(tracing::Span::current()),
         );
-        let Ok(Filled { entry, set_cookies }) = task.await else {
+        let Ok(Filled {
+            entry,
+            set_cookies,
+            shared,
+        }) = task.await
+        else {
             // The runtime is shutting down.
             let interrupted = Outcome::Unavailable(Unavailable::Interrupted);
             return (Lookup::new(interrupted, CacheStatus::Miss), None);
         };
         match entry {
             Ok(entry) => {
-                let status = if entry.is_fresh() {
+                let status = if entry.is_fresh() && shared {
+                    CacheStatus::Shared
+                } else if entry.is_fresh() {
                     CacheStatus::Miss
                 } else {
                     CacheStatus::Coalesced
@@ -143,11 +167,15 @@ impl SessionCache {
         fresh: bool,
     ) -> Filled {
         let mut set_cookies = Vec::new();
+        let mut shared = false;
         // Where a miss gets its answer, once for all its waiters: the shared second level (if
         // any) before Kratos, and Kratos's answer shared with the other replicas.
         let answer = async {
             let claim = match self.second_level(key, fresh).await {
-                SecondLevel::Served(cached) => return Ok(cached),
+                SecondLevel::Served(cached) => {
+                    shared = true;
+                    return Ok(cached);
+                }
                 SecondLevel::Ask(claim) => claim,
             };
             let mut answer = client.whoami(credential, request_id, fresh).await;
@@ -162,6 +190,7 @@ impl SessionCache {
             .entry(key)
             .or_try_insert_with(answer)
             .await;
+        self.report_size();
         if let Some(stale) = &self.inner.stale {
             // A session Kratos just confirmed is kept for outages; one it just refused (revoked,
             // expired, step-up needed) is never served stale.
@@ -176,6 +205,10 @@ impl SessionCache {
                 _ => {}
             }
         }
-        Filled { entry, set_cookies }
+        Filled {
+            entry,
+            set_cookies,
+            shared,
+        }
     }
 }

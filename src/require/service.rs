@@ -143,6 +143,7 @@ pub(super) fn refusal_response<R: RejectionResponse>(
     outcome: Outcome,
     parts: &http::request::Parts,
 ) -> Response<Bytes> {
+    policy.state.metrics.route_refused(&outcome);
     let outcome = with_flow(policy, outcome);
     policy.rejection.reject(outcome, parts)
 }
