@@ -200,6 +200,7 @@ impl Extender {
         session: &KratosSession,
     ) -> Arc<Attempt> {
         if let Some(cause) = self.paused() {
+            crate::metrics::extension("paused");
             return Arc::new(Attempt::report(SessionExtension::Failed(cause)));
         }
         let run = Run {
@@ -401,6 +402,7 @@ fn moved(before: Option<OffsetDateTime>, after: Option<OffsetDateTime>) -> bool 
 }
 
 fn log_attempt(session_id: &str, report: &SessionExtension) {
+    crate::metrics::extension(report.kind());
     match report {
         SessionExtension::Extended { expires_at } => tracing::info!(
             session_id,

@@ -442,6 +442,7 @@ impl SessionLifecycle {
     ) -> Result<SessionList, LifecycleError> {
         let credential = caller.credential(&self.state.cookie_names)?;
         let listed = self.state.client.list_my_sessions(&credential, page).await;
+        counted("list_sessions", &listed);
         self.forget_if_refused(&credential, listed).await
     }
 
@@ -468,6 +469,7 @@ impl SessionLifecycle {
             .client
             .revoke_my_session(&credential, &session_id)
             .await;
+        counted("revoke_session", &revoked);
         let revoked = self.forget_if_refused(&credential, revoked).await;
         if may_have_acted(&revoked) {
             self.state
@@ -499,6 +501,7 @@ impl SessionLifecycle {
             _ => None,
         };
         let revoked = state.client.revoke_my_other_sessions(&credential).await;
+        counted("revoke_other_sessions", &revoked);
         let revoked = self.forget_if_refused(&credential, revoked).await;
         if !may_have_acted(&revoked) {
             return revoked;
@@ -545,6 +548,7 @@ impl SessionLifecycle {
     pub async fn logout(&self, caller: &impl Caller) -> Result<(), LifecycleError> {
         let credential = caller.credential(&self.state.cookie_names)?;
         let logged_out = self.state.client.logout_api(&credential).await;
+        counted("logout", &logged_out);
         let logged_out = self.forget_if_refused(&credential, logged_out).await;
         if may_have_acted(&logged_out) {
             self.state
@@ -624,6 +628,7 @@ impl SessionLifecycle {
             return Err(LifecycleError::NotACookieSession);
         }
         let logged_out = state.client.logout_browser(&credential).await;
+        counted("logout_browser", &logged_out);
         let logged_out = self.forget_if_refused(&credential, logged_out).await;
         if may_have_acted(&logged_out) {
             state.cache.revoked(Revoked::Credential(&credential)).await;
@@ -655,6 +660,7 @@ impl SessionLifecycle {
     pub async fn disable_session(&self, session_id: &str) -> Result<(), LifecycleError> {
         let session_id = canonical_id(session_id)?;
         let disabled = self.state.client.disable_session(&session_id).await;
+        counted("disable_session", &disabled);
         if may_have_acted(&disabled) || matches!(disabled, Err(LifecycleError::NotFound)) {
             self.state
                 .cache
@@ -681,6 +687,7 @@ impl SessionLifecycle {
             .client
             .delete_identity_sessions(&identity_id)
             .await;
+        counted("revoke_identity_sessions", &deleted);
         if may_have_acted(&deleted) || matches!(deleted, Err(LifecycleError::NotFound)) {
             self.state
                 .cache
@@ -752,6 +759,7 @@ impl SessionLifecycle {
                 .client
                 .manage_sessions(action.as_str(), field, &batch)
                 .await;
+            counted("manage_sessions", &answer);
             if may_have_acted(&answer) {
                 for id in &batch {
                     let revoked = match target {
@@ -782,6 +790,7 @@ impl SessionLifecycle {
                 .client
                 .manage_sessions(action.as_str(), "identities", &["*"])
                 .await;
+            counted("manage_sessions", &answer);
             if may_have_acted(&answer) {
                 self.state.cache.revoked(Revoked::Everything).await;
             }
@@ -831,6 +840,17 @@ impl SessionLifecycle {
         }
         result
     }
+}
+
+/// Counts one lifecycle call to Kratos by how it ended (nothing without the `metrics` feature):
+/// `ok`, `refused` (Kratos, or the layer before asking, said no) or `unavailable`.
+fn counted<T>(call: &'static str, result: &Result<T, LifecycleError>) {
+    let result = match result {
+        Ok(_) => "ok",
+        Err(LifecycleError::Unavailable(_)) => "unavailable",
+        Err(_) => "refused",
+    };
+    crate::metrics::lifecycle_call(call, result);
 }
 
 /// Whether Kratos may have carried a revocation out: it said so, or the call was sent and its

@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
     log_limit::WarnLimiter,
+    metrics,
     outcome::{Outcome, Unauthenticated, Unavailable},
 };
 
@@ -109,6 +110,8 @@ pub(crate) struct Admission {
     phase: Mutex<Phase>,
     /// The back-off's transitions are warnings; a flapping Kratos must not flood the log.
     warnings: WarnLimiter,
+    /// The API it guards, as the back-off's metrics name it: `whoami`, `public`, `admin`.
+    api: &'static str,
 }
 
 /// Leave to send one whoami call: holds one of the concurrency slots until dropped.
@@ -128,7 +131,14 @@ impl Admission {
             permits: Semaphore::new(config.max_concurrent),
             phase: Mutex::new(Phase::Closed { failures: 0 }),
             warnings: WarnLimiter::new(),
+            api: "whoami",
         }
+    }
+
+    /// The same, guarding another API than whoami (`public`, `admin`), for the metrics.
+    pub(crate) fn for_api(mut self, api: &'static str) -> Self {
+        self.api = api;
+        self
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -296,6 +306,9 @@ impl Admission {
             Phase::Open { until: open, .. } => open.max(until),
             _ => until,
         };
+        if let Phase::Closed { .. } = *phase {
+            metrics::backoff(self.api, true);
+        }
         *phase = Phase::Open { until, level };
         if let Some(left_out) = self.warnings.admit(("backoff", "rate_limited")) {
             tracing::warn!(
@@ -315,6 +328,7 @@ impl Admission {
             Phase::Closed { .. } => *phase = Phase::Closed { failures: 0 },
             Phase::HalfOpen { .. } if probe => {
                 *phase = Phase::Closed { failures: 0 };
+                metrics::backoff(self.api, false);
                 tracing::info!("Kratos answered the probe lookup; back-off over");
             }
             // A call sent before the back-off opened: the window (and the probe) decide, not it.
@@ -333,6 +347,7 @@ impl Admission {
                     return;
                 }
                 let window = self.window(self.doubled(0));
+                metrics::backoff(self.api, true);
                 *phase = Phase::Open {
                     until: now + window,
                     level: 0,
@@ -396,6 +411,15 @@ impl Admission {
             self.config.backoff_max,
             unit_random(),
         )
+    }
+}
+
+impl Drop for Admission {
+    /// A layer dropped while backing off no longer counts as backing off.
+    fn drop(&mut self) {
+        if self.backing_off() {
+            metrics::backoff_dropped(self.api);
+        }
     }
 }
 

@@ -107,8 +107,8 @@ impl KratosClient {
                 warnings: WarnLimiter::default(),
                 request_timeout,
                 admin,
-                self_service_admission: Admission::new(admission.config()),
-                admin_admission: Admission::new(admission.config()),
+                self_service_admission: Admission::new(admission.config()).for_api("public"),
+                admin_admission: Admission::new(admission.config()).for_api("admin"),
                 admission,
             }),
         }

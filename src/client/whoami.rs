@@ -72,7 +72,10 @@ impl KratosClient {
             }
         };
         let asked_at = Instant::now();
+        let in_flight = crate::metrics::whoami_in_flight();
         let mut answer = self.ask(credential, request_id, fresh, asked_at).await;
+        crate::metrics::whoami_done(&answer.outcome, asked_at.elapsed());
+        drop(in_flight);
         admission.record(permit, &mut answer.outcome);
         tracing::debug!(
             outcome = answer.outcome.kind(),
