@@ -204,6 +204,7 @@ impl Watches {
     /// One more connection of this credential; `true` when its watch is new (and needs a task).
     fn join(&self, watched: Watched) -> (Arc<Watched>, bool) {
         let mut registry = lock(&self.registry);
+        crate::metrics::watched_connections(1.0);
         if let Some(entry) = registry.by_key.get_mut(&watched.key) {
             entry.connections += 1;
             return (Arc::clone(&entry.watched), false);
@@ -239,6 +240,7 @@ impl Watches {
             return;
         }
         entry.connections -= 1;
+        crate::metrics::watched_connections(-1.0);
         if entry.connections == 0 {
             Self::remove(&mut registry, watched);
             watched.closed.store(true, Ordering::Release);
@@ -265,8 +267,11 @@ impl Watches {
         }
     }
 
+    /// Forgets a watch; the connections it still had are no longer counted.
     fn remove(registry: &mut Registry, watched: &Watched) {
-        registry.by_key.remove(&watched.key);
+        if let Some(entry) = registry.by_key.remove(&watched.key) {
+            crate::metrics::watched_connections(-(entry.connections as f64));
+        }
         let unlist = |map: &mut HashMap<[u8; 32], Vec<CacheKey>>, hash: [u8; 32]| {
             if let Some(keys) = map.get_mut(&hash) {
                 keys.retain(|key| *key != watched.key);

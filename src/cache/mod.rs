@@ -123,6 +123,34 @@ struct Inner {
     tokenized: bool,
     /// Set when connections opened with cached sessions are watched ([`connections`]).
     live: OnceLock<connections::LiveSettings>,
+    /// The entry count this cache last added to the metrics' gauge.
+    #[cfg(feature = "metrics")]
+    reported_entries: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let reported = self.reported_entries.load(std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::cache_entries(-(reported as f64));
+    }
+}
+
+impl SessionCache {
+    /// Brings the metrics' entry gauge to this cache's count (moka's, approximate): after each
+    /// fill, off the hit path.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    pub(super) fn report_size(&self) {
+        #[cfg(feature = "metrics")]
+        {
+            let count = self.inner.entries.entry_count();
+            let before = self
+                .inner
+                .reported_entries
+                .swap(count, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::cache_entries(count as f64 - before as f64);
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -147,8 +175,15 @@ impl SessionCache {
         let entries = Cache::builder()
             .name("tower-kratos sessions")
             .max_capacity(config.capacity)
-            .expire_after(UntilFresh)
-            .build_with_hasher(PassThroughHash);
+            .expire_after(UntilFresh);
+        // Only with the metrics: a listener makes moka queue a notification per removal.
+        #[cfg(feature = "metrics")]
+        let entries = entries.eviction_listener(|_key, _entry, cause| match cause {
+            moka::notification::RemovalCause::Size => crate::metrics::cache_eviction("size"),
+            moka::notification::RemovalCause::Expired => crate::metrics::cache_eviction("expired"),
+            _ => {}
+        });
+        let entries = entries.build_with_hasher(PassThroughHash);
         #[cfg(feature = "redis")]
         let keys = match &shared {
             Some(settings) => Keys::derive(&settings.secret),
@@ -188,6 +223,8 @@ impl SessionCache {
             fill_wait,
             tokenized: config.tokenized,
             live: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            reported_entries: std::sync::atomic::AtomicU64::new(0),
         });
         // Only now: what the subscriber hears reaches the cache through a weak handle, which
         // upgrades only once `new_cyclic` has returned.

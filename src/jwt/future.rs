@@ -115,6 +115,7 @@ where
                 outcome,
                 Outcome::Unavailable(Unavailable::SigningKeys { .. })
             ) {
+                crate::metrics::jwt_token("unavailable", "none");
                 policy.verifier.log_unavailable();
             }
             let (parts, _) = request.into_parts();

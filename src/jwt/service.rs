@@ -89,8 +89,14 @@ where
                 Checked::Decided(decided) => Ok(decided),
                 Checked::NeedsKeys(seen) => Err((token.to_owned(), seen)),
             },
-            Ok(None) => Ok(Err(Outcome::Anonymous)),
-            Err(why) => Ok(Err(Outcome::Unauthenticated(Unauthenticated::Token(why)))),
+            Ok(None) => {
+                crate::metrics::jwt_token("anonymous", "none");
+                Ok(Err(Outcome::Anonymous))
+            }
+            Err(why) => {
+                crate::metrics::jwt_token("refused", why.kind());
+                Ok(Err(Outcome::Unauthenticated(Unauthenticated::Token(why))))
+            }
         };
         match checked {
             Ok(decided) => self.decided(decided, request),

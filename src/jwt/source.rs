@@ -237,9 +237,11 @@ impl UrlKeys {
                 }
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) =
                     Some(Arc::new(parsed.set));
+                crate::metrics::jwks_fetch(true);
                 true
             }
             Err(why) => {
+                crate::metrics::jwks_fetch(false);
                 let kept = self.current().is_some();
                 if let Some(left_out) = self.warnings.admit(("jwks", "fetch")) {
                     tracing::warn!(

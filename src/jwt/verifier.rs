@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     log_limit::WarnLimiter,
+    metrics,
     outcome::{Outcome, TokenRejected, Unauthenticated, Unavailable},
 };
 
@@ -87,6 +88,7 @@ impl Verifier {
     ) -> Result<Self, getrandom::Error> {
         let mut hash_key = [0u8; 32];
         getrandom::fill(&mut hash_key)?;
+        metrics::register_jwt();
         let verified = Cache::builder()
             .max_capacity(capacity)
             .expire_after(UntilExpiry {
@@ -110,7 +112,7 @@ impl Verifier {
         let cache_key = self.cache_key(token);
         let now = OffsetDateTime::now_utc();
         if let Some(session) = self.verified.get(&cache_key) {
-            return Checked::Decided(self.still_valid(session, now));
+            return Checked::Decided(self.still_valid(session, now, true));
         }
         let parts = match token::parts(token, &self.checks.algorithms) {
             Ok(parts) => parts,
@@ -127,7 +129,7 @@ impl Verifier {
             // A URL's set may gain the key: a fetch made after this token decides.
             (Err(TokenRejected::UnknownKey), Some(seen)) => Checked::NeedsKeys(seen),
             (Err(why), _) => Checked::Decided(Err(self.refused(why))),
-            (Ok(session), _) => Checked::Decided(self.still_valid(session, now)),
+            (Ok(session), _) => Checked::Decided(self.still_valid(session, now, false)),
         }
     }
 
@@ -160,7 +162,7 @@ impl Verifier {
         let now = OffsetDateTime::now_utc();
         self.verify(self.cache_key(token), &parts, &keys, now)
             .map_err(|why| self.refused(why))
-            .and_then(|session| self.still_valid(session, now))
+            .and_then(|session| self.still_valid(session, now, false))
     }
 
     /// The signature with these keys, then the claims; a verified token is cached.
@@ -181,11 +183,13 @@ impl Verifier {
         *blake3::keyed_hash(&self.hash_key, token.as_bytes()).as_bytes()
     }
 
-    /// A verified token, if it has not expired meanwhile nor been revoked.
+    /// A verified token, if it has not expired meanwhile nor been revoked; `cached` when it
+    /// was verified before (for the metrics: every accepted token is counted here).
     fn still_valid(
         &self,
         session: TokenizedSession,
         now: OffsetDateTime,
+        cached: bool,
     ) -> Result<TokenizedSession, Outcome> {
         let leeway = time::Duration::try_from(self.checks.leeway).unwrap_or(time::Duration::ZERO);
         if now >= session.expires_at() + leeway {
@@ -197,10 +201,13 @@ impl Verifier {
                 return Err(self.refused(TokenRejected::Revoked));
             }
         }
+        metrics::jwt_token(if cached { "cached" } else { "verified" }, "none");
         Ok(session)
     }
 
+    /// A refusal: every token refused after its bearer was read is counted here.
     fn refused(&self, why: TokenRejected) -> Outcome {
+        metrics::jwt_token("refused", why.kind());
         tracing::debug!(
             outcome = "unauthenticated",
             reason = why.kind(),

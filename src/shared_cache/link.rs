@@ -184,12 +184,14 @@ impl Link {
         let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
         if pause.until.take().is_some() {
             pause.length = Duration::ZERO;
+            crate::metrics::shared_cache_paused(false);
             tracing::warn!("Redis answers again: the shared session cache is in use");
         }
     }
 
     fn failed(&self, failure: Failure, reason: &str) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::shared_cache_error("call");
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let mut pause = self.pause.lock().unwrap_or_else(PoisonError::into_inner);
         let probing = pause.until.is_some();
@@ -212,6 +214,7 @@ impl Link {
                 "Redis still failing"
             );
         } else {
+            crate::metrics::shared_cache_paused(true);
             tracing::warn!(
                 ?failure,
                 reason,

@@ -42,7 +42,7 @@ use self::{
     link::{Failure, Link},
     seal::Sealer,
 };
-use crate::{log_limit::WarnLimiter, session::Session};
+use crate::{log_limit::WarnLimiter, metrics, session::Session};
 
 /// How often a replica waiting for another's whoami looks for its entry.
 const POLL: Duration = Duration::from_millis(10);
@@ -192,6 +192,8 @@ struct Inner {
     /// Counts the subscriptions that came live: a break's watch knows whether one came since.
     generation: AtomicU64,
     started: AtomicBool,
+    /// Whether the metrics count this cache as in use (the last `readable` seen).
+    in_use: AtomicBool,
     /// Revocations Redis has not taken yet, retried.
     unsent: revocations::Unsents,
     on_event: Box<dyn Fn(SharedEvent) + Send + Sync>,
@@ -225,6 +227,7 @@ impl SharedCache {
                 live: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
                 started: AtomicBool::new(false),
+                in_use: AtomicBool::new(false),
                 unsent: revocations::Unsents::default(),
                 on_event: Box::new(on_event),
                 stop,
@@ -283,6 +286,7 @@ impl SharedCache {
                 .filter(|entry| entry.ends_at_ms > live_after)
             {
                 inner.link.counters.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::shared_cache_lookup(true);
                 return Found::Entry(entry);
             }
             let done = match (lock.is_some(), first) {
@@ -383,11 +387,16 @@ impl SharedCache {
 impl Inner {
     /// Whether entries may be read: Redis answers, and revocations are heard.
     fn readable(&self) -> bool {
-        self.live.load(Ordering::Acquire) && self.link.usable()
+        let readable = self.live.load(Ordering::Acquire) && self.link.usable();
+        if self.in_use.swap(readable, Ordering::AcqRel) != readable {
+            metrics::shared_cache_in_use(readable);
+        }
+        readable
     }
 
     fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::Release);
+        self.readable();
     }
 
     fn emit(&self, event: SharedEvent) {
@@ -396,6 +405,7 @@ impl Inner {
 
     fn missed(&self, claim: Option<FillClaim>) -> Found {
         self.link.counters.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::shared_cache_lookup(false);
         Found::Absent(claim)
     }
 
@@ -427,8 +437,9 @@ impl Inner {
         entry
     }
 
-    /// A published or recorded revocation, passed on if it opens.
-    fn heard(&self, sealed: &[u8]) {
+    /// A published or recorded revocation, passed on if it opens. One heard `live` (published
+    /// now, not read from the records on subscribing) is counted, with its lag.
+    fn heard(&self, sealed: &[u8], live: bool) {
         let record = self
             .sealer
             .open(self.names.records().as_bytes(), sealed)
@@ -439,6 +450,10 @@ impl Inner {
         };
         let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.at) * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        if live {
+            let lag = OffsetDateTime::now_utc() - at;
+            metrics::revocation_heard(lag.try_into().unwrap_or(Duration::ZERO));
+        }
         self.emit(SharedEvent::Revoked {
             target: record.target,
             at,
@@ -450,6 +465,7 @@ impl Inner {
             .counters
             .unreadable
             .fetch_add(1, Ordering::Relaxed);
+        metrics::shared_cache_error("unreadable");
         if let Some(left_out) = self.warnings.admit(("shared_cache", what)) {
             tracing::warn!(
                 what,
@@ -457,6 +473,14 @@ impl Inner {
                 "a value in Redis does not open (tampered, another secret, or not ours): \
                  ignored"
             );
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.in_use.load(Ordering::Acquire) {
+            metrics::shared_cache_in_use(false);
         }
     }
 }

@@ -205,6 +205,9 @@ impl Inner {
                 .arg(&unsent.sealed)
                 .clone();
             unsent.published = self.link.call_even_paused::<i64>(&publish).await.is_ok();
+            if unsent.published {
+                crate::metrics::revocation_published();
+            }
         }
     }
 

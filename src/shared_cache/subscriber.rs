@@ -88,7 +88,7 @@ pub(super) async fn run(shared: Weak<Inner>, mut stop: watch::Receiver<()>) {
                 return;
             };
             match message {
-                Some(message) => inner.heard(message.get_payload_bytes()),
+                Some(message) => inner.heard(message.get_payload_bytes(), true),
                 None => {
                     // Anything published from now on until the next subscription is not heard;
                     // the records read then cover it, if that comes within the grace.
@@ -156,7 +156,7 @@ async fn subscribe(inner: &Inner, attempt: usize) -> Result<redis::aio::PubSubSt
         .await
         .ok_or("the revocation records could not be read")?;
     for record in &records.sealed {
-        inner.heard(record);
+        inner.heard(record, false);
     }
     if records.truncated {
         tracing::warn!(
