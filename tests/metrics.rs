@@ -1,0 +1,511 @@
+//! Metrics (feature `metrics`): a Prometheus recorder installed once for this test binary, a
+//! workload against the stand-in, and the rendered exposition checked against the truth: whoami
+//! calls as many as Kratos saw, served-from counts adding up to the authenticated requests, every
+//! documented series present from the start, label values from the documented sets only, and no
+//! token, cookie, session id or identity id anywhere in it.
+//!
+//! The recorder is the process's: the tests here take turns (`SERIAL`) and compare deltas.
+
+use test_support as support;
+
+use std::{
+    collections::BTreeMap,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use http::StatusCode;
+use kratos_stand_in::{Endpoint, Fault, TestSession};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use support::{
+    app, assert_session, get, post,
+    redis_server::RedisServer,
+    replicas::{shared_builder, Replica},
+    send, token_headers, with_token,
+};
+use tower_kratos::metrics::{self as names, labels};
+
+/// The tests share the process's recorder: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The recorder, installed before any layer is built (layers take their handles when built).
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(names::WHOAMI_DURATION.into()),
+                names::WHOAMI_BUCKETS,
+            )
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(names::REVOCATION_LAG.into()),
+                    names::REVOCATION_LAG_BUCKETS,
+                )
+            })
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        handle
+    })
+}
+
+/// One rendering, as series (name and sorted labels) to values.
+#[derive(Debug)]
+struct Exposition {
+    text: String,
+    series: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+impl Exposition {
+    fn now() -> Self {
+        let text = prometheus().render();
+        let mut series = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+        {
+            let (key, value) = line.rsplit_once(' ').expect("name and value");
+            let (name, labels) = match key.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            let mut labels: Vec<(String, String)> = labels
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (label, value) = pair.split_once('=').expect("label=value");
+                    (label.to_owned(), value.trim_matches('"').to_owned())
+                })
+                .collect();
+            labels.sort();
+            let value: f64 = value.parse().expect("a number");
+            series.insert((name.to_owned(), labels), value);
+        }
+        Self { text, series }
+    }
+
+    /// The sum over the series of `name` carrying these labels (and any others).
+    fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        self.series
+            .iter()
+            .filter(|((series, labels), _)| {
+                series == name
+                    && with
+                        .iter()
+                        .all(|(label, value)| labels.iter().any(|(l, v)| l == label && v == value))
+            })
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.series.keys().any(|(series, _)| series == name)
+    }
+}
+
+/// What changed between two renderings, for one series selection.
+fn delta(before: &Exposition, after: &Exposition, name: &str, with: &[(&str, &str)]) -> f64 {
+    after.sum(name, with) - before.sum(name, with)
+}
+
+fn requests(outcome: &str, reason: &str) -> (&'static str, Vec<(&'static str, String)>) {
+    (
+        names::REQUESTS,
+        vec![
+            ("outcome", outcome.to_owned()),
+            ("reason", reason.to_owned()),
+        ],
+    )
+}
+
+#[track_caller]
+fn assert_delta(
+    before: &Exposition,
+    after: &Exposition,
+    name: &str,
+    with: &[(&str, &str)],
+    n: f64,
+) {
+    assert_eq!(
+        delta(before, after, name, with),
+        n,
+        "{name} {with:?}\n{}",
+        after.text
+    );
+}
+
+/// The label values each series may carry.
+fn documented_labels(name: &str) -> Vec<(&'static str, &'static [&'static str])> {
+    match name {
+        names::REQUESTS => vec![
+            ("outcome", labels::OUTCOMES),
+            ("reason", labels::REQUEST_REASONS),
+        ],
+        names::ROUTE_REFUSALS => vec![("unmet", labels::UNMET)],
+        names::SERVED_FROM => vec![("source", labels::SOURCES)],
+        names::WHOAMI_DURATION => vec![("status_class", labels::STATUS_CLASSES)],
+        names::BACKOFF_OPEN => vec![("api", labels::BACKOFF_APIS)],
+        names::BACKOFF_TRANSITIONS => {
+            vec![("api", labels::BACKOFF_APIS), ("to", labels::BACKOFF_TO)]
+        }
+        names::EXTENSIONS => vec![("result", labels::EXTENSION_RESULTS)],
+        names::LIFECYCLE_CALLS => vec![
+            ("call", labels::LIFECYCLE_CALLS),
+            ("result", labels::LIFECYCLE_RESULTS),
+        ],
+        names::SHARED_CACHE_LOOKUPS => vec![("result", labels::SHARED_CACHE_RESULTS)],
+        names::SHARED_CACHE_ERRORS => vec![("kind", labels::SHARED_CACHE_ERRORS)],
+        names::SHARED_CACHE_PAUSES => vec![("to", labels::PAUSE_TO)],
+        names::JWT_TOKENS => vec![
+            ("result", labels::JWT_RESULTS),
+            ("reason", labels::JWT_REASONS),
+        ],
+        names::JWKS_FETCHES => vec![("result", labels::FETCH_RESULTS)],
+        names::CACHE_EVICTIONS => vec![("cause", labels::EVICTION_CAUSES)],
+        _ => vec![],
+    }
+}
+
+/// Every series is a documented name (a histogram's `_bucket`, `_sum`, `_count` included), with
+/// documented labels and values only.
+#[track_caller]
+fn assert_bounded(exposition: &Exposition) {
+    for (name, series_labels) in exposition.series.keys() {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| names::NAMES.contains(base))
+            })
+            .unwrap_or(name);
+        assert!(names::NAMES.contains(&base), "undocumented series {name}");
+        let allowed = documented_labels(base);
+        for (label, value) in series_labels {
+            if label == "le" || label == "quantile" {
+                continue;
+            }
+            let values = allowed
+                .iter()
+                .find(|(name, _)| name == label)
+                .map(|(_, values)| *values)
+                .unwrap_or_else(|| panic!("{base} carries undocumented label {label}"));
+            assert!(
+                values.contains(&value.as_str()),
+                "{base}: {label}=\"{value}\" is not a documented value"
+            );
+        }
+    }
+}
+
+/// No secret or identifier of these sessions anywhere in the exposition.
+#[track_caller]
+fn assert_no_secret(exposition: &Exposition, sessions: &[&TestSession]) {
+    for session in sessions {
+        for secret in [
+            &session.token,
+            &session.cookie_value,
+            &session.id,
+            &session.identity_id,
+        ] {
+            assert!(
+                !exposition.text.contains(secret.as_str()),
+                "a session's secret or id is in the metrics"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposition_agrees_with_what_kratos_saw() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let layer = support::builder(&kratos).build().expect("layer");
+    let service = app(layer);
+    // Every documented series exists once a layer is built, at zero until it happens (the JWT
+    // layer's own series come with a JWT layer).
+    let before = Exposition::now();
+    for name in names::NAMES {
+        let histogram = [names::WHOAMI_DURATION, names::REVOCATION_LAG].contains(name);
+        let present = if histogram {
+            before.has(&format!("{name}_count"))
+        } else {
+            before.has(name)
+        };
+        assert!(
+            present || *name == names::JWT_TOKENS,
+            "{name} missing from the start:\n{}",
+            before.text
+        );
+    }
+
+    // One miss, then hits.
+    let alice = kratos.create_session();
+    for _ in 0..5 {
+        assert_session(
+            &send(&service, with_token("/", &alice)).await,
+            &alice.id,
+            &alice.identity_id,
+        );
+    }
+    // No credential, a malformed one, an unknown one.
+    let anonymous = send(&service, get("/", &[])).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let malformed = send(&service, get("/", &[("x-session-token", "not a token")])).await;
+    assert_eq!(malformed.status, StatusCode::UNAUTHORIZED);
+    let unknown = send(
+        &service,
+        get(
+            "/",
+            &[("x-session-token", "ory_st_unknown0000000000000000000000")],
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    // A cookie request from another origin that could change state.
+    let cross = send(
+        &service,
+        post(
+            "/",
+            &[
+                ("cookie", &alice.cookie_header()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    // An outage (5xx), a timeout, then a 429: the back-off opens and holds the next lookup.
+    kratos.set_fault(Endpoint::Whoami, Fault::Status(StatusCode::BAD_GATEWAY));
+    let bob = kratos.create_session();
+    assert_eq!(
+        send(&service, with_token("/", &bob)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    kratos.set_fault(Endpoint::Whoami, Fault::Hang);
+    assert_eq!(
+        send(&service, with_token("/", &bob)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::RateLimited {
+            retry_after: Some(30),
+        },
+    );
+    assert_eq!(
+        send(&service, with_token("/", &bob)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let held = send(&service, with_token("/", &bob)).await;
+    assert_eq!(held.status, StatusCode::SERVICE_UNAVAILABLE);
+    kratos.clear_faults();
+
+    let after = Exposition::now();
+    // What Kratos saw, call for call.
+    let whoami_count = format!("{}_count", names::WHOAMI_DURATION);
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[],
+        kratos.calls(Endpoint::Whoami) as f64,
+    );
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[("status_class", "2xx")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[("status_class", "4xx")],
+        2.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[("status_class", "5xx")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[("status_class", "timeout")],
+        1.0,
+    );
+    // Requests by outcome; served-from adds up to the authenticated ones.
+    for (outcome, reason, n) in [
+        ("authenticated", "none", 5.0),
+        ("anonymous", "none", 1.0),
+        ("unauthenticated", "malformed", 1.0),
+        ("unauthenticated", "rejected", 1.0),
+        ("cross_origin_request", "none", 1.0),
+        ("unavailable", "status", 1.0),
+        ("unavailable", "timeout", 1.0),
+        ("unavailable", "rate_limited", 1.0),
+        ("unavailable", "backing_off", 1.0),
+    ] {
+        let (name, with) = requests(outcome, reason);
+        let with: Vec<(&str, &str)> = with.iter().map(|(l, v)| (*l, v.as_str())).collect();
+        assert_delta(&before, &after, name, &with, n);
+    }
+    assert_delta(&before, &after, names::REQUESTS, &[], 13.0);
+    assert_delta(&before, &after, names::SERVED_FROM, &[], 5.0);
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "miss")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "hit")],
+        4.0,
+    );
+    // The back-off opened once, and is open.
+    assert_delta(
+        &before,
+        &after,
+        names::BACKOFF_TRANSITIONS,
+        &[("api", "whoami"), ("to", "open")],
+        1.0,
+    );
+    assert_eq!(after.sum(names::BACKOFF_OPEN, &[("api", "whoami")]), 1.0);
+    assert_eq!(after.sum(names::WHOAMI_IN_FLIGHT, &[]), 0.0);
+    assert!(
+        after.sum(names::CACHE_ENTRIES, &[]) >= 1.0,
+        "{}",
+        after.text
+    );
+
+    assert_bounded(&after);
+    assert_no_secret(&after, &[&alice, &bob]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_count_shared_hits_and_revocations_heard() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let redis = RedisServer::start();
+    let first = Replica::start(shared_builder(&kratos, &redis)).await;
+    let second = Replica::start(shared_builder(&kratos, &redis)).await;
+    let before = Exposition::now();
+    assert!(
+        before.sum(names::SHARED_CACHE_IN_USE, &[]) >= 2.0,
+        "{}",
+        before.text
+    );
+
+    let alice = kratos.create_session();
+    assert_session(&first.get(&alice).await, &alice.id, &alice.identity_id);
+    // The second replica reads the first one's entry once it has landed in Redis.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("test:{*}:s"));
+        if !keys.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the entry never reached Redis");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_session(&second.get(&alice).await, &alice.id, &alice.identity_id);
+    assert_eq!(kratos.calls(Endpoint::Whoami), 1);
+
+    // A revocation through the first replica, heard by the second.
+    first
+        .layer
+        .lifecycle()
+        .revoke_session(&token_headers(&alice), &alice.id)
+        .await
+        .expect_err("Kratos refuses to revoke the caller's current session");
+    let bob = kratos.create_session();
+    let carol = kratos.session().identity(&bob.identity_id).create();
+    first.get(&carol).await;
+    first
+        .layer
+        .lifecycle()
+        .revoke_session(&token_headers(&carol), &bob.id)
+        .await
+        .expect("revoked");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let after = loop {
+        let now = Exposition::now();
+        // Heard by both replicas (the first hears its own too).
+        if delta(&before, &now, names::REVOCATIONS_HEARD, &[]) >= 2.0 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "not heard:\n{}", now.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    let whoami_count = format!("{}_count", names::WHOAMI_DURATION);
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[],
+        kratos.calls(Endpoint::Whoami) as f64,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "shared")],
+        1.0,
+    );
+    assert_eq!(
+        delta(&before, &after, names::SERVED_FROM, &[]),
+        delta(
+            &before,
+            &after,
+            names::REQUESTS,
+            &[("outcome", "authenticated")]
+        ),
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::SHARED_CACHE_LOOKUPS,
+        &[("result", "hit")],
+        1.0,
+    );
+    assert_delta(&before, &after, names::REVOCATIONS_PUBLISHED, &[], 1.0);
+    assert_delta(
+        &before,
+        &after,
+        names::LIFECYCLE_CALLS,
+        &[("call", "revoke_session"), ("result", "ok")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::LIFECYCLE_CALLS,
+        &[("call", "revoke_session"), ("result", "refused")],
+        1.0,
+    );
+    let lag_count = format!("{}_count", names::REVOCATION_LAG);
+    assert_delta(&before, &after, &lag_count, &[], 2.0);
+    let lag = delta(
+        &before,
+        &after,
+        &format!("{}_sum", names::REVOCATION_LAG),
+        &[],
+    );
+    assert!((0.0..2.0).contains(&lag), "lag {lag}");
+
+    assert_bounded(&after);
+    assert_no_secret(&after, &[&alice, &bob, &carol]);
+}
