@@ -434,27 +434,103 @@ mod recording {
     }
 
     fn describe_all() {
-        describe_counter!(REQUESTS, Unit::Count, "Requests the session layer decided, by outcome and reason.");
-        describe_counter!(ROUTE_REFUSALS, Unit::Count, "Requests a route requirement refused, by the unmet requirement.");
-        describe_counter!(SERVED_FROM, Unit::Count, "Authenticated requests by where the session came from.");
-        describe_histogram!(WHOAMI_DURATION, Unit::Seconds, "Duration of whoami calls to Kratos, by status class.");
-        describe_gauge!(WHOAMI_IN_FLIGHT, Unit::Count, "whoami calls to Kratos running now.");
-        describe_gauge!(BACKOFF_OPEN, Unit::Count, "Layers backing off from Kratos now.");
-        describe_counter!(BACKOFF_TRANSITIONS, Unit::Count, "Back-off transitions, by the state entered.");
-        describe_counter!(EXTENSIONS, Unit::Count, "Session extensions attempted, by result.");
-        describe_counter!(LIFECYCLE_CALLS, Unit::Count, "Lifecycle calls to Kratos, by call and result.");
-        describe_counter!(REVOCATIONS_PUBLISHED, Unit::Count, "Revocations made here and published to the other replicas.");
-        describe_counter!(REVOCATIONS_HEARD, Unit::Count, "Revocations made by other replicas, heard here.");
-        describe_histogram!(REVOCATION_LAG, Unit::Seconds, "From a heard revocation's making to hearing it.");
-        describe_gauge!(SHARED_CACHE_IN_USE, Unit::Count, "Shared caches (Redis) that lookups read now.");
-        describe_counter!(SHARED_CACHE_LOOKUPS, Unit::Count, "Shared cache reads on a miss, by result.");
-        describe_counter!(SHARED_CACHE_ERRORS, Unit::Count, "Shared cache errors, by kind.");
-        describe_counter!(SHARED_CACHE_PAUSES, Unit::Count, "Shared cache pause transitions, by the state entered.");
-        describe_counter!(JWT_TOKENS, Unit::Count, "Tokenized sessions the JWT layer decided, by result and reason.");
+        describe_counter!(
+            REQUESTS,
+            Unit::Count,
+            "Requests the session layer decided, by outcome and reason."
+        );
+        describe_counter!(
+            ROUTE_REFUSALS,
+            Unit::Count,
+            "Requests a route requirement refused, by the unmet requirement."
+        );
+        describe_counter!(
+            SERVED_FROM,
+            Unit::Count,
+            "Authenticated requests by where the session came from."
+        );
+        describe_histogram!(
+            WHOAMI_DURATION,
+            Unit::Seconds,
+            "Duration of whoami calls to Kratos, by status class."
+        );
+        describe_gauge!(
+            WHOAMI_IN_FLIGHT,
+            Unit::Count,
+            "whoami calls to Kratos running now."
+        );
+        describe_gauge!(
+            BACKOFF_OPEN,
+            Unit::Count,
+            "Layers backing off from Kratos now."
+        );
+        describe_counter!(
+            BACKOFF_TRANSITIONS,
+            Unit::Count,
+            "Back-off transitions, by the state entered."
+        );
+        describe_counter!(
+            EXTENSIONS,
+            Unit::Count,
+            "Session extensions attempted, by result."
+        );
+        describe_counter!(
+            LIFECYCLE_CALLS,
+            Unit::Count,
+            "Lifecycle calls to Kratos, by call and result."
+        );
+        describe_counter!(
+            REVOCATIONS_PUBLISHED,
+            Unit::Count,
+            "Revocations made here and published to the other replicas."
+        );
+        describe_counter!(
+            REVOCATIONS_HEARD,
+            Unit::Count,
+            "Revocations made by other replicas, heard here."
+        );
+        describe_histogram!(
+            REVOCATION_LAG,
+            Unit::Seconds,
+            "From a heard revocation's making to hearing it."
+        );
+        describe_gauge!(
+            SHARED_CACHE_IN_USE,
+            Unit::Count,
+            "Shared caches (Redis) that lookups read now."
+        );
+        describe_counter!(
+            SHARED_CACHE_LOOKUPS,
+            Unit::Count,
+            "Shared cache reads on a miss, by result."
+        );
+        describe_counter!(
+            SHARED_CACHE_ERRORS,
+            Unit::Count,
+            "Shared cache errors, by kind."
+        );
+        describe_counter!(
+            SHARED_CACHE_PAUSES,
+            Unit::Count,
+            "Shared cache pause transitions, by the state entered."
+        );
+        describe_counter!(
+            JWT_TOKENS,
+            Unit::Count,
+            "Tokenized sessions the JWT layer decided, by result and reason."
+        );
         describe_counter!(JWKS_FETCHES, Unit::Count, "JWT key set fetches, by result.");
         describe_gauge!(CACHE_ENTRIES, Unit::Count, "Entries in the session caches.");
-        describe_counter!(CACHE_EVICTIONS, Unit::Count, "Entries dropped by the session caches, by cause.");
-        describe_gauge!(WATCHED_CONNECTIONS, Unit::Count, "Open connections watched to end with their session.");
+        describe_counter!(
+            CACHE_EVICTIONS,
+            Unit::Count,
+            "Entries dropped by the session caches, by cause."
+        );
+        describe_gauge!(
+            WATCHED_CONNECTIONS,
+            Unit::Count,
+            "Open connections watched to end with their session."
+        );
     }
 
     /// Every series that has a bounded label set, at zero.

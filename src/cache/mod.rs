@@ -131,7 +131,9 @@ struct Inner {
 #[cfg(feature = "metrics")]
 impl Drop for Inner {
     fn drop(&mut self) {
-        let reported = self.reported_entries.load(std::sync::atomic::Ordering::Relaxed);
+        let reported = self
+            .reported_entries
+            .load(std::sync::atomic::Ordering::Relaxed);
         crate::metrics::cache_entries(-(reported as f64));
     }
 }
