@@ -35,6 +35,7 @@
 //! | `REDIS_CA_FILE` | the platform's roots | a PEM CA bundle to trust for `rediss://` instead |
 //! | `REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE` | none | a PEM client certificate and key, for mutual TLS |
 //! | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT (Kratos's tokenizer template; the stand-in gets one of that name) |
+//! | `METRICS_ADDR` | unset (no endpoint) | serve the crate's metrics as Prometheus text at `GET /metrics` on this address (e.g. `127.0.0.1:9464`) |
 //!
 //! Routes: `GET /health` (no session needed), `GET /` (optional session: a page for browsers,
 //! JSON otherwise; signed in, the page shows the session, the user's other sessions with a

@@ -8,8 +8,9 @@
 //! prints how to call the services with it. It reads the Kratos settings every reference app
 //! reads (`test-support/src/app_settings.rs`: `KRATOS_PUBLIC_URL`, `KRATOS_ADMIN_URL`,
 //! `CACHE_TTL_SECS`, `KRATOS_TIMEOUT_MS`, `STALE_IF_ERROR_SECS`, `MAX_CONCURRENT_LOOKUPS`,
-//! `EXTEND_WITHIN_SECS`, ...) and `BIND_ADDR` (default `127.0.0.1:50051`), and serves
-//! `test-support/src/demo/demo.proto`:
+//! `EXTEND_WITHIN_SECS`, ...), `BIND_ADDR` (default `127.0.0.1:50051`) and `METRICS_ADDR`
+//! (unset: none; e.g. `127.0.0.1:9464` serves the crate's metrics as Prometheus text at
+//! `GET /metrics` there), and serves `test-support/src/demo/demo.proto`:
 //!
 //! | service | session | answers |
 //! |---|---|---|

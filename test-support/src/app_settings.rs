@@ -27,6 +27,7 @@ use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 /// | `REDIS_CA_FILE` | the platform's roots | a PEM CA bundle to trust for `rediss://` instead |
 /// | `REDIS_CLIENT_CERT_FILE`, `REDIS_CLIENT_KEY_FILE` | none | a PEM client certificate and key, for mutual TLS |
 /// | `TOKENIZE_AS` | unset (off) | ask whoami for the session as a JWT with this tokenizer template |
+/// | `METRICS_ADDR` | unset (no endpoint) | serve the crate's metrics as Prometheus text at `GET /metrics` on this address (e.g. `127.0.0.1:9464`) |
 #[derive(Debug)]
 pub struct Settings {
     pub kratos_public_url: Option<String>,
@@ -41,6 +42,8 @@ pub struct Settings {
     /// Kratos's tokenizer template for whoami (`TOKENIZE_AS`); the stand-in gets one of that
     /// name, signing with ES256.
     pub tokenize_as: Option<String>,
+    /// Where `GET /metrics` is served (`METRICS_ADDR`); unset, no endpoint and no recorder.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the shared cache's Redis is: `REDIS_URL`, `REDIS_CLUSTER_NODES`, or `REDIS_SENTINELS`
@@ -195,6 +198,10 @@ impl Settings {
                 (Some(target), Some(secret)) => Some(SharedCache::from_env(target, secret)?),
             },
             tokenize_as: var("TOKENIZE_AS"),
+            metrics_addr: match var("METRICS_ADDR") {
+                Some(_) => Some(parse("METRICS_ADDR", "")?),
+                None => None,
+            },
         })
     }
 }
@@ -225,7 +232,12 @@ pub struct Kratos {
 }
 
 impl Kratos {
+    /// Starts (or names) Kratos; with `METRICS_ADDR`, first installs the Prometheus recorder
+    /// and serves it, so the layers built afterwards record into it.
     pub async fn start(settings: &Settings) -> Result<Self, Box<dyn Error>> {
+        if let Some(addr) = settings.metrics_addr {
+            super::metrics_endpoint::start(addr).await?;
+        }
         let (public_url, stand_in) = match &settings.kratos_public_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -301,6 +313,9 @@ impl Kratos {
     /// The lines every app prints at start, before `listening on …`.
     pub fn describe(&self, settings: &Settings) {
         println!("kratos public API: {}", self.public_url);
+        if let Some(addr) = settings.metrics_addr {
+            println!("metrics: http://{addr}/metrics (Prometheus text)");
+        }
         if let Some(shared) = &settings.shared_cache {
             println!(
                 "shared session cache: Redis, key prefix {:?} (used once Redis answers)",

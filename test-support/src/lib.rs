@@ -18,6 +18,7 @@ pub mod capture;
 #[allow(clippy::all, missing_debug_implementations)]
 pub mod demo;
 mod inner;
+pub mod metrics_endpoint;
 pub mod pki;
 mod received;
 pub mod redis_cluster;
