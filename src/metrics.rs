@@ -433,104 +433,151 @@ mod recording {
         }
     }
 
-    fn describe_all() {
-        describe_counter!(
+    /// What each series is: its kind, unit and description.
+    const DESCRIPTIONS: &[(Kind, &str, Unit, &str)] = &[
+        (
+            Kind::Counter,
             REQUESTS,
             Unit::Count,
-            "Requests the session layer decided, by outcome and reason."
-        );
-        describe_counter!(
+            "Requests the session layer decided, by outcome and reason.",
+        ),
+        (
+            Kind::Counter,
             ROUTE_REFUSALS,
             Unit::Count,
-            "Requests a route requirement refused, by the unmet requirement."
-        );
-        describe_counter!(
+            "Requests a route requirement refused, by the unmet requirement.",
+        ),
+        (
+            Kind::Counter,
             SERVED_FROM,
             Unit::Count,
-            "Authenticated requests by where the session came from."
-        );
-        describe_histogram!(
+            "Authenticated requests by where the session came from.",
+        ),
+        (
+            Kind::Histogram,
             WHOAMI_DURATION,
             Unit::Seconds,
-            "Duration of whoami calls to Kratos, by status class."
-        );
-        describe_gauge!(
+            "Duration of whoami calls to Kratos, by status class.",
+        ),
+        (
+            Kind::Gauge,
             WHOAMI_IN_FLIGHT,
             Unit::Count,
-            "whoami calls to Kratos running now."
-        );
-        describe_gauge!(
+            "whoami calls to Kratos running now.",
+        ),
+        (
+            Kind::Gauge,
             BACKOFF_OPEN,
             Unit::Count,
-            "Layers backing off from Kratos now."
-        );
-        describe_counter!(
+            "Layers backing off from Kratos now.",
+        ),
+        (
+            Kind::Counter,
             BACKOFF_TRANSITIONS,
             Unit::Count,
-            "Back-off transitions, by the state entered."
-        );
-        describe_counter!(
+            "Back-off transitions, by the state entered.",
+        ),
+        (
+            Kind::Counter,
             EXTENSIONS,
             Unit::Count,
-            "Session extensions attempted, by result."
-        );
-        describe_counter!(
+            "Session extensions attempted, by result.",
+        ),
+        (
+            Kind::Counter,
             LIFECYCLE_CALLS,
             Unit::Count,
-            "Lifecycle calls to Kratos, by call and result."
-        );
-        describe_counter!(
+            "Lifecycle calls to Kratos, by call and result.",
+        ),
+        (
+            Kind::Counter,
             REVOCATIONS_PUBLISHED,
             Unit::Count,
-            "Revocations made here and published to the other replicas."
-        );
-        describe_counter!(
+            "Revocations made here and published to the other replicas.",
+        ),
+        (
+            Kind::Counter,
             REVOCATIONS_HEARD,
             Unit::Count,
-            "Revocations made by other replicas, heard here."
-        );
-        describe_histogram!(
+            "Revocations made by other replicas, heard here.",
+        ),
+        (
+            Kind::Histogram,
             REVOCATION_LAG,
             Unit::Seconds,
-            "From a heard revocation's making to hearing it."
-        );
-        describe_gauge!(
+            "From a heard revocation's making to hearing it.",
+        ),
+        (
+            Kind::Gauge,
             SHARED_CACHE_IN_USE,
             Unit::Count,
-            "Shared caches (Redis) that lookups read now."
-        );
-        describe_counter!(
+            "Shared caches (Redis) that lookups read now.",
+        ),
+        (
+            Kind::Counter,
             SHARED_CACHE_LOOKUPS,
             Unit::Count,
-            "Shared cache reads on a miss, by result."
-        );
-        describe_counter!(
+            "Shared cache reads on a miss, by result.",
+        ),
+        (
+            Kind::Counter,
             SHARED_CACHE_ERRORS,
             Unit::Count,
-            "Shared cache errors, by kind."
-        );
-        describe_counter!(
+            "Shared cache errors, by kind.",
+        ),
+        (
+            Kind::Counter,
             SHARED_CACHE_PAUSES,
             Unit::Count,
-            "Shared cache pause transitions, by the state entered."
-        );
-        describe_counter!(
+            "Shared cache pause transitions, by the state entered.",
+        ),
+        (
+            Kind::Counter,
             JWT_TOKENS,
             Unit::Count,
-            "Tokenized sessions the JWT layer decided, by result and reason."
-        );
-        describe_counter!(JWKS_FETCHES, Unit::Count, "JWT key set fetches, by result.");
-        describe_gauge!(CACHE_ENTRIES, Unit::Count, "Entries in the session caches.");
-        describe_counter!(
+            "Tokenized sessions the JWT layer decided, by result and reason.",
+        ),
+        (
+            Kind::Counter,
+            JWKS_FETCHES,
+            Unit::Count,
+            "JWT key set fetches, by result.",
+        ),
+        (
+            Kind::Gauge,
+            CACHE_ENTRIES,
+            Unit::Count,
+            "Entries in the session caches.",
+        ),
+        (
+            Kind::Counter,
             CACHE_EVICTIONS,
             Unit::Count,
-            "Entries dropped by the session caches, by cause."
-        );
-        describe_gauge!(
+            "Entries dropped by the session caches, by cause.",
+        ),
+        (
+            Kind::Gauge,
             WATCHED_CONNECTIONS,
             Unit::Count,
-            "Open connections watched to end with their session."
-        );
+            "Open connections watched to end with their session.",
+        ),
+    ];
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    fn describe_all() {
+        for &(kind, name, unit, description) in DESCRIPTIONS {
+            match kind {
+                Kind::Counter => describe_counter!(name, unit, description),
+                Kind::Gauge => describe_gauge!(name, unit, description),
+                Kind::Histogram => describe_histogram!(name, unit, description),
+            }
+        }
     }
 
     /// Every series that has a bounded label set, at zero.
