@@ -15,7 +15,7 @@ use std::{
 };
 
 use http::StatusCode;
-use kratos_stand_in::{Endpoint, Fault, TestSession};
+use kratos_stand_in::{Endpoint, Fault, KratosStandIn, SigningAlg, TestSession, TokenizerTemplate};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use support::{
     app, assert_session, get, post,
@@ -23,7 +23,15 @@ use support::{
     replicas::{shared_builder, Replica},
     send, token_headers, with_token,
 };
-use tower_kratos::metrics::{self as names, labels};
+use tower::{Layer, ServiceBuilder};
+use tower_kratos::{
+    jwt::JwtLayer,
+    metrics::{self as names, labels},
+    require::Requirement,
+};
+
+/// The issuer of the tokens the JWT layer is given.
+const ISSUER: &str = "http://localhost/";
 
 /// The tests share the process's recorder: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -508,4 +516,148 @@ async fn replicas_count_shared_hits_and_revocations_heard() {
 
     assert_bounded(&after);
     assert_no_secret(&after, &[&alice, &bob, &carol]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_refusals_extensions_and_tokens_are_counted() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = KratosStandIn::builder()
+        .tokenizer("es256", TokenizerTemplate::new(SigningAlg::Es256))
+        .start()
+        .await
+        .expect("stand-in");
+    let layer = support::builder(&kratos)
+        .admin_url(kratos.admin_url())
+        .extend_within(Duration::from_secs(3600))
+        .build()
+        .expect("layer");
+    // Before the JWT layer: it fetches its keys when built.
+    let before = Exposition::now();
+    let jwt = JwtLayer::builder(ISSUER)
+        .jwks_url(kratos.jwks_url("es256").expect("a template"))
+        .build()
+        .expect("JWT layer");
+
+    // A session due for extension, on a route that needs a second factor it lacks.
+    let alice = kratos
+        .session()
+        .expires_in(Duration::from_secs(600))
+        .create();
+    let route = ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(layer.require(Requirement::new().second_factor()))
+        .service_fn(support::echo_session);
+    let refused = send(&route, with_token("/", &alice)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+
+    // Tokens: one verified then served from the cache twice, two refusals, one without any.
+    let downstream = jwt.layer(tower::service_fn(support::echo_session));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = |issuer: &str| {
+        serde_json::json!({
+            "jti": "0b8a9c2e-5f3c-4d1e-9a7b-1c2d3e4f5a6b",
+            "iss": issuer,
+            "exp": now + 60,
+            "nbf": now,
+            "iat": now,
+            "sid": alice.id,
+            "sub": alice.identity_id,
+        })
+    };
+    let token = kratos
+        .sign_claims("es256", &claims(ISSUER))
+        .expect("signed");
+    let stranger = kratos
+        .sign_claims("es256", &claims("http://elsewhere/"))
+        .expect("signed");
+    let bearer = |token: &str| format!("Bearer {token}");
+    for _ in 0..3 {
+        let answer = send(&downstream, get("/", &[("authorization", &bearer(&token))])).await;
+        assert_ne!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());
+    }
+    for refused in [&bearer("garbage"), &bearer(&stranger)] {
+        let answer = send(&downstream, get("/", &[("authorization", refused)])).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        send(&downstream, get("/", &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let after = Exposition::now();
+    assert_delta(
+        &before,
+        &after,
+        names::ROUTE_REFUSALS,
+        &[("unmet", "second_factor_required")],
+        1.0,
+    );
+    assert_delta(&before, &after, names::ROUTE_REFUSALS, &[], 1.0);
+    assert_delta(
+        &before,
+        &after,
+        names::EXTENSIONS,
+        &[("result", "extended")],
+        1.0,
+    );
+    assert_delta(&before, &after, names::EXTENSIONS, &[], 1.0);
+    assert_delta(
+        &before,
+        &after,
+        names::JWT_TOKENS,
+        &[("result", "verified")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::JWT_TOKENS,
+        &[("result", "cached")],
+        2.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::JWT_TOKENS,
+        &[("result", "refused"), ("reason", "malformed")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::JWT_TOKENS,
+        &[("result", "refused"), ("reason", "issuer")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::JWT_TOKENS,
+        &[("result", "anonymous")],
+        1.0,
+    );
+    assert!(delta(&before, &after, names::JWKS_FETCHES, &[("result", "ok")]) >= 1.0);
+    assert_delta(
+        &before,
+        &after,
+        names::JWKS_FETCHES,
+        &[("result", "failed")],
+        0.0,
+    );
+    // Every series is described, with its type.
+    for name in names::NAMES {
+        assert!(
+            after.text.contains(&format!("# HELP {name} ")),
+            "{name} undescribed"
+        );
+        assert!(
+            after.text.contains(&format!("# TYPE {name} ")),
+            "{name} untyped"
+        );
+    }
+
+    assert_bounded(&after);
+    assert_no_secret(&after, &[&alice]);
+    assert!(!after.text.contains(&token), "a token in the metrics");
 }
