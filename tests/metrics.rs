@@ -661,3 +661,98 @@ async fn route_refusals_extensions_and_tokens_are_counted() {
     assert_no_secret(&after, &[&alice]);
     assert!(!after.text.contains(&token), "a token in the metrics");
 }
+
+/// Every query's `expr` in a Grafana dashboard.
+fn exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(expr)) => found.push(expr.clone()),
+                    _ => exprs(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| exprs(item, found)),
+        _ => {}
+    }
+}
+
+/// The series a query names, as documented names (a histogram's suffixes taken off).
+fn series_in(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with(names::PREFIX))
+        .map(|word| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    word.strip_suffix(suffix)
+                        .filter(|base| names::NAMES.contains(base))
+                })
+                .unwrap_or(word)
+        })
+        .collect()
+}
+
+#[test]
+fn the_dashboard_queries_only_documented_series_and_labels() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../dashboards/tower-kratos.json")).expect("JSON");
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 10, "{queries:?}");
+    for expr in &queries {
+        let series = series_in(expr);
+        assert!(
+            !series.is_empty(),
+            "a query on no documented series: {expr}"
+        );
+        for name in &series {
+            assert!(
+                names::NAMES.contains(name),
+                "{expr}: {name} is not documented"
+            );
+        }
+        let documented: Vec<(&str, &[&str])> = series
+            .iter()
+            .flat_map(|name| documented_labels(name))
+            .collect();
+        // Grouping labels: `by (a, b)`.
+        for group in expr.split("by (").skip(1) {
+            let labels = group.split(')').next().unwrap_or_default();
+            for label in labels.split(',').map(str::trim) {
+                assert!(
+                    label == "le" || documented.iter().any(|(name, _)| *name == label),
+                    "{expr}: groups by undocumented label {label}"
+                );
+            }
+        }
+        // Selectors: `{label="value"}`.
+        for selector in expr.split('{').skip(1) {
+            let selector = selector.split('}').next().unwrap_or_default();
+            for matcher in selector.split(',').filter(|m| m.contains('=')) {
+                let (label, value) = matcher.split_once('=').expect("label=value");
+                let value = value.trim_matches('"');
+                assert!(
+                    documented
+                        .iter()
+                        .any(|(name, values)| *name == label.trim() && values.contains(&value)),
+                    "{expr}: {matcher} is not a documented label value"
+                );
+            }
+        }
+    }
+    // The overview an operator opens first: outcomes, served-from, whoami latency from the
+    // buckets, the back-off, Redis, the revocation lag.
+    let all = queries.join("\n");
+    for needed in [
+        names::REQUESTS,
+        names::SERVED_FROM,
+        "histogram_quantile(0.99, sum by (le) (rate(tower_kratos_whoami_duration_seconds_bucket",
+        names::BACKOFF_OPEN,
+        names::SHARED_CACHE_IN_USE,
+        "tower_kratos_revocation_lag_seconds_bucket",
+    ] {
+        assert!(all.contains(needed), "the dashboard lacks {needed}");
+    }
+}
