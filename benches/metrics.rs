@@ -49,7 +49,11 @@ fn metrics_on_a_hit(c: &mut Criterion) {
     let session = kratos.create_session();
     let token = session.token.as_str();
     let layered = |layer: KratosLayer| ServiceBuilder::new().layer(layer).service_fn(trivial);
-    let build = || KratosLayer::builder(kratos.public_url()).build().expect("layer");
+    let build = || {
+        KratosLayer::builder(kratos.public_url())
+            .build()
+            .expect("layer")
+    };
     // Built before any recorder: its handles are no-ops.
     let silent = layered(build());
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -58,7 +62,10 @@ fn metrics_on_a_hit(c: &mut Criterion) {
     let counted = layered(build());
     runtime.block_on(async {
         for service in [silent.clone(), counted.clone()] {
-            let response = service.oneshot(with_token(token)).await.expect("infallible");
+            let response = service
+                .oneshot(with_token(token))
+                .await
+                .expect("infallible");
             assert_eq!(response.status(), StatusCode::OK);
         }
     });

@@ -258,6 +258,18 @@ async fn the_exposition_agrees_with_what_kratos_saw() {
             &alice.identity_id,
         );
     }
+    // Concurrent first requests for one session: one whoami, the others wait for it.
+    kratos.set_latency(Duration::from_millis(200));
+    let carol = kratos.create_session();
+    let concurrent = (0..5).map(|_| send(&service, with_token("/", &carol)));
+    for answer in futures_util::future::join_all(concurrent).await {
+        assert_session(&answer, &carol.id, &carol.identity_id);
+    }
+    kratos.set_latency(Duration::ZERO);
+    // A session that needs a second factor (Kratos's 403).
+    let dave = kratos.session().requires_aal2().create();
+    let step_up = send(&service, with_token("/", &dave)).await;
+    assert_eq!(step_up.status, StatusCode::FORBIDDEN);
     // No credential, a malformed one, an unknown one.
     let anonymous = send(&service, get("/", &[])).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
@@ -326,14 +338,14 @@ async fn the_exposition_agrees_with_what_kratos_saw() {
         &after,
         &whoami_count,
         &[("status_class", "2xx")],
-        1.0,
+        2.0,
     );
     assert_delta(
         &before,
         &after,
         &whoami_count,
         &[("status_class", "4xx")],
-        2.0,
+        3.0,
     );
     assert_delta(
         &before,
@@ -351,7 +363,8 @@ async fn the_exposition_agrees_with_what_kratos_saw() {
     );
     // Requests by outcome; served-from adds up to the authenticated ones.
     for (outcome, reason, n) in [
-        ("authenticated", "none", 5.0),
+        ("authenticated", "none", 10.0),
+        ("aal_required", "none", 1.0),
         ("anonymous", "none", 1.0),
         ("unauthenticated", "malformed", 1.0),
         ("unauthenticated", "rejected", 1.0),
@@ -365,20 +378,27 @@ async fn the_exposition_agrees_with_what_kratos_saw() {
         let with: Vec<(&str, &str)> = with.iter().map(|(l, v)| (*l, v.as_str())).collect();
         assert_delta(&before, &after, name, &with, n);
     }
-    assert_delta(&before, &after, names::REQUESTS, &[], 13.0);
-    assert_delta(&before, &after, names::SERVED_FROM, &[], 5.0);
+    assert_delta(&before, &after, names::REQUESTS, &[], 19.0);
+    assert_delta(&before, &after, names::SERVED_FROM, &[], 10.0);
     assert_delta(
         &before,
         &after,
         names::SERVED_FROM,
         &[("source", "miss")],
-        1.0,
+        2.0,
     );
     assert_delta(
         &before,
         &after,
         names::SERVED_FROM,
         &[("source", "hit")],
+        4.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "coalesced")],
         4.0,
     );
     // The back-off opened once, and is open.
@@ -398,7 +418,7 @@ async fn the_exposition_agrees_with_what_kratos_saw() {
     );
 
     assert_bounded(&after);
-    assert_no_secret(&after, &[&alice, &bob]);
+    assert_no_secret(&after, &[&alice, &bob, &carol, &dave]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
