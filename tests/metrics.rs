@@ -776,3 +776,75 @@ fn the_dashboard_queries_only_documented_series_and_labels() {
         assert!(all.contains(needed), "the dashboard lacks {needed}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_served_stale_through_an_outage_is_counted_as_stale() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let ttl = Duration::from_millis(200);
+    let layer = support::builder(&kratos)
+        .cache_ttl(ttl)
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .expect("layer");
+    let service = app(layer);
+    let before = Exposition::now();
+
+    let alice = kratos.create_session();
+    assert_session(
+        &send(&service, with_token("/", &alice)).await,
+        &alice.id,
+        &alice.identity_id,
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    kratos.set_fault(
+        Endpoint::Whoami,
+        Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    assert_session(
+        &send(&service, with_token("/", &alice)).await,
+        &alice.id,
+        &alice.identity_id,
+    );
+
+    let after = Exposition::now();
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "miss")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::SERVED_FROM,
+        &[("source", "stale")],
+        1.0,
+    );
+    assert_delta(
+        &before,
+        &after,
+        names::REQUESTS,
+        &[("outcome", "authenticated")],
+        2.0,
+    );
+    let whoami_count = format!("{}_count", names::WHOAMI_DURATION);
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[],
+        kratos.calls(Endpoint::Whoami) as f64,
+    );
+    assert_delta(
+        &before,
+        &after,
+        &whoami_count,
+        &[("status_class", "5xx")],
+        1.0,
+    );
+    assert_bounded(&after);
+    assert_no_secret(&after, &[&alice]);
+}
