@@ -229,15 +229,18 @@ pub struct Kratos {
     pub public_url: String,
     pub admin_url: String,
     pub stand_in: Option<(KratosStandIn, TestSession)>,
+    /// Where `GET /metrics` is served, as bound (`METRICS_ADDR` may name port 0).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Kratos {
     /// Starts (or names) Kratos; with `METRICS_ADDR`, first installs the Prometheus recorder
     /// and serves it, so the layers built afterwards record into it.
     pub async fn start(settings: &Settings) -> Result<Self, Box<dyn Error>> {
-        if let Some(addr) = settings.metrics_addr {
-            super::metrics_endpoint::start(addr).await?;
-        }
+        let metrics_addr = match settings.metrics_addr {
+            Some(addr) => Some(super::metrics_endpoint::start(addr).await?),
+            None => None,
+        };
         let (public_url, stand_in) = match &settings.kratos_public_url {
             Some(url) => (url.clone(), None),
             None => {
@@ -261,6 +264,7 @@ impl Kratos {
             public_url,
             admin_url,
             stand_in,
+            metrics_addr,
         })
     }
 
@@ -313,7 +317,7 @@ impl Kratos {
     /// The lines every app prints at start, before `listening on …`.
     pub fn describe(&self, settings: &Settings) {
         println!("kratos public API: {}", self.public_url);
-        if let Some(addr) = settings.metrics_addr {
+        if let Some(addr) = self.metrics_addr {
             println!("metrics: http://{addr}/metrics (Prometheus text)");
         }
         if let Some(shared) = &settings.shared_cache {

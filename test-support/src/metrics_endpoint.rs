@@ -31,10 +31,12 @@ pub fn install() -> Result<PrometheusHandle, Box<dyn Error>> {
     Ok(handle)
 }
 
-/// Installs the recorder and serves `GET /metrics` on `addr`, on tasks of their own.
-pub async fn start(addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+/// Installs the recorder and serves `GET /metrics` on `addr`, on tasks of their own; returns
+/// the address bound.
+pub async fn start(addr: SocketAddr) -> Result<SocketAddr, Box<dyn Error>> {
     let handle = install()?;
     let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         loop {
@@ -51,7 +53,7 @@ pub async fn start(addr: SocketAddr) -> Result<(), Box<dyn Error>> {
             tracing::error!(%error, "the metrics endpoint stopped");
         }
     });
-    Ok(())
+    Ok(bound)
 }
 
 fn answer<B>(handle: &PrometheusHandle, request: &Request<B>) -> Response<String> {
