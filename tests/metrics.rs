@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use support::{
     app, assert_session, get, post,
     redis_server::RedisServer,
-    replicas::{shared_builder, Replica},
+    replicas::{shared_builder, until_stats, Replica},
     send, token_headers, with_token,
 };
 use tower::{Layer, ServiceBuilder};
@@ -847,4 +847,75 @@ async fn a_session_served_stale_through_an_outage_is_counted_as_stale() {
     );
     assert_bounded(&after);
     assert_no_secret(&after, &[&alice]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_counted_as_errors_a_pause_and_a_cache_out_of_use() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let mut redis = RedisServer::start();
+    let replica = Replica::start(shared_builder(&kratos, &redis)).await;
+    let stats = || async {
+        replica
+            .layer
+            .stats()
+            .await
+            .shared_cache
+            .expect("a shared cache")
+    };
+    let before = Exposition::now();
+    let stats_before = stats().await;
+
+    redis.stop();
+    for _ in 0..3 {
+        let session = kratos.create_session();
+        assert_session(
+            &replica.get(&session).await,
+            &session.id,
+            &session.identity_id,
+        );
+    }
+    until_stats(&replica.layer, "paused after failures", |stats| {
+        stats.errors >= 2 && !stats.in_use
+    })
+    .await;
+    // Calls started before the pause may still be failing: let them end.
+    tokio::time::sleep(2 * tower_kratos::defaults::DEFAULT_REDIS_TIMEOUT).await;
+    let down = Exposition::now();
+    let stats_down = stats().await;
+    assert_eq!(
+        delta(
+            &before,
+            &down,
+            names::SHARED_CACHE_ERRORS,
+            &[("kind", "call")]
+        ),
+        (stats_down.errors - stats_before.errors) as f64,
+        "the errors counted are the layer's own count\n{}",
+        down.text
+    );
+    assert!(
+        delta(
+            &before,
+            &down,
+            names::SHARED_CACHE_PAUSES,
+            &[("to", "paused")]
+        ) >= 1.0
+    );
+    assert_delta(&before, &down, names::SHARED_CACHE_IN_USE, &[], -1.0);
+
+    redis.restart();
+    until_stats(&replica.layer, "back after a restart", |stats| stats.in_use).await;
+    let back = Exposition::now();
+    assert!(
+        delta(
+            &down,
+            &back,
+            names::SHARED_CACHE_PAUSES,
+            &[("to", "resumed")]
+        ) >= 1.0
+    );
+    assert_delta(&before, &back, names::SHARED_CACHE_IN_USE, &[], 0.0);
+    assert_bounded(&back);
 }
