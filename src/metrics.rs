@@ -25,7 +25,7 @@
 //! | [`EXTENSIONS`] | counter | `result` | session extensions the layer or the helpers attempted |
 //! | [`LIFECYCLE_CALLS`] | counter | `call`, `result` | the lifecycle helpers' calls to Kratos |
 //! | [`REVOCATIONS_PUBLISHED`] | counter | none | revocations made here, told to the other replicas |
-//! | [`REVOCATIONS_HEARD`] | counter | none | revocations made by another replica, heard here |
+//! | [`REVOCATIONS_HEARD`] | counter | none | revocations heard live on the shared channel (this replica's own too: each is heard once by every replica) |
 //! | [`REVOCATION_LAG`] | histogram (s) | none | from a heard revocation's making (its record's time) to hearing it |
 //! | [`SHARED_CACHE_IN_USE`] | gauge | none | shared caches (Redis) lookups read now: answering and subscribed |
 //! | [`SHARED_CACHE_LOOKUPS`] | counter | `result` | Redis reads on a miss: `hit`, `miss` |
@@ -39,7 +39,8 @@
 //!
 //! `whoami` is an HTTP client call, so [`WHOAMI_DURATION`] follows OpenTelemetry's
 //! `http.client.request.duration` (a histogram in seconds) under the crate's prefix, with
-//! OpenTelemetry's status classes and `timeout` and `error` for calls that got no status: the
+//! OpenTelemetry's status classes, `timeout`, and `error` for calls that got no status or a 200
+//! whose body is not a session (OpenTelemetry's `error.type` for those): the
 //! crate's own prefix keeps it apart from the application's HTTP client metrics, and a bounded
 //! `status_class` in place of `http.response.status_code` keeps the series few.
 //!
@@ -83,7 +84,8 @@ pub const EXTENSIONS: &str = "tower_kratos_extensions_total";
 pub const LIFECYCLE_CALLS: &str = "tower_kratos_lifecycle_calls_total";
 /// Counter: revocations made here and published to the other replicas.
 pub const REVOCATIONS_PUBLISHED: &str = "tower_kratos_revocations_published_total";
-/// Counter: revocations made by other replicas, heard here.
+/// Counter: revocations heard live on the shared channel: every replica hears each one, its
+/// own included (the records read on subscribing, a catch-up, are not counted).
 pub const REVOCATIONS_HEARD: &str = "tower_kratos_revocations_heard_total";
 /// Histogram, seconds: from a heard revocation's making to hearing it.
 pub const REVOCATION_LAG: &str = "tower_kratos_revocation_lag_seconds";
@@ -146,8 +148,9 @@ pub const REVOCATION_LAG_BUCKETS: &[f64] = &[
 
 /// The bounded label values, per label. A series carries no other.
 pub mod labels {
-    /// `outcome` of [`REQUESTS`](super::REQUESTS): [`Outcome::kind`](crate::Outcome::kind), with
-    /// `insufficient` for a route requirement's refusal.
+    /// `outcome` of [`REQUESTS`](super::REQUESTS): [`Outcome::kind`](crate::Outcome::kind). A
+    /// route requirement's refusal is not among them: its request was authenticated, and the
+    /// refusal is counted in [`ROUTE_REFUSALS`](super::ROUTE_REFUSALS).
     pub const OUTCOMES: &[&str] = &[
         "authenticated",
         "anonymous",

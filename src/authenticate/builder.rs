@@ -898,7 +898,9 @@ impl<R> KratosLayerBuilder<R> {
         self.rejection(RejectionFn(rejection))
     }
 
-    /// Checks the configuration and builds the layer.
+    /// Checks the configuration and builds the layer. With the `metrics` feature, the layer
+    /// takes its metric handles here and registers its series: install the application's
+    /// recorder before (see `tower_kratos::metrics`).
     ///
     /// # Errors
     /// The first invalid setting: a URL that is not absolute `http`/`https`, a zero timeout, a
