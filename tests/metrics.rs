@@ -919,3 +919,40 @@ async fn redis_down_is_counted_as_errors_a_pause_and_a_cache_out_of_use() {
     assert_delta(&before, &back, names::SHARED_CACHE_IN_USE, &[], 0.0);
     assert_bounded(&back);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_counts_its_evictions() {
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let layer = support::builder(&kratos)
+        .cache_capacity(2)
+        .build()
+        .expect("layer");
+    let service = app(layer);
+    let before = Exposition::now();
+    // moka evicts (or declines to admit) on its maintenance, which writes run now and then.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut sessions = Vec::new();
+    let after = loop {
+        let session = kratos.create_session();
+        assert_session(
+            &send(&service, with_token("/", &session)).await,
+            &session.id,
+            &session.identity_id,
+        );
+        sessions.push(session);
+        let now = Exposition::now();
+        if delta(&before, &now, names::CACHE_EVICTIONS, &[("cause", "size")]) >= 1.0 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no eviction counted:\n{}",
+            now.text
+        );
+    };
+    assert!(after.sum(names::CACHE_ENTRIES, &[]) >= 0.0);
+    assert_bounded(&after);
+    assert_no_secret(&after, &sessions.iter().collect::<Vec<_>>());
+}
