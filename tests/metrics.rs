@@ -956,3 +956,49 @@ async fn a_full_cache_counts_its_evictions() {
     assert_bounded(&after);
     assert_no_secret(&after, &sessions.iter().collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_is_a_watched_connection_while_it_lasts() {
+    use http_body_util::{BodyExt, StreamBody};
+    use tower::ServiceExt;
+
+    let _turn = SERIAL.lock().await;
+    prometheus();
+    let kratos = support::kratos().await;
+    let layer = support::layer(&kratos);
+    // A body that never ends: a stream the client holds open.
+    let streaming = tower::service_fn(|_request: http::Request<String>| async {
+        let frames = futures_util::stream::pending::<
+            Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+        >();
+        Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(frames)))
+    });
+    let service = ServiceBuilder::new().layer(layer).service(streaming);
+    let before = Exposition::now();
+
+    let alice = kratos.create_session();
+    // A clone: the service (and its cache) lives on, as a server's does.
+    let response = service
+        .clone()
+        .oneshot(with_token("/", &alice))
+        .await
+        .expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    // The body is watched once it has waited.
+    let waited = tokio::time::timeout(Duration::from_millis(50), body.frame()).await;
+    assert!(waited.is_err(), "the stream ended");
+    let open = Exposition::now();
+    assert_delta(&before, &open, names::WATCHED_CONNECTIONS, &[], 1.0);
+
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = Exposition::now();
+        if delta(&before, &now, names::WATCHED_CONNECTIONS, &[]) == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still watched:\n{}", now.text);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
