@@ -7,7 +7,8 @@
 //! increments, no label lookup); a layer built before any recorder is installed records nothing.
 //!
 //! Every series is described and registered at zero when a layer is built, each bounded label
-//! combination included, so dashboards and alerts never query a series that does not exist yet.
+//! combination included (the JWT layer's [`JWT_TOKENS`] when a JWT layer is), so dashboards and
+//! alerts never query a series that does not exist yet.
 //! Labels are bounded sets written down here ([`labels`]); no series carries a session id, an
 //! identity id, a credential, a path or anything else a client sends.
 //!

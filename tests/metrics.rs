@@ -1,8 +1,12 @@
-//! Metrics (feature `metrics`): a Prometheus recorder installed once for this test binary, a
-//! workload against the stand-in, and the rendered exposition checked against the truth: whoami
-//! calls as many as Kratos saw, served-from counts adding up to the authenticated requests, every
-//! documented series present from the start, label values from the documented sets only, and no
-//! token, cookie, session id or identity id anywhere in it.
+//! Metrics (feature `metrics`): a Prometheus recorder installed once for this test binary, and
+//! workloads against the stand-in (hits, a miss, coalesced first requests, refusals of each kind,
+//! a 5xx, a timeout, a 429 and the back-off, a stale session, route refusals, an extension,
+//! tokens for the JWT layer, two replicas over a real Redis, Redis down, a full cache, a
+//! streamed response) whose rendered exposition is checked against the truth: whoami calls as
+//! many as Kratos saw, served-from counts adding up to the authenticated requests, Redis errors
+//! as the layer's own stats count them, every documented series present and described from the
+//! start, label values from the documented sets only, and no token, cookie, session id or
+//! identity id anywhere in it. The Grafana dashboard queries documented series only.
 //!
 //! The recorder is the process's: the tests here take turns (`SERIAL`) and compare deltas.
 
