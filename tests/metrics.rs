@@ -513,6 +513,34 @@ async fn replicas_count_shared_hits_and_revocations_heard() {
         &[("result", "hit")],
         1.0,
     );
+    // The Redis reads agree with the layers' own counts (this test's two are the only ones).
+    let mut stats = (0, 0);
+    for replica in [&first, &second] {
+        let shared = replica
+            .layer
+            .stats()
+            .await
+            .shared_cache
+            .expect("a shared cache");
+        stats = (stats.0 + shared.hits, stats.1 + shared.misses);
+    }
+    assert_eq!(
+        (
+            delta(
+                &before,
+                &after,
+                names::SHARED_CACHE_LOOKUPS,
+                &[("result", "hit")]
+            ),
+            delta(
+                &before,
+                &after,
+                names::SHARED_CACHE_LOOKUPS,
+                &[("result", "miss")]
+            ),
+        ),
+        (stats.0 as f64, stats.1 as f64),
+    );
     assert_delta(&before, &after, names::REVOCATIONS_PUBLISHED, &[], 1.0);
     assert_delta(
         &before,
