@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::{
     cache::{Revoked, SessionCache},
-    client::{ExtendAnswer, KratosClient, LifecycleError},
+    client::{Correlation, ExtendAnswer, KratosClient, LifecycleError},
     credentials::Credential,
     defaults::MAX_EXTEND_COOLDOWN,
     outcome::{Outcome, Unavailable},
@@ -348,7 +348,10 @@ impl Run {
             }
         }
         // A fresh read: Ory Network's session cache may still hold the old expiry.
-        let whoami = self.client.whoami(&self.credential, None, true).await;
+        let whoami = self
+            .client
+            .whoami(&self.credential, &Correlation::NONE, true)
+            .await;
         match whoami.outcome {
             Outcome::Authenticated(confirmed) => {
                 let report = match confirmed.expires_at {

@@ -81,7 +81,7 @@ use time::OffsetDateTime;
 
 use crate::{
     cache::Revoked,
-    client::{canonical_id, MAX_BULK_IDS},
+    client::{canonical_id, Correlation, MAX_BULK_IDS},
     credentials::{find_credential, CookieNames, Credential, CredentialSource},
     outcome::Outcome,
     relay::{relayable, set_cookies_as_response_parts},
@@ -370,7 +370,7 @@ impl SessionLifecycle {
         if state.client.admin().is_none() {
             return self.logged(Err(LifecycleError::AdminNotConfigured));
         }
-        let lookup = state.cache.lookup(&credential, None, &state.client).await;
+        let lookup = state.cache.lookup(&credential, &state.client).await;
         let relayed = relayable(&credential, lookup.set_cookies, &state.cookie_names);
         let session = match lookup.outcome {
             Outcome::Authenticated(session) => session,
@@ -495,7 +495,7 @@ impl SessionLifecycle {
         let state = &self.state;
         let credential = caller.credential(&state.cookie_names)?;
         // The identity to mark; normally a cache hit, as the layer has just validated it.
-        let lookup = state.cache.lookup(&credential, None, &state.client).await;
+        let lookup = state.cache.lookup(&credential, &state.client).await;
         let identity_id = match &lookup.outcome {
             Outcome::Authenticated(session) => session.identity_id().map(str::to_owned),
             _ => None,
@@ -510,7 +510,12 @@ impl SessionLifecycle {
             Some(identity_id) => Some(identity_id),
             // The lookup failed (Kratos busy?) but the revocation went through: ask once more,
             // or the revoked sessions cached here would be served until their entries expire.
-            None => match state.client.whoami(&credential, None, true).await.outcome {
+            None => match state
+                .client
+                .whoami(&credential, &Correlation::NONE, true)
+                .await
+                .outcome
+            {
                 Outcome::Authenticated(session) => session.identity_id().map(str::to_owned),
                 _ => None,
             },

@@ -353,15 +353,7 @@ async fn another_origins_forms_and_fetches_are_refused_the_apps_own_and_trusted_
     let browser = Browser::launch().await;
     within(async {
         browser.goto(&other.page()).await;
-        let expires = OffsetDateTime::now_utc() + Duration::from_secs(3600);
-        browser
-            .add_cookie(
-                "127.0.0.1",
-                &session.cookie_name,
-                &session.cookie_value,
-                expires,
-            )
-            .await;
+        browser.add_test_session("127.0.0.1", &session).await;
 
         // From the other origin: a form to a lifecycle route, and to logout.
         browser.post_form(&app.url("/me/extend")).await;
@@ -421,15 +413,7 @@ async fn a_websocket_from_another_origin_is_refused_and_one_from_the_apps_origin
     let browser = Browser::launch().await;
     within(async {
         browser.goto(&live.url("/")).await;
-        let expires = OffsetDateTime::now_utc() + Duration::from_secs(3600);
-        browser
-            .add_cookie(
-                "127.0.0.1",
-                &session.cookie_name,
-                &session.cookie_value,
-                expires,
-            )
-            .await;
+        browser.add_test_session("127.0.0.1", &session).await;
         let socket = live.url("/ws").replacen("http://", "ws://", 1);
 
         assert_eq!(browser.open_websocket(&socket).await, "open");
@@ -612,17 +596,9 @@ async fn a_session_signed_out_from_another_window_ends_its_live_panel_with_the_r
     let window_a = Browser::launch().await;
     let window_b = Browser::launch().await;
     within(async {
-        let expires = OffsetDateTime::now_utc() + Duration::from_secs(3600);
         for (window, session) in [(&window_a, &a), (&window_b, &b)] {
             window.goto(&app.url("/health")).await;
-            window
-                .add_cookie(
-                    app.host(),
-                    &session.cookie_name,
-                    &session.cookie_value,
-                    expires,
-                )
-                .await;
+            window.add_test_session(app.host(), session).await;
             window.goto(&app.url("/")).await;
             assert!(window.text_of("#who").await.contains("demo@example.org"));
             assert_eq!(window.text_of("#identity-id").await, demo_user);

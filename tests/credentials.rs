@@ -452,6 +452,53 @@ async fn x_request_id_is_passed_on_to_kratos() {
     );
 }
 
+#[tokio::test]
+async fn the_trace_context_is_passed_on_to_kratos_when_well_formed() {
+    let kratos = KratosStandIn::start().await.expect("stand-in");
+    let app = default_app(&kratos);
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let state = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    let oversized = format!("k={}", "v".repeat(600));
+    let cases: [(&str, &str, Option<&str>, Option<&str>); 4] = [
+        (parent, state, Some(parent), Some(state)),
+        // Uppercase hex is not W3C's form: neither header goes.
+        (
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            state,
+            None,
+            None,
+        ),
+        (parent, &oversized, Some(parent), None),
+        ("garbage", state, None, None),
+    ];
+    for (index, (sent_parent, sent_state, parent_seen, state_seen)) in cases.into_iter().enumerate()
+    {
+        let session = kratos.create_session();
+        let reply = send(
+            &app,
+            get(
+                "/",
+                &[
+                    ("x-session-token", &session.token),
+                    ("traceparent", sent_parent),
+                    ("tracestate", sent_state),
+                ],
+            ),
+        )
+        .await;
+        // Never an error: a malformed trace header is dropped, the request served.
+        assert_session(&reply, &session.id, &session.identity_id);
+        let headers = whoami_headers(&kratos, index);
+        let seen = |name| {
+            let values = values(&headers, name);
+            assert!(values.len() <= 1, "{values:?}");
+            values.first().cloned()
+        };
+        assert_eq!(seen("traceparent").as_deref(), parent_seen, "case {index}");
+        assert_eq!(seen("tracestate").as_deref(), state_seen, "case {index}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refused before Kratos is asked
 

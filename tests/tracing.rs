@@ -428,3 +428,63 @@ async fn a_sustained_outage_writes_a_bounded_number_of_warnings() {
     // 200-400 ms here) included: at most two lines each in 6.5 s.
     assert!(warnings.len() <= 10, "{} warnings:\n{log}", warnings.len());
 }
+
+#[tokio::test]
+async fn a_call_to_kratos_is_a_client_span_named_as_opentelemetry_names_it() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let kratos = kratos().await;
+    let session = kratos.create_session();
+    let service = layer(&kratos).layer(Recorder::new().service());
+    let answer = send(&service, with_token("/", &session)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let output = captured.take();
+    let port = kratos.addr().port().to_string();
+    assert_line(
+        &output,
+        &[
+            "kratos_call",
+            "otel.name=\"GET /sessions/whoami\"",
+            "otel.kind=\"client\"",
+            "http.request.method=\"GET\"",
+            "server.address=\"127.0.0.1\"",
+            &format!("server.port={port}"),
+            "url.template=\"/sessions/whoami\"",
+            "http.response.status_code=200",
+        ],
+    );
+    // An admin call's span names its path without the id.
+    let layer = builder(&kratos)
+        .admin_url(kratos.admin_url())
+        .build()
+        .expect("a layer");
+    layer
+        .lifecycle()
+        .disable_session(&session.id)
+        .await
+        .expect("disabled");
+    let output = captured.take();
+    assert_line(
+        &output,
+        &[
+            "kratos_call",
+            "otel.name=\"DELETE /admin/sessions/{id}\"",
+            "url.template=\"/admin/sessions/{id}\"",
+            "http.response.status_code=204",
+        ],
+    );
+    assert_secret_free(&output, &[&session.token], "an admin call's log");
+    // The span names no id (the lifecycle's own log line does name the session it disabled).
+    let spans: String = output
+        .lines()
+        .filter_map(|line| line.split_once("kratos_call{").map(|(_, span)| span))
+        .collect();
+    assert!(!spans.is_empty());
+    assert!(!spans.contains(&session.id), "{spans}");
+}

@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{Request, Response};
 use tower_service::Service;
 
 use tracing::Instrument;
@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::{
     authenticate::future::{Additions, Resolved, ResponseFuture},
     cache::{CacheKey, Lookup, Seed},
+    client::Correlation,
     credentials::{Credential, CredentialCopy, CredentialSource, FoundCredential},
     log_limit::WarnLimiter,
     outcome::{Outcome, Unauthenticated},
@@ -102,8 +103,8 @@ where
             }
         }
         let credential = found.into_credential();
-        let request_id = request.headers().get(&REQUEST_ID).cloned();
-        let lookup = Box::pin(resolve(Arc::clone(state), key, credential, request_id));
+        let correlation = Correlation::of(request.headers());
+        let lookup = Box::pin(resolve(Arc::clone(state), key, credential, correlation));
         // The inner service is called only when the lookup is done: the one polled ready goes
         // with the future, and a clone stays for the next call.
         let clone = self.inner.clone();
@@ -137,7 +138,7 @@ async fn resolve(
     state: Arc<LayerState>,
     key: CacheKey,
     credential: Credential,
-    request_id: Option<HeaderValue>,
+    correlation: Correlation,
 ) -> Resolved {
     let span = tracing::debug_span!(
         "kratos_session",
@@ -147,7 +148,7 @@ async fn resolve(
     );
     let lookup = state
         .cache
-        .lookup_keyed(key, &credential, request_id.as_ref(), &state.client)
+        .lookup_keyed(key, &credential, &correlation, &state.client)
         .instrument(span.clone())
         .await;
     span.record("cache", lookup.status.as_str());
@@ -214,9 +215,6 @@ async fn extend(
         None => Outcome::Authenticated(session),
     }
 }
-
-/// The header whose value is passed on to Kratos, to follow one request through both logs.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A cache hit's log line: an event, not a span, since a hit does no work worth timing.
 fn log_hit(source: CredentialSource, outcome: &Outcome) {

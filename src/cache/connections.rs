@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 
 use super::{key::CacheKey, revocation::MarkTarget, SessionCache};
 use crate::{
-    client::KratosClient,
+    client::{Correlation, KratosClient},
     credentials::{CookieNames, Credential, CredentialCopy},
     outcome::{Outcome, Unauthenticated},
     session::KratosSession,
@@ -465,7 +465,7 @@ async fn watch_credential(
             return;
         }
         let lookup = cache
-            .lookup_keyed(watched.key, &credential, None, &client)
+            .lookup_keyed(watched.key, &credential, &Correlation::NONE, &client)
             .await;
         let now = Instant::now();
         next_check = now + every;

@@ -11,7 +11,7 @@ use super::{
     SessionCache,
 };
 use crate::{
-    client::KratosClient,
+    client::{Correlation, KratosClient},
     credentials::Credential,
     metrics::ServedFrom,
     outcome::{Outcome, StaleSession, Unavailable},
@@ -107,18 +107,18 @@ impl SessionCache {
         &self,
         key: CacheKey,
         credential: &Credential,
-        request_id: Option<&HeaderValue>,
+        correlation: &Correlation,
         client: &KratosClient,
         fresh: bool,
     ) -> (Lookup, Option<Cached>) {
         let cache = self.clone();
         let client = client.clone();
         let credential = credential.clone();
-        let request_id = request_id.cloned();
+        let correlation = correlation.clone();
         let task = tokio::spawn(
             async move {
                 cache
-                    .fill_shared(key, &credential, request_id.as_ref(), &client, fresh)
+                    .fill_shared(key, &credential, &correlation, &client, fresh)
                     .await
             }
             .instrument(tracing::Span::current()),
@@ -162,7 +162,7 @@ impl SessionCache {
         &self,
         key: CacheKey,
         credential: &Credential,
-        request_id: Option<&HeaderValue>,
+        correlation: &Correlation,
         client: &KratosClient,
         fresh: bool,
     ) -> Filled {
@@ -178,7 +178,7 @@ impl SessionCache {
                 }
                 SecondLevel::Ask(claim) => claim,
             };
-            let mut answer = client.whoami(credential, request_id, fresh).await;
+            let mut answer = client.whoami(credential, correlation, fresh).await;
             set_cookies = std::mem::take(&mut answer.set_cookies);
             let entry = self.inner.lifetimes.entry_for(answer);
             self.share(&key, entry.as_ref().ok(), claim);

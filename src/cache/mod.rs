@@ -29,7 +29,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::HeaderValue;
 use moka::future::Cache;
 
 pub use self::connections::Ended;
@@ -52,7 +51,7 @@ use self::{
     stale::StaleStore,
 };
 use crate::{
-    client::KratosClient,
+    client::{Correlation, KratosClient},
     credentials::{Credential, FoundCredential},
     outcome::Outcome,
     session::{KratosSession, Origin},
@@ -289,13 +288,9 @@ impl SessionCache {
 
     /// The outcome for this credential: from the cache while it is fresh, else from one whoami
     /// call shared by every concurrent lookup of the same credential.
-    pub(crate) async fn lookup(
-        &self,
-        credential: &Credential,
-        request_id: Option<&HeaderValue>,
-        client: &KratosClient,
-    ) -> Lookup {
-        self.lookup_keyed(self.key_for(credential), credential, request_id, client)
+    pub(crate) async fn lookup(&self, credential: &Credential, client: &KratosClient) -> Lookup {
+        let key = self.key_for(credential);
+        self.lookup_keyed(key, credential, &Correlation::NONE, client)
             .await
     }
 
@@ -305,7 +300,7 @@ impl SessionCache {
         &self,
         key: CacheKey,
         credential: &Credential,
-        request_id: Option<&HeaderValue>,
+        correlation: &Correlation,
         client: &KratosClient,
     ) -> Lookup {
         let inner = &*self.inner;
@@ -321,13 +316,15 @@ impl SessionCache {
             self.forget(&key).await;
         }
         let fresh = fresh || inner.revoked.marks_credential(&key);
-        let (lookup, cached) = self.fill(key, credential, request_id, client, fresh).await;
+        let (lookup, cached) = self.fill(key, credential, correlation, client, fresh).await;
         let lookup = match cached {
             // The call may have been sent before a revocation that has returned since: ask once
             // more (whoever revoked it has marked it, so this is not a loop).
             Some(cached) if inner.revoked.outdates(&key, &cached) => {
                 self.forget(&key).await;
-                self.fill(key, credential, request_id, client, true).await.0
+                self.fill(key, credential, correlation, client, true)
+                    .await
+                    .0
             }
             _ => lookup,
         };
@@ -510,7 +507,7 @@ mod tests {
         }
 
         async fn lookup(&self, credential: &Credential) -> Lookup {
-            self.cache.lookup(credential, None, &self.client).await
+            self.cache.lookup(credential, &self.client).await
         }
 
         /// Looks the session up (Kratos up), then lets its entry expire and takes Kratos down.

@@ -25,7 +25,11 @@ use moka::{
 };
 
 use super::{entry::Cached, key::CacheKey, key::PassThroughHash, SessionCache};
-use crate::{client::KratosClient, credentials::Credential, outcome::Outcome};
+use crate::{
+    client::{Correlation, KratosClient},
+    credentials::Credential,
+    outcome::Outcome,
+};
 
 /// The last refusal of a credential's entry.
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +120,7 @@ impl SessionCache {
                     }
                     // Not shared: a recheck is this replica's own business (the other
                     // replicas recheck their entries when they refuse them).
-                    let answer = client.whoami(credential, None, true).await;
+                    let answer = client.whoami(credential, &Correlation::NONE, true).await;
                     match inner.lifetimes.entry_for(answer) {
                         Ok(cached) => Op::Put(cached),
                         // Kratos could not say: the refusal stands on the entry as it is.

@@ -7,6 +7,7 @@ use http::{HeaderMap, StatusCode};
 use reqwest::Url;
 
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::{Admission, LifecycleError};
 use crate::outcome::{AalRequired, Unavailable};
@@ -30,14 +31,84 @@ pub(super) struct Answer {
     pub(super) body: Vec<u8>,
 }
 
-/// Sends the request and reads at most `limit` bytes of the answer, all within `deadline`.
+/// Sends the request and reads at most `limit` bytes of the answer, all within `deadline`, in
+/// a span named and fielded as OpenTelemetry's HTTP client conventions say (`otel.kind`
+/// client, `http.request.method`, `server.address`, `server.port`, `url.template`,
+/// `http.response.status_code`, `error.type`), so an OpenTelemetry subscriber exports it as a
+/// client span. The path is a template: ids in it (`/admin/sessions/{id}`) are not recorded.
 pub(super) async fn exchange(
     request: reqwest::RequestBuilder,
     deadline: Duration,
     limit: usize,
 ) -> Result<Answer, Unavailable> {
+    let (client, request) = request.build_split();
+    // A request that cannot be built cannot be sent either: as a failed send would say.
+    let request = request.map_err(|error| classify(&error))?;
+    let span = call_span(&request);
+    let result = send(client, request, deadline, limit)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(answer) => {
+            span.record("http.response.status_code", answer.status.as_u16());
+            if answer.status.is_server_error() {
+                span.record("error.type", answer.status.as_str());
+            }
+        }
+        Err(cause) => {
+            span.record("error.type", cause.kind());
+        }
+    }
+    result
+}
+
+/// The span of one call to Kratos.
+fn call_span(request: &reqwest::Request) -> tracing::Span {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return tracing::Span::none();
+    }
+    let url = request.url();
+    let template = url_template(url.path());
+    tracing::debug_span!(
+        "kratos_call",
+        otel.name = format!("{} {template}", request.method()),
+        otel.kind = "client",
+        http.request.method = request.method().as_str(),
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default(),
+        url.template = template,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The path with every id segment (a UUID: a session's, an identity's) as `{id}`.
+fn url_template(path: &str) -> String {
+    path.split('/')
+        .map(|segment| if uuid_like(segment) { "{id}" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether a path segment is an id: 36 characters, hex digits and dashes.
+fn uuid_like(segment: &str) -> bool {
+    segment.len() == 36
+        && segment
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() || byte == b'-')
+}
+
+async fn send(
+    client: reqwest::Client,
+    request: reqwest::Request,
+    deadline: Duration,
+    limit: usize,
+) -> Result<Answer, Unavailable> {
     let call = async {
-        let mut response = request.send().await.map_err(|error| classify(&error))?;
+        let mut response = client
+            .execute(request)
+            .await
+            .map_err(|error| classify(&error))?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
         if response
@@ -199,6 +270,15 @@ pub(super) fn aal_required(headers: &HeaderMap, body: &[u8]) -> Option<AalRequir
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_span_names_the_path_without_its_ids() {
+        assert_eq!(
+            url_template("/admin/sessions/9f1c8e8a-6a0b-4b7e-9a3c-2b1d4c5e6f70/extend"),
+            "/admin/sessions/{id}/extend"
+        );
+        assert_eq!(url_template("/sessions/whoami"), "/sessions/whoami");
+    }
 
     #[test]
     fn segments_are_encoded_and_prefixes_kept() {

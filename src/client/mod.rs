@@ -9,14 +9,17 @@
 //! - [`whoami`](KratosClient::whoami) (`whoami.rs`): what whoami answered, as an [`Outcome`].
 //! - `self_service.rs`: the caller's own sessions: list, revoke, API logout.
 //! - `admin.rs`: the admin API: extend, disable, delete an identity's sessions.
-//! - `exchange.rs`: one request and its bounded answer, behind an admission; what an
-//!   unexpected answer means.
+//! - `exchange.rs`: one request and its bounded answer, behind an admission, in a span named
+//!   as OpenTelemetry's HTTP client conventions name it; what an unexpected answer means.
+//! - `correlation.rs`: what of the app's request is passed on with whoami (`X-Request-ID`,
+//!   `traceparent`, `tracestate`).
 //! - `error.rs`, `page.rs`: the public [`LifecycleError`], [`Page`] and [`SessionList`].
 //!
 //! [`Outcome`]: crate::outcome::Outcome
 
 mod admin;
 mod admission;
+mod correlation;
 mod error;
 mod exchange;
 mod page;
@@ -32,6 +35,7 @@ use crate::log_limit::WarnLimiter;
 pub(crate) use self::{
     admin::{AdminApi, ExtendAnswer, MAX_BULK_IDS},
     admission::{Admission, AdmissionConfig},
+    correlation::Correlation,
     whoami::WhoamiAnswer,
 };
 pub use self::{

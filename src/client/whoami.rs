@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     exchange::{aal_required, exchange, parse_seconds, retry_after, MAX_BODY_LEN},
-    KratosClient,
+    Correlation, KratosClient,
 };
 use crate::{
     credentials::Credential,
@@ -22,11 +22,6 @@ use super::Admission;
 /// The header Kratos (with Ory Network's `cacheable_sessions`) uses to say how long an answer may
 /// be cached.
 const SESSION_CACHE_FOR: &str = "ory-session-cache-for";
-
-/// The longest `X-Request-ID` passed on to Kratos, in bytes. Request ids are UUIDs or similar
-/// (36 bytes); a longer one is not passed on, so a caller cannot make the lookup's headers too
-/// large for Kratos or a proxy in front of it to answer.
-const MAX_FORWARDED_REQUEST_ID_LEN: usize = 200;
 
 /// What whoami answered, with the caching hint that came with it.
 #[derive(Debug)]
@@ -61,7 +56,7 @@ impl KratosClient {
     pub(crate) async fn whoami(
         &self,
         credential: &Credential,
-        request_id: Option<&HeaderValue>,
+        correlation: &Correlation,
         fresh: bool,
     ) -> WhoamiAnswer {
         let admission = &self.inner.admission;
@@ -73,7 +68,7 @@ impl KratosClient {
         };
         let asked_at = Instant::now();
         let in_flight = crate::metrics::whoami_in_flight();
-        let mut answer = self.ask(credential, request_id, fresh, asked_at).await;
+        let mut answer = self.ask(credential, correlation, fresh, asked_at).await;
         crate::metrics::whoami_done(&answer.outcome, asked_at.elapsed());
         drop(in_flight);
         admission.record(permit, &mut answer.outcome);
@@ -88,7 +83,7 @@ impl KratosClient {
     async fn ask(
         &self,
         credential: &Credential,
-        request_id: Option<&HeaderValue>,
+        correlation: &Correlation,
         fresh: bool,
         asked_at: Instant,
     ) -> WhoamiAnswer {
@@ -98,14 +93,12 @@ impl KratosClient {
             return WhoamiAnswer::unanswered(refused, asked_at);
         };
         let inner = &self.inner;
-        let mut request = inner
+        let request = inner
             .http
             .get(inner.whoami_url.clone())
             .header(name, value)
             .header(header::ACCEPT, "application/json");
-        if let Some(request_id) = request_id.filter(|id| is_forwardable_request_id(id)) {
-            request = request.header("x-request-id", request_id.clone());
-        }
+        let mut request = correlation.apply(request);
         if fresh {
             request = request.header(header::CACHE_CONTROL, "max-age=0");
         }
@@ -163,14 +156,6 @@ impl KratosClient {
             tracing::error!(template, left_out_since_last = left_out, "{problem}");
         }
     }
-}
-
-/// Whether a request's `X-Request-ID` is passed on to Kratos: short, and visible ASCII only.
-fn is_forwardable_request_id(id: &HeaderValue) -> bool {
-    let bytes = id.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_FORWARDED_REQUEST_ID_LEN
-        && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 /// Maps whoami's answer to an outcome, per Kratos's `session/handler.go` `whoami`.
@@ -325,28 +310,5 @@ mod tests {
             );
         }
         interpret_whoami(StatusCode::from_u16(status).unwrap(), &map, body.as_bytes())
-    }
-
-    #[test]
-    fn only_short_visible_request_ids_are_forwarded() {
-        for (id, forwarded) in [
-            ("req-1", true),
-            ("6f5e3c4a-0000-4000-8000-00000000000a", true),
-            ("", false),
-            ("two words", false),
-        ] {
-            let value = HeaderValue::from_str(id).unwrap();
-            assert_eq!(is_forwardable_request_id(&value), forwarded, "{id:?}");
-        }
-        let longest = "r".repeat(MAX_FORWARDED_REQUEST_ID_LEN);
-        assert!(is_forwardable_request_id(
-            &HeaderValue::from_str(&longest).unwrap()
-        ));
-        let longer = format!("{longest}r");
-        assert!(!is_forwardable_request_id(
-            &HeaderValue::from_str(&longer).unwrap()
-        ));
-        let obs_text = HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
-        assert!(!is_forwardable_request_id(&obs_text));
     }
 }

@@ -309,6 +309,14 @@ impl Browser {
         step("adding the session cookie", self.client.add_cookie(cookie)).await;
     }
 
+    /// Puts a session the test made into the jar for an hour, as Kratos sets its cookie for
+    /// `host` (see [`add_cookie`](Self::add_cookie)).
+    pub async fn add_test_session(&self, host: &str, session: &kratos_stand_in::TestSession) {
+        let expires = OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        self.add_cookie(host, &session.cookie_name, &session.cookie_value, expires)
+            .await;
+    }
+
     /// Clicks the element `css` finds (a button, a link) and waits for the page it leads to.
     ///
     /// WebDriver's click returns once the click is dispatched; a form's submission may start
