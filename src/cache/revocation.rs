@@ -69,6 +69,8 @@ pub(super) struct RevocationMarks {
     warnings: WarnLimiter,
     /// The connections open with cached sessions: every mark wakes those it names.
     watches: Watches,
+    /// Marks made so far ([`RevocationMarks::epoch`]).
+    made: AtomicU64,
 }
 
 impl std::fmt::Debug for RevocationMarks {
@@ -166,6 +168,7 @@ impl RevocationMarks {
             keys,
             warnings: WarnLimiter::new(),
             watches: Watches::default(),
+            made: AtomicU64::new(0),
         }
     }
 
@@ -179,14 +182,15 @@ impl RevocationMarks {
         self.keys.identity(id)
     }
 
-    /// Where the marks stand: it changes with every mark made later than all before it.
+    /// How many marks were made so far: a counter, read by every request served with a session
+    /// (one atomic load), to tell later whether a mark came between the request and its watch.
     pub(super) fn epoch(&self) -> u64 {
-        self.latest.load(Ordering::Acquire)
+        self.made.load(Ordering::Acquire)
     }
 
-    /// Whether a mark was made since the marks stood at `epoch`. A mark made earlier than the
-    /// latest (heard late from another replica) leaves the epoch alone: it concerns only
-    /// entries asked for before it, which the latest mark's already outdates or not.
+    /// Whether a mark was made since the marks stood at `epoch`. Counted, not timed: a mark
+    /// heard from another replica is dated a clock skew ahead, and a mark made here just after
+    /// it would not move a time past it.
     pub(super) fn marked_after(&self, epoch: u64) -> bool {
         self.epoch() > epoch
     }
@@ -260,6 +264,7 @@ impl RevocationMarks {
         }
         // Under the write lock, so `latest` never runs ahead of the maps it summarises.
         self.latest.fetch_max(self.offset(at), Ordering::Release);
+        self.made.fetch_add(1, Ordering::Release);
         drop(marks);
         self.watches.wake(target);
     }
@@ -360,6 +365,17 @@ mod tests {
         assert!(kept.sessions.contains_key(&[1; 32]));
         assert!(!kept.sessions.contains_key(&[2; 32]));
         assert_eq!(kept.order.len(), 2, "the forgotten ones left the queue");
+    }
+
+    #[test]
+    fn a_mark_made_after_one_dated_ahead_still_moves_the_epoch() {
+        let marks = marks(Duration::from_secs(60));
+        // Heard from another replica: dated a clock skew ahead.
+        marks.mark_at(MarkTarget::Session([1; 32]), Instant::now() + CLOCK_SKEW);
+        let served = marks.epoch();
+        marks.mark(MarkTarget::Session([2; 32]));
+        assert!(marks.marked_after(served));
+        assert!(!marks.marked_after(marks.epoch()));
     }
 
     #[test]
