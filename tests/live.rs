@@ -433,7 +433,9 @@ async fn expiry_and_the_maximum_age_end_them_and_an_extension_keeps_them_open() 
         .extend_if_expiring(&headers_of(&extended), Duration::from_secs(3600))
         .await
         .expect("extended");
-    println!("{outcome:?}");
+    assert!(outcome.extended(), "{outcome:?}");
+    let new_end = outcome.session().expires_at.expect("an expiry");
+    assert!(new_end > time::OffsetDateTime::now_utc() + Duration::from_secs(60));
     tokio::time::sleep_until((old_end + Duration::from_millis(300)).into()).await;
     open.still_open().await;
     let since = Instant::now();
