@@ -17,6 +17,8 @@
 //! | `KRATOS_ADMIN_TOKEN` | none | bearer token for the admin API (Ory Network API key) |
 //! | `BIND_ADDR` | `127.0.0.1:3000` | where the app listens |
 //! | `CACHE_TTL_SECS` | 60 | session cache TTL |
+//! | `CACHE_CAPACITY` | 10000 | the most sessions cached (the alternative to `CACHE_MAX_BYTES`) |
+//! | `CACHE_MAX_BYTES` | unset | bound the session cache by memory instead: at most this many bytes (at least 1048576), each session weighed by its size |
 //! | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
 //! | `LOGIN_URL` | the stand-in's login flow (none with `KRATOS_PUBLIC_URL`) | send browsers without a session there, with `return_to` |
 //! | `RECENT_AUTH_SECS` | 300 | `GET /settings` needs a sign-in within this |

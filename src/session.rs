@@ -478,7 +478,7 @@ impl RawJson {
 impl Default for RawJson {
     /// `null`.
     fn default() -> Self {
-        Self::of(&serde_json::Value::Null)
+        Self(serde_json::value::RawValue::NULL.to_owned())
     }
 }
 

@@ -9,7 +9,6 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::key::CacheKey;
 use crate::{
     client::WhoamiAnswer,
     outcome::{Outcome, Unauthenticated},
@@ -28,8 +27,8 @@ pub(crate) struct Cached {
     /// monotonic clock read instead of reading the wall clock for the session's `expires_at` on
     /// every request, and the store's sweep drops the entry past it.
     pub(super) fresh_until: Instant,
-    /// What the entry costs in memory, in bytes, reckoned once when it is made: what a cache
-    /// sized in bytes weighs it at.
+    /// The bytes the entry holds outside the cache's tables (its session), reckoned once when
+    /// it is made: what a cache sized in bytes weighs it at.
     pub(super) bytes: u32,
 }
 
@@ -86,24 +85,16 @@ impl Cached {
         }
     }
 
-    /// The bytes an entry for `answer` holds: the store's own slot and index for it, and the
-    /// session's heap (shared with requests, but kept alive by the entry).
+    /// The bytes an entry for `answer` holds outside the store: its session's (shared with
+    /// requests, but kept alive by the entry).
     fn bytes_of(answer: &CachedAnswer) -> u32 {
         let session = match answer {
             CachedAnswer::Session { session, .. } => session.heap_bytes(),
             CachedAnswer::Rejected => 0,
         };
-        u32::try_from(ENTRY_BYTES + session).unwrap_or(u32::MAX)
+        u32::try_from(session).unwrap_or(u32::MAX)
     }
 }
-
-/// What the store spends on an entry besides the session: the slot holding the key and the
-/// entry (their sizes, a link and a tag), the index's share (a 4-byte slot index and a control
-/// byte, at the load the index keeps), and room for a ghost (a recently evicted key's hash,
-/// which the store remembers for half as many keys as it holds entries). Checked against the
-/// allocator's count in `benches/memory.rs`.
-pub(super) const ENTRY_BYTES: usize =
-    size_of::<CacheKey>() + size_of::<Cached>() + 16 + 10 + 8;
 
 /// Far enough ahead to outlive the process, near enough for every clock to add it.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

@@ -324,3 +324,49 @@ fn now_fresh(cached: &Cached) -> bool {
 fn interrupted() -> Arc<Outcome> {
     Arc::new(Outcome::Unavailable(Unavailable::Interrupted))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passengers_of_a_pilot_that_never_lands_are_told_so_and_a_new_flight_can_start() {
+        let flights = Flights::default();
+        let key = CacheKey([3; 32]);
+        let Boarding::Pilot(landing) = flights.board(key) else {
+            panic!("the first lookup flies");
+        };
+        let Boarding::Passenger(mut flight) = flights.board(key) else {
+            panic!("the second boards");
+        };
+        // The pilot's task ends without an answer (a panic, a runtime shutting down).
+        drop(landing);
+        assert!(flight.wait_for(Option::is_some).await.is_err());
+        assert!(matches!(flights.board(key), Boarding::Pilot(_)));
+    }
+
+    #[tokio::test]
+    async fn every_passenger_gets_the_pilots_answer_even_one_that_boards_as_it_lands() {
+        let flights = Flights::default();
+        let key = CacheKey([4; 32]);
+        let Boarding::Pilot(landing) = flights.board(key) else {
+            panic!("the first lookup flies");
+        };
+        let Boarding::Passenger(mut early) = flights.board(key) else {
+            panic!("the second boards");
+        };
+        let outage = Arc::new(Outcome::Unavailable(Unavailable::Timeout));
+        let _ = landing.tell.send(Some(Err(Arc::clone(&outage))));
+        let Boarding::Passenger(mut late) = flights.board(key) else {
+            panic!("told but not yet off the table: still a flight to board");
+        };
+        drop(landing);
+        for flight in [&mut early, &mut late] {
+            let answer = flight.wait_for(Option::is_some).await.expect("told");
+            let Some(Err(told)) = &*answer else {
+                panic!("the outage")
+            };
+            assert!(Arc::ptr_eq(told, &outage));
+        }
+    }
+}

@@ -103,8 +103,6 @@ pub(crate) struct SessionCache {
 
 struct Inner {
     entries: Store,
-    /// Whether `entries` is sized in bytes (else in entries).
-    in_bytes: bool,
     /// The misses being asked about now, one per credential ([`fill`]).
     flights: Flights,
     lifetimes: EntryLifetime,
@@ -194,7 +192,6 @@ impl SessionCache {
         let fill_wait = lookup_deadline + Duration::from_millis(250);
         let inner = Arc::new_cyclic(|_cache: &Weak<Inner>| Inner {
             entries,
-            in_bytes: matches!(config.size, CacheSize::Bytes(_)),
             flights: Flights::default(),
             lifetimes: EntryLifetime {
                 ttl: config.ttl,
@@ -396,7 +393,7 @@ impl SessionCache {
         };
         CacheStats {
             entries: self.inner.entries.len(),
-            bytes: self.inner.in_bytes.then(|| self.inner.entries.weight()),
+            bytes: self.inner.entries.bytes(),
             stale_entries,
         }
     }

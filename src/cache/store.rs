@@ -24,9 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quick_cache::{sync::Cache, Lifecycle, Weighter};
+use quick_cache::{sync::Cache, Lifecycle, OptionsBuilder, Weighter};
 
 use super::{entry::Cached, key::CacheKey, key::PassThroughHash};
+
+/// The least share of a byte budget a shard of the store gets: the largest entry it can hold.
+/// Sessions are a few kilobytes; one with hundreds of devices or large traits stays far below.
+const MIN_SHARD_BYTES: u64 = 256 * 1024;
 
 /// How the cache is bounded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +52,8 @@ impl CacheSize {
     }
 }
 
-/// Weighs an entry at 1, or at its bytes.
+/// Weighs an entry at 1, or at the bytes it holds outside the store (its session); the store's
+/// own tables, where the key and the entry itself lie, are counted apart ([`Store::fit`]).
 #[derive(Clone, Copy)]
 struct EntryWeight {
     in_bytes: bool,
@@ -78,9 +83,17 @@ impl Lifecycle<CacheKey, Cached> for Evictions {
     }
 }
 
+/// Inserts between two fittings of a byte budget ([`Store::fit`]).
+const FIT_EVERY: u64 = 64;
+
 /// The entries, and when expired ones were last swept.
 pub(super) struct Store {
     entries: Cache<CacheKey, Cached, EntryWeight, PassThroughHash, Evictions>,
+    /// For a store sized in bytes, the budget: the entries' weights and the store's own tables
+    /// together stay within it.
+    budget: Option<u64>,
+    /// Inserts so far, to fit the budget every [`FIT_EVERY`].
+    inserts: AtomicU64,
     /// Sweeps run at most this often.
     sweep_every: Duration,
     /// When the next sweep is due, in nanoseconds after `started`.
@@ -97,15 +110,27 @@ impl Store {
             CacheSize::Entries(entries) => (entries, entries, false),
             CacheSize::Bytes(bytes) => (size.entries_hint(), bytes, true),
         };
-        let entries = Cache::with(
-            usize::try_from(items).unwrap_or(usize::MAX),
-            weight,
-            EntryWeight { in_bytes },
-            PassThroughHash,
-            Evictions,
-        );
+        let mut options = OptionsBuilder::new();
+        options
+            .estimated_items_capacity(usize::try_from(items).unwrap_or(usize::MAX))
+            .weight_capacity(weight);
+        if in_bytes {
+            // Each shard holds its share of the budget, and an entry heavier than a share is not
+            // cached at all: fewer shards, so that a share holds even a very large session.
+            let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+            let shards = usize::try_from(weight / MIN_SHARD_BYTES)
+                .unwrap_or(usize::MAX)
+                .clamp(1, parallel * 4);
+            options.shards(shards);
+        }
+        let options = options
+            .build()
+            .expect("the options set are the ones quick_cache requires");
+        let entries = Cache::with_options(options, EntryWeight { in_bytes }, PassThroughHash, Evictions);
         Self {
             entries,
+            budget: in_bytes.then_some(weight),
+            inserts: AtomicU64::new(0),
             sweep_every: sweep_every.max(Duration::from_secs(1)),
             next_sweep: AtomicU64::new(0),
             started: Instant::now(),
@@ -120,6 +145,32 @@ impl Store {
 
     pub(super) fn insert(&self, key: CacheKey, cached: Cached) {
         self.entries.insert(key, cached);
+        if self.budget.is_some() && self.inserts.fetch_add(1, Ordering::Relaxed) % FIT_EVERY == 0 {
+            self.fit();
+        }
+    }
+
+    /// Gives the entries what the byte budget leaves once the store's own tables are counted:
+    /// the slots that hold keys and entries, the index, the ghosts (keys evicted lately, which
+    /// the store remembers to admit them better), and the room the tables have grown into.
+    /// Those are read from the store, not estimated; they grow with the entries, so the entries'
+    /// share shrinks as they do, and a budget holds whatever the sessions are like. Run every
+    /// [`FIT_EVERY`] inserts: a table that doubles in between overshoots by one shard's growth
+    /// until the next fitting.
+    fn fit(&self) {
+        let Some(budget) = self.budget else { return };
+        let tables = self.tables();
+        let for_entries = budget.saturating_sub(tables).max(1);
+        let now = self.entries.capacity();
+        // Left alone for small moves: each change takes every shard's lock.
+        if now.abs_diff(for_entries) > budget / 256 {
+            self.entries.set_capacity(for_entries);
+        }
+    }
+
+    /// The bytes of the store's own tables.
+    fn tables(&self) -> u64 {
+        u64::try_from(self.entries.memory_used().total()).unwrap_or(u64::MAX)
     }
 
     pub(super) fn remove(&self, key: &CacheKey) {
@@ -131,9 +182,10 @@ impl Store {
         self.entries.len() as u64
     }
 
-    /// The entries' weight: their count, or their bytes for a store sized in bytes.
-    pub(super) fn weight(&self) -> u64 {
-        self.entries.weight()
+    /// For a store sized in bytes, what it holds: its entries' sessions and its own tables.
+    pub(super) fn bytes(&self) -> Option<u64> {
+        self.budget
+            .map(|_| self.entries.weight().saturating_add(self.tables()))
     }
 
     /// Whether a sweep is due now: the caller (a miss, off the hit path) then runs
@@ -159,6 +211,7 @@ impl Store {
             }
             fresh
         });
+        self.fit();
     }
 
     fn nanos_since_start(&self, at: Instant) -> u64 {

@@ -14,6 +14,8 @@ use tower_kratos::{authenticate::KratosLayerBuilder, KratosLayer};
 /// | `KRATOS_ADMIN_URL` | `KRATOS_PUBLIC_URL` | Kratos's admin API (extension, revocation) |
 /// | `KRATOS_ADMIN_TOKEN` | none | bearer token for the admin API (Ory Network API key) |
 /// | `CACHE_TTL_SECS` | 60 | session cache TTL |
+/// | `CACHE_CAPACITY` | 10000 | the most sessions cached (the alternative to `CACHE_MAX_BYTES`) |
+/// | `CACHE_MAX_BYTES` | unset | bound the session cache by memory instead: at most this many bytes (at least 1048576), each session weighed by its size |
 /// | `KRATOS_TIMEOUT_MS` | 3000 | deadline for one whoami call |
 /// | `EXTEND_WITHIN_SECS` | 3600 | extend sessions expiring within this (lifecycle routes) |
 /// | `STALE_IF_ERROR_SECS` | unset (off) | serve sessions up to this long past their cache entry while Kratos is unavailable |
@@ -34,6 +36,7 @@ pub struct Settings {
     pub kratos_admin_url: Option<String>,
     pub kratos_admin_token: Option<String>,
     pub cache_ttl: Duration,
+    pub cache_size: CacheSize,
     pub kratos_timeout: Duration,
     pub extend_within: Duration,
     pub stale_if_error: Option<Duration>,
@@ -44,6 +47,28 @@ pub struct Settings {
     pub tokenize_as: Option<String>,
     /// Where `GET /metrics` is served (`METRICS_ADDR`); unset, no endpoint and no recorder.
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// How the session cache is bounded: `CACHE_CAPACITY` or `CACHE_MAX_BYTES`, not both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSize {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl CacheSize {
+    fn from_env() -> Result<Self, String> {
+        match (var("CACHE_CAPACITY"), var("CACHE_MAX_BYTES")) {
+            (Some(_), Some(_)) => Err("CACHE_CAPACITY and CACHE_MAX_BYTES are alternatives: \
+                                       set one of the two"
+                .to_owned()),
+            (_, Some(_)) => Ok(Self::Bytes(parse("CACHE_MAX_BYTES", "")?)),
+            _ => Ok(Self::Entries(parse(
+                "CACHE_CAPACITY",
+                &tower_kratos::defaults::DEFAULT_CACHE_CAPACITY.to_string(),
+            )?)),
+        }
+    }
 }
 
 /// Where the shared cache's Redis is: `REDIS_URL`, `REDIS_CLUSTER_NODES`, or `REDIS_SENTINELS`
@@ -172,6 +197,7 @@ impl Settings {
             kratos_admin_url: var("KRATOS_ADMIN_URL"),
             kratos_admin_token: var("KRATOS_ADMIN_TOKEN"),
             cache_ttl: Duration::from_secs(parse("CACHE_TTL_SECS", "60")?),
+            cache_size: CacheSize::from_env()?,
             kratos_timeout: Duration::from_millis(parse("KRATOS_TIMEOUT_MS", "3000")?),
             extend_within: Duration::from_secs(parse("EXTEND_WITHIN_SECS", "3600")?),
             stale_if_error: match var("STALE_IF_ERROR_SECS") {
@@ -275,6 +301,10 @@ impl Kratos {
             .request_timeout(settings.kratos_timeout)
             .max_concurrent_lookups(settings.max_concurrent_lookups)
             .admin_url(&self.admin_url);
+        builder = match settings.cache_size {
+            CacheSize::Entries(entries) => builder.cache_capacity(entries),
+            CacheSize::Bytes(bytes) => builder.cache_max_bytes(bytes),
+        };
         if let Some(grace) = settings.stale_if_error {
             builder = builder.stale_if_error(grace);
         }
