@@ -711,8 +711,35 @@ fn cached_entries(layer: &KratosLayer) -> String {
     }
 }
 
-/// Only cache hits, for a profiler: `PROFILE_HITS=token|cookie|bare PROFILE_ITERS=N`.
+/// Only cache hits, for a profiler: `PROFILE_HITS=token|cookie|bare PROFILE_ITERS=N`, or
+/// `PROFILE_HITS=random PROFILE_SESSIONS=N`: random hits among N cached sessions.
 fn profile_hits(kind: &str, iters: u64) {
+    if kind == "random" {
+        let sessions = env_count("PROFILE_SESSIONS", 100_000);
+        let kratos = RemoteKratos::start(sessions);
+        let runtime = Runtime::new().expect("tokio runtime");
+        let credentials = kratos.credentials.clone();
+        runtime.block_on(async {
+            let layered = ServiceBuilder::new()
+                .layer(layer_with_capacity(&kratos.url, sessions))
+                .service_fn(trivial);
+            let tokens = Arc::new(credentials.iter().map(|(token, _)| token.clone()).collect());
+            fill(&layered, &tokens, StatusCode::OK).await;
+            settle().await;
+            eprintln!("filled {sessions}; profiling now");
+            let mut latencies = latencies();
+            let mut rng = SmallRng::seed_from_u64(7);
+            let started = Instant::now();
+            hits(&layered, &mut rng, &credentials, sessions, iters as usize, &mut latencies).await;
+            eprintln!(
+                "{iters} random hits among {sessions} in {:?}: p50 {} p99 {}",
+                started.elapsed(),
+                Human(latencies.at_quantile(0.5)),
+                Human(latencies.at_quantile(0.99)),
+            );
+        });
+        return;
+    }
     let kratos = RemoteKratos::start(1);
     let (token, cookie) = kratos.credentials[0].clone();
     let runtime = Runtime::new().expect("tokio runtime");
