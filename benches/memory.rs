@@ -18,12 +18,13 @@
 //! ```text
 //! cargo bench --bench memory                            # 1,000,000 sessions: ~8 GB of RAM, a few minutes
 //! MEMORY_SESSIONS=100000 cargo bench --bench memory     # a quicker fill (sizes above it are skipped)
-//! cargo test --bench memory                             # smoke test: 2,000 sessions, a 4 MiB budget
+//! cargo bench --bench memory -- --test                  # smoke test: 2,000 sessions, a 4 MiB budget
 //! ```
 //!
 //! `MEMORY_MIXED=N` sets the mixed-size sessions for the budget (default 60,000) and
-//! `MEMORY_BUDGET_MIB=N` the budget (default 64). Without `--bench` (`cargo test`, or the binary
-//! run directly) the run is a smoke test: 2,000 sessions, 6,000 mixed ones, a 4 MiB budget.
+//! `MEMORY_BUDGET_MIB=N` the budget (default 64). With `--test`, or without `--bench`
+//! (`cargo test --bench memory`, or the binary run directly), the run is a smoke test: 2,000
+//! sessions, 6,000 mixed ones, a 4 MiB budget.
 //!
 //! The Kratos stand-in runs in a child process (this binary again, with an environment
 //! variable), so the stand-in's own store of a million sessions and its request journal never
@@ -250,7 +251,9 @@ fn main() {
         profile_hits(&kind, env_count("PROFILE_ITERS", 1_000_000) as u64);
         return;
     }
-    let smoke = support::smoke_test();
+    // `cargo bench` always passes `--bench`, so `cargo bench --bench memory -- --test` is a smoke
+    // test too (as it is for criterion's benches).
+    let smoke = support::smoke_test() || std::env::args().any(|arg| arg == "--test");
     let sessions = env_count("MEMORY_SESSIONS", if smoke { 2_000 } else { 1_000_000 });
     let mixed = env_count("MEMORY_MIXED", if smoke { 6_000 } else { 60_000 });
     let budget = env_count("MEMORY_BUDGET_MIB", if smoke { 4 } else { 64 }) as u64 * MIB;
