@@ -669,7 +669,8 @@ struct BudgetReport {
     budget: u64,
     /// Mixed-size sessions sent through the layer.
     offered: usize,
-    /// `stats().cache_bytes`: what the cache weighs its entries at.
+    /// `stats().cache_bytes`: what the cache weighs its entries at (`Some` for a cache sized in
+    /// bytes).
     cache_bytes: u64,
     /// Live bytes the layer added, from before it was built to after the fill.
     measured: i64,
@@ -738,7 +739,9 @@ fn byte_budget(runtime: &Runtime, kratos: &mut RemoteKratos, budget: u64) -> Bud
     let report = BudgetReport {
         budget,
         offered: mixed.len(),
-        cache_bytes: stats.cache_bytes,
+        cache_bytes: stats
+            .cache_bytes
+            .expect("a cache sized in bytes reports its bytes"),
         measured: layer_bytes,
         entries: stats.cache_entries,
     };
@@ -866,7 +869,7 @@ fn per_session(
         session_bytes.stand_in
     );
     println!(
-        "| of which the rest: moka entry, key, expiry, sketch, hash table | {:.0} | |",
+        "| of which the rest: the store's entry, key, expiry, hash table | {:.0} | |",
         per_entry - session_bytes.stand_in as f64
     );
     println!(

@@ -305,8 +305,10 @@ async fn home(
 /// live panel on `/live/ws` that shows the close code and reason when the session ends.
 fn signed_in(session: &KratosSession, others: Result<Vec<OtherSession>, LifecycleError>) -> String {
     let identity = session.identity.as_ref();
-    let email = identity
-        .and_then(|identity| identity.traits.get("email"))
+    let traits = identity.map(|identity| identity.traits.to_value());
+    let email = traits
+        .as_ref()
+        .and_then(|traits| traits.get("email"))
         .and_then(|email| email.as_str());
     // Escaped too: the lenient model keeps a level it does not know as Kratos wrote it.
     let aal = escape_html(

@@ -17,6 +17,10 @@ pub const DEFAULT_TOKENIZED_MARGIN: Duration = Duration::from_secs(10);
 /// The default number of cached sessions.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
 
+/// The least byte budget [`cache_max_bytes`](crate::authenticate::KratosLayerBuilder::cache_max_bytes)
+/// takes: a few hundred sessions, and room in each of the cache's shards for a large one.
+pub const MIN_CACHE_BYTES: u64 = 1 << 20;
+
 /// The default connect timeout for Kratos.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -354,7 +354,8 @@ fn traits_from<T: DeserializeOwned>(
     identity
         .traits_as()
         .map_err(|_| {
-            serde_path_to_error::deserialize::<_, T>(&identity.traits)
+            let mut traits = serde_json::Deserializer::from_str(identity.traits.get());
+            serde_path_to_error::deserialize::<_, T>(&mut traits)
                 .err()
                 .map_or_else(|| "inconsistent".to_owned(), |error| without_values(&error))
         })
@@ -369,6 +370,11 @@ fn traits_from<T: DeserializeOwned>(
 /// names the value, and traits are personal data. Field names and expected types stay.
 fn without_values(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let message = error.inner().to_string();
+    // Where in the traits' text it failed says nothing the path does not.
+    let message = match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    };
     let message = ["invalid type: ", "invalid value: "]
         .iter()
         .find_map(|prefix| {

@@ -175,12 +175,67 @@ impl Session {
         self.reaches_age_at(max).is_some_and(|cap| now < cap)
     }
 
+    /// The bytes this session holds on the heap, its `Arc` included: what it costs the cache
+    /// to keep it. Counted from the lengths the parser allocated, not estimated.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let Self {
+            id,
+            active: _,
+            expires_at: _,
+            authenticated_at: _,
+            issued_at: _,
+            authenticator_assurance_level,
+            authentication_methods,
+            identity,
+            devices,
+            tokenized,
+            origin: _,
+        } = self;
+        ARC_HEADER
+            + size_of::<Self>()
+            + id.capacity()
+            + aal_bytes(authenticator_assurance_level.as_ref())
+            + list_bytes(authentication_methods, |method| {
+                optional(&method.method)
+                    + aal_bytes(method.aal.as_ref())
+                    + optional(&method.provider)
+                    + optional(&method.organization)
+            })
+            + identity.as_deref().map_or(0, Identity::heap_bytes)
+            + list_bytes(devices, |device| {
+                optional(&device.id)
+                    + optional(&device.ip_address)
+                    + optional(&device.user_agent)
+                    + optional(&device.location)
+            })
+            + optional(tokenized)
+    }
+
     /// Whether the session is active and not past `expires_at` at `now`.
     ///
     /// A session without `expires_at` is judged by `active` alone.
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
         self.active && self.expires_at.is_none_or(|expires_at| expires_at > now)
     }
+}
+
+/// An `Arc`'s two counts, ahead of its value.
+const ARC_HEADER: usize = 2 * size_of::<usize>();
+
+fn optional(text: &Option<String>) -> usize {
+    text.as_ref().map_or(0, String::capacity)
+}
+
+fn aal_bytes(aal: Option<&Aal>) -> usize {
+    match aal {
+        Some(Aal::Other(other)) => other.capacity(),
+        _ => 0,
+    }
+}
+
+/// A list's buffer, and what each element holds beyond it.
+fn list_bytes<T>(list: &Vec<T>, each: impl Fn(&T) -> usize) -> usize {
+    list.capacity() * size_of::<T>() + list.iter().map(each).sum::<usize>()
 }
 
 /// An authenticator assurance level. Unknown values are kept, not rejected.
@@ -282,13 +337,14 @@ pub struct Identity {
     /// `active` or `inactive`; an open set.
     #[serde(default)]
     pub state: Option<String>,
-    /// The identity's traits, as the schema defines them, as JSON. Read them as your own type
-    /// with [`Identity::traits_as`] (or the `KratosTraits<T>` extractor).
+    /// The identity's traits, as the schema defines them, kept as their JSON text: read them as
+    /// your own type with [`Identity::traits_as`] (or the `KratosTraits<T>` extractor), or as a
+    /// [`serde_json::Value`] with [`RawJson::to_value`].
     #[serde(default)]
-    pub traits: serde_json::Value,
-    /// Public metadata; `null` when unset.
+    pub traits: RawJson,
+    /// Public metadata, as its JSON text; `null` when unset.
     #[serde(default)]
-    pub metadata_public: serde_json::Value,
+    pub metadata_public: RawJson,
     /// Addresses that can be verified.
     #[serde(default, deserialize_with = "null_as_empty")]
     pub verifiable_addresses: Vec<VerifiableAddress>,
@@ -325,7 +381,138 @@ impl Identity {
     /// assert_eq!(traits.email, "ada@example.org");
     /// ```
     pub fn traits_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.traits)
+        self.traits.parse()
+    }
+
+    /// The bytes this identity holds on the heap, its `Arc` included.
+    fn heap_bytes(&self) -> usize {
+        let Self {
+            id,
+            external_id,
+            schema_id,
+            schema_url,
+            state,
+            traits,
+            metadata_public,
+            verifiable_addresses,
+            recovery_addresses,
+            organization_id,
+            created_at: _,
+            updated_at: _,
+        } = self;
+        ARC_HEADER
+            + size_of::<Self>()
+            + id.capacity()
+            + optional(external_id)
+            + optional(schema_id)
+            + optional(schema_url)
+            + optional(state)
+            + traits.get().len()
+            + metadata_public.get().len()
+            + list_bytes(verifiable_addresses, |address| {
+                optional(&address.id)
+                    + optional(&address.value)
+                    + optional(&address.via)
+                    + optional(&address.status)
+            })
+            + list_bytes(recovery_addresses, |address| {
+                optional(&address.id) + optional(&address.value) + optional(&address.via)
+            })
+            + optional(organization_id)
+    }
+}
+
+/// A JSON value kept as its compact text, for the parts of a session whose shape is the
+/// deployment's (an identity's traits and metadata): one allocation the size of the text,
+/// where a parsed [`serde_json::Value`] takes ten times that in maps and strings. Read it as
+/// your own type with [`parse`](Self::parse) (what [`Identity::traits_as`] does), or as a
+/// `Value` with [`to_value`](Self::to_value).
+///
+/// ```
+/// use tower_kratos::session::RawJson;
+///
+/// let traits: RawJson = serde_json::from_str(r#"{ "email": "ada@example.org" }"#).unwrap();
+/// assert_eq!(traits.get(), r#"{"email":"ada@example.org"}"#);
+/// assert_eq!(traits.to_value()["email"], "ada@example.org");
+///
+/// #[derive(serde::Deserialize)]
+/// struct Traits { email: String }
+/// assert_eq!(traits.parse::<Traits>().unwrap().email, "ada@example.org");
+/// ```
+#[derive(Clone)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text, compact.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value read as `T`.
+    ///
+    /// # Errors
+    /// When the JSON does not match `T`. The error may quote a value from the JSON.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The value as a [`serde_json::Value`] (parsed on each call).
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text was written from a `Value`: it parses back.
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// Whether the value is JSON's `null`.
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+
+    /// The text of `value`, compact.
+    fn of(value: &serde_json::Value) -> Self {
+        // Writing a `Value` fails only for a map with non-string keys, which a `Value` cannot
+        // hold.
+        serde_json::value::to_raw_value(value).map_or_else(|_| Self::default(), Self)
+    }
+}
+
+impl Default for RawJson {
+    /// `null`.
+    fn default() -> Self {
+        Self::of(&serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for RawJson {
+    fn from(value: serde_json::Value) -> Self {
+        Self::of(&value)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawJson {}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through a `Value`, so the text kept is compact whatever the body's layout, and any
+        // self-describing format can carry it.
+        serde_json::Value::deserialize(deserializer).map(|value| Self::of(&value))
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 

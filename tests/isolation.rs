@@ -221,7 +221,7 @@ async fn echo(session: KratosSession, identity: KratosIdentity) -> Json<Value> {
     Json(json!({
         "session_id": session.id,
         "identity_id": identity.id,
-        "email": identity.traits["email"],
+        "email": identity.traits.to_value()["email"],
     }))
 }
 

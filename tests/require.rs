@@ -172,7 +172,7 @@ async fn a_condition_met_and_unmet_sends_no_browser_anywhere() {
             session
                 .identity
                 .as_ref()
-                .is_some_and(|identity| identity.traits["role"] == "admin")
+                .is_some_and(|identity| identity.traits.to_value()["role"] == "admin")
         }),
     );
     let admin = kratos

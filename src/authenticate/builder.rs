@@ -10,7 +10,7 @@ use http::{request::Parts, Response};
 use crate::shared_cache::settings::SharedCacheSettings;
 use crate::{
     authenticate::KratosLayer,
-    cache::{CacheConfig, SessionCache},
+    cache::{CacheConfig, CacheSize, SessionCache},
     client::{AdminApi, Admission, AdmissionConfig, KratosClient},
     config::{
         client_builder, is_loopback_host, parse_http_url, without_userinfo, BuildError, Mode,
@@ -19,7 +19,7 @@ use crate::{
     cross_origin::CrossOrigin,
     defaults::{
         DEFAULT_ADMIN_TIMEOUT, DEFAULT_BACKOFF_AFTER_FAILURES, DEFAULT_BACKOFF_MAX,
-        DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, MIN_CACHE_BYTES, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS,
         DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKENIZED_MARGIN, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF,
         MAX_EXTEND_COOLDOWN, MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
@@ -58,6 +58,9 @@ pub struct KratosLayerBuilder<R = DefaultRejection> {
     shared_cache: SharedCacheSettings,
     tokenize_as: Option<String>,
     watch_connections: bool,
+    /// Which of `cache_capacity` and `cache_max_bytes` was set, if one was: they are
+    /// alternatives.
+    cache_size_set: Option<&'static str>,
     error: Option<BuildError>,
 }
 
@@ -134,7 +137,7 @@ impl KratosLayerBuilder {
             mode: Mode::Required,
             cache: CacheConfig {
                 ttl: DEFAULT_CACHE_TTL,
-                capacity: DEFAULT_CACHE_CAPACITY,
+                size: CacheSize::Entries(DEFAULT_CACHE_CAPACITY),
                 negative_ttl: None,
                 stale_grace: None,
                 max_session_age: None,
@@ -172,6 +175,7 @@ impl KratosLayerBuilder {
             shared_cache: SharedCacheSettings::default(),
             tokenize_as: None,
             watch_connections: true,
+            cache_size_set: None,
             error: None,
         }
     }
@@ -421,10 +425,58 @@ impl<R> KratosLayerBuilder<R> {
         self
     }
 
-    /// The most sessions kept in the cache; the least recently useful are evicted first.
-    /// Default: 10,000.
+    /// The most sessions kept in the cache; the least useful (seldom or not lately used) are
+    /// evicted first. Default: 10,000. [`cache_max_bytes`](Self::cache_max_bytes) is the
+    /// alternative: set one of the two.
     pub fn cache_capacity(mut self, capacity: u64) -> Self {
-        self.cache.capacity = capacity;
+        if capacity == 0 {
+            self.fail(BuildError::setting("cache_capacity", "must not be zero"));
+        }
+        self.cache_size("cache_capacity", CacheSize::Entries(capacity))
+    }
+
+    /// Bounds the cache by memory instead of by count: its entries never weigh more than
+    /// `bytes` in all, each weighed by its real size (the parsed session, with its traits,
+    /// devices and addresses, and the cache's own bookkeeping for it), so a budget holds
+    /// whatever the sessions are like. The alternative to
+    /// [`cache_capacity`](Self::cache_capacity); set one of the two. At least 1 MiB.
+    ///
+    /// With [`stale_if_error`](Self::stale_if_error) on, the sessions kept for outages have a
+    /// budget of their own of the same size; they are mostly the cached sessions themselves
+    /// (shared, not copied), so the two together take little more than `bytes`.
+    ///
+    /// ```
+    /// use tower_kratos::KratosLayer;
+    ///
+    /// // About 300,000 typical sessions in 512 MiB, or fewer large ones.
+    /// let layer = KratosLayer::builder("http://127.0.0.1:4433")
+    ///     .cache_max_bytes(512 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(layer);
+    /// ```
+    pub fn cache_max_bytes(mut self, bytes: u64) -> Self {
+        if bytes < MIN_CACHE_BYTES {
+            self.fail(BuildError::setting(
+                "cache_max_bytes",
+                "must be at least 1 MiB (1048576)",
+            ));
+        }
+        self.cache_size("cache_max_bytes", CacheSize::Bytes(bytes))
+    }
+
+    fn cache_size(mut self, setting: &'static str, size: CacheSize) -> Self {
+        match self.cache_size_set {
+            Some(other) if other != setting => self.fail(BuildError::setting(
+                setting,
+                "is the alternative to cache_capacity (entries) and cache_max_bytes (bytes): \
+                 set one of the two",
+            )),
+            _ => {
+                self.cache_size_set = Some(setting);
+                self.cache.size = size;
+            }
+        }
         self
     }
 
@@ -867,6 +919,7 @@ impl<R> KratosLayerBuilder<R> {
             shared_cache: self.shared_cache,
             tokenize_as: self.tokenize_as,
             watch_connections: self.watch_connections,
+            cache_size_set: self.cache_size_set,
             error: self.error,
         }
     }
@@ -915,9 +968,6 @@ impl<R> KratosLayerBuilder<R> {
             "public_url",
             parse_http_url("public_url", &self.public_url)?,
         )?;
-        if self.cache.capacity == 0 {
-            return Err(BuildError::setting("cache_capacity", "must not be zero"));
-        }
         if !self.cookie_names.is_valid() {
             return Err(BuildError::setting(
                 "cookie_names",
@@ -963,7 +1013,7 @@ impl<R> KratosLayerBuilder<R> {
                 extension.within,
                 self.cache.max_session_age,
                 extension.cooldown,
-                self.cache.capacity,
+                self.cache.size.entries_hint(),
             ),
             relay_set_cookie: extension.relay_set_cookie,
             watch_connections: self.watch_connections,
@@ -1107,6 +1157,22 @@ mod tests {
             ),
             (
                 KratosLayer::builder("http://k").cache_capacity(0),
+                "cache_capacity",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_max_bytes(MIN_CACHE_BYTES - 1),
+                "cache_max_bytes",
+            ),
+            (
+                KratosLayer::builder("http://k")
+                    .cache_capacity(100)
+                    .cache_max_bytes(MIN_CACHE_BYTES),
+                "cache_max_bytes",
+            ),
+            (
+                KratosLayer::builder("http://k")
+                    .cache_max_bytes(MIN_CACHE_BYTES)
+                    .cache_capacity(100),
                 "cache_capacity",
             ),
             (

@@ -109,6 +109,7 @@ impl<R> KratosLayer<R> {
         let (watched_credentials, watched_connections) = state.cache.watched();
         LayerStats {
             cache_entries: cache.entries,
+            cache_bytes: cache.bytes,
             stale_entries: cache.stale_entries,
             lookups_in_flight: admission.in_flight(),
             backing_off: admission.backing_off(),
@@ -159,6 +160,10 @@ pub struct LayerStats {
     /// Entries in the session cache: sessions, and 401s when
     /// [`cache_rejections`](crate::authenticate::KratosLayerBuilder::cache_rejections) is on.
     pub cache_entries: u64,
+    /// What the cached entries weigh, in bytes, when the cache is sized in bytes
+    /// ([`cache_max_bytes`](crate::authenticate::KratosLayerBuilder::cache_max_bytes)); `None`
+    /// when it counts entries.
+    pub cache_bytes: Option<u64>,
     /// Sessions kept for [`stale_if_error`](crate::authenticate::KratosLayerBuilder::stale_if_error) (0 when
     /// it is off).
     pub stale_entries: u64,

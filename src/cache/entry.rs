@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moka::Expiry;
 use time::OffsetDateTime;
 
 use super::key::CacheKey;
@@ -25,10 +24,13 @@ pub(crate) struct Cached {
     /// When the whoami call (or extension) behind this answer was *sent*: a revocation made
     /// after this instant may not be reflected in it.
     pub(super) asked_at: Instant,
-    /// The end of the entry's lifetime, fixed when it is stored: moka expires the entry then,
-    /// and a hit checks it against one monotonic clock read instead of reading the wall clock
-    /// for the session's `expires_at` on every request.
+    /// The end of the entry's lifetime, fixed when it is stored: a hit checks it against one
+    /// monotonic clock read instead of reading the wall clock for the session's `expires_at` on
+    /// every request, and the store's sweep drops the entry past it.
     pub(super) fresh_until: Instant,
+    /// What the entry costs in memory, in bytes, reckoned once when it is made: what a cache
+    /// sized in bytes weighs it at.
+    pub(super) bytes: u32,
 }
 
 /// The part of a whoami answer worth keeping.
@@ -74,14 +76,34 @@ impl Cached {
     ) -> Self {
         let left = Duration::try_from(ends_at - now).unwrap_or(Duration::ZERO);
         let now = Instant::now();
+        let bytes = Self::bytes_of(&answer);
         Self {
             answer,
             asked_at,
             // Beyond what the monotonic clock can count: as good as never.
             fresh_until: now.checked_add(left).unwrap_or(now + FOREVER),
+            bytes,
         }
     }
+
+    /// The bytes an entry for `answer` holds: the store's own slot and index for it, and the
+    /// session's heap (shared with requests, but kept alive by the entry).
+    fn bytes_of(answer: &CachedAnswer) -> u32 {
+        let session = match answer {
+            CachedAnswer::Session { session, .. } => session.heap_bytes(),
+            CachedAnswer::Rejected => 0,
+        };
+        u32::try_from(ENTRY_BYTES + session).unwrap_or(u32::MAX)
+    }
 }
+
+/// What the store spends on an entry besides the session: the slot holding the key and the
+/// entry (their sizes, a link and a tag), the index's share (a 4-byte slot index and a control
+/// byte, at the load the index keeps), and room for a ghost (a recently evicted key's hash,
+/// which the store remembers for half as many keys as it holds entries). Checked against the
+/// allocator's count in `benches/memory.rs`.
+pub(super) const ENTRY_BYTES: usize =
+    size_of::<CacheKey>() + size_of::<Cached>() + 16 + 10 + 8;
 
 /// Far enough ahead to outlive the process, near enough for every clock to add it.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -221,26 +243,6 @@ impl EntryLifetime {
 pub(super) fn time_until(at: OffsetDateTime) -> Duration {
     let left = at - OffsetDateTime::now_utc();
     Duration::try_from(left).unwrap_or(Duration::ZERO)
-}
-
-/// moka expires each entry at the `fresh_until` it was stored with.
-pub(super) struct UntilFresh;
-
-impl Expiry<CacheKey, Cached> for UntilFresh {
-    fn expire_after_create(&self, _: &CacheKey, value: &Cached, now: Instant) -> Option<Duration> {
-        Some(value.fresh_until.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &CacheKey,
-        value: &Cached,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        // A replaced entry (a refreshed session) gets a lifetime of its own, not the old one's.
-        Some(value.fresh_until.saturating_duration_since(now))
-    }
 }
 
 #[cfg(test)]

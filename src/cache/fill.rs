@@ -1,12 +1,24 @@
 //! The miss path: one whoami call shared by every concurrent lookup of a credential, on a task of
 //! its own, and what each lookup learns from it.
+//!
+//! The first lookup of a missing credential takes off a *flight*; the lookups that miss while
+//! it is in the air board it and wait for its answer, which they all get (an entry, or the one
+//! outcome that was not cached: an outage answers every waiter, it is not asked again by each).
+//! A flight lands in the store before it leaves the table of flights, so a lookup never finds
+//! neither and asks Kratos a second time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use http::HeaderValue;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{
     entry::{Cached, CachedAnswer},
-    key::CacheKey,
+    key::{CacheKey, PassThroughHash},
     second_level::SecondLevel,
     SessionCache,
 };
@@ -90,10 +102,66 @@ impl Lookup {
     }
 }
 
-/// What the shared fill gave one lookup: the entry (or why there is none) and, for the lookup
-/// whose call asked Kratos, the `Set-Cookie` of that answer (only it relays them).
+/// A flight's answer: the entry it stored, or the outcome it did not cache.
+type Answer = Result<Cached, Arc<Outcome>>;
+
+/// The flights in the air, one per credential: as many as there are distinct credentials
+/// missing at once (each a task waiting on Kratos through the client's admission).
+#[derive(Default)]
+pub(super) struct Flights {
+    flying: Mutex<HashMap<CacheKey, watch::Receiver<Option<Answer>>, PassThroughHash>>,
+}
+
+/// What a lookup does about a miss.
+enum Boarding<'a> {
+    /// Fly: ask, store, then tell the others.
+    Pilot(Landing<'a>),
+    /// Wait for the flight in the air.
+    Passenger(watch::Receiver<Option<Answer>>),
+}
+
+/// The pilot's side of a flight. Dropped, it leaves the table of flights; dropped before it
+/// told its answer (its task panicked), the passengers see the sender gone and are answered
+/// that the lookup was interrupted, instead of waiting for ever.
+struct Landing<'a> {
+    flights: &'a Flights,
+    key: CacheKey,
+    tell: watch::Sender<Option<Answer>>,
+}
+
+impl Flights {
+    fn board(&self, key: CacheKey) -> Boarding<'_> {
+        let mut flying = self.flying.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = flying.get(&key) {
+            return Boarding::Passenger(flight.clone());
+        }
+        let (tell, hear) = watch::channel(None);
+        flying.insert(key, hear);
+        Boarding::Pilot(Landing {
+            flights: self,
+            key,
+            tell,
+        })
+    }
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        self.flights
+            .flying
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// What the shared fill gave one lookup: the entry (or why there is none), whether this
+/// lookup's flight asked for it, and, for that lookup, the `Set-Cookie` of the answer (only it
+/// relays them).
 struct Filled {
-    entry: Result<moka::Entry<CacheKey, Cached>, std::sync::Arc<Outcome>>,
+    entry: Answer,
+    /// This lookup flew: the entry is its own answer, not one it waited for.
+    flew: bool,
     set_cookies: Vec<HeaderValue>,
     /// The entry came from the shared cache, not from Kratos.
     shared: bool,
@@ -125,6 +193,7 @@ impl SessionCache {
         );
         let Ok(Filled {
             entry,
+            flew,
             set_cookies,
             shared,
         }) = task.await
@@ -134,15 +203,12 @@ impl SessionCache {
             return (Lookup::new(interrupted, CacheStatus::Miss), None);
         };
         match entry {
-            Ok(entry) => {
-                let status = if entry.is_fresh() && shared {
-                    CacheStatus::Shared
-                } else if entry.is_fresh() {
-                    CacheStatus::Miss
-                } else {
-                    CacheStatus::Coalesced
+            Ok(cached) => {
+                let status = match (flew, shared) {
+                    (true, true) => CacheStatus::Shared,
+                    (true, false) => CacheStatus::Miss,
+                    (false, _) => CacheStatus::Coalesced,
                 };
-                let cached = entry.into_value();
                 let lookup = Lookup {
                     set_cookies,
                     ..Lookup::new(cached.answer.clone().into_outcome(), status)
@@ -156,8 +222,8 @@ impl SessionCache {
         }
     }
 
-    /// Joins the credential's fill, or starts it: the first lookup gets the answer, the others
-    /// wait for it (moka's `entry().or_try_insert_with`).
+    /// Joins the credential's flight, or takes off: the first lookup gets the answer, the
+    /// others wait for it.
     async fn fill_shared(
         &self,
         key: CacheKey,
@@ -166,49 +232,95 @@ impl SessionCache {
         client: &KratosClient,
         fresh: bool,
     ) -> Filled {
+        let landing = match self.inner.flights.board(key) {
+            Boarding::Pilot(landing) => landing,
+            Boarding::Passenger(mut flight) => {
+                let entry = match flight.wait_for(Option::is_some).await {
+                    Ok(answer) => answer.clone().unwrap_or_else(|| Err(interrupted())),
+                    Err(_) => Err(interrupted()),
+                };
+                return Filled {
+                    entry,
+                    flew: false,
+                    set_cookies: Vec::new(),
+                    shared: false,
+                };
+            }
+        };
+        // A flight that landed between this lookup's miss and its boarding stored its entry.
+        if let Some(cached) = self.inner.entries.get(&key) {
+            if now_fresh(&cached) {
+                let _ = landing.tell.send(Some(Ok(cached.clone())));
+                return Filled {
+                    entry: Ok(cached),
+                    flew: false,
+                    set_cookies: Vec::new(),
+                    shared: false,
+                };
+            }
+        }
         let mut set_cookies = Vec::new();
         let mut shared = false;
         // Where a miss gets its answer, once for all its waiters: the shared second level (if
         // any) before Kratos, and Kratos's answer shared with the other replicas.
-        let answer = async {
-            let claim = match self.second_level(key, fresh).await {
-                SecondLevel::Served(cached) => {
-                    shared = true;
-                    return Ok(cached);
-                }
-                SecondLevel::Ask(claim) => claim,
-            };
-            let mut answer = client.whoami(credential, correlation, fresh).await;
-            set_cookies = std::mem::take(&mut answer.set_cookies);
-            let entry = self.inner.lifetimes.entry_for(answer);
-            self.share(&key, entry.as_ref().ok(), claim);
-            entry
+        let entry = match self.second_level(key, fresh).await {
+            SecondLevel::Served(cached) => {
+                shared = true;
+                Ok(cached)
+            }
+            SecondLevel::Ask(claim) => {
+                let mut answer = client.whoami(credential, correlation, fresh).await;
+                set_cookies = std::mem::take(&mut answer.set_cookies);
+                let entry = self.inner.lifetimes.entry_for(answer);
+                self.share(&key, entry.as_ref().ok(), claim);
+                entry.map_err(Arc::new)
+            }
         };
-        let entry = self
-            .inner
-            .entries
-            .entry(key)
-            .or_try_insert_with(answer)
-            .await;
+        if let Ok(cached) = &entry {
+            self.inner.entries.insert(key, cached.clone());
+        }
+        // Landed: in the store first, then told, then off the table (as `landing` drops).
+        let _ = landing.tell.send(Some(entry.clone()));
+        drop(landing);
         self.report_size();
+        self.sweep_if_due();
         if let Some(stale) = &self.inner.stale {
             // A session Kratos just confirmed is kept for outages; one it just refused (revoked,
             // expired, step-up needed) is never served stale.
             match &entry {
-                Ok(entry) if entry.is_fresh() => match entry.value().answer {
-                    CachedAnswer::Session { .. } => stale.keep(key, entry.value()).await,
+                Ok(cached) => match cached.answer {
+                    CachedAnswer::Session { .. } => stale.keep(key, cached).await,
                     CachedAnswer::Rejected => stale.forget(&key).await,
                 },
                 Err(refused) if !matches!(**refused, Outcome::Unavailable(_)) => {
                     stale.forget(&key).await;
                 }
-                _ => {}
+                Err(_) => {}
             }
         }
         Filled {
             entry,
+            flew: true,
             set_cookies,
             shared,
         }
     }
+
+    /// Sweeps the store's expired entries when a sweep is due: on a blocking thread, since a
+    /// large store takes milliseconds, and off every request's path.
+    fn sweep_if_due(&self) {
+        if self.inner.entries.sweep_due() {
+            let cache = self.clone();
+            tokio::task::spawn_blocking(move || cache.inner.entries.sweep());
+        }
+    }
+}
+
+/// Whether an entry found in the store has not reached its end.
+fn now_fresh(cached: &Cached) -> bool {
+    std::time::Instant::now() < cached.fresh_until
+}
+
+fn interrupted() -> Arc<Outcome> {
+    Arc::new(Outcome::Unavailable(Unavailable::Interrupted))
 }

@@ -1,11 +1,12 @@
 //! The session cache: whoami answers keyed by a keyed hash of the credential ([`key`]), each
 //! entry bounded by the configured TTL, Kratos's `Ory-Session-Cache-For` hint and the session's
-//! own `expires_at` ([`entry`]). Hits are read from a small table in front of moka ([`hot`]);
-//! concurrent misses of one credential share one whoami call ([`fill`]). Revocations made
+//! own `expires_at` ([`entry`]), in a store bounded in entries or bytes whose hits stay as cheap
+//! with a million entries as with a hundred ([`store`]); concurrent misses of one credential
+//! share one whoami call ([`fill`]). Revocations made
 //! through this process outdate entries at once ([`revocation`]); with stale-if-error on, a
 //! second store keeps sessions for lookups that end with Kratos unavailable ([`stale`]).
 //!
-//! A lookup, in order: the hot table, moka, then the miss path ([`SessionCache::lookup_keyed`]):
+//! A lookup, in order: the store, then the miss path ([`SessionCache::lookup_keyed`]):
 //! one shared fill that asks Kratos through the client's admission, then stale-if-error when
 //! Kratos could not answer. A cached entry is served whatever the admission says: the back-off
 //! guards Kratos, not the cache.
@@ -13,23 +14,20 @@
 mod connections;
 mod entry;
 mod fill;
-mod hot;
 mod key;
 mod recheck;
 mod revocation;
 mod second_level;
 mod stale;
+mod store;
 #[cfg(all(feature = "redis", feature = "jwt"))]
 mod watch;
 
 use std::{
     any::Any,
-    future::Future,
     sync::{Arc, OnceLock, Weak},
     time::{Duration, Instant},
 };
-
-use moka::future::Cache;
 
 pub use self::connections::Ended;
 #[cfg(all(feature = "redis", feature = "jwt"))]
@@ -40,15 +38,17 @@ pub(crate) use self::{
     key::CacheKey,
     revocation::Revoked,
     second_level::SharedCacheSetting,
+    store::CacheSize,
 };
 use self::{
-    entry::{CachedAnswer, EntryLifetime, UntilFresh},
-    hot::HotTable,
-    key::{HashKeys, Keys, PassThroughHash},
+    entry::{CachedAnswer, EntryLifetime},
+    fill::Flights,
+    key::{HashKeys, Keys},
     recheck::Refusals,
     revocation::RevocationMarks,
     second_level::Level,
     stale::StaleStore,
+    store::Store,
 };
 use crate::{
     client::{Correlation, KratosClient},
@@ -61,7 +61,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub(crate) struct CacheConfig {
     pub(crate) ttl: Duration,
-    pub(crate) capacity: u64,
+    pub(crate) size: CacheSize,
     pub(crate) negative_ttl: Option<Duration>,
     /// Stale-if-error: how long past its entry a session may still be served while Kratos is
     /// unavailable. `None`: off.
@@ -90,6 +90,8 @@ impl CacheConfig {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CacheStats {
     pub(crate) entries: u64,
+    /// What the entries weigh in bytes, for a cache sized in bytes.
+    pub(crate) bytes: Option<u64>,
     pub(crate) stale_entries: u64,
 }
 
@@ -100,9 +102,11 @@ pub(crate) struct SessionCache {
 }
 
 struct Inner {
-    entries: Cache<CacheKey, entry::Cached, PassThroughHash>,
-    /// The entries hits were served from lately, read before `entries` (see [`HotTable`]).
-    hot: HotTable,
+    entries: Store,
+    /// Whether `entries` is sized in bytes (else in entries).
+    in_bytes: bool,
+    /// The misses being asked about now, one per credential ([`fill`]).
+    flights: Flights,
     lifetimes: EntryLifetime,
     /// One key for tokens, one for cookies, so the two kinds can never share an entry.
     keys: HashKeys,
@@ -144,7 +148,7 @@ impl SessionCache {
     pub(super) fn report_size(&self) {
         #[cfg(feature = "metrics")]
         {
-            let count = self.inner.entries.entry_count();
+            let count = self.inner.entries.len();
             let before = self
                 .inner
                 .reported_entries
@@ -157,7 +161,7 @@ impl SessionCache {
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionCache")
-            .field("entries", &self.inner.entries.entry_count())
+            .field("entries", &self.inner.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -173,18 +177,8 @@ impl SessionCache {
         lookup_deadline: Duration,
         shared: SharedCacheSetting,
     ) -> Result<Self, getrandom::Error> {
-        let entries = Cache::builder()
-            .name("tower-kratos sessions")
-            .max_capacity(config.capacity)
-            .expire_after(UntilFresh);
-        // Only with the metrics: a listener makes moka queue a notification per removal.
-        #[cfg(feature = "metrics")]
-        let entries = entries.eviction_listener(|_key, _entry, cause| match cause {
-            moka::notification::RemovalCause::Size => crate::metrics::cache_eviction("size"),
-            moka::notification::RemovalCause::Expired => crate::metrics::cache_eviction("expired"),
-            _ => {}
-        });
-        let entries = entries.build_with_hasher(PassThroughHash);
+        // Expired entries are swept once per TTL: none outlives its end by more than that.
+        let entries = Store::new(config.size, config.ttl);
         #[cfg(feature = "redis")]
         let keys = match &shared {
             Some(settings) => Keys::derive(&settings.secret),
@@ -200,7 +194,8 @@ impl SessionCache {
         let fill_wait = lookup_deadline + Duration::from_millis(250);
         let inner = Arc::new_cyclic(|_cache: &Weak<Inner>| Inner {
             entries,
-            hot: HotTable::for_capacity(config.capacity),
+            in_bytes: matches!(config.size, CacheSize::Bytes(_)),
+            flights: Flights::default(),
             lifetimes: EntryLifetime {
                 ttl: config.ttl,
                 max_session_age: config.max_session_age,
@@ -210,10 +205,10 @@ impl SessionCache {
                 origin: _cache.clone(),
             },
             revoked: RevocationMarks::new(retention, keys.marks.clone()),
-            refusals: Refusals::new(config.capacity, config.ttl),
+            refusals: Refusals::new(config.size.entries_hint(), config.ttl),
             stale: config
                 .stale_grace
-                .map(|grace| StaleStore::new(grace, config.capacity)),
+                .map(|grace| StaleStore::new(grace, config.size)),
             #[cfg(feature = "redis")]
             second_level: shared.as_ref().map(|settings| {
                 Level::new(settings, &keys.seal, retention, fill_wait, _cache.clone())
@@ -260,30 +255,12 @@ impl SessionCache {
         self.inner.keys.key_for_found(found)
     }
 
-    /// The cached outcome for this key when it can be served now, found without waiting: from
-    /// the hot table, else from moka, whose `get` is polled once (it is ready at once unless
-    /// the cache is busy with maintenance; then `None`, and the caller takes the ordinary
-    /// path). This lets a cache hit skip boxing a lookup future.
+    /// The cached outcome for this key when it can be served now: a hit, found without
+    /// waiting or boxing a lookup future. `None` sends the caller down the ordinary path.
     pub(crate) fn hit_now(&self, key: &CacheKey) -> Option<Outcome> {
-        let inner = &*self.inner;
-        let now = Instant::now();
-        if let Some(cached) = inner.hot.get(key, now) {
-            if self.serves(key, &cached, now) {
-                return Some(cached.answer.into_outcome());
-            }
-            // Outdated by a revocation; the lookup the caller falls back on replaces it.
-            inner.hot.remove(key);
-            return None;
-        }
-        let mut get = std::pin::pin!(inner.entries.get(key));
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match get.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(Some(cached)) if self.serves(key, &cached, now) => {
-                inner.hot.offer(*key, &cached);
-                Some(cached.answer.into_outcome())
-            }
-            _ => None,
-        }
+        let cached = self.inner.entries.get(key)?;
+        self.serves(key, &cached, Instant::now())
+            .then(|| cached.answer.into_outcome())
     }
 
     /// The outcome for this credential: from the cache while it is fresh, else from one whoami
@@ -295,7 +272,7 @@ impl SessionCache {
     }
 
     /// [`SessionCache::lookup`] with the key already computed (the layer hashed the credential
-    /// for its hit check): moka, then the miss path.
+    /// for its hit check): the store, then the miss path.
     pub(crate) async fn lookup_keyed(
         &self,
         key: CacheKey,
@@ -307,13 +284,12 @@ impl SessionCache {
         // After a revocation made here, Kratos's own session cache (Ory Network) may not know
         // it yet: that whoami asks for a fresh read.
         let mut fresh = false;
-        if let Some(cached) = inner.entries.get(&key).await {
+        if let Some(cached) = inner.entries.get(&key) {
             if self.serves(&key, &cached, Instant::now()) {
-                inner.hot.offer(key, &cached);
                 return Lookup::hit(cached.answer.into_outcome());
             }
             fresh = inner.revoked.outdates(&key, &cached);
-            self.forget(&key).await;
+            self.forget(&key);
         }
         let fresh = fresh || inner.revoked.marks_credential(&key);
         let (lookup, cached) = self.fill(key, credential, correlation, client, fresh).await;
@@ -321,7 +297,7 @@ impl SessionCache {
             // The call may have been sent before a revocation that has returned since: ask once
             // more (whoever revoked it has marked it, so this is not a loop).
             Some(cached) if inner.revoked.outdates(&key, &cached) => {
-                self.forget(&key).await;
+                self.forget(&key);
                 self.fill(key, credential, correlation, client, true)
                     .await
                     .0
@@ -356,10 +332,9 @@ impl SessionCache {
         live && now < cached.fresh_until && !self.inner.revoked.outdates(key, cached)
     }
 
-    /// Drops this key's entry from the cache and from the hot table.
-    async fn forget(&self, key: &CacheKey) {
-        self.inner.hot.remove(key);
-        self.inner.entries.invalidate(key).await;
+    /// Drops this key's entry.
+    fn forget(&self, key: &CacheKey) {
+        self.inner.entries.remove(key);
     }
 
     /// Drops what this process holds for a credential Kratos has just said it does not know
@@ -367,7 +342,7 @@ impl SessionCache {
     /// marked or published, since nothing was revoked (a made-up cookie costs no mark).
     pub(crate) async fn forget_credential(&self, credential: &Credential) {
         let key = self.key_for(credential);
-        self.forget(&key).await;
+        self.forget(&key);
         if let Some(stale) = &self.inner.stale {
             stale.forget(&key).await;
         }
@@ -410,21 +385,20 @@ impl SessionCache {
             stale.keep(key, &cached).await;
         }
         self.share(&key, Some(&cached), None);
-        // The hot table too, or hits would go on being served the session as it was before.
-        inner.hot.put(key, &cached);
-        inner.entries.insert(key, cached).await;
+        inner.entries.insert(key, cached);
     }
 
-    /// A snapshot for [`KratosLayer::stats`](crate::KratosLayer::stats): runs the stores'
-    /// pending maintenance first, so inserts and removals are counted.
+    /// A snapshot for [`KratosLayer::stats`](crate::KratosLayer::stats): sweeps expired
+    /// entries first, so that only servable ones are counted.
     pub(crate) async fn stats(&self) -> CacheStats {
-        self.inner.entries.run_pending_tasks().await;
+        self.inner.entries.sweep();
         let stale_entries = match &self.inner.stale {
             Some(stale) => stale.len().await,
             None => 0,
         };
         CacheStats {
-            entries: self.inner.entries.entry_count(),
+            entries: self.inner.entries.len(),
+            bytes: self.inner.in_bytes.then(|| self.inner.entries.weight()),
             stale_entries,
         }
     }
@@ -448,7 +422,7 @@ mod tests {
     fn config(stale_grace: Option<Duration>) -> CacheConfig {
         CacheConfig {
             ttl: TTL,
-            capacity: 100,
+            size: CacheSize::Entries(100),
             negative_ttl: None,
             stale_grace,
             max_session_age: None,

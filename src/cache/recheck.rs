@@ -12,17 +12,14 @@
 //! So a client that asks a refused route in a loop costs at most one whoami per credential per
 //! [`RECHECK_SPACING`] on each replica, and one that is sent to the flow and comes back is
 //! asked about at once, however quickly it came back. Concurrent rechecks of one entry make one
-//! call: they are serialised on the key by moka's `and_compute_with`, and the ones after the
-//! first find the entry already replaced.
+//! call: they are serialised on the credential's refusal (moka's `and_compute_with`), and the
+//! ones after the first find the entry already replaced.
 
 use std::time::{Duration, Instant};
 
 use crate::defaults::RECHECK_SPACING;
 
-use moka::{
-    future::Cache,
-    ops::compute::{CompResult, Op},
-};
+use moka::{future::Cache, ops::compute::Op};
 
 use super::{entry::Cached, key::CacheKey, key::PassThroughHash, SessionCache};
 use crate::{
@@ -30,6 +27,16 @@ use crate::{
     credentials::Credential,
     outcome::Outcome,
 };
+
+/// What a recheck came to.
+enum Rechecked {
+    /// The entry is (now) this newer one.
+    Replaced(Cached),
+    /// Kratos refused the credential: its entry is dropped, and this is the answer.
+    Uncached(Outcome),
+    /// The refusal stands on the entry as it is.
+    Stands,
+}
 
 /// The last refusal of a credential's entry.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +77,7 @@ impl SessionCache {
     ) -> Option<Outcome> {
         let inner = &*self.inner;
         let key = self.key_for(credential);
-        let refused = inner.entries.get(&key).await?;
+        let refused = inner.entries.get(&key)?;
         let now = Instant::now();
         let last = inner.refusals.table.get(&key).await;
         let due = last.is_some_and(|last| {
@@ -107,62 +114,70 @@ impl SessionCache {
         client: &KratosClient,
     ) -> Option<Outcome> {
         let inner = &*self.inner;
-        let mut uncached = None;
-        let computed = inner
-            .entries
+        let mut rechecked = Rechecked::Stands;
+        inner
+            .refusals
+            .table
             .entry(key)
-            .and_compute_with(|current| {
-                let stale = current.is_some_and(|entry| entry.value().asked_at == refused_asked_at);
-                let uncached = &mut uncached;
+            .and_compute_with(|_refusal| {
+                let rechecked = &mut rechecked;
                 async move {
-                    if !stale {
-                        return Op::Nop;
-                    }
-                    // Not shared: a recheck is this replica's own business (the other
-                    // replicas recheck their entries when they refuse them).
-                    let answer = client.whoami(credential, &Correlation::NONE, true).await;
-                    match inner.lifetimes.entry_for(answer) {
-                        Ok(cached) => Op::Put(cached),
-                        // Kratos could not say: the refusal stands on the entry as it is.
-                        Err(Outcome::Unavailable(_)) => Op::Nop,
-                        Err(refused) => {
-                            *uncached = Some(refused);
-                            Op::Remove
+                    *rechecked = match inner.entries.get(&key) {
+                        Some(current) if current.asked_at == refused_asked_at => {
+                            self.recheck(key, credential, client).await
                         }
-                    }
+                        // A concurrent recheck replaced it.
+                        Some(newer) => Rechecked::Replaced(newer),
+                        None => Rechecked::Stands,
+                    };
+                    // The refusal itself is kept as it is.
+                    Op::Nop
                 }
             })
             .await;
-        let replaced = match computed {
-            CompResult::Inserted(entry) | CompResult::ReplacedWith(entry) => {
+        match rechecked {
+            Rechecked::Replaced(replaced) => self.took_over(key, replaced),
+            Rechecked::Uncached(outcome) => Some(outcome),
+            Rechecked::Stands => None,
+        }
+    }
+
+    /// Asks Kratos about the refused entry's credential, and replaces or drops the entry.
+    async fn recheck(
+        &self,
+        key: CacheKey,
+        credential: &Credential,
+        client: &KratosClient,
+    ) -> Rechecked {
+        let inner = &*self.inner;
+        // Not shared: a recheck is this replica's own business (the other replicas recheck
+        // their entries when they refuse them).
+        let answer = client.whoami(credential, &Correlation::NONE, true).await;
+        match inner.lifetimes.entry_for(answer) {
+            Ok(cached) => {
                 if let Some(stale) = &inner.stale {
-                    stale.keep(key, entry.value()).await;
+                    stale.keep(key, &cached).await;
                 }
-                entry.into_value()
+                inner.entries.insert(key, cached.clone());
+                Rechecked::Replaced(cached)
             }
-            CompResult::Unchanged(entry) if entry.value().asked_at != refused_asked_at => {
-                entry.into_value()
-            }
-            CompResult::Removed(_) => {
-                self.forget(&key).await;
+            // Kratos could not say: the refusal stands on the entry as it is.
+            Err(Outcome::Unavailable(_)) => Rechecked::Stands,
+            Err(refused) => {
+                self.forget(&key);
                 if let Some(stale) = &inner.stale {
                     stale.forget(&key).await;
                 }
-                return uncached;
+                Rechecked::Uncached(refused)
             }
-            CompResult::Unchanged(_) | CompResult::StillNone(_) => return None,
-        };
-        self.took_over(key, replaced)
+        }
     }
 
     /// A newer entry than the refused one, put where hits are served from, if it may be served.
     fn took_over(&self, key: CacheKey, replaced: Cached) -> Option<Outcome> {
-        let inner = &*self.inner;
         if !self.serves(&key, &replaced, Instant::now()) {
             return None;
         }
-        // The hot table too, or hits would go on being served the answer refused.
-        inner.hot.put(key, &replaced);
         Some(replaced.answer.into_outcome())
     }
 }

@@ -340,6 +340,7 @@ mod tests {
             answer: CachedAnswer::Rejected,
             asked_at,
             fresh_until: asked_at + Duration::from_secs(60),
+            bytes: 0,
         }
     }
 

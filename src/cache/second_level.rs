@@ -86,7 +86,8 @@ mod with_redis {
                     RevokedTarget::Identity(hash) => MarkTarget::Identity(hash),
                     RevokedTarget::Credential(key) => {
                         let key = CacheKey(key);
-                        inner.hot.remove(&key);
+                        // Outdated by the mark anyway; dropped at once, to free its memory.
+                        inner.entries.remove(&key);
                         MarkTarget::Credential(key)
                     }
                     RevokedTarget::Everything => MarkTarget::Everything,

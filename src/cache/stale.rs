@@ -11,6 +11,7 @@ use super::{
     entry::{time_until, Cached, CachedAnswer},
     key::{CacheKey, PassThroughHash},
     revocation::RevocationMarks,
+    store::CacheSize,
 };
 use crate::{
     outcome::{StaleSession, Unavailable},
@@ -61,13 +62,22 @@ pub(super) struct StaleStore {
 }
 
 impl StaleStore {
-    pub(super) fn new(grace: Duration, capacity: u64) -> Self {
+    /// A store bounded as the cache is: in entries, or in bytes with each session weighed as
+    /// its cache entry is (the session itself is shared with that entry while both live).
+    pub(super) fn new(grace: Duration, size: CacheSize) -> Self {
         let entries = Cache::builder()
             .name("tower-kratos stale sessions")
-            .max_capacity(capacity)
-            .expire_after(StaleLifetime { grace })
-            .build_with_hasher(PassThroughHash);
-        Self { entries, grace }
+            .expire_after(StaleLifetime { grace });
+        let entries = match size {
+            CacheSize::Entries(entries_max) => entries.max_capacity(entries_max),
+            CacheSize::Bytes(bytes) => entries
+                .max_capacity(bytes)
+                .weigher(|_, cached: &Cached| cached.bytes),
+        };
+        Self {
+            entries: entries.build_with_hasher(PassThroughHash),
+            grace,
+        }
     }
 
     /// Keeps a session Kratos just confirmed (the same `Arc`: no copy of its body).

@@ -75,8 +75,14 @@ impl Requirement {
     /// ```
     /// use tower_kratos::require::Requirement;
     ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Metadata { role: Option<String> }
+    ///
     /// let admins = Requirement::new().condition("role admin", |session| {
-    ///     session.identity.as_ref().is_some_and(|identity| identity.metadata_public["role"] == "admin")
+    ///     session.identity.as_ref().is_some_and(|identity| {
+    ///         identity.metadata_public.parse::<Metadata>()
+    ///             .is_ok_and(|metadata| metadata.role.as_deref() == Some("admin"))
+    ///     })
     /// });
     /// # let _ = admins;
     /// ```
