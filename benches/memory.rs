@@ -238,7 +238,7 @@ const CACHE_TTL: Duration = Duration::from_secs(3_600);
 const TARGET_BYTES_PER_SESSION: f64 = 1_600.0;
 /// The mixed-size sessions' `bio` trait: 0 to this many bytes, drawn from a seeded generator.
 const MAX_BIO: usize = 4_000;
-const MIXED_SEED: u64 = 0x6d69_7865_64;
+const MIXED_SEED: u64 = 4_000;
 const MIB: u64 = 1 << 20;
 
 /// `(token, "name=value" cookie)` per session.
@@ -1073,7 +1073,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
