@@ -60,7 +60,7 @@ pub struct Session {
     /// The session as a JWT, when whoami was asked with `tokenize_as`. Whatever accepts the JWT
     /// takes it as the session: keep it as secret as the session token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokenized: Option<String>,
+    pub tokenized: Option<Box<str>>,
     /// The layer whose cache holds this session, so that a connection opened with it can be
     /// watched (see [`live`](crate::live)). Never serialized or shown.
     #[serde(skip)]
@@ -222,8 +222,8 @@ impl Session {
 /// An `Arc`'s two counts, ahead of its value.
 const ARC_HEADER: usize = 2 * size_of::<usize>();
 
-fn optional(text: &Option<String>) -> usize {
-    text.as_ref().map_or(0, String::capacity)
+fn optional(text: &Option<Box<str>>) -> usize {
+    text.as_ref().map_or(0, |text| text.len())
 }
 
 fn aal_bytes(aal: Option<&Aal>) -> usize {
@@ -304,7 +304,7 @@ impl Serialize for Aal {
 pub struct AuthenticationMethod {
     /// The method, e.g. `password`, `oidc`, `totp`; an open set (legacy data has `v0.6_legacy_session`).
     #[serde(default)]
-    pub method: Option<String>,
+    pub method: Option<Box<str>>,
     /// The level this factor counts for. Legacy data has `""`.
     #[serde(default)]
     pub aal: Option<Aal>,
@@ -313,10 +313,10 @@ pub struct AuthenticationMethod {
     pub completed_at: Option<OffsetDateTime>,
     /// The OIDC or SAML provider, for those methods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
+    pub provider: Option<Box<str>>,
     /// The organization the factor was completed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub organization: Option<String>,
+    pub organization: Option<Box<str>>,
 }
 
 /// The identity a session belongs to.
@@ -327,16 +327,16 @@ pub struct Identity {
     pub id: String,
     /// An id from an external system, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
+    pub external_id: Option<Box<str>>,
     /// The identity schema's id.
     #[serde(default)]
-    pub schema_id: Option<String>,
+    pub schema_id: Option<Box<str>>,
     /// Where the identity schema can be fetched.
     #[serde(default)]
-    pub schema_url: Option<String>,
+    pub schema_url: Option<Box<str>>,
     /// `active` or `inactive`; an open set.
     #[serde(default)]
-    pub state: Option<String>,
+    pub state: Option<Box<str>>,
     /// The identity's traits, as the schema defines them, kept as their JSON text: read them as
     /// your own type with [`Identity::traits_as`] (or the `KratosTraits<T>` extractor), or as a
     /// [`serde_json::Value`] with [`RawJson::to_value`].
@@ -353,7 +353,7 @@ pub struct Identity {
     pub recovery_addresses: Vec<RecoveryAddress>,
     /// The organization the identity belongs to.
     #[serde(default)]
-    pub organization_id: Option<String>,
+    pub organization_id: Option<Box<str>>,
     /// When the identity was created.
     #[serde(default, with = "lenient_time")]
     pub created_at: Option<OffsetDateTime>,
@@ -522,19 +522,19 @@ impl Serialize for RawJson {
 pub struct VerifiableAddress {
     /// The address's id.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
     /// The address itself.
     #[serde(default)]
-    pub value: Option<String>,
+    pub value: Option<Box<str>>,
     /// Whether it was verified.
     #[serde(default)]
     pub verified: bool,
     /// `email` or `sms`; an open set.
     #[serde(default)]
-    pub via: Option<String>,
+    pub via: Option<Box<str>>,
     /// `pending`, `sent` or `completed`; an open set.
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<Box<str>>,
     /// When it was verified.
     #[serde(default, with = "lenient_time")]
     pub verified_at: Option<OffsetDateTime>,
@@ -546,13 +546,13 @@ pub struct VerifiableAddress {
 pub struct RecoveryAddress {
     /// The address's id.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
     /// The address itself.
     #[serde(default)]
-    pub value: Option<String>,
+    pub value: Option<Box<str>>,
     /// `email` or `sms`; an open set.
     #[serde(default)]
-    pub via: Option<String>,
+    pub via: Option<Box<str>>,
 }
 
 /// A device the session was used from.
@@ -561,16 +561,16 @@ pub struct RecoveryAddress {
 pub struct Device {
     /// The device's id.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
     /// The IP address seen.
     #[serde(default)]
-    pub ip_address: Option<String>,
+    pub ip_address: Option<Box<str>>,
     /// The user agent seen.
     #[serde(default)]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Box<str>>,
     /// A coarse location, when Kratos had one.
     #[serde(default)]
-    pub location: Option<String>,
+    pub location: Option<Box<str>>,
 }
 
 /// A validated session, shared: cloning it clones an [`Arc`], never the session body.

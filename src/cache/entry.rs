@@ -207,6 +207,9 @@ impl EntryLifetime {
             now.saturating_add(time::Duration::try_from(wait).unwrap_or(time::Duration::MAX))
         };
         match answer {
+            // Never served: whoami answers an inactive session with a 401, but an entry must
+            // not depend on it (hits do not look at the session).
+            CachedAnswer::Session { session, .. } if !session.active => start,
             CachedAnswer::Session { session, cache_for } => {
                 let mut ends_at = after(self.ttl);
                 if let Some(hint) = cache_for {
@@ -319,7 +322,7 @@ mod tests {
         };
         let with_jwt = |claims: &str| {
             let mut session = (*session(3600)).clone();
-            session.tokenized = Some(format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims)));
+            session.tokenized = Some(format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims)).into());
             CachedAnswer::Session {
                 session: KratosSession::new(Arc::new(session)),
                 cache_for: None,

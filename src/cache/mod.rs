@@ -324,12 +324,10 @@ impl SessionCache {
     /// its lifetime, which ends by the session's `expires_at` at the latest: the session may
     /// have been extended elsewhere; or outdated by a revocation made through this process).
     /// A check, not a copy: the caller moves the entry it holds into the outcome.
+    /// An inactive session's entry ends as it is made ([`entry`]): a hit reads nothing of the
+    /// session, whose memory a large cache would fetch for it.
     fn serves(&self, key: &CacheKey, cached: &entry::Cached, now: Instant) -> bool {
-        let live = match &cached.answer {
-            CachedAnswer::Session { session, .. } => session.active,
-            CachedAnswer::Rejected => true,
-        };
-        live && now < cached.fresh_until && !self.inner.revoked.outdates(key, cached)
+        now < cached.fresh_until && !self.inner.revoked.outdates(key, cached)
     }
 
     /// Drops this key's entry.
