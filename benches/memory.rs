@@ -685,7 +685,8 @@ struct BudgetReport {
     /// `stats().cache_bytes`: what the cache weighs its entries at (`Some` for a cache sized in
     /// bytes).
     cache_bytes: u64,
-    /// Live bytes the layer added, from before it was built to after the fill.
+    /// Live bytes the cache added: from the layer with its pool open and no session cached, to
+    /// after the fill (the layer's HTTP client and connections are not the cache's).
     measured: i64,
     entries: u64,
 }
@@ -755,7 +756,7 @@ fn byte_budget(runtime: &Runtime, kratos: &mut RemoteKratos, budget: u64) -> Bud
         cache_bytes: stats
             .cache_bytes
             .expect("a cache sized in bytes reports its bytes"),
-        measured: layer_bytes,
+        measured: cache_part,
         entries: stats.cache_entries,
     };
     println!();
@@ -770,7 +771,7 @@ fn byte_budget(runtime: &Runtime, kratos: &mut RemoteKratos, budget: u64) -> Bud
         FILL_CONCURRENCY * 4,
         report.entries,
     );
-    println!("| budget | stats().cache_bytes | measured live bytes added | entries kept | held |");
+    println!("| budget | stats().cache_bytes | measured live bytes the fill added | entries kept | held |");
     println!("|---:|---:|---:|---:|---|");
     println!(
         "| {} | {} | {} | {} | {} |",
@@ -782,9 +783,9 @@ fn byte_budget(runtime: &Runtime, kratos: &mut RemoteKratos, budget: u64) -> Bud
     );
     let kept = report.entries.max(1) as f64;
     println!(
-        "measured from before the layer was built ({layer_blocks} live blocks); of it, the layer \
-         before its first session (HTTP client, empty cache, {FILL_CONCURRENCY} pooled \
-         connections): {}; per kept session: {:.0} B measured after the pool, {:.0} B as weighed",
+        "the layer before its first session (HTTP client, empty cache, {FILL_CONCURRENCY} pooled \
+         connections; not counted above): {}; in all {layer_blocks} live blocks; per kept \
+         session: {:.0} B measured, {:.0} B as weighed",
         mib((layer_bytes - cache_part) as f64),
         cache_part as f64 / kept,
         report.cache_bytes as f64 / kept,
