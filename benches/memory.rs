@@ -1000,6 +1000,7 @@ fn per_session(
             Human(latencies.mean_latency())
         );
     }
+    memory_floor(&latency);
     (
         PerSession {
             sessions: biggest,
@@ -1008,6 +1009,50 @@ fn per_session(
         },
         latency,
     )
+}
+
+/// What the machine's memory alone costs a lookup among n entries, outside the layer: a
+/// random slot of a table of n `Arc`s to session-sized blocks, and the `Arc` cloned (two
+/// dependent cache misses once the table outgrows the CPU's caches; a hit takes at least that
+/// many: the store's slot, and the session's count). Timed as the hits are, interleaved by size.
+fn memory_floor(latency: &[(usize, Histogram<u64>)]) {
+    let tables: Vec<Vec<Arc<[u64; 145]>>> = latency
+        .iter()
+        .map(|(size, _)| (0..*size).map(|n| Arc::new([n as u64; 145])).collect())
+        .collect();
+    let mut histograms: Vec<Histogram<u64>> = tables.iter().map(|_| latencies()).collect();
+    let mut rng = SmallRng::seed_from_u64(11);
+    for round in 0..LATENCY_ROUNDS {
+        for offset in 0..tables.len() {
+            let index = (round + offset) % tables.len();
+            let table = &tables[index];
+            for _ in 0..HITS_PER_ROUND {
+                let slot = rng.random_range(..table.len());
+                let started = Instant::now();
+                let entry = Arc::clone(std::hint::black_box(&table[slot]));
+                std::hint::black_box(&entry);
+                histograms[index].record_latency(started.elapsed());
+            }
+        }
+    }
+    println!();
+    println!(
+        "the memory floor, outside the layer: one random `Arc` cloned out of a table of as many \
+         session-sized blocks (two dependent cache misses), timed as the hits are:"
+    );
+    println!("| entries | p50 | p99 | hit p50 less this |");
+    println!("|---:|---:|---:|---:|");
+    for ((entries, hits), floor) in latency.iter().zip(&histograms) {
+        let hit = hits.at_quantile(0.5);
+        let memory = floor.at_quantile(0.5);
+        println!(
+            "| {} | {} | {} | {} |",
+            thousands(*entries as u64),
+            Human(memory),
+            Human(floor.at_quantile(0.99)),
+            Human(hit.saturating_sub(memory)),
+        );
+    }
 }
 
 /// The numbers a README shows, as markdown.

@@ -339,9 +339,10 @@ impl<'a> FoundCredential<'a> {
     ) -> Result<Option<Self>, MalformedCredential> {
         // 1. X-Session-Token, the first one, when non-empty (Go's Header.Get + len > 0).
         if let Some(value) = headers.get(SESSION_TOKEN) {
-            let token = trim_ows(value.to_str().map_err(|_| MalformedCredential::NotText)?);
+            // Checked once, as a token (visible ASCII), instead of as text and then as a token.
+            let token = trim_ows_bytes(value.as_bytes());
             if !token.is_empty() {
-                check_token(token)?;
+                let token = checked_token(token, value)?;
                 return Ok(Some(Self::token(
                     CredentialSource::SessionToken,
                     token,
@@ -600,7 +601,7 @@ fn session_cookies<'a>(
         // Each pair is read on its own, as Kratos (Go's net/http) reads them: browsers send the
         // raw bytes of a cookie set with UTF-8 in it, and such a cookie must not hide the
         // session cookie beside it.
-        for pair in header_value.as_bytes().split(|&byte| byte == b';') {
+        for pair in pairs(header_value.as_bytes()) {
             seen.read(pair, cookie_names);
         }
         headers_read += 1;
@@ -610,6 +611,26 @@ fn session_cookies<'a>(
         found.header = last.filter(|_| headers_read == 1);
         found
     }))
+}
+
+/// The `;`-separated pieces of a `Cookie` header, as `split` gives them, found with `memchr`
+/// (a word or a vector at a time, where `split` tests each byte: a browser's `Cookie` header runs
+/// to hundreds of bytes, and this is most of what finding a session cookie costs).
+fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let bytes = rest?;
+        match memchr::memchr(b';', bytes) {
+            Some(at) => {
+                rest = Some(&bytes[at + 1..]);
+                Some(&bytes[..at])
+            }
+            None => {
+                rest = None;
+                Some(bytes)
+            }
+        }
+    })
 }
 
 /// The request's session cookies, as [`session_cookies`] reads them, before the choice.
@@ -628,7 +649,7 @@ impl<'a> SeenCookies<'a> {
     /// One `name=value` pair of a `Cookie` header.
     #[inline]
     fn read(&mut self, pair: &'a [u8], cookie_names: &CookieNames) {
-        let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
+        let Some(equals) = memchr::memchr(b'=', pair) else {
             return;
         };
         let name = trim_ows_bytes(&pair[..equals]);
@@ -725,10 +746,6 @@ impl<'a> SeenCookies<'a> {
     }
 }
 
-fn trim_ows(text: &str) -> &str {
-    text.trim_matches(|c| c == ' ' || c == '\t')
-}
-
 fn trim_ows_bytes(mut bytes: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = bytes {
         bytes = rest;
@@ -750,6 +767,24 @@ fn check_len(value: &str) -> Result<(), MalformedCredential> {
 }
 
 /// Tokens are visible ASCII with no spaces (Kratos's are `ory_st_` + alphanumerics).
+/// A header's trimmed token bytes as text, when they make a token; else why not, a header that
+/// is not text at all first (as reading it with `to_str` would have said).
+fn checked_token<'a>(
+    token: &'a [u8],
+    header: &HeaderValue,
+) -> Result<&'a str, MalformedCredential> {
+    let checked = std::str::from_utf8(token)
+        .map_err(|_| MalformedCredential::InvalidCharacters)
+        .and_then(|text| check_token(text).map(|()| text));
+    checked.map_err(|problem| {
+        if header.to_str().is_err() {
+            MalformedCredential::NotText
+        } else {
+            problem
+        }
+    })
+}
+
 fn check_token(token: &str) -> Result<(), MalformedCredential> {
     check_len(token)?;
     if token.bytes().all(|b| b.is_ascii_graphic()) {

@@ -75,7 +75,7 @@
 //! | `relay` | passing Kratos's `Set-Cookie` on | `credentials` |
 //! | `shared_cache/` | feature `redis`: the Redis second level (sealed entries, fill locks, revocation records and their channel, the back-off on Redis faults) | `config`, `defaults`, `log_limit`, `metrics`, `session` |
 //! | `client/` | the Kratos API (whoami behind its admission: back-off and a cap on calls in flight; the lifecycle calls) and [`LifecycleError`](lifecycle::LifecycleError) | `credentials`, `defaults`, `log_limit`, `metrics`, `outcome`, `response`, `session` |
-//! | `cache/` | keys, entries, the hot table, revocation marks and the open connections they wake, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `metrics`, `outcome`, `session`, `shared_cache/` |
+//! | `cache/` | keys, entries, the store, revocation marks and the open connections they wake, stale-if-error, the shared fill, the second level | `client/`, `credentials`, `defaults`, `log_limit`, `metrics`, `outcome`, `session`, `shared_cache/` |
 //! | `rejection/` | outcome → response: the one place every middleware refuses through (gRPC's trailers-only answers, browser redirects, then your rejection), and the response body (which ends with its session) | `cache/`, `config`, `outcome`, `response` |
 //! | `extract` | feature `axum`: axum extractors | `log_limit`, `outcome`, `rejection/`, `response`, `session` |
 //! | `live/` | connections that end with their session: [`SessionEnd`](live::SessionEnd), WebSockets (feature `ws`) | `cache/`, `extract`, `session` |

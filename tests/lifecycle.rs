@@ -893,7 +893,7 @@ async fn a_garbage_200_is_an_error_for_every_helper() {
 
 /// Alice's identity with three sessions: `current` (the caller) and two others, all cached by
 /// `service` (through three different credentials). Each is sent twice: the second request is a
-/// hit, so each entry is also in the layer's hot table when a test revokes it.
+/// hit, so each entry has been served from the cache when a test revokes it.
 struct Family {
     current: TestSession,
     phone: TestSession,

@@ -963,7 +963,7 @@ async fn a_full_cache_counts_its_evictions() {
         .expect("layer");
     let service = app(layer);
     let before = Exposition::now();
-    // moka evicts (or declines to admit) on its maintenance, which writes run now and then.
+    // The store evicts when a shard is full; with two entries of room, within a few sessions.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut sessions = Vec::new();
     let after = loop {

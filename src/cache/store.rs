@@ -126,7 +126,12 @@ impl Store {
         let options = options
             .build()
             .expect("the options set are the ones quick_cache requires");
-        let entries = Cache::with_options(options, EntryWeight { in_bytes }, PassThroughHash, Evictions);
+        let entries = Cache::with_options(
+            options,
+            EntryWeight { in_bytes },
+            PassThroughHash,
+            Evictions,
+        );
         Self {
             entries,
             budget: in_bytes.then_some(weight),
@@ -145,7 +150,12 @@ impl Store {
 
     pub(super) fn insert(&self, key: CacheKey, cached: Cached) {
         self.entries.insert(key, cached);
-        if self.budget.is_some() && self.inserts.fetch_add(1, Ordering::Relaxed) % FIT_EVERY == 0 {
+        if self.budget.is_some()
+            && self
+                .inserts
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(FIT_EVERY)
+        {
             self.fit();
         }
     }
