@@ -284,25 +284,30 @@ impl SessionCache {
         drop(landing);
         self.report_size();
         self.sweep_if_due();
-        if let Some(stale) = &self.inner.stale {
-            // A session Kratos just confirmed is kept for outages; one it just refused (revoked,
-            // expired, step-up needed) is never served stale.
-            match &entry {
-                Ok(cached) => match cached.answer {
-                    CachedAnswer::Session { .. } => stale.keep(key, cached).await,
-                    CachedAnswer::Rejected => stale.forget(&key).await,
-                },
-                Err(refused) if !matches!(**refused, Outcome::Unavailable(_)) => {
-                    stale.forget(&key).await;
-                }
-                Err(_) => {}
-            }
-        }
+        self.keep_for_outages(key, &entry).await;
         Filled {
             entry,
             flew: true,
             set_cookies,
             shared,
+        }
+    }
+
+    /// With stale-if-error, a session Kratos just confirmed is kept for outages; one it just
+    /// refused (revoked, expired, step-up needed) is never served stale.
+    async fn keep_for_outages(&self, key: CacheKey, entry: &Answer) {
+        let Some(stale) = &self.inner.stale else {
+            return;
+        };
+        match entry {
+            Ok(cached) => match cached.answer {
+                CachedAnswer::Session { .. } => stale.keep(key, cached).await,
+                CachedAnswer::Rejected => stale.forget(&key).await,
+            },
+            Err(refused) if !matches!(**refused, Outcome::Unavailable(_)) => {
+                stale.forget(&key).await;
+            }
+            Err(_) => {}
         }
     }
 
