@@ -677,6 +677,34 @@ fn allocations_per_request(runtime: &Runtime, kratos: &RemoteKratos) {
     });
 }
 
+/// Hit latency by cache size, as a markdown table.
+fn latency_table(latency: &[(usize, Histogram<u64>)]) {
+    println!("| cached sessions | hit p50 | p99 | p99.9 | mean |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (entries, latencies) in latency {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            thousands(*entries as u64),
+            Human(latencies.at_quantile(0.5)),
+            Human(latencies.at_quantile(0.99)),
+            Human(latencies.at_quantile(0.999)),
+            Human(latencies.mean_latency())
+        );
+    }
+}
+
+/// The process's resident memory (`VmRSS`), in bytes; 0 where `/proc` does not say.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
 /// What [`byte_budget`] measured.
 struct BudgetReport {
     budget: u64,
@@ -852,14 +880,17 @@ fn per_session(
         open_pool(&layered).await;
         settle().await;
         let before = Snapshot::process();
+        let resident_before = resident_bytes();
         let started = Instant::now();
         fill(&layered, &credentials, biggest, StatusCode::OK).await;
         let fill_time = started.elapsed();
-        // Runs the cache's pending maintenance, so every insert is counted.
+        // Sweeps expired entries (none here), so every entry counted is a live one.
         let stats = layer.stats().await;
         settle().await;
-        (before, fill_time, stats)
+        let resident = resident_bytes().saturating_sub(resident_before);
+        (before, fill_time, (stats, resident))
     });
+    let (stats, resident) = stats;
     let (bytes, blocks) = before.live_since();
     let calls = kratos.whoami_calls() - calls_before;
     // Per session held: the same as per session sent, unless some were evicted.
@@ -883,6 +914,11 @@ fn per_session(
     println!(
         "| of which the parsed Arc<Session> | {} | |",
         session_bytes.stand_in
+    );
+    println!(
+        "| resident memory the fill added, per session (glibc's block headers and free space \
+         included; the process, not the allocator's count) | {:.0} | |",
+        resident as f64 / held
     );
     println!(
         "| of which the rest: the store's entry, key, expiry, hash table | {:.0} | |",
@@ -988,18 +1024,7 @@ fn per_session(
              include them"
         );
     }
-    println!("| cached sessions | p50 | p99 | p99.9 | mean |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (entries, latencies) in &latency {
-        println!(
-            "| {} | {} | {} | {} | {} |",
-            thousands(*entries as u64),
-            Human(latencies.at_quantile(0.5)),
-            Human(latencies.at_quantile(0.99)),
-            Human(latencies.at_quantile(0.999)),
-            Human(latencies.mean_latency())
-        );
-    }
+    latency_table(&latency);
     memory_floor(&latency);
     (
         PerSession {
@@ -1065,17 +1090,7 @@ fn summary(
     println!();
     println!("summary, for the README:");
     println!();
-    println!("| cached sessions | hit p50 | p99 | p99.9 |");
-    println!("|---:|---:|---:|---:|");
-    for (entries, latencies) in latency {
-        println!(
-            "| {} | {} | {} | {} |",
-            thousands(*entries as u64),
-            Human(latencies.at_quantile(0.5)),
-            Human(latencies.at_quantile(0.99)),
-            Human(latencies.at_quantile(0.999)),
-        );
-    }
+    latency_table(latency);
     println!();
     println!("| memory | bytes |");
     println!("|---|---:|");
