@@ -11,7 +11,10 @@
 //!   with 100, 10,000, 100,000 and 1,000,000 cached sessions, one layer each, measured in
 //!   interleaved rounds so drift on the machine hits every size alike;
 //! - a byte budget held: a layer with `cache_max_bytes` (64 MiB) filled with more sessions of
-//!   mixed sizes than fit, its own `cache_bytes` next to the live bytes it really added;
+//!   mixed sizes than fit, its own `cache_bytes` next to the live bytes its fill really added;
+//! - the memory floor: one random `Arc` cloned out of a table of as many session-sized blocks,
+//!   timed as the hits are (what the machine's memory alone costs a lookup at each size);
+//! - the process's resident memory the biggest fill added, per session;
 //!
 //! and ends with a markdown summary for the README.
 //!
