@@ -17,6 +17,11 @@ pub const DEFAULT_TOKENIZED_MARGIN: Duration = Duration::from_secs(10);
 /// The default number of cached sessions.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
 
+/// The longest [`cache_ttl`](crate::authenticate::KratosLayerBuilder::cache_ttl): a day. The
+/// TTL is how long a revocation nobody tells the layer about goes unnoticed; past this, every
+/// clock and timer the cache keeps would still count it, but no deployment means it.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The least byte budget [`cache_max_bytes`](crate::authenticate::KratosLayerBuilder::cache_max_bytes)
 /// takes: a few hundred sessions, and room in each of the cache's shards for a large one.
 pub const MIN_CACHE_BYTES: u64 = 1 << 20;

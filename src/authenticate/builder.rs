@@ -22,8 +22,8 @@ use crate::{
         DEFAULT_BACKOFF_MIN, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_CONNECT_TIMEOUT,
         DEFAULT_EXTEND_COOLDOWN, DEFAULT_LOOKUP_QUEUE_TIMEOUT, DEFAULT_MAX_CONCURRENT_LOOKUPS,
         DEFAULT_REQUEST_TIMEOUT, DEFAULT_TOKENIZED_MARGIN, MAX_ADMIN_API_KEY_LEN, MAX_BACKOFF,
-        MAX_EXTEND_COOLDOWN, MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL, MAX_STALE_IF_ERROR,
-        MIN_CACHE_BYTES,
+        MAX_CACHE_TTL, MAX_EXTEND_COOLDOWN, MAX_LOOKUP_QUEUE_TIMEOUT, MAX_REJECTION_TTL,
+        MAX_STALE_IF_ERROR, MIN_CACHE_BYTES,
     },
     extend::Extender,
     log_limit::WarnLimiter,
@@ -354,8 +354,16 @@ impl<R> KratosLayerBuilder<R> {
     /// password-change hook) is still accepted here until its entry expires: up to this TTL,
     /// 60 s by default. Revocations made through this crate take effect at once. Choose the TTL
     /// as the longest revocation lag you accept; lower it for sensitive apps, at the cost of
-    /// more whoami calls (which Ory Network rate-limits).
+    /// more whoami calls (which Ory Network rate-limits). At most
+    /// [`MAX_CACHE_TTL`](crate::defaults::MAX_CACHE_TTL), a day.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        if ttl > MAX_CACHE_TTL {
+            self.fail(BuildError::setting(
+                "cache_ttl",
+                "must be at most a day (86400 s): it is how long a revocation made elsewhere \
+                 can go unnoticed",
+            ));
+        }
         self.cache.ttl = ttl;
         self
     }
@@ -1159,6 +1167,10 @@ mod tests {
             (
                 KratosLayer::builder("http://k").cache_capacity(0),
                 "cache_capacity",
+            ),
+            (
+                KratosLayer::builder("http://k").cache_ttl(Duration::MAX),
+                "cache_ttl",
             ),
             (
                 KratosLayer::builder("http://k").cache_max_bytes(MIN_CACHE_BYTES - 1),

@@ -314,7 +314,7 @@ impl SessionCache {
     /// Sweeps the store's expired entries when a sweep is due: on a blocking thread, since a
     /// large store takes milliseconds, and off every request's path.
     fn sweep_if_due(&self) {
-        if self.inner.entries.sweep_due() {
+        if self.inner.entries.claim_sweep() {
             let cache = self.clone();
             tokio::task::spawn_blocking(move || cache.inner.entries.sweep());
         }

@@ -1,7 +1,7 @@
 //! The store of cached entries: a bounded concurrent map, counted in entries or weighed in
 //! bytes, whose hits cost the same with a hundred entries as with a million.
 //!
-//! The store is [`quick_cache`]'s. Until 0.4 it was moka's, and a hit slowed down as the cache
+//! The store is [`quick_cache`]'s. It was moka's before, and a hit slowed down as the cache
 //! grew (`cargo bench --bench memory`, one client, uniformly random sessions): p50 1.1 µs and
 //! p99 2.7 µs with 100 sessions, p50 3.5 µs and p99 79 µs with 100,000. A profile of those hits
 //! (`PROFILE_HITS=random`, `perf`) put a third of the time in moka's concurrent hash table
@@ -14,13 +14,10 @@
 //!
 //! moka stays for the small side stores (refusals, extensions, stale sessions, JWT keys),
 //! whose per-entry lifetimes it keeps; here an entry's end is its `fresh_until`, checked on
-//! every hit, and expired entries are swept (see [`Store::sweep_due`]).
+//! every hit, and expired entries are swept (see [`Store::claim_sweep`]).
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex,
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -94,13 +91,11 @@ pub(super) struct Store {
     budget: Option<u64>,
     /// Inserts so far, to fit the budget every [`FIT_EVERY`].
     inserts: AtomicU64,
-    /// Sweeps run at most this often.
-    sweep_every: Duration,
+    /// Sweeps run at most this often, in nanoseconds.
+    sweep_every: u64,
     /// When the next sweep is due, in nanoseconds after `started`.
     next_sweep: AtomicU64,
     started: Instant,
-    /// Held while a sweep runs, so that two never do.
-    sweeping: Mutex<()>,
 }
 
 impl Store {
@@ -136,10 +131,9 @@ impl Store {
             entries,
             budget: in_bytes.then_some(weight),
             inserts: AtomicU64::new(0),
-            sweep_every: sweep_every.max(Duration::from_secs(1)),
+            sweep_every: nanos(sweep_every.max(Duration::from_secs(1))),
             next_sweep: AtomicU64::new(0),
             started: Instant::now(),
-            sweeping: Mutex::new(()),
         }
     }
 
@@ -202,22 +196,28 @@ impl Store {
             .map(|_| self.entries.weight().saturating_add(self.tables()))
     }
 
-    /// Whether a sweep is due now: the caller (a miss, off the hit path) then runs
-    /// [`Store::sweep`], on a blocking thread for a large store.
-    pub(super) fn sweep_due(&self) -> bool {
-        let now = self.nanos_since_start(Instant::now());
-        now >= self.next_sweep.load(Ordering::Relaxed)
+    /// Whether a sweep is due now, and if so this caller's to run (the next falls due a sweep
+    /// interval later): the caller, a miss off the hit path, then runs [`Store::sweep`] on a
+    /// blocking thread. However many misses arrive when it falls due, one of them sweeps.
+    pub(super) fn claim_sweep(&self) -> bool {
+        let now = nanos(self.started.elapsed());
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        now >= due
+            && self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(self.sweep_every),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 
     /// Drops the entries past their `fresh_until`: no hit serves them, but they hold memory
     /// and sessions until the bound pushes them out. One shard is locked at a time.
     pub(super) fn sweep(&self) {
-        let Ok(_sweeping) = self.sweeping.try_lock() else {
-            return;
-        };
         let now = Instant::now();
-        let next = self.nanos_since_start(now + self.sweep_every);
-        self.next_sweep.store(next, Ordering::Relaxed);
         self.entries.retain(|_, cached| {
             let fresh = now < cached.fresh_until;
             if !fresh {
@@ -227,8 +227,8 @@ impl Store {
         });
         self.fit();
     }
+}
 
-    fn nanos_since_start(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
-    }
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
