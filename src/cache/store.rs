@@ -166,8 +166,9 @@ impl Store {
         let tables = self.tables();
         let for_entries = budget.saturating_sub(tables).max(1);
         let now = self.entries.capacity();
-        // Left alone for small moves: each change takes every shard's lock.
-        if now.abs_diff(for_entries) > budget / 256 {
+        // Always lowered when the tables grew, so the budget holds; raised (when they shrank)
+        // only by a step worth taking every shard's lock for.
+        if for_entries < now || for_entries - now > budget / 256 {
             self.entries.set_capacity(for_entries);
         }
     }
