@@ -454,6 +454,12 @@ impl<R> KratosLayerBuilder<R> {
     /// budget of their own of the same size; they are mostly the cached sessions themselves
     /// (shared, not copied), so the two together take little more than `bytes`.
     ///
+    /// `bytes` counts what the allocator is asked for. The process's resident memory for the
+    /// same sessions is more, by the allocator's own overhead: measured 1.1× with jemalloc and
+    /// up to 1.9× with glibc's malloc, whose heap keeps holes between a session's blocks (see
+    /// the [performance guide](crate::guide::performance)). Size the budget for that, or run
+    /// the application on jemalloc.
+    ///
     /// ```
     /// use tower_kratos::KratosLayer;
     ///
